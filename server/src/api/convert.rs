@@ -1,0 +1,135 @@
+//! Domain → wire conversions.
+
+use ctxd_proto::v1 as pb;
+
+use crate::domain::{
+    Approval, ContentPart, Context, ContextConfig, ContextSummary, FsmState, Message, MessageStatus, Role, Timestamp,
+    ToolCall,
+};
+
+/// The only branch until branching actions exist.
+pub const MAIN_BRANCH: &str = "main";
+
+pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
+    let micros = t.as_micros();
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1_000).unwrap_or(0),
+    }
+}
+
+pub fn fsm_state(state: FsmState) -> pb::FsmState {
+    match state {
+        FsmState::Idle => pb::FsmState::Idle,
+        FsmState::ProcessingUserMessage => pb::FsmState::ProcessingUserMessage,
+        FsmState::AwaitingLlmResponse => pb::FsmState::AwaitingLlmResponse,
+        FsmState::StreamingLlmResponse => pb::FsmState::StreamingLlmResponse,
+        FsmState::ProcessingLlmResponse => pb::FsmState::ProcessingLlmResponse,
+        FsmState::AwaitingToolApproval => pb::FsmState::AwaitingToolApproval,
+        FsmState::ExecutingTools => pb::FsmState::ExecutingTools,
+        FsmState::ProcessingToolResults => pb::FsmState::ProcessingToolResults,
+        FsmState::GeneratingResponse => pb::FsmState::GeneratingResponse,
+        FsmState::TransientFailure => pb::FsmState::TransientFailure,
+        FsmState::Failed => pb::FsmState::Failed,
+    }
+}
+
+pub fn config(config: &ContextConfig) -> pb::ContextConfig {
+    pb::ContextConfig {
+        system_prompt: config.system_prompt.clone(),
+        model: config.model.clone(),
+        auto_approve_tools: config.auto_approve_tools.clone(),
+    }
+}
+
+pub fn tool_call(call: &ToolCall) -> pb::ToolCall {
+    pb::ToolCall {
+        id: call.id.clone(),
+        name: call.name.clone(),
+        arguments_json: call.arguments_json.clone(),
+        approval: match call.approval {
+            Approval::Pending => pb::ApprovalStatus::Pending,
+            Approval::Approved => pb::ApprovalStatus::Approved,
+            Approval::Denied => pb::ApprovalStatus::Denied,
+            Approval::AutoApproved => pb::ApprovalStatus::AutoApproved,
+        } as i32,
+    }
+}
+
+pub fn message(message: &Message) -> pb::Message {
+    pb::Message {
+        id: message.id.to_string(),
+        role: match message.role {
+            Role::User => pb::Role::User,
+            Role::Assistant => pb::Role::Assistant,
+            Role::System => pb::Role::System,
+            Role::Tool => pb::Role::Tool,
+        } as i32,
+        content: message
+            .content
+            .iter()
+            .map(|part| pb::ContentPart {
+                part: Some(match part {
+                    ContentPart::Text(text) => pb::content_part::Part::Text(text.clone()),
+                    ContentPart::ImageUrl(url) => pb::content_part::Part::ImageUrl(url.clone()),
+                }),
+            })
+            .collect(),
+        tool_calls: message.tool_calls.iter().map(tool_call).collect(),
+        tool_call_id: message.tool_call_id.clone().unwrap_or_default(),
+        client_message_id: message.client_message_id.clone().unwrap_or_default(),
+        status: match message.status {
+            MessageStatus::Streaming => pb::MessageStatus::Streaming,
+            MessageStatus::Complete => pb::MessageStatus::Complete,
+            MessageStatus::Cancelled => pb::MessageStatus::Cancelled,
+            MessageStatus::Error => pb::MessageStatus::Error,
+        } as i32,
+        created_at: Some(timestamp(message.created_at)),
+        is_error: message.is_error,
+        usage: message
+            .usage
+            .map(|u| pb::Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }),
+        duration_ms: message.duration_ms,
+    }
+}
+
+pub fn context_state(ctx: &Context) -> pb::ContextState {
+    pb::ContextState {
+        context_id: ctx.id.to_string(),
+        revision: ctx.revision,
+        state: fsm_state(ctx.state()) as i32,
+        messages: ctx.messages.iter().map(|m| message(m)).collect(),
+        pending_tool_calls: ctx.pending_tool_calls().iter().map(tool_call).collect(),
+        config: Some(config(&ctx.config)),
+        title: ctx.title.clone(),
+        active_branch: MAIN_BRANCH.to_owned(),
+        last_error: ctx.phase.error().unwrap_or_default().to_owned(),
+        created_at: Some(timestamp(ctx.created_at)),
+        updated_at: Some(timestamp(ctx.updated_at)),
+    }
+}
+
+pub fn summary(summary: &ContextSummary) -> pb::ContextSummary {
+    pb::ContextSummary {
+        context_id: summary.id.to_string(),
+        title: summary.title.clone(),
+        state: fsm_state(summary.state) as i32,
+        revision: summary.revision,
+        message_count: summary.message_count,
+        updated_at: Some(timestamp(summary.updated_at)),
+        created_at: Some(timestamp(summary.created_at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_split_into_seconds_and_nanos() {
+        let t = timestamp(Timestamp::from_micros(1_700_000_000_123_456));
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_456_000));
+        let before_epoch = timestamp(Timestamp::from_micros(-1));
+        assert_eq!((before_epoch.seconds, before_epoch.nanos), (-1, 999_999_000));
+    }
+}

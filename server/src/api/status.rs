@@ -1,0 +1,25 @@
+//! Every runtime error as the gRPC status a client gets.
+
+use tonic::{Code, Status};
+
+use crate::fsm::Rejection;
+use crate::runtime::Error;
+use crate::store;
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Rejected(Rejection::StaleRevision { .. }) => Code::Aborted,
+            Error::Rejected(rejection) if rejection.is_invalid_argument() => Code::InvalidArgument,
+            Error::Rejected(_) => Code::FailedPrecondition,
+            Error::Storage(store::Error::Corrupt(_)) => Code::DataLoss,
+            Error::Storage(_) | Error::ShuttingDown | Error::Stopped { .. } => Code::Unavailable,
+            Error::Overloaded(_) => Code::ResourceExhausted,
+            Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Error::Internal(_) => Code::Internal,
+        };
+        Status::new(code, error.to_string())
+    }
+}

@@ -1,0 +1,147 @@
+use std::sync::Arc;
+
+use super::{Approval, ContextId, FsmState, Message, Phase, Role, Timestamp, ToolCall};
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContextConfig {
+    pub system_prompt: String,
+    /// Empty: the server's default model.
+    pub model: String,
+    pub auto_approve_tools: Vec<String>,
+}
+
+/// A context as the server holds it: everything that is saved, plus the text of a
+/// message that is still streaming (deltas are not saved one by one).
+///
+/// Cloning is cheap: messages live in a persistent vector that shares structure, so
+/// readers get a consistent snapshot without copying the conversation or blocking the
+/// writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub id: ContextId,
+    pub title: String,
+    pub config: ContextConfig,
+    pub phase: Phase,
+    /// +1 on every durable change.
+    pub revision: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// The active branch, oldest first; `messages[i].seq == i`.
+    pub messages: imbl::Vector<Arc<Message>>,
+    /// client_message_id → seq of the user message that carried it.
+    pub client_ids: imbl::HashMap<String, u64>,
+}
+
+/// What a list of contexts shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextSummary {
+    pub id: ContextId,
+    pub title: String,
+    pub state: FsmState,
+    pub revision: u64,
+    pub message_count: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Context {
+    /// A new, empty context at revision 1 (its creation is its first saved change).
+    pub fn new(id: ContextId, title: String, config: ContextConfig, now: Timestamp) -> Self {
+        Self {
+            id,
+            title,
+            config,
+            phase: Phase::Idle,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+            messages: imbl::Vector::new(),
+            client_ids: imbl::HashMap::new(),
+        }
+    }
+
+    pub fn state(&self) -> FsmState {
+        self.phase.state()
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.messages.len() as u64
+    }
+
+    pub fn message(&self, seq: u64) -> Option<&Message> {
+        usize::try_from(seq).ok().and_then(|i| self.messages.get(i)).map(|m| m.as_ref())
+    }
+
+    pub fn summary(&self) -> ContextSummary {
+        ContextSummary {
+            id: self.id,
+            title: self.title.clone(),
+            state: self.state(),
+            revision: self.revision,
+            message_count: self.next_seq(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// Ids of the tool calls of message `seq` that already have a tool message answering them.
+    pub fn answered_calls(&self, seq: u64) -> std::collections::HashSet<&str> {
+        let start = usize::try_from(seq).unwrap_or(usize::MAX).saturating_add(1);
+        self.messages
+            .iter()
+            .skip(start)
+            .filter(|m| m.role == Role::Tool)
+            .filter_map(|m| m.tool_call_id.as_deref())
+            .collect()
+    }
+
+    /// The tool calls a client is waiting on: undecided ones while awaiting approval, allowed
+    /// ones without a result while tools execute.
+    pub fn pending_tool_calls(&self) -> Vec<ToolCall> {
+        match self.phase {
+            Phase::AwaitingToolApproval { message } => self
+                .message(message)
+                .map(|m| m.tool_calls.iter().filter(|c| c.approval == Approval::Pending).cloned().collect())
+                .unwrap_or_default(),
+            Phase::ExecutingTools { message } => {
+                let answered = self.answered_calls(message);
+                self.message(message)
+                    .map(|m| {
+                        m.tool_calls
+                            .iter()
+                            .filter(|c| c.approval.allows_run() && !answered.contains(c.id.as_str()))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Applies a saved change: replaces or appends `messages` (by seq) and moves to `phase`.
+    /// Returns the new context; `self` is untouched so a failed save leaves memory as it was.
+    pub fn with_change(&self, phase: Phase, messages: &[Arc<Message>], now: Timestamp) -> Self {
+        let mut next = self.clone();
+        for message in messages {
+            next.put_message(Arc::clone(message));
+        }
+        next.phase = phase;
+        next.revision += 1;
+        next.updated_at = now.max(self.updated_at);
+        next
+    }
+
+    /// Replaces the message with the same seq, or appends it when it is the next one.
+    pub fn put_message(&mut self, message: Arc<Message>) {
+        if let Some(client_id) = &message.client_message_id {
+            self.client_ids.insert(client_id.clone(), message.seq);
+        }
+        match usize::try_from(message.seq) {
+            Ok(i) if i < self.messages.len() => {
+                self.messages.set(i, message);
+            }
+            _ => self.messages.push_back(message),
+        }
+    }
+}

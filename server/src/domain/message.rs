@@ -1,0 +1,116 @@
+use super::{MessageId, Timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+    Tool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStatus {
+    /// Text is still arriving.
+    Streaming,
+    Complete,
+    /// The run was cancelled while this message streamed; its text so far is kept.
+    Cancelled,
+    /// The attempt behind this message failed or was interrupted; never sent to the LLM again.
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentPart {
+    Text(String),
+    ImageUrl(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    Pending,
+    Approved,
+    Denied,
+    /// No approval needed: the tool does not require it, or the context auto-approves it.
+    AutoApproved,
+}
+
+impl Approval {
+    /// Whether the call may run (or already ran).
+    pub fn allows_run(self) -> bool {
+        matches!(self, Approval::Approved | Approval::AutoApproved)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments_json: String,
+    pub approval: Approval,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: MessageId,
+    /// Position in the context, from 0; also the storage key, so saving one message
+    /// never rewrites the others.
+    pub seq: u64,
+    pub role: Role,
+    pub content: Vec<ContentPart>,
+    pub tool_calls: Vec<ToolCall>,
+    /// On tool messages: the call this message answers.
+    pub tool_call_id: Option<String>,
+    /// On user messages: the client's idempotency key.
+    pub client_message_id: Option<String>,
+    pub status: MessageStatus,
+    /// On tool messages: the tool failed, was denied, cancelled or interrupted.
+    pub is_error: bool,
+    pub usage: Option<Usage>,
+    pub duration_ms: u64,
+    pub created_at: Timestamp,
+}
+
+impl Message {
+    /// A complete message holding one text part.
+    pub fn text(id: MessageId, seq: u64, role: Role, text: String, now: Timestamp) -> Self {
+        Self {
+            id,
+            seq,
+            role,
+            content: vec![ContentPart::Text(text)],
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            client_message_id: None,
+            status: MessageStatus::Complete,
+            is_error: false,
+            usage: None,
+            duration_ms: 0,
+            created_at: now,
+        }
+    }
+
+    /// All text parts joined.
+    pub fn text_content(&self) -> String {
+        self.content
+            .iter()
+            .filter_map(|part| match part {
+                ContentPart::Text(text) => Some(text.as_str()),
+                ContentPart::ImageUrl(_) => None,
+            })
+            .collect()
+    }
+
+    /// Appends streamed text to the last text part (adding one if there is none).
+    pub fn push_text(&mut self, delta: &str) {
+        match self.content.last_mut() {
+            Some(ContentPart::Text(text)) => text.push_str(delta),
+            _ => self.content.push(ContentPart::Text(delta.to_owned())),
+        }
+    }
+}

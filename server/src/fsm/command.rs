@@ -1,0 +1,76 @@
+use crate::domain::Usage;
+
+/// Something that moves a context: a client's action, or the result of an effect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// A user message. `client_message_id` makes the send idempotent.
+    Send {
+        content: String,
+        client_message_id: Option<String>,
+        expected_revision: Option<u64>,
+    },
+    /// Decides every pending tool call.
+    Approve {
+        approved: Vec<String>,
+        denied: Vec<String>,
+    },
+    Cancel,
+    Retry,
+    /// Take the next automatic step of a run (the driver feeds this back after [`Effect::Continue`]).
+    Continue,
+    /// The context was loaded mid-run after a restart.
+    Resume,
+    /// Streamed assistant text.
+    LlmDelta {
+        text: String,
+    },
+    /// The LLM's reply is complete.
+    LlmFinished {
+        reply: LlmReply,
+    },
+    /// The LLM call failed.
+    LlmFailed {
+        error: String,
+        transient: bool,
+    },
+    /// A tool call finished (successfully or not).
+    ToolFinished {
+        call_id: String,
+        result: ToolResult,
+    },
+    /// The backoff after a transient failure elapsed.
+    RetryDue,
+}
+
+/// What the LLM produced besides text.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LlmReply {
+    pub tool_calls: Vec<RequestedToolCall>,
+    pub usage: Option<Usage>,
+    pub duration_ms: u64,
+}
+
+/// A tool call as the model asked for it, before any approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments_json: String,
+}
+
+/// A tool's output as the model will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolResult {
+    pub output: String,
+    pub is_error: bool,
+}
+
+impl ToolResult {
+    pub fn ok(output: impl Into<String>) -> Self {
+        Self { output: output.into(), is_error: false }
+    }
+
+    pub fn error(output: impl Into<String>) -> Self {
+        Self { output: output.into(), is_error: true }
+    }
+}

@@ -1,0 +1,17 @@
+use crate::domain::ToolCall;
+
+/// A side effect a transition asks for. The driver runs effects only after the
+/// transition that asked for them is saved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Apply [`Command::Continue`](super::Command::Continue) next.
+    Continue,
+    /// Send the conversation to the LLM; the reply comes back as `LlmDelta`/`LlmFinished`/`LlmFailed`.
+    CallLlm { attempt: u32 },
+    /// Send `RetryDue` after the backoff for `attempt` (the attempt that failed).
+    ScheduleRetry { attempt: u32 },
+    /// Run these tool calls concurrently; each result comes back as `ToolFinished`.
+    RunTools { calls: Vec<ToolCall> },
+    /// Stop whatever the run has in flight (LLM call, tools, retry timer).
+    AbortRun,
+}

@@ -1,0 +1,31 @@
+use crate::domain::FsmState;
+
+/// Why the state machine refused a command. A refused command changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("context is busy: a run is in progress (state {state}); wait for it, or CancelRun")]
+    Busy { state: FsmState },
+    #[error("{action} is not allowed in state {state}")]
+    WrongState { action: &'static str, state: FsmState },
+    #[error("expected revision {expected}, but the context is at revision {actual}")]
+    StaleRevision { expected: u64, actual: u64 },
+    #[error("no pending tool call has id {id:?}")]
+    UnknownToolCall { id: String },
+    #[error("tool call {id:?} was already decided")]
+    AlreadyDecided { id: String },
+    #[error("tool call {id:?} is listed more than once")]
+    DuplicateDecision { id: String },
+    #[error("every pending tool call must be approved or denied; undecided: {}", ids.join(", "))]
+    Undecided { ids: Vec<String> },
+}
+
+impl Rejection {
+    /// Whether the client sent something malformed (as opposed to something the current
+    /// state does not allow).
+    pub fn is_invalid_argument(&self) -> bool {
+        matches!(
+            self,
+            Rejection::UnknownToolCall { .. } | Rejection::DuplicateDecision { .. } | Rejection::Undecided { .. }
+        )
+    }
+}

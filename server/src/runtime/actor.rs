@@ -1,0 +1,373 @@
+//! The actor of one live context: the only writer of that context. It applies commands
+//! through the state machine, saves each change before anything else sees it, publishes
+//! the new state, then runs the effects the change asked for.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use super::{ActorHandle, Error, Gone, Request, Result, Shared, Slot, prompt};
+use crate::domain::{Context, ContextId, Message, MessageId, Phase, Timestamp};
+use crate::fsm::{self, Change, Command, Effect, Env, LlmReply};
+use crate::llm::{LlmEvent, LlmStream};
+
+/// The reason given to requests that reached an actor while it unloaded.
+pub(super) const MOVED: &str = "unloaded while the request was queued";
+
+/// Effect results waiting to be applied can pile up this far before producers wait.
+const EVENT_CAPACITY: usize = 64;
+
+type Event = (u64, Command);
+
+pub(super) struct Actor {
+    id: ContextId,
+    instance: u64,
+    shared: Arc<Shared>,
+    mailbox: mpsc::Receiver<Request>,
+    state: watch::Sender<Slot>,
+    events_tx: mpsc::Sender<Event>,
+    events: mpsc::Receiver<Event>,
+    /// Tasks of the current run: the LLM call, tools, the retry timer.
+    run: JoinSet<()>,
+    /// Bumped when a run is aborted, so late results of its tasks are ignored.
+    generation: u64,
+    /// Commands to apply before taking the next request (automatic steps of a run).
+    queue: VecDeque<Command>,
+}
+
+impl Actor {
+    pub(super) fn new(id: ContextId, instance: u64, shared: Arc<Shared>) -> (ActorHandle, Self) {
+        let (mailbox_tx, mailbox) = mpsc::channel(shared.settings.mailbox_capacity);
+        let (state, state_rx) = watch::channel(Slot::Loading);
+        let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
+        let handle = ActorHandle { mailbox: mailbox_tx, state: state_rx, instance };
+        let actor = Self {
+            id,
+            instance,
+            shared,
+            mailbox,
+            state,
+            events_tx,
+            events,
+            run: JoinSet::new(),
+            generation: 0,
+            queue: VecDeque::new(),
+        };
+        (handle, actor)
+    }
+
+    /// Answers everything with "shutting down" (started after shutdown began).
+    pub(super) async fn refuse(mut self) {
+        self.stop(Gone::Stopped("the server is shutting down".into()), |_| Error::ShuttingDown);
+    }
+
+    pub(super) async fn run(mut self) {
+        let store = self.shared.store.clone();
+        let id = self.id;
+        let loaded = tokio::task::spawn_blocking(move || store.load(id)).await;
+        match loaded {
+            Ok(Ok(Some(ctx))) => {
+                let ctx = Arc::new(ctx);
+                self.state.send_replace(Slot::Live(Arc::clone(&ctx)));
+                Live { actor: self, ctx }.serve().await;
+            }
+            Ok(Ok(None)) => self.stop(Gone::NotFound, Error::NotFound),
+            Ok(Err(e)) => {
+                tracing::error!(context = %id, error = %e, "could not load context");
+                let reason = format!("could not load: {e}");
+                self.stop(Gone::Stopped(reason.clone()), |id| Error::Stopped { id, reason: reason.clone() });
+            }
+            Err(e) => {
+                let reason = format!("load task failed: {e}");
+                self.stop(Gone::Stopped(reason.clone()), |id| Error::Stopped { id, reason: reason.clone() });
+            }
+        }
+    }
+
+    /// Leaves the registry, answers every queued request with `error`, and tells watchers.
+    fn stop(&mut self, gone: Gone, error: impl Fn(ContextId) -> Error) {
+        self.shared.unregister(self.id, self.instance);
+        self.mailbox.close();
+        while let Ok(request) = self.mailbox.try_recv() {
+            // A caller that went away needs no answer.
+            let _ = match request {
+                Request::Act { reply, .. } => reply.send(Err(error(self.id))).map_err(drop),
+                Request::Delete { reply } => reply.send(Err(error(self.id))).map_err(drop),
+            };
+        }
+        self.run.abort_all();
+        self.state.send_replace(Slot::Gone(gone));
+    }
+}
+
+/// An actor with its context loaded.
+struct Live {
+    actor: Actor,
+    /// Always what is saved, plus the text of a message that is streaming.
+    ctx: Arc<Context>,
+}
+
+impl Live {
+    async fn serve(mut self) {
+        if !self.ctx.phase.is_resting() {
+            tracing::info!(context = %self.actor.id, state = %self.ctx.state(), "resuming interrupted run");
+            if !self.step(Command::Resume, None).await {
+                return;
+            }
+        }
+        loop {
+            while let Some(command) = self.actor.queue.pop_front() {
+                if !self.step(command, None).await {
+                    return;
+                }
+            }
+            let idle = self.ctx.phase.is_resting() && self.actor.run.is_empty();
+            let unload_after = self.actor.shared.settings.idle_unload;
+            tokio::select! {
+                biased;
+                () = self.actor.shared.shutdown.cancelled() => {
+                    self.actor.stop(Gone::Stopped("the server is shutting down".into()), |_| Error::ShuttingDown);
+                    return;
+                }
+                request = self.actor.mailbox.recv() => match request {
+                    Some(Request::Act { command, reply }) => {
+                        if !self.step(command, Some(reply)).await {
+                            return;
+                        }
+                    }
+                    Some(Request::Delete { reply }) => {
+                        self.delete(reply).await;
+                        return;
+                    }
+                    None => return,
+                },
+                Some((generation, command)) = self.actor.events.recv() => {
+                    if generation == self.actor.generation && !self.step(command, None).await {
+                        return;
+                    }
+                }
+                Some(_) = self.actor.run.join_next(), if !self.actor.run.is_empty() => {}
+                () = tokio::time::sleep(unload_after), if idle => {
+                    if self.try_unload() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one command. Returns false when the actor had to stop.
+    async fn step(&mut self, command: Command, reply: Option<oneshot::Sender<Result<Arc<Context>>>>) -> bool {
+        let now = Timestamp::now();
+        let applied = {
+            let env = Env {
+                now,
+                tools: &*self.actor.shared.tools,
+                max_llm_attempts: self.actor.shared.settings.max_llm_attempts,
+                new_id: &MessageId::new,
+            };
+            fsm::apply(&self.ctx, command, &env)
+        };
+        let outcome = match applied {
+            Ok(outcome) => outcome,
+            Err(rejection) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(rejection.into()));
+                }
+                return true;
+            }
+        };
+        if let Some(text) = outcome.delta {
+            self.append_streamed(&text);
+        }
+        if let Some(change) = outcome.change
+            && let Err(error) = self.save(change, now).await
+        {
+            match reply {
+                // The action fails and nothing changed: memory is still what is on disk.
+                Some(reply) => {
+                    let _ = reply.send(Err(error));
+                    return true;
+                }
+                // A run's own step could not be saved: stop, so that the next access reloads
+                // the context from disk and resumes from its last saved transition.
+                None => {
+                    tracing::error!(context = %self.actor.id, %error, "save failed; unloading the context");
+                    let reason = format!("a save failed: {error}");
+                    self.actor.stop(Gone::Stopped(reason.clone()), |id| Error::Stopped { id, reason: reason.clone() });
+                    return false;
+                }
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(Arc::clone(&self.ctx)));
+        }
+        for effect in outcome.effects {
+            self.start(effect);
+        }
+        true
+    }
+
+    /// Saves `change` as one atomic batch, then makes it the current state.
+    async fn save(&mut self, change: Change, now: Timestamp) -> Result<()> {
+        let Change { phase, messages } = change;
+        let messages: Vec<Arc<Message>> = messages.into_iter().map(Arc::new).collect();
+        let next = self.ctx.with_change(phase, &messages, now);
+        let before = self.ctx.updated_at;
+        let store = self.actor.shared.store.clone();
+        let next = tokio::task::spawn_blocking(move || store.commit(before, &next, &messages).map(|()| next))
+            .await
+            .map_err(|e| Error::Internal(format!("storage task failed: {e}")))??;
+        tracing::info!(
+            context = %self.actor.id,
+            revision = next.revision,
+            from = %self.ctx.state(),
+            to = %next.state(),
+            "auto-saved"
+        );
+        self.ctx = Arc::new(next);
+        self.actor.state.send_replace(Slot::Live(Arc::clone(&self.ctx)));
+        Ok(())
+    }
+
+    /// Streamed text lives in memory until the message is saved whole.
+    fn append_streamed(&mut self, text: &str) {
+        let Phase::StreamingLlmResponse { message, .. } = self.ctx.phase else {
+            return;
+        };
+        let ctx = Arc::make_mut(&mut self.ctx);
+        if let Some(streaming) = usize::try_from(message).ok().and_then(|i| ctx.messages.get_mut(i)) {
+            Arc::make_mut(streaming).push_text(text);
+        }
+        self.actor.state.send_replace(Slot::Live(Arc::clone(&self.ctx)));
+    }
+
+    fn start(&mut self, effect: Effect) {
+        let actor = &mut self.actor;
+        let events = actor.events_tx.clone();
+        let generation = actor.generation;
+        match effect {
+            Effect::Continue => actor.queue.push_back(Command::Continue),
+            Effect::CallLlm { attempt } => {
+                let settings = &actor.shared.settings;
+                let request =
+                    prompt::request(&self.ctx, &settings.default_model, actor.shared.tools.definitions(), attempt);
+                let stream = actor.shared.llm.stream(request);
+                actor.run.spawn(pump_llm(stream, events, generation));
+            }
+            Effect::ScheduleRetry { attempt } => {
+                let delay = backoff(attempt, actor.shared.settings.retry_base, actor.shared.settings.retry_max);
+                actor.run.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = events.send((generation, Command::RetryDue)).await;
+                });
+            }
+            Effect::RunTools { calls } => {
+                for call in calls {
+                    let tools = Arc::clone(&actor.shared.tools);
+                    let events = events.clone();
+                    actor.run.spawn(async move {
+                        let result = tools.run(&call.name, &call.arguments_json).await;
+                        let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
+                    });
+                }
+            }
+            Effect::AbortRun => {
+                actor.run.abort_all();
+                actor.generation += 1;
+            }
+        }
+    }
+
+    async fn delete(&mut self, reply: oneshot::Sender<Result<()>>) {
+        self.actor.run.abort_all();
+        self.actor.generation += 1;
+        let store = self.actor.shared.store.clone();
+        let ctx = Arc::clone(&self.ctx);
+        let deleted = tokio::task::spawn_blocking(move || store.delete(&ctx))
+            .await
+            .map_err(|e| Error::Internal(format!("storage task failed: {e}")))
+            .and_then(|r| r.map_err(Error::from));
+        match deleted {
+            Ok(()) => {
+                tracing::info!(context = %self.actor.id, revision = self.ctx.revision, "deleted");
+                self.actor.stop(Gone::Deleted, Error::NotFound);
+                let _ = reply.send(Ok(()));
+            }
+            Err(error) => {
+                // The run was aborted but the context still exists: unload it, so the next
+                // access reloads it and resumes the run from what is saved.
+                let reason = format!("delete failed: {error}");
+                let _ = reply.send(Err(error));
+                self.actor.stop(Gone::Stopped(reason.clone()), |id| Error::Stopped { id, reason: reason.clone() });
+            }
+        }
+    }
+
+    /// Unloads if nothing needs this actor: no queued request, nobody watching.
+    fn try_unload(&mut self) -> bool {
+        // The registry's handle holds one receiver; any other means someone is watching.
+        if !self.actor.mailbox.is_empty() || self.actor.state.receiver_count() > 1 {
+            return false;
+        }
+        self.actor.stop(Gone::Stopped(MOVED.into()), |id| Error::Stopped { id, reason: MOVED.into() });
+        true
+    }
+}
+
+/// Turns a provider's stream into commands for the actor.
+async fn pump_llm(mut stream: LlmStream, events: mpsc::Sender<Event>, generation: u64) {
+    let started = Instant::now();
+    let mut reply = LlmReply::default();
+    while let Some(event) = stream.next().await {
+        let command = match event {
+            Ok(LlmEvent::Text(text)) if text.is_empty() => continue,
+            Ok(LlmEvent::Text(text)) => Command::LlmDelta { text },
+            Ok(LlmEvent::ToolCall(call)) => {
+                reply.tool_calls.push(call);
+                continue;
+            }
+            Ok(LlmEvent::Usage(usage)) => {
+                reply.usage = Some(usage);
+                continue;
+            }
+            Err(error) => {
+                let _ = events
+                    .send((generation, Command::LlmFailed { error: error.message, transient: error.transient }))
+                    .await;
+                return;
+            }
+        };
+        if events.send((generation, command)).await.is_err() {
+            return;
+        }
+    }
+    reply.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let _ = events.send((generation, Command::LlmFinished { reply })).await;
+}
+
+/// Exponential backoff with jitter: base × 2^(attempt-1), capped, then scaled by 50–100 %.
+fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exponential = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    exponential.min(max).mul_f64(rand::random_range(0.5..=1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for attempt in 1..40 {
+            let delay = backoff(attempt, base, max);
+            let ceiling = base.saturating_mul(1 << (attempt - 1).min(16)).min(max);
+            assert!(delay <= ceiling && delay >= ceiling / 2, "attempt {attempt}: {delay:?}");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Assembles the server: storage, runtime, gRPC, and a clean shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ctxd_proto::v1::context_service_server::ContextServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ContextApi, Limits};
+use crate::config::Config;
+use crate::llm::MockProvider;
+use crate::runtime::{self, Contexts, Settings};
+use crate::store::{self, Store};
+use crate::tools::{ToolLimits, ToolRegistry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs ctxd until `shutdown` completes, then stops accepting, lets every context finish
+/// saving the transition it is in, and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| Error::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let store = {
+        let dir = config.data_dir.clone();
+        let sync = config.sync_writes;
+        tokio::task::spawn_blocking(move || Store::open(&dir, sync))
+            .await
+            .map_err(|e| runtime::Error::Internal(format!("open task failed: {e}")))??
+    };
+    let tools = Arc::new(ToolRegistry::builtin(
+        config.workspace.clone(),
+        ToolLimits {
+            timeout: Duration::from_millis(config.tool_timeout_ms),
+            max_output_bytes: config.tool_max_output_bytes,
+        },
+    ));
+    let llm = Arc::new(MockProvider { chunk_delay: config.mock_delay() });
+    let settings = Settings {
+        max_llm_attempts: config.llm_max_attempts,
+        retry_base: Duration::from_millis(config.llm_retry_base_ms),
+        idle_unload: Duration::from_secs(config.idle_unload_secs),
+        ..Settings::default()
+    };
+    let limits = Limits {
+        max_message_bytes: config.max_message_bytes,
+        tool_names: tools.definitions().iter().map(|t| t.name.clone()).collect(),
+    };
+    let contexts = Contexts::start(store, llm, tools, settings).await?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+    tracing::info!(data_dir = %config.data_dir.display(), sync_writes = config.sync_writes, "ctxd listening on {addr}");
+
+    let stop = CancellationToken::new();
+    let serve = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(ContextServiceServer::new(ContextApi::new(contexts.clone(), limits)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.clone().cancelled_owned());
+    tokio::pin!(serve);
+    tokio::select! {
+        result = &mut serve => result?,
+        () = shutdown => {
+            tracing::info!("shutting down");
+            stop.cancel();
+            // Contexts stop after the transition they are saving; requests waiting on them
+            // are answered UNAVAILABLE, which lets the server's graceful shutdown finish.
+            contexts.shutdown().await;
+            serve.await?;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! Value encoding: one format byte, then the prost bytes of a storage schema that is
+//! separate from the wire API, so the two can evolve independently.
+
+use std::sync::Arc;
+
+use super::Error;
+use crate::domain::{
+    Approval, ContentPart, Context, ContextConfig, ContextId, Message, MessageId, MessageStatus, Phase, Role,
+    Timestamp, ToolCall, Usage,
+};
+
+/// The only format written so far; readers refuse values of formats they do not know.
+const FORMAT_V1: u8 = 1;
+
+/// A context without its messages, as saved under `contexts`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredContext {
+    #[prost(string, tag = "1")]
+    pub title: String,
+    #[prost(string, tag = "2")]
+    pub system_prompt: String,
+    #[prost(string, tag = "3")]
+    pub model: String,
+    #[prost(string, repeated, tag = "4")]
+    pub auto_approve_tools: Vec<String>,
+    #[prost(uint64, tag = "5")]
+    pub revision: u64,
+    #[prost(int64, tag = "6")]
+    pub created_at_us: i64,
+    #[prost(int64, tag = "7")]
+    pub updated_at_us: i64,
+    #[prost(uint64, tag = "8")]
+    pub message_count: u64,
+    #[prost(message, optional, tag = "9")]
+    pub phase: Option<StoredPhase>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredPhase {
+    /// Storage's own numbering (see `phase_to_stored`), not the wire enum's.
+    #[prost(int32, tag = "1")]
+    pub state: i32,
+    #[prost(uint32, tag = "2")]
+    pub attempt: u32,
+    #[prost(uint64, tag = "3")]
+    pub message: u64,
+    #[prost(string, tag = "4")]
+    pub error: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredMessage {
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    #[prost(int32, tag = "2")]
+    pub role: i32,
+    #[prost(message, repeated, tag = "3")]
+    pub content: Vec<StoredPart>,
+    #[prost(message, repeated, tag = "4")]
+    pub tool_calls: Vec<StoredToolCall>,
+    #[prost(string, optional, tag = "5")]
+    pub tool_call_id: Option<String>,
+    #[prost(string, optional, tag = "6")]
+    pub client_message_id: Option<String>,
+    #[prost(int32, tag = "7")]
+    pub status: i32,
+    #[prost(bool, tag = "8")]
+    pub is_error: bool,
+    #[prost(message, optional, tag = "9")]
+    pub usage: Option<StoredUsage>,
+    #[prost(uint64, tag = "10")]
+    pub duration_ms: u64,
+    #[prost(int64, tag = "11")]
+    pub created_at_us: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredPart {
+    /// 1 = text, 2 = image URL.
+    #[prost(int32, tag = "1")]
+    pub kind: i32,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredToolCall {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, tag = "3")]
+    pub arguments_json: String,
+    #[prost(int32, tag = "4")]
+    pub approval: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredUsage {
+    #[prost(uint32, tag = "1")]
+    pub prompt_tokens: u32,
+    #[prost(uint32, tag = "2")]
+    pub completion_tokens: u32,
+}
+
+pub fn encode(value: &impl prost::Message) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1 + value.encoded_len());
+    bytes.push(FORMAT_V1);
+    value.encode_raw(&mut bytes);
+    bytes
+}
+
+pub fn decode<T: prost::Message + Default>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, body)) => T::decode(body).map_err(|e| Error::Corrupt(format!("{what}: {e}"))),
+        Some((format, _)) => Err(Error::Corrupt(format!("{what}: unknown value format {format}"))),
+        None => Err(Error::Corrupt(format!("{what}: empty value"))),
+    }
+}
+
+pub fn context_to_stored(ctx: &Context) -> StoredContext {
+    StoredContext {
+        title: ctx.title.clone(),
+        system_prompt: ctx.config.system_prompt.clone(),
+        model: ctx.config.model.clone(),
+        auto_approve_tools: ctx.config.auto_approve_tools.clone(),
+        revision: ctx.revision,
+        created_at_us: ctx.created_at.as_micros(),
+        updated_at_us: ctx.updated_at.as_micros(),
+        message_count: ctx.next_seq(),
+        phase: Some(phase_to_stored(&ctx.phase)),
+    }
+}
+
+/// Rebuilds a context from its saved metadata and messages (which must be seq 0, 1, ...).
+pub fn context_from_stored(id: ContextId, stored: StoredContext, messages: Vec<Message>) -> Result<Context, Error> {
+    let StoredContext {
+        title,
+        system_prompt,
+        model,
+        auto_approve_tools,
+        revision,
+        created_at_us,
+        updated_at_us,
+        message_count,
+        phase,
+    } = stored;
+    if messages.len() as u64 != message_count {
+        return Err(Error::Corrupt(format!(
+            "context {id}: metadata counts {message_count} messages but {} are stored",
+            messages.len()
+        )));
+    }
+    let phase = phase_from_stored(phase.unwrap_or_default())?;
+    let mut ctx = Context::new(
+        id,
+        title,
+        ContextConfig { system_prompt, model, auto_approve_tools },
+        Timestamp::from_micros(created_at_us),
+    );
+    ctx.phase = phase;
+    ctx.revision = revision;
+    ctx.updated_at = Timestamp::from_micros(updated_at_us);
+    for message in messages {
+        ctx.put_message(Arc::new(message));
+    }
+    Ok(ctx)
+}
+
+fn phase_to_stored(phase: &Phase) -> StoredPhase {
+    let (state, attempt, message, error) = match phase {
+        Phase::Idle => (1, 0, 0, ""),
+        Phase::ProcessingUserMessage => (2, 0, 0, ""),
+        Phase::AwaitingLlmResponse { attempt } => (3, *attempt, 0, ""),
+        Phase::StreamingLlmResponse { attempt, message } => (4, *attempt, *message, ""),
+        Phase::ProcessingLlmResponse { message } => (5, 0, *message, ""),
+        Phase::AwaitingToolApproval { message } => (6, 0, *message, ""),
+        Phase::ExecutingTools { message } => (7, 0, *message, ""),
+        Phase::ProcessingToolResults => (8, 0, 0, ""),
+        Phase::GeneratingResponse => (9, 0, 0, ""),
+        Phase::TransientFailure { attempt, error } => (10, *attempt, 0, error.as_str()),
+        Phase::Failed { error } => (11, 0, 0, error.as_str()),
+    };
+    StoredPhase { state, attempt, message, error: error.to_owned() }
+}
+
+fn phase_from_stored(stored: StoredPhase) -> Result<Phase, Error> {
+    let StoredPhase { state, attempt, message, error } = stored;
+    Ok(match state {
+        1 => Phase::Idle,
+        2 => Phase::ProcessingUserMessage,
+        3 => Phase::AwaitingLlmResponse { attempt },
+        4 => Phase::StreamingLlmResponse { attempt, message },
+        5 => Phase::ProcessingLlmResponse { message },
+        6 => Phase::AwaitingToolApproval { message },
+        7 => Phase::ExecutingTools { message },
+        8 => Phase::ProcessingToolResults,
+        9 => Phase::GeneratingResponse,
+        10 => Phase::TransientFailure { attempt, error },
+        11 => Phase::Failed { error },
+        other => return Err(Error::Corrupt(format!("unknown stored state {other}"))),
+    })
+}
+
+pub fn message_to_stored(message: &Message) -> StoredMessage {
+    StoredMessage {
+        id: message.id.as_bytes().to_vec(),
+        role: match message.role {
+            Role::User => 1,
+            Role::Assistant => 2,
+            Role::System => 3,
+            Role::Tool => 4,
+        },
+        content: message
+            .content
+            .iter()
+            .map(|part| match part {
+                ContentPart::Text(text) => StoredPart { kind: 1, value: text.clone() },
+                ContentPart::ImageUrl(url) => StoredPart { kind: 2, value: url.clone() },
+            })
+            .collect(),
+        tool_calls: message
+            .tool_calls
+            .iter()
+            .map(|call| StoredToolCall {
+                id: call.id.clone(),
+                name: call.name.clone(),
+                arguments_json: call.arguments_json.clone(),
+                approval: match call.approval {
+                    Approval::Pending => 1,
+                    Approval::Approved => 2,
+                    Approval::Denied => 3,
+                    Approval::AutoApproved => 4,
+                },
+            })
+            .collect(),
+        tool_call_id: message.tool_call_id.clone(),
+        client_message_id: message.client_message_id.clone(),
+        status: match message.status {
+            MessageStatus::Streaming => 1,
+            MessageStatus::Complete => 2,
+            MessageStatus::Cancelled => 3,
+            MessageStatus::Error => 4,
+        },
+        is_error: message.is_error,
+        usage: message
+            .usage
+            .map(|u| StoredUsage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }),
+        duration_ms: message.duration_ms,
+        created_at_us: message.created_at.as_micros(),
+    }
+}
+
+pub fn message_from_stored(seq: u64, stored: StoredMessage) -> Result<Message, Error> {
+    let StoredMessage {
+        id,
+        role,
+        content,
+        tool_calls,
+        tool_call_id,
+        client_message_id,
+        status,
+        is_error,
+        usage,
+        duration_ms,
+        created_at_us,
+    } = stored;
+    let corrupt = |what: &str, value: i32| Error::Corrupt(format!("message {seq}: unknown {what} {value}"));
+    let id: [u8; 16] = id.try_into().map_err(|_| Error::Corrupt(format!("message {seq}: bad id")))?;
+    Ok(Message {
+        id: MessageId::from_bytes(id),
+        seq,
+        role: match role {
+            1 => Role::User,
+            2 => Role::Assistant,
+            3 => Role::System,
+            4 => Role::Tool,
+            other => return Err(corrupt("role", other)),
+        },
+        content: content
+            .into_iter()
+            .map(|StoredPart { kind, value }| match kind {
+                1 => Ok(ContentPart::Text(value)),
+                2 => Ok(ContentPart::ImageUrl(value)),
+                other => Err(corrupt("content kind", other)),
+            })
+            .collect::<Result<_, _>>()?,
+        tool_calls: tool_calls
+            .into_iter()
+            .map(|StoredToolCall { id, name, arguments_json, approval }| {
+                let approval = match approval {
+                    1 => Approval::Pending,
+                    2 => Approval::Approved,
+                    3 => Approval::Denied,
+                    4 => Approval::AutoApproved,
+                    other => return Err(corrupt("approval", other)),
+                };
+                Ok(ToolCall { id, name, arguments_json, approval })
+            })
+            .collect::<Result<_, _>>()?,
+        tool_call_id,
+        client_message_id,
+        status: match status {
+            1 => MessageStatus::Streaming,
+            2 => MessageStatus::Complete,
+            3 => MessageStatus::Cancelled,
+            4 => MessageStatus::Error,
+            other => return Err(corrupt("status", other)),
+        },
+        is_error,
+        usage: usage.map(|u| Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }),
+        duration_ms,
+        created_at: Timestamp::from_micros(created_at_us),
+    })
+}
+
+pub fn summary_from_stored(id: ContextId, stored: &StoredContext) -> Result<crate::domain::ContextSummary, Error> {
+    Ok(crate::domain::ContextSummary {
+        id,
+        title: stored.title.clone(),
+        state: phase_from_stored(stored.phase.clone().unwrap_or_default())?.state(),
+        revision: stored.revision,
+        message_count: stored.message_count,
+        created_at: Timestamp::from_micros(stored.created_at_us),
+        updated_at: Timestamp::from_micros(stored.updated_at_us),
+    })
+}

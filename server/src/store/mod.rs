@@ -1,0 +1,219 @@
+//! RocksDB persistence. Every change of a context is one atomic, (by default) synced
+//! `WriteBatch` holding its metadata and only the messages that changed, so saving
+//! message N costs the same at N = 10 and N = 100,000.
+//!
+//! All calls block on disk: call them from blocking threads, never on the async executor.
+
+mod codec;
+mod keys;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
+
+use crate::domain::{Context, ContextId, ContextSummary, Message, Timestamp};
+
+pub use keys::BY_UPDATED_KEY_LEN;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("data dir {path} is in use by another ctxd process")]
+    Locked { path: String },
+    #[error("storage error: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where a page of `list` starts: the `by_updated` key of the last context of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor(pub [u8; BY_UPDATED_KEY_LEN]);
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+    sync: bool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir`. With `sync`, every write waits for
+    /// the WAL to reach the disk.
+    pub fn open(dir: &Path, sync: bool) -> Result<Self> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_keep_log_file_num(4);
+        options.set_max_background_jobs(2);
+        let families = keys::ALL_FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| {
+            // RocksDB reports a held LOCK file as an IO error naming the file; say what it means.
+            if e.as_ref().starts_with("IO error") && e.as_ref().contains("/LOCK") {
+                Error::Locked { path: dir.display().to_string() }
+            } else {
+                Error::Rocks(e)
+            }
+        })?;
+        Ok(Self { db: Arc::new(db), sync })
+    }
+
+    fn family(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| Error::Corrupt(format!("column family {name} is missing")))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(self.sync);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    pub fn exists(&self, id: ContextId) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(id))?.is_some())
+    }
+
+    /// Saves a new context (no messages yet).
+    pub fn insert(&self, ctx: &Context) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.put_context(&mut batch, None, ctx, &[])?;
+        self.write(batch)
+    }
+
+    /// Saves one change atomically: `after`'s metadata plus the `changed` messages.
+    /// `before_updated_at` is what the by-updated index holds for the context now.
+    pub fn commit(&self, before_updated_at: Timestamp, after: &Context, changed: &[Arc<Message>]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.put_context(&mut batch, Some(before_updated_at), after, changed)?;
+        self.write(batch)
+    }
+
+    fn put_context(
+        &self,
+        batch: &mut WriteBatch,
+        before_updated_at: Option<Timestamp>,
+        ctx: &Context,
+        changed: &[Arc<Message>],
+    ) -> Result<()> {
+        let id = ctx.id;
+        batch.put_cf(
+            self.family(keys::CF_CONTEXTS)?,
+            keys::context_key(id),
+            codec::encode(&codec::context_to_stored(ctx)),
+        );
+        let messages = self.family(keys::CF_MESSAGES)?;
+        for message in changed {
+            batch.put_cf(
+                messages,
+                keys::message_key(id, message.seq),
+                codec::encode(&codec::message_to_stored(message)),
+            );
+        }
+        let by_updated = self.family(keys::CF_BY_UPDATED)?;
+        if let Some(before) = before_updated_at
+            && before != ctx.updated_at
+        {
+            batch.delete_cf(by_updated, keys::by_updated_key(before, id));
+        }
+        batch.put_cf(by_updated, keys::by_updated_key(ctx.updated_at, id), []);
+        let active = self.family(keys::CF_ACTIVE)?;
+        if ctx.phase.is_resting() {
+            batch.delete_cf(active, keys::context_key(id));
+        } else {
+            batch.put_cf(active, keys::context_key(id), []);
+        }
+        Ok(())
+    }
+
+    /// Loads a context with all its messages; `None` if there is no such context.
+    pub fn load(&self, id: ContextId) -> Result<Option<Context>> {
+        let Some(meta) = self.db.get_pinned_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(id))? else {
+            return Ok(None);
+        };
+        let stored: codec::StoredContext = codec::decode("context", &meta)?;
+        let (start, end) = keys::message_range(id);
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(end.to_vec());
+        let mut messages = Vec::with_capacity(usize::try_from(stored.message_count).unwrap_or(0));
+        let iter = self.db.iterator_cf_opt(
+            self.family(keys::CF_MESSAGES)?,
+            read,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            let seq = keys::message_seq(id, &key).ok_or_else(|| Error::Corrupt("message key out of range".into()))?;
+            if seq != messages.len() as u64 {
+                return Err(Error::Corrupt(format!("context {id}: message {} is missing", messages.len())));
+            }
+            messages.push(codec::message_from_stored(seq, codec::decode("message", &value)?)?);
+        }
+        codec::context_from_stored(id, stored, messages).map(Some)
+    }
+
+    /// Deletes every key of the context atomically.
+    pub fn delete(&self, ctx: &Context) -> Result<()> {
+        let id = ctx.id;
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(id));
+        let (start, end) = keys::message_range(id);
+        batch.delete_range_cf(self.family(keys::CF_MESSAGES)?, start, end);
+        batch.delete_cf(self.family(keys::CF_BY_UPDATED)?, keys::by_updated_key(ctx.updated_at, id));
+        batch.delete_cf(self.family(keys::CF_ACTIVE)?, keys::context_key(id));
+        self.write(batch)
+    }
+
+    /// Up to `limit` contexts, most recently updated first, starting after `cursor`.
+    /// Returns the cursor of the next page, if there may be one.
+    pub fn list(&self, cursor: Option<ListCursor>, limit: usize) -> Result<(Vec<ContextSummary>, Option<ListCursor>)> {
+        let by_updated = self.family(keys::CF_BY_UPDATED)?;
+        let mode = match &cursor {
+            Some(ListCursor(key)) => IteratorMode::From(key, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut ids = Vec::with_capacity(limit);
+        let mut last_key = None;
+        for item in self.db.iterator_cf(by_updated, mode) {
+            let (key, _) = item?;
+            if cursor.is_some_and(|ListCursor(after)| *key == after) {
+                continue;
+            }
+            if ids.len() == limit {
+                break;
+            }
+            ids.push(keys::by_updated_id(&key).ok_or_else(|| Error::Corrupt("bad by_updated key".into()))?);
+            last_key = Some(key);
+        }
+        let has_more = ids.len() == limit;
+        let contexts = self.family(keys::CF_CONTEXTS)?;
+        let metas = self.db.batched_multi_get_cf(contexts, ids.iter().map(|id| keys::context_key(*id)), false);
+        let mut summaries = Vec::with_capacity(ids.len());
+        for (id, meta) in ids.iter().zip(metas) {
+            // A context deleted between the two reads is simply not listed.
+            let Some(meta) = meta? else { continue };
+            let stored: codec::StoredContext = codec::decode("context", &meta)?;
+            summaries.push(codec::summary_from_stored(*id, &stored)?);
+        }
+        let next = if has_more {
+            last_key.and_then(|key| <[u8; BY_UPDATED_KEY_LEN]>::try_from(&*key).ok()).map(ListCursor)
+        } else {
+            None
+        };
+        Ok((summaries, next))
+    }
+
+    /// Contexts saved in the middle of a run, to resume after a restart.
+    pub fn interrupted(&self) -> Result<Vec<ContextId>> {
+        let mut ids = Vec::new();
+        for item in self.db.iterator_cf(self.family(keys::CF_ACTIVE)?, IteratorMode::Start) {
+            let (key, _) = item?;
+            let bytes: [u8; 16] = (*key).try_into().map_err(|_| Error::Corrupt("bad active key".into()))?;
+            ids.push(ContextId::from_bytes(bytes));
+        }
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,44 @@
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::{Tool, ToolError};
+use crate::fsm::ToolPolicy;
+use crate::llm::ToolDefinition;
+
+/// The current UTC time, RFC 3339.
+pub struct Clock {
+    definition: ToolDefinition,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Self {
+            definition: ToolDefinition {
+                name: "clock".into(),
+                description: "Returns the current date and time in UTC (RFC 3339).".into(),
+                parameters: json!({"type": "object", "properties": {}, "additionalProperties": false}),
+            },
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Tool for Clock {
+    fn definition(&self) -> &ToolDefinition {
+        &self.definition
+    }
+
+    fn policy(&self) -> ToolPolicy {
+        ToolPolicy { requires_approval: false, idempotent: true }
+    }
+
+    async fn call(&self, _arguments: serde_json::Value) -> Result<String, ToolError> {
+        Ok(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string())
+    }
+}

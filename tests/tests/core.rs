@@ -1,0 +1,416 @@
+//! ContextService against the real binary: CRUD, turns, tools, cancel, failures,
+//! idempotency, races, restarts and bad input.
+
+use ctxd_tests::v1 as pb;
+use ctxd_tests::*;
+use pb::FsmState;
+use tonic::Code;
+
+#[tokio::test]
+async fn contexts_are_created_listed_in_pages_and_deleted() {
+    let server = Server::start(0, &[]).await;
+    let mut client = server.client().await;
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let config = pb::ContextConfig { system_prompt: "be brief".into(), model: "mock".into(), auto_approve_tools: vec!["clock".into()] };
+    let created = client
+        .create_context(pb::CreateContextRequest { context_id: id.clone(), title: "first".into(), config: Some(config.clone()) })
+        .await
+        .expect("create")
+        .into_inner()
+        .state
+        .expect("state");
+    assert_eq!((created.context_id.as_str(), created.revision, state_of(&created)), (id.as_str(), 1, FsmState::Idle));
+    assert_eq!(created.config.as_ref(), Some(&config));
+    assert_eq!(created.active_branch, "main");
+    let again = client
+        .create_context(pb::CreateContextRequest { context_id: id.clone(), ..Default::default() })
+        .await
+        .expect_err("same id twice");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    assert_eq!(get(&mut client, &id).await, created);
+
+    let mut ids = vec![id.clone()];
+    for n in 1..120 {
+        ids.push(create(&mut client, &format!("context {n}")).await);
+    }
+    // Touch the first context so it becomes the most recently updated.
+    send(&mut client, &id, "hello").await;
+
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list_contexts(pb::ListContextsRequest { page_size: 50, page_token: token.clone() })
+            .await
+            .expect("list")
+            .into_inner();
+        pages += 1;
+        assert!(page.contexts.len() <= 50);
+        listed.extend(page.contexts);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert!(pages >= 3, "120 contexts in pages of 50");
+    assert_eq!(listed.len(), 120);
+    assert_eq!(listed[0].context_id, id, "newest-updated first");
+    assert_eq!((listed[0].message_count, listed[0].title.as_str()), (2, "first"));
+    let times: Vec<_> = listed.iter().map(|c| c.updated_at.expect("updated_at")).map(|t| (t.seconds, t.nanos)).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "sorted by updated_at, newest first");
+    let mut unique: Vec<_> = listed.iter().map(|c| c.context_id.clone()).collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 120, "no context twice across pages");
+
+    client.delete_context(pb::DeleteContextRequest { context_id: id.clone() }).await.expect("delete");
+    let gone = client.get_state(pb::GetStateRequest { context_id: id.clone() }).await.expect_err("deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+    let twice = client.delete_context(pb::DeleteContextRequest { context_id: id.clone() }).await.expect_err("deleted");
+    assert_eq!(twice.code(), Code::NotFound);
+    let after = client.list_contexts(pb::ListContextsRequest { page_size: 1000, page_token: String::new() }).await.expect("list");
+    assert_eq!(after.into_inner().contexts.len(), 119);
+}
+
+#[tokio::test]
+async fn a_turn_streams_the_reply_and_saves_every_transition_once() {
+    let server = Server::start(1, &[]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "turn").await;
+
+    let sent = client.send_message(send_request(&id, "hello there world", false)).await.expect("send").into_inner();
+    let sent = sent.state.expect("state");
+    assert_eq!(state_of(&sent), FsmState::ProcessingUserMessage, "wait=false answers after the first saved transition");
+    assert_eq!(sent.revision, 2);
+
+    let done = wait_until(&mut client, &id, |s| state_of(s) == FsmState::Idle).await;
+    assert_eq!(done.messages.len(), 2);
+    let (user, reply) = (&done.messages[0], &done.messages[1]);
+    assert_eq!((role(user), text(user).as_str()), (pb::Role::User, "hello there world"));
+    assert!(!user.client_message_id.is_empty());
+    assert_eq!((role(reply), status(reply)), (pb::Role::Assistant, pb::MessageStatus::Complete));
+    assert_eq!(text(reply), "You said: hello there world");
+    assert!(reply.usage.is_some_and(|u| u.completion_tokens == 5));
+    // created, PROCESSING_USER_MESSAGE, AWAITING_LLM, STREAMING, PROCESSING_LLM, IDLE
+    assert_eq!(done.revision, 6);
+
+    let saves: Vec<String> =
+        server.log_lines().into_iter().filter(|l| l.contains("auto-saved") && l.contains(&id)).collect();
+    assert_eq!(saves.len(), 6, "one log line per saved transition:\n{}", saves.join("\n"));
+    for (line, revision) in saves.iter().zip(1..) {
+        assert!(line.contains(&format!("revision={revision}")), "{line}");
+    }
+    assert!(saves[3].contains("from=AWAITING_LLM_RESPONSE") && saves[3].contains("to=STREAMING_LLM_RESPONSE"));
+
+    let again = send(&mut client, &id, "second").await;
+    assert_eq!((state_of(&again), again.messages.len()), (FsmState::Idle, 4));
+    assert_eq!(text(&again.messages[3]), "You said: second");
+}
+
+#[tokio::test]
+async fn tool_calls_are_approved_or_denied_and_the_model_sees_the_result() {
+    let workspace = tempfile::tempdir().expect("workspace");
+    std::fs::write(workspace.path().join("notes.txt"), "remember the milk").expect("fixture");
+    let ws = workspace.path().to_str().expect("utf-8");
+    let server = Server::start(0, &["--workspace", ws]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "tools").await;
+
+    // A tool that needs no approval runs at once.
+    let clock = send(&mut client, &id, "/tool clock {}").await;
+    assert_eq!(state_of(&clock), FsmState::Idle);
+    let tool = &clock.messages[2];
+    assert_eq!((role(tool), tool.is_error), (pb::Role::Tool, false));
+    assert!(text(&clock.messages[3]).starts_with("Tool clock returned: 20"), "{:?}", clock.messages[3]);
+    let approval = clock.messages[1].tool_calls[0].approval;
+    assert_eq!(approval, pb::ApprovalStatus::AutoApproved as i32);
+
+    // read_file waits for a person.
+    let asked = send(&mut client, &id, r#"/tool read_file {"path": "notes.txt"}"#).await;
+    assert_eq!(state_of(&asked), FsmState::AwaitingToolApproval);
+    assert_eq!(asked.pending_tool_calls.len(), 1);
+    let call = asked.pending_tool_calls[0].clone();
+    assert_eq!((call.name.as_str(), call.approval), ("read_file", pb::ApprovalStatus::Pending as i32));
+    assert_eq!(call.arguments_json, r#"{"path": "notes.txt"}"#);
+    let busy = client.send_message(send_request(&id, "hello?", false)).await.expect_err("busy");
+    assert_eq!(busy.code(), Code::FailedPrecondition);
+
+    let approved = client
+        .approve_tools(pb::ApproveToolsRequest {
+            context_id: id.clone(),
+            approved_tool_call_ids: vec![call.id.clone()],
+            denied_tool_call_ids: vec![],
+            wait: true,
+        })
+        .await
+        .expect("approve")
+        .into_inner()
+        .state
+        .expect("state");
+    assert_eq!(state_of(&approved), FsmState::Idle);
+    let n = approved.messages.len();
+    assert_eq!(text(&approved.messages[n - 2]), "remember the milk");
+    assert_eq!(approved.messages[n - 2].tool_call_id, call.id);
+    assert_eq!(text(&approved.messages[n - 1]), "Tool read_file returned: remember the milk");
+    let decided = approved.messages.iter().find(|m| m.tool_calls.iter().any(|c| c.id == call.id)).expect("assistant");
+    assert_eq!(decided.tool_calls[0].approval, pb::ApprovalStatus::Approved as i32);
+
+    let twice = client
+        .approve_tools(pb::ApproveToolsRequest { context_id: id.clone(), approved_tool_call_ids: vec![call.id.clone()], ..Default::default() })
+        .await
+        .expect_err("not awaiting approval any more");
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+
+    // Denied: the model is told so.
+    let asked = send(&mut client, &id, r#"/tool read_file {"path": "../etc/passwd"}"#).await;
+    let call = asked.pending_tool_calls[0].clone();
+    let denied = client
+        .approve_tools(pb::ApproveToolsRequest {
+            context_id: id.clone(),
+            approved_tool_call_ids: vec![],
+            denied_tool_call_ids: vec![call.id.clone()],
+            wait: true,
+        })
+        .await
+        .expect("deny")
+        .into_inner()
+        .state
+        .expect("state");
+    let n = denied.messages.len();
+    assert!(denied.messages[n - 2].is_error);
+    assert_eq!(text(&denied.messages[n - 1]), "Tool read_file returned: denied by the user");
+
+    // Approved but refused by the tool itself: path traversal.
+    let asked = send(&mut client, &id, r#"/tool read_file {"path": "../../etc/passwd"}"#).await;
+    let call = asked.pending_tool_calls[0].clone();
+    let refused = client
+        .approve_tools(pb::ApproveToolsRequest { context_id: id.clone(), approved_tool_call_ids: vec![call.id], wait: true, ..Default::default() })
+        .await
+        .expect("approve")
+        .into_inner()
+        .state
+        .expect("state");
+    let n = refused.messages.len();
+    assert!(refused.messages[n - 2].is_error, "{:?}", refused.messages[n - 2]);
+    assert!(!text(&refused.messages[n - 2]).contains("root:"), "nothing outside the workspace is read");
+}
+
+#[tokio::test]
+async fn cancel_mid_stream_keeps_the_partial_text_marked_cancelled() {
+    let server = Server::start(40, &[]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "cancel").await;
+    let long = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
+    client.send_message(send_request(&id, long, false)).await.expect("send");
+    wait_until(&mut client, &id, |s| {
+        state_of(s) == FsmState::StreamingLlmResponse && s.messages.get(1).is_some_and(|m| text(m).len() > 12)
+    })
+    .await;
+
+    let cancelled = client
+        .cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true })
+        .await
+        .expect("cancel")
+        .into_inner()
+        .state
+        .expect("state");
+    assert_eq!(state_of(&cancelled), FsmState::Idle);
+    let partial = &cancelled.messages[1];
+    assert_eq!(status(partial), pb::MessageStatus::Cancelled);
+    let partial_text = text(partial);
+    let full = format!("You said: {long}");
+    assert!(full.starts_with(&partial_text) && partial_text.len() > 12 && partial_text.len() < full.len(), "{partial_text:?}");
+
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(get(&mut client, &id).await, cancelled, "nothing arrives after the cancel");
+    let idle = client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: false }).await.expect_err("idle");
+    assert_eq!(idle.code(), Code::FailedPrecondition);
+    assert!(idle.message().contains("IDLE"), "{}", idle.message());
+}
+
+#[tokio::test]
+async fn provider_failures_are_retried_then_fail_and_retry_run_reissues() {
+    let server = Server::start(0, &[]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "failures").await;
+
+    let recovered = send(&mut client, &id, "/fail-once").await;
+    assert_eq!(state_of(&recovered), FsmState::Idle);
+    assert_eq!(text(&recovered.messages[1]), "You said: /fail-once");
+    assert!(recovered.last_error.is_empty());
+
+    let failed = send(&mut client, &id, "/fail").await;
+    assert_eq!(state_of(&failed), FsmState::Failed);
+    assert!(failed.last_error.contains("mock provider failure") && failed.last_error.contains("3 attempts"), "{}", failed.last_error);
+    let saves_before = server.log_lines().iter().filter(|l| l.contains("to=TRANSIENT_FAILURE") && l.contains(&id)).count();
+    assert_eq!(saves_before, 3, "one retry for /fail-once, two for /fail before giving up");
+
+    let retried = client
+        .retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: true })
+        .await
+        .expect("retry")
+        .into_inner()
+        .state
+        .expect("state");
+    assert_eq!(state_of(&retried), FsmState::Failed, "/fail fails again");
+    assert!(retried.revision > failed.revision);
+    assert_eq!(retried.messages.len(), failed.messages.len(), "a retry adds no user message");
+
+    let dismissed = client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: false }).await.expect("cancel");
+    let dismissed = dismissed.into_inner().state.expect("state");
+    assert_eq!((state_of(&dismissed), dismissed.last_error.as_str()), (FsmState::Idle, ""));
+    let after = send(&mut client, &id, "back to normal").await;
+    assert_eq!(text(after.messages.last().expect("reply")), "You said: back to normal");
+}
+
+#[tokio::test]
+async fn resends_stale_revisions_and_racing_sends_never_duplicate_a_message() {
+    let server = Server::start(0, &[]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "races").await;
+
+    let mut request = send_request(&id, "once", true);
+    let first = client.send_message(request.clone()).await.expect("send").into_inner().state.expect("state");
+    request.expected_revision = Some(1);
+    let resent = client.send_message(request).await.expect("resend").into_inner().state.expect("state");
+    assert_eq!(resent.messages.iter().filter(|m| text(m) == "once").count(), 1);
+    assert_eq!(resent.revision, first.revision, "a resend changes nothing");
+
+    let mut stale = send_request(&id, "stale", false);
+    stale.expected_revision = Some(first.revision - 1);
+    let conflict = client.send_message(stale).await.expect_err("stale revision");
+    assert_eq!(conflict.code(), Code::Aborted, "{conflict:?}");
+    let mut current = send_request(&id, "current", true);
+    current.expected_revision = Some(first.revision);
+    client.send_message(current).await.expect("current revision accepted");
+
+    let other = create(&mut client, "race").await;
+    let sends = (0..50).map(|n| {
+        let mut client = client.clone();
+        let request = send_request(&other, &format!("racer {n}"), false);
+        tokio::spawn(async move { client.send_message(request).await })
+    });
+    let results = futures::future::join_all(sends).await;
+    let (won, lost): (Vec<_>, Vec<_>) = results.into_iter().map(|r| r.expect("task")).partition(Result::is_ok);
+    assert_eq!(won.len(), 1, "exactly one concurrent send wins");
+    assert!(lost.iter().all(|r| r.as_ref().err().is_some_and(|s| s.code() == Code::FailedPrecondition && s.message().contains("busy"))));
+    let settled = wait_until(&mut client, &other, |s| state_of(s) == FsmState::Idle).await;
+    assert_eq!(settled.messages.iter().filter(|m| role(m) == pb::Role::User).count(), 1);
+}
+
+#[tokio::test]
+async fn a_clean_restart_keeps_every_context_exactly() {
+    let mut server = Server::start(0, &[]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "durable").await;
+    send(&mut client, &id, "remember me").await;
+    let before = get(&mut client, &id).await;
+    let listed_before = client.list_contexts(pb::ListContextsRequest::default()).await.expect("list").into_inner();
+
+    let status = server.terminate().await;
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    assert!(server.log().contains("stopped"));
+    server.restart().await;
+    let mut client = server.client().await;
+    assert_eq!(get(&mut client, &id).await, before);
+    let listed_after = client.list_contexts(pb::ListContextsRequest::default()).await.expect("list").into_inner();
+    assert_eq!(listed_after, listed_before);
+
+    // A second server on the same data dir refuses to start, at once and clearly.
+    let output = tokio::time::timeout(PATIENCE, server.command().output()).await.expect("exits at once").expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another ctxd process"), "{stderr}");
+}
+
+#[tokio::test]
+async fn kill_9_mid_stream_loses_no_saved_message_and_the_run_resumes() {
+    let mut server = Server::start(60, &[]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "crash").await;
+    let first = send(&mut client, &id, "before the crash").await;
+    client.send_message(send_request(&id, "a long message that is streaming when the server dies", false)).await.expect("send");
+    wait_until(&mut client, &id, |s| state_of(s) == FsmState::StreamingLlmResponse).await;
+
+    server.kill9().await;
+    server.restart().await;
+    let mut client = server.client().await;
+    let done = wait_until(&mut client, &id, |s| state_of(s) == FsmState::Idle).await;
+    assert!(server.log().contains("resuming interrupted run"), "{}", server.log());
+
+    assert_eq!(&done.messages[..2], &first.messages[..], "saved messages are intact");
+    let users: Vec<String> = done.messages.iter().filter(|m| role(m) == pb::Role::User).map(text).collect();
+    assert_eq!(users, ["before the crash", "a long message that is streaming when the server dies"]);
+    let replies: Vec<&pb::Message> = done.messages.iter().skip(2).filter(|m| role(m) == pb::Role::Assistant).collect();
+    assert_eq!(status(replies[0]), pb::MessageStatus::Error, "the interrupted reply is kept, marked");
+    let last = replies.last().expect("a reply");
+    assert_eq!(status(last), pb::MessageStatus::Complete);
+    assert_eq!(text(last), "You said: a long message that is streaming when the server dies");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_status_and_changes_nothing() {
+    let server = Server::start(0, &["--max-message-bytes", "100"]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "strict").await;
+    let missing = uuid::Uuid::new_v4().to_string();
+    let before = get(&mut client, &id).await;
+
+    let send = |context_id: &str, content: &str| pb::SendMessageRequest {
+        context_id: context_id.into(),
+        content: content.into(),
+        ..Default::default()
+    };
+    let cases: Vec<(&str, Result<tonic::Response<pb::SendMessageResponse>, tonic::Status>, Code)> = vec![
+        ("invalid uuid", client.send_message(send("not-a-uuid", "hi")).await, Code::InvalidArgument),
+        ("missing id", client.send_message(send("", "hi")).await, Code::InvalidArgument),
+        ("empty content", client.send_message(send(&id, "  ")).await, Code::InvalidArgument),
+        ("oversized content", client.send_message(send(&id, &"x".repeat(101))).await, Code::InvalidArgument),
+        ("unknown context", client.send_message(send(&missing, "hi")).await, Code::NotFound),
+    ];
+    for (what, result, code) in cases {
+        let status = result.expect_err(what);
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+        assert!(!status.message().is_empty(), "{what}");
+    }
+    let oversized = client.send_message(send(&id, &"x".repeat(101))).await.expect_err("oversized");
+    assert!(oversized.message().contains("101 bytes") && oversized.message().contains("100"), "{}", oversized.message());
+
+    let list = |page_size, page_token: &str| pb::ListContextsRequest { page_size, page_token: page_token.into() };
+    for (request, what) in [(list(1001, ""), "page_size too big"), (list(-1, ""), "negative page_size"), (list(10, "garbage"), "bad token")] {
+        let status = client.list_contexts(request).await.expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}");
+    }
+
+    let approve = |approved: Vec<String>| pb::ApproveToolsRequest { context_id: id.clone(), approved_tool_call_ids: approved, ..Default::default() };
+    let wrong_state = client.approve_tools(approve(vec!["x".into()])).await.expect_err("idle");
+    assert_eq!(wrong_state.code(), Code::FailedPrecondition);
+    assert!(wrong_state.message().contains("IDLE"), "{}", wrong_state.message());
+    let retry = client.retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: false }).await.expect_err("idle");
+    assert_eq!(retry.code(), Code::FailedPrecondition);
+    let unknown_tool = client
+        .create_context(pb::CreateContextRequest {
+            config: Some(pb::ContextConfig { auto_approve_tools: vec!["rm_rf".into()], ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown tool");
+    assert_eq!(unknown_tool.code(), Code::InvalidArgument);
+    assert_eq!(get(&mut client, &id).await, before, "refused input changed nothing");
+
+    // Approval errors, once a call is pending.
+    let asked = ctxd_tests::send(&mut client, &id, "/tool no_such_tool {}").await;
+    assert_eq!(state_of(&asked), FsmState::Idle, "unknown tools need no approval; they yield an error result");
+    assert!(asked.messages[2].is_error);
+    let workspace_less = client.create_context(pb::CreateContextRequest::default()).await.expect("create");
+    let other = workspace_less.into_inner().state.expect("state").context_id;
+    let asked = ctxd_tests::send(&mut client, &other, "/tool clock {}").await;
+    assert_eq!(state_of(&asked), FsmState::Idle);
+
+    let revision = get(&mut client, &id).await.revision;
+    let bogus = client.approve_tools(approve(vec!["".into()])).await.expect_err("empty id");
+    assert_eq!(bogus.code(), Code::InvalidArgument);
+    assert_eq!(get(&mut client, &id).await.revision, revision);
+}
