@@ -29,7 +29,11 @@ pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join("ctxd");
-    assert!(path.exists(), "{} is missing: build it first (`cargo build -p ctxd`; the test command does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p ctxd`; the test command does)",
+        path.display()
+    );
     path
 }
 
@@ -45,9 +49,11 @@ impl Server {
     /// Starts ctxd with the mock LLM at `mock_delay_ms` and extra flags.
     pub async fn start(mock_delay_ms: u64, extra: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let mut args: Vec<String> = vec!["--mock-delay-ms".into(), mock_delay_ms.to_string(), "--llm-retry-base-ms".into(), "10".into()];
+        let mut args: Vec<String> =
+            vec!["--mock-delay-ms".into(), mock_delay_ms.to_string(), "--llm-retry-base-ms".into(), "10".into()];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut server = Self { child: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir, args, log: Arc::default() };
+        let mut server =
+            Self { child: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir, args, log: Arc::default() };
         server.launch().await;
         server
     }
@@ -98,7 +104,8 @@ impl Server {
     }
 
     pub async fn client(&self) -> Client {
-        let channel = Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect");
+        let channel =
+            Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect");
         ContextServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
     }
 
@@ -145,7 +152,13 @@ pub async fn create(client: &mut Client, title: &str) -> String {
 }
 
 pub async fn get(client: &mut Client, id: &str) -> pb::ContextState {
-    client.get_state(pb::GetStateRequest { context_id: id.into() }).await.expect("get").into_inner().state.expect("state")
+    client
+        .get_state(pb::GetStateRequest { context_id: id.into() })
+        .await
+        .expect("get")
+        .into_inner()
+        .state
+        .expect("state")
 }
 
 pub fn send_request(id: &str, content: &str, wait: bool) -> pb::SendMessageRequest {

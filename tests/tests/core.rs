@@ -12,9 +12,17 @@ async fn contexts_are_created_listed_in_pages_and_deleted() {
     let mut client = server.client().await;
 
     let id = uuid::Uuid::new_v4().to_string();
-    let config = pb::ContextConfig { system_prompt: "be brief".into(), model: "mock".into(), auto_approve_tools: vec!["clock".into()] };
+    let config = pb::ContextConfig {
+        system_prompt: "be brief".into(),
+        model: "mock".into(),
+        auto_approve_tools: vec!["clock".into()],
+    };
     let created = client
-        .create_context(pb::CreateContextRequest { context_id: id.clone(), title: "first".into(), config: Some(config.clone()) })
+        .create_context(pb::CreateContextRequest {
+            context_id: id.clone(),
+            title: "first".into(),
+            config: Some(config.clone()),
+        })
         .await
         .expect("create")
         .into_inner()
@@ -58,7 +66,8 @@ async fn contexts_are_created_listed_in_pages_and_deleted() {
     assert_eq!(listed.len(), 120);
     assert_eq!(listed[0].context_id, id, "newest-updated first");
     assert_eq!((listed[0].message_count, listed[0].title.as_str()), (2, "first"));
-    let times: Vec<_> = listed.iter().map(|c| c.updated_at.expect("updated_at")).map(|t| (t.seconds, t.nanos)).collect();
+    let times: Vec<_> =
+        listed.iter().map(|c| c.updated_at.expect("updated_at")).map(|t| (t.seconds, t.nanos)).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "sorted by updated_at, newest first");
     let mut unique: Vec<_> = listed.iter().map(|c| c.context_id.clone()).collect();
     unique.sort();
@@ -70,7 +79,10 @@ async fn contexts_are_created_listed_in_pages_and_deleted() {
     assert_eq!(gone.code(), Code::NotFound);
     let twice = client.delete_context(pb::DeleteContextRequest { context_id: id.clone() }).await.expect_err("deleted");
     assert_eq!(twice.code(), Code::NotFound);
-    let after = client.list_contexts(pb::ListContextsRequest { page_size: 1000, page_token: String::new() }).await.expect("list");
+    let after = client
+        .list_contexts(pb::ListContextsRequest { page_size: 1000, page_token: String::new() })
+        .await
+        .expect("list");
     assert_eq!(after.into_inner().contexts.len(), 119);
 }
 
@@ -158,7 +170,11 @@ async fn tool_calls_are_approved_or_denied_and_the_model_sees_the_result() {
     assert_eq!(decided.tool_calls[0].approval, pb::ApprovalStatus::Approved as i32);
 
     let twice = client
-        .approve_tools(pb::ApproveToolsRequest { context_id: id.clone(), approved_tool_call_ids: vec![call.id.clone()], ..Default::default() })
+        .approve_tools(pb::ApproveToolsRequest {
+            context_id: id.clone(),
+            approved_tool_call_ids: vec![call.id.clone()],
+            ..Default::default()
+        })
         .await
         .expect_err("not awaiting approval any more");
     assert_eq!(twice.code(), Code::FailedPrecondition);
@@ -186,7 +202,12 @@ async fn tool_calls_are_approved_or_denied_and_the_model_sees_the_result() {
     let asked = send(&mut client, &id, r#"/tool read_file {"path": "../../etc/passwd"}"#).await;
     let call = asked.pending_tool_calls[0].clone();
     let refused = client
-        .approve_tools(pb::ApproveToolsRequest { context_id: id.clone(), approved_tool_call_ids: vec![call.id], wait: true, ..Default::default() })
+        .approve_tools(pb::ApproveToolsRequest {
+            context_id: id.clone(),
+            approved_tool_call_ids: vec![call.id],
+            wait: true,
+            ..Default::default()
+        })
         .await
         .expect("approve")
         .into_inner()
@@ -221,7 +242,10 @@ async fn cancel_mid_stream_keeps_the_partial_text_marked_cancelled() {
     assert_eq!(status(partial), pb::MessageStatus::Cancelled);
     let partial_text = text(partial);
     let full = format!("You said: {long}");
-    assert!(full.starts_with(&partial_text) && partial_text.len() > 12 && partial_text.len() < full.len(), "{partial_text:?}");
+    assert!(
+        full.starts_with(&partial_text) && partial_text.len() > 12 && partial_text.len() < full.len(),
+        "{partial_text:?}"
+    );
 
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(get(&mut client, &id).await, cancelled, "nothing arrives after the cancel");
@@ -243,8 +267,13 @@ async fn provider_failures_are_retried_then_fail_and_retry_run_reissues() {
 
     let failed = send(&mut client, &id, "/fail").await;
     assert_eq!(state_of(&failed), FsmState::Failed);
-    assert!(failed.last_error.contains("mock provider failure") && failed.last_error.contains("3 attempts"), "{}", failed.last_error);
-    let saves_before = server.log_lines().iter().filter(|l| l.contains("to=TRANSIENT_FAILURE") && l.contains(&id)).count();
+    assert!(
+        failed.last_error.contains("mock provider failure") && failed.last_error.contains("3 attempts"),
+        "{}",
+        failed.last_error
+    );
+    let saves_before =
+        server.log_lines().iter().filter(|l| l.contains("to=TRANSIENT_FAILURE") && l.contains(&id)).count();
     assert_eq!(saves_before, 3, "one retry for /fail-once, two for /fail before giving up");
 
     let retried = client
@@ -258,7 +287,8 @@ async fn provider_failures_are_retried_then_fail_and_retry_run_reissues() {
     assert!(retried.revision > failed.revision);
     assert_eq!(retried.messages.len(), failed.messages.len(), "a retry adds no user message");
 
-    let dismissed = client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: false }).await.expect("cancel");
+    let dismissed =
+        client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: false }).await.expect("cancel");
     let dismissed = dismissed.into_inner().state.expect("state");
     assert_eq!((state_of(&dismissed), dismissed.last_error.as_str()), (FsmState::Idle, ""));
     let after = send(&mut client, &id, "back to normal").await;
@@ -267,7 +297,8 @@ async fn provider_failures_are_retried_then_fail_and_retry_run_reissues() {
 
 #[tokio::test]
 async fn resends_stale_revisions_and_racing_sends_never_duplicate_a_message() {
-    let server = Server::start(0, &[]).await;
+    // Replies take a while, so every racing send arrives while the winner's run is active.
+    let server = Server::start(20, &[]).await;
     let mut client = server.client().await;
     let id = create(&mut client, "races").await;
 
@@ -295,7 +326,9 @@ async fn resends_stale_revisions_and_racing_sends_never_duplicate_a_message() {
     let results = futures::future::join_all(sends).await;
     let (won, lost): (Vec<_>, Vec<_>) = results.into_iter().map(|r| r.expect("task")).partition(Result::is_ok);
     assert_eq!(won.len(), 1, "exactly one concurrent send wins");
-    assert!(lost.iter().all(|r| r.as_ref().err().is_some_and(|s| s.code() == Code::FailedPrecondition && s.message().contains("busy"))));
+    assert!(lost.iter().all(|r| {
+        r.as_ref().err().is_some_and(|s| s.code() == Code::FailedPrecondition && s.message().contains("busy"))
+    }));
     let settled = wait_until(&mut client, &other, |s| state_of(s) == FsmState::Idle).await;
     assert_eq!(settled.messages.iter().filter(|m| role(m) == pb::Role::User).count(), 1);
 }
@@ -331,7 +364,10 @@ async fn kill_9_mid_stream_loses_no_saved_message_and_the_run_resumes() {
     let mut client = server.client().await;
     let id = create(&mut client, "crash").await;
     let first = send(&mut client, &id, "before the crash").await;
-    client.send_message(send_request(&id, "a long message that is streaming when the server dies", false)).await.expect("send");
+    client
+        .send_message(send_request(&id, "a long message that is streaming when the server dies", false))
+        .await
+        .expect("send");
     wait_until(&mut client, &id, |s| state_of(s) == FsmState::StreamingLlmResponse).await;
 
     server.kill9().await;
@@ -363,7 +399,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         content: content.into(),
         ..Default::default()
     };
-    let cases: Vec<(&str, Result<tonic::Response<pb::SendMessageResponse>, tonic::Status>, Code)> = vec![
+    type Case = (&'static str, Result<tonic::Response<pb::SendMessageResponse>, tonic::Status>, Code);
+    let cases: Vec<Case> = vec![
         ("invalid uuid", client.send_message(send("not-a-uuid", "hi")).await, Code::InvalidArgument),
         ("missing id", client.send_message(send("", "hi")).await, Code::InvalidArgument),
         ("empty content", client.send_message(send(&id, "  ")).await, Code::InvalidArgument),
@@ -376,15 +413,27 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         assert!(!status.message().is_empty(), "{what}");
     }
     let oversized = client.send_message(send(&id, &"x".repeat(101))).await.expect_err("oversized");
-    assert!(oversized.message().contains("101 bytes") && oversized.message().contains("100"), "{}", oversized.message());
+    assert!(
+        oversized.message().contains("101 bytes") && oversized.message().contains("100"),
+        "{}",
+        oversized.message()
+    );
 
     let list = |page_size, page_token: &str| pb::ListContextsRequest { page_size, page_token: page_token.into() };
-    for (request, what) in [(list(1001, ""), "page_size too big"), (list(-1, ""), "negative page_size"), (list(10, "garbage"), "bad token")] {
+    for (request, what) in [
+        (list(1001, ""), "page_size too big"),
+        (list(-1, ""), "negative page_size"),
+        (list(10, "garbage"), "bad token"),
+    ] {
         let status = client.list_contexts(request).await.expect_err(what);
         assert_eq!(status.code(), Code::InvalidArgument, "{what}");
     }
 
-    let approve = |approved: Vec<String>| pb::ApproveToolsRequest { context_id: id.clone(), approved_tool_call_ids: approved, ..Default::default() };
+    let approve = |approved: Vec<String>| pb::ApproveToolsRequest {
+        context_id: id.clone(),
+        approved_tool_call_ids: approved,
+        ..Default::default()
+    };
     let wrong_state = client.approve_tools(approve(vec!["x".into()])).await.expect_err("idle");
     assert_eq!(wrong_state.code(), Code::FailedPrecondition);
     assert!(wrong_state.message().contains("IDLE"), "{}", wrong_state.message());

@@ -103,11 +103,15 @@ fn a_turn_walks_every_state_and_saves_each_step() {
     assert_eq!(h.last().text_content(), "You said");
 
     let usage = Usage { prompt_tokens: 3, completion_tokens: 2 };
-    let done = h.apply(Command::LlmFinished { reply: LlmReply { usage: Some(usage), duration_ms: 7, ..LlmReply::default() } });
+    let done =
+        h.apply(Command::LlmFinished { reply: LlmReply { usage: Some(usage), duration_ms: 7, ..LlmReply::default() } });
     assert_eq!(done.effects, vec![Effect::Continue]);
     assert_eq!(h.state(), FsmState::ProcessingLlmResponse);
     let reply = h.last().clone();
-    assert_eq!((reply.status, reply.text_content(), reply.usage, reply.duration_ms), (MessageStatus::Complete, "You said".into(), Some(usage), 7));
+    assert_eq!(
+        (reply.status, reply.text_content(), reply.usage, reply.duration_ms),
+        (MessageStatus::Complete, "You said".into(), Some(usage), 7)
+    );
 
     h.apply(Command::Continue);
     assert_eq!(h.state(), FsmState::Idle);
@@ -128,10 +132,7 @@ fn send_is_idempotent_checks_revisions_and_refuses_busy_contexts() {
         client_message_id: Some(id.into()),
         expected_revision: expected,
     };
-    assert_eq!(
-        h.try_apply(send("a", Some(7))),
-        Err(Rejection::StaleRevision { expected: 7, actual: 1 })
-    );
+    assert_eq!(h.try_apply(send("a", Some(7))), Err(Rejection::StaleRevision { expected: 7, actual: 1 }));
     h.apply(send("a", Some(1)));
     assert_eq!(h.state(), FsmState::ProcessingUserMessage);
     assert_eq!(h.try_apply(send("b", None)), Err(Rejection::Busy { state: FsmState::ProcessingUserMessage }));
@@ -167,12 +168,21 @@ fn tools_needing_approval_wait_for_a_decision_of_every_call() {
     let Some(Effect::RunTools { calls }) = decided.effects.first() else { panic!("tools must run") };
     let running: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(running, ["c1", "c2"]);
-    assert_eq!((h.last().tool_call_id.as_deref(), h.last().text_content(), h.last().is_error), (Some("c3"), DENIED.into(), true));
-    assert_eq!(h.try_apply(approve(&["c1"], &[])), Err(Rejection::WrongState { action: "ApproveTools", state: FsmState::ExecutingTools }));
+    assert_eq!(
+        (h.last().tool_call_id.as_deref(), h.last().text_content(), h.last().is_error),
+        (Some("c3"), DENIED.into(), true)
+    );
+    assert_eq!(
+        h.try_apply(approve(&["c1"], &[])),
+        Err(Rejection::WrongState { action: "ApproveTools", state: FsmState::ExecutingTools })
+    );
 
     h.apply(Command::ToolFinished { call_id: "c2".into(), result: ToolResult::ok("noon") });
     assert_eq!(h.state(), FsmState::ExecutingTools, "one call still runs");
-    assert_eq!(h.apply(Command::ToolFinished { call_id: "c2".into(), result: ToolResult::ok("again") }), Outcome::default());
+    assert_eq!(
+        h.apply(Command::ToolFinished { call_id: "c2".into(), result: ToolResult::ok("again") }),
+        Outcome::default()
+    );
     let finished = h.apply(Command::ToolFinished { call_id: "c1".into(), result: ToolResult::error("boom") });
     assert_eq!(finished.effects, vec![Effect::Continue]);
     assert_eq!(h.state(), FsmState::ProcessingToolResults);
@@ -224,7 +234,10 @@ fn llm_failures_retry_then_fail_and_retry_run_starts_over() {
     h.apply(Command::LlmFailed { error: "401 unauthorized".into(), transient: false });
     assert_eq!(h.ctx.phase, Phase::Failed { error: "401 unauthorized".into() }, "permanent errors are not retried");
     assert_eq!(h.try_apply(Command::Retry).map(|o| o.effects), Ok(vec![Effect::CallLlm { attempt: 1 }]));
-    assert_eq!(h.try_apply(Command::Retry), Err(Rejection::WrongState { action: "RetryRun", state: FsmState::AwaitingLlmResponse }));
+    assert_eq!(
+        h.try_apply(Command::Retry),
+        Err(Rejection::WrongState { action: "RetryRun", state: FsmState::AwaitingLlmResponse })
+    );
 }
 
 #[test]
@@ -284,7 +297,9 @@ fn resume_reissues_llm_calls_and_reruns_only_idempotent_tools() {
     let Some(Effect::RunTools { calls }) = resumed.effects.first() else { panic!("idempotent tools rerun") };
     assert_eq!(calls.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c2"]);
     assert_eq!((h.last().tool_call_id.as_deref(), h.last().text_content()), (Some("c1"), INTERRUPTED.into()));
-    assert!(h.apply(Command::Resume).effects.iter().all(|e| matches!(e, Effect::RunTools { calls } if calls.len() == 1)));
+    assert!(
+        h.apply(Command::Resume).effects.iter().all(|e| matches!(e, Effect::RunTools { calls } if calls.len() == 1))
+    );
 
     h.apply(Command::ToolFinished { call_id: "c2".into(), result: ToolResult::ok("text") });
     assert_eq!(h.state(), FsmState::ProcessingToolResults);

@@ -4,13 +4,19 @@ use super::*;
 use crate::domain::{Approval, ContextConfig, MessageId, MessageStatus, Phase, Role, ToolCall, Usage};
 
 fn context(n: u8, at: i64) -> Context {
-    let config = ContextConfig { system_prompt: "be brief".into(), model: "m".into(), auto_approve_tools: vec!["clock".into()] };
+    let config =
+        ContextConfig { system_prompt: "be brief".into(), model: "m".into(), auto_approve_tools: vec!["clock".into()] };
     Context::new(ContextId::from_bytes([n; 16]), format!("ctx {n}"), config, Timestamp::from_micros(at))
 }
 
 fn message(seq: u64, text: &str) -> Arc<Message> {
     let mut m = Message::text(MessageId::new(), seq, Role::Assistant, text.into(), Timestamp::from_micros(5));
-    m.tool_calls = vec![ToolCall { id: "c".into(), name: "clock".into(), arguments_json: "{}".into(), approval: Approval::Denied }];
+    m.tool_calls = vec![ToolCall {
+        id: "c".into(),
+        name: "clock".into(),
+        arguments_json: "{}".into(),
+        approval: Approval::Denied,
+    }];
     m.usage = Some(Usage { prompt_tokens: 1, completion_tokens: 2 });
     m.client_message_id = Some("client".into());
     Arc::new(m)
@@ -26,7 +32,8 @@ fn commits_round_trip_and_write_only_what_changed() {
     assert_eq!(store.load(ctx.id).expect("load"), Some(ctx.clone()));
 
     let first = message(0, "one");
-    let streaming = ctx.with_change(Phase::StreamingLlmResponse { attempt: 2, message: 0 }, &[first], Timestamp::from_micros(20));
+    let streaming =
+        ctx.with_change(Phase::StreamingLlmResponse { attempt: 2, message: 0 }, &[first], Timestamp::from_micros(20));
     store.commit(ctx.updated_at, &streaming, &streaming.messages.iter().cloned().collect::<Vec<_>>()).expect("commit");
     assert_eq!(store.interrupted().expect("active"), vec![ctx.id], "a context saved mid-run is indexed");
 
