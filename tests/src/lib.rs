@@ -16,6 +16,9 @@ use tonic::transport::Channel;
 
 pub use ctxd_proto::v1;
 
+mod fold;
+pub use fold::Folded;
+
 pub type Client = ContextServiceClient<Channel>;
 
 /// How long a test waits for something the server should do quickly.
@@ -176,7 +179,8 @@ pub async fn send(client: &mut Client, id: &str, content: &str) -> pb::ContextSt
     client.send_message(send_request(id, content, true)).await.expect("send").into_inner().state.expect("state")
 }
 
-/// Watches the context until `done` holds for its state, and returns that state.
+/// Watches the context until `done` holds for its state (folded from the events), and
+/// returns that state.
 pub async fn wait_until(client: &mut Client, id: &str, done: impl Fn(&pb::ContextState) -> bool) -> pb::ContextState {
     let watch = async {
         let mut stream = client
@@ -184,16 +188,16 @@ pub async fn wait_until(client: &mut Client, id: &str, done: impl Fn(&pb::Contex
             .await
             .expect("watch")
             .into_inner();
-        let mut last = None;
+        let mut folded = Folded::default();
         while let Some(event) = stream.message().await.expect("watch stream") {
-            if let Some(pb::watch_state_response::Kind::Snapshot(state)) = event.kind {
-                if done(&state) {
-                    return state;
-                }
-                last = Some(state);
+            folded.apply(&event).expect("a consistent event");
+            if let Some(state) = &folded.state
+                && done(state)
+            {
+                return state.clone();
             }
         }
-        panic!("watch ended before the condition held; last state: {last:?}");
+        panic!("watch ended before the condition held; last state: {:?}", folded.state);
     };
     tokio::time::timeout(PATIENCE, watch).await.expect("condition within the patience window")
 }

@@ -5,19 +5,16 @@ mod convert;
 mod deadline;
 mod request;
 mod status;
-
-use std::pin::Pin;
+mod watch;
 
 use ctxd_proto::v1 as pb;
 use ctxd_proto::v1::context_service_server::ContextService;
-use futures::Stream;
 use tonic::{Request, Response, Status};
 
 pub use request::Limits;
 
 use crate::fsm::Command;
-use crate::runtime::{Contexts, Gone, Slot};
-use pb::watch_state_response::Kind;
+use crate::runtime::Contexts;
 
 pub struct ContextApi {
     contexts: Contexts,
@@ -42,8 +39,6 @@ impl ContextApi {
         Ok(Some(convert::context_state(&ctx)))
     }
 }
-
-type WatchStateStream = Pin<Box<dyn Stream<Item = Result<pb::WatchStateResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ContextService for ContextApi {
@@ -136,37 +131,25 @@ impl ContextService for ContextApi {
         Ok(Response::new(pb::RetryRunResponse { state }))
     }
 
-    type WatchStateStream = WatchStateStream;
+    type WatchStateStream = watch::ResponseStream<pb::WatchStateResponse>;
 
-    /// Sends the current state, then a snapshot after every change. (Fine-grained events and
-    /// resuming from a revision come with the live-state work.)
     async fn watch_state(
         &self,
         request: Request<pb::WatchStateRequest>,
     ) -> Result<Response<Self::WatchStateStream>, Status> {
-        let pb::WatchStateRequest { context_id, from_revision: _ } = request.into_inner();
+        let pb::WatchStateRequest { context_id, from_revision } = request.into_inner();
         let id = request::context_id("context_id", &context_id)?;
-        let updates = self.contexts.watch(id).await?;
-        let context_id = id.to_string();
-        // (receiver, first item?, ended?)
-        let stream = futures::stream::unfold((updates, true, false), move |(mut updates, first, ended)| {
-            let context_id = context_id.clone();
-            async move {
-                if ended || (!first && updates.changed().await.is_err()) {
-                    return None;
-                }
-                let slot = updates.borrow_and_update().clone();
-                let (revision, kind, ended) = match slot {
-                    Slot::Live(ctx) => (ctx.revision, Kind::Snapshot(convert::context_state(&ctx)), false),
-                    Slot::Gone(Gone::Deleted | Gone::NotFound) => {
-                        (0, Kind::ContextDeleted(pb::ContextDeleted {}), true)
-                    }
-                    Slot::Gone(Gone::Stopped(_)) | Slot::Loading => return None,
-                };
-                let response = pb::WatchStateResponse { context_id, revision, kind: Some(kind) };
-                Some((Ok(response), (updates, false, ended)))
-            }
-        });
-        Ok(Response::new(Box::pin(stream)))
+        watch::state(&self.contexts, id, from_revision).await.map(Response::new)
+    }
+
+    type WatchContextsStream = watch::ResponseStream<pb::WatchContextsResponse>;
+
+    async fn watch_contexts(
+        &self,
+        request: Request<pb::WatchContextsRequest>,
+    ) -> Result<Response<Self::WatchContextsStream>, Status> {
+        let pb::WatchContextsRequest { page_size } = request.into_inner();
+        let limit = request::page_size(page_size)?;
+        watch::list(&self.contexts, limit).await.map(Response::new)
     }
 }

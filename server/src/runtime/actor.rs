@@ -10,7 +10,8 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::{ActorHandle, Error, Gone, Request, Result, Shared, Slot, prompt};
+use super::feed::{self, EventKind, Feed};
+use super::{ActorHandle, Error, Gone, ListEvent, Request, Result, Shared, Slot, prompt};
 use crate::domain::{Context, ContextId, Message, MessageId, Phase, Timestamp};
 use crate::fsm::{self, Change, Command, Effect, Env, LlmReply};
 use crate::llm::{LlmEvent, LlmStream};
@@ -29,6 +30,7 @@ pub(super) struct Actor {
     shared: Arc<Shared>,
     mailbox: mpsc::Receiver<Request>,
     state: watch::Sender<Slot>,
+    feed: Arc<Feed>,
     events_tx: mpsc::Sender<Event>,
     events: mpsc::Receiver<Event>,
     /// Tasks of the current run: the LLM call, tools, the retry timer.
@@ -44,13 +46,15 @@ impl Actor {
         let (mailbox_tx, mailbox) = mpsc::channel(shared.settings.mailbox_capacity);
         let (state, state_rx) = watch::channel(Slot::Loading);
         let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
-        let handle = ActorHandle { mailbox: mailbox_tx, state: state_rx, instance };
+        let feed = Arc::new(Feed::new());
+        let handle = ActorHandle { mailbox: mailbox_tx, state: state_rx, feed: Arc::clone(&feed), instance };
         let actor = Self {
             id,
             instance,
             shared,
             mailbox,
             state,
+            feed,
             events_tx,
             events,
             run: JoinSet::new(),
@@ -72,6 +76,7 @@ impl Actor {
         match loaded {
             Ok(Ok(Some(ctx))) => {
                 let ctx = Arc::new(ctx);
+                self.feed.start(Arc::clone(&ctx));
                 self.state.send_replace(Slot::Live(Arc::clone(&ctx)));
                 Live { actor: self, ctx }.serve().await;
             }
@@ -100,6 +105,7 @@ impl Actor {
             };
         }
         self.run.abort_all();
+        self.feed.end(if matches!(gone, Gone::Deleted) { EventKind::Deleted } else { EventKind::Closed });
         self.state.send_replace(Slot::Gone(gone));
     }
 }
@@ -219,9 +225,10 @@ impl Live {
         let next = self.ctx.with_change(phase, &messages, now);
         let before = self.ctx.updated_at;
         let store = self.actor.shared.store.clone();
-        let next = tokio::task::spawn_blocking(move || store.commit(before, &next, &messages).map(|()| next))
-            .await
-            .map_err(|e| Error::Internal(format!("storage task failed: {e}")))??;
+        let (next, messages) =
+            tokio::task::spawn_blocking(move || store.commit(before, &next, &messages).map(|()| (next, messages)))
+                .await
+                .map_err(|e| Error::Internal(format!("storage task failed: {e}")))??;
         tracing::info!(
             context = %self.actor.id,
             revision = next.revision,
@@ -229,8 +236,11 @@ impl Live {
             to = %next.state(),
             "auto-saved"
         );
+        let events = feed::change_events(&self.ctx, &next, &messages);
         self.ctx = Arc::new(next);
         self.actor.state.send_replace(Slot::Live(Arc::clone(&self.ctx)));
+        self.actor.feed.saved(Arc::clone(&self.ctx), events);
+        self.actor.shared.list_changed(ListEvent::Upserted(self.ctx.summary()));
         Ok(())
     }
 
@@ -240,10 +250,14 @@ impl Live {
             return;
         };
         let ctx = Arc::make_mut(&mut self.ctx);
-        if let Some(streaming) = usize::try_from(message).ok().and_then(|i| ctx.messages.get_mut(i)) {
-            Arc::make_mut(streaming).push_text(text);
-        }
+        let Some(streaming) = usize::try_from(message).ok().and_then(|i| ctx.messages.get_mut(i)) else {
+            return;
+        };
+        let streaming = Arc::make_mut(streaming);
+        streaming.push_text(text);
+        let message_id = streaming.id;
         self.actor.state.send_replace(Slot::Live(Arc::clone(&self.ctx)));
+        self.actor.feed.streamed(Arc::clone(&self.ctx), message_id, text.to_owned());
     }
 
     fn start(&mut self, effect: Effect) {
@@ -296,6 +310,7 @@ impl Live {
             Ok(()) => {
                 tracing::info!(context = %self.actor.id, revision = self.ctx.revision, "deleted");
                 self.actor.stop(Gone::Deleted, Error::NotFound);
+                self.actor.shared.list_changed(ListEvent::Removed(self.actor.id));
                 let _ = reply.send(Ok(()));
             }
             Err(error) => {
@@ -311,7 +326,7 @@ impl Live {
     /// Unloads if nothing needs this actor: no queued request, nobody watching.
     fn try_unload(&mut self) -> bool {
         // The registry's handle holds one receiver; any other means someone is watching.
-        if !self.actor.mailbox.is_empty() || self.actor.state.receiver_count() > 1 {
+        if !self.actor.mailbox.is_empty() || self.actor.state.receiver_count() > 1 || self.actor.feed.watchers() > 0 {
             return false;
         }
         self.actor.stop(Gone::Stopped(MOVED.into()), |id| Error::Stopped { id, reason: MOVED.into() });

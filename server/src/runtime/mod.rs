@@ -2,6 +2,7 @@
 //! demand, resume runs interrupted by a restart, and unload after resting idle.
 
 mod actor;
+mod feed;
 mod prompt;
 
 use std::collections::HashMap;
@@ -15,10 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::{Context, ContextConfig, ContextId, ContextSummary, Timestamp};
+
 use crate::fsm::{Command, Rejection};
 use crate::llm::LlmProvider;
 use crate::store::{self, ListCursor, Store};
 use crate::tools::ToolRegistry;
+pub use feed::{Event, EventKind, Feed, Subscription, Update};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -107,8 +110,20 @@ fn is_moved(error: &Error) -> bool {
 struct ActorHandle {
     mailbox: mpsc::Sender<Request>,
     state: watch::Receiver<Slot>,
+    feed: Arc<Feed>,
     instance: u64,
 }
+
+/// A change to the list of contexts, for list watchers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListEvent {
+    /// A context was created or saved; replaces any older summary of it.
+    Upserted(ContextSummary),
+    Removed(ContextId),
+}
+
+/// List events a list watcher may fall behind by before it is sent the list again.
+const LIST_CHANNEL_CAPACITY: usize = 1024;
 
 struct Shared {
     store: Store,
@@ -120,6 +135,7 @@ struct Shared {
     create_lock: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    list_events: tokio::sync::broadcast::Sender<ListEvent>,
 }
 
 /// All contexts: the entry point the API layer talks to.
@@ -147,6 +163,7 @@ impl Contexts {
                 create_lock: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                list_events: tokio::sync::broadcast::channel(LIST_CHANNEL_CAPACITY).0,
             }),
         };
         let interrupted = contexts.blocking(|store| store.interrupted()).await?;
@@ -195,6 +212,7 @@ impl Contexts {
             return Err(Error::AlreadyExists(id));
         }
         tracing::info!(context = %id, revision = ctx.revision, from = "-", to = %ctx.state(), "auto-saved");
+        self.shared.list_changed(ListEvent::Upserted(ctx.summary()));
         Ok(Arc::new(ctx))
     }
 
@@ -223,21 +241,39 @@ impl Contexts {
         }
     }
 
-    /// The state of a live context, as a channel that holds the latest state.
-    pub async fn watch(&self, id: ContextId) -> Result<watch::Receiver<Slot>> {
+    /// Follows a context: the first updates (a snapshot, or the saved events after
+    /// `from_revision`), then a subscription to every later change.
+    pub async fn watch(&self, id: ContextId, from_revision: u64) -> Result<(Vec<Update>, Subscription)> {
         loop {
-            let mut state = self.handle(id).state;
+            let handle = self.handle(id);
+            let mut state = handle.state.clone();
             let slot = state
                 .wait_for(|slot| !matches!(slot, Slot::Loading))
                 .await
                 .map(|slot| slot.clone())
                 .unwrap_or_else(|_| Slot::Gone(Gone::Stopped(actor::MOVED.into())));
             match slot {
-                Slot::Live(_) => return Ok(state),
+                // An actor that ended between the two looks is replaced on the next turn.
+                Slot::Live(_) => match handle.feed.subscribe(from_revision) {
+                    Some(subscription) => return Ok(subscription),
+                    None => tokio::task::yield_now().await,
+                },
                 Slot::Loading => continue,
                 Slot::Gone(gone) => self.gone_error(id, gone)?,
             }
         }
+    }
+
+    /// Follows the list of contexts: a receiver of every later change, then the first page.
+    /// Subscribing first means no change between the two is missed (some may repeat what
+    /// the page already shows; summaries carry revisions for that).
+    pub async fn watch_list(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<ContextSummary>, tokio::sync::broadcast::Receiver<ListEvent>)> {
+        let events = self.shared.list_events.subscribe();
+        let (page, _) = self.list(None, limit).await?;
+        Ok((page, events))
     }
 
     /// Turns a departed actor into an error, or `Ok` when the caller should try the next one.
@@ -351,6 +387,11 @@ impl Contexts {
 }
 
 impl Shared {
+    fn list_changed(&self, event: ListEvent) {
+        // Nobody watching the list is fine.
+        let _ = self.list_events.send(event);
+    }
+
     /// Forgets `instance` as the actor of `id`, if it still is.
     fn unregister(&self, id: ContextId, instance: u64) {
         let mut actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);

@@ -1,0 +1,120 @@
+//! The two server-streaming RPCs: a context's changes, and the list of contexts.
+
+use std::pin::Pin;
+
+use ctxd_proto::v1 as pb;
+use futures::Stream;
+use pb::watch_contexts_response::Kind as ListKind;
+use pb::watch_state_response::Kind;
+use tokio::sync::broadcast;
+use tonic::Status;
+
+use super::convert;
+use crate::domain::{ContextId, ContextSummary};
+use crate::runtime::{Contexts, EventKind, ListEvent, Subscription, Update};
+
+pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The wire form of one update; `None` for updates that end the stream unseen.
+fn state_response(context_id: &str, update: &Update) -> Option<pb::WatchStateResponse> {
+    let (revision, updated_at, kind) = match update {
+        Update::Snapshot(ctx) => (ctx.revision, ctx.updated_at, Kind::Snapshot(convert::context_state(ctx))),
+        Update::Event(event) => (
+            event.revision,
+            event.updated_at,
+            match &event.kind {
+                EventKind::MessageAppended(message) => Kind::MessageAppended(convert::message(message)),
+                EventKind::MessageUpdated(message) => Kind::MessageUpdated(convert::message(message)),
+                EventKind::MessageDelta { message_id, text } => {
+                    Kind::MessageDelta(pb::MessageDelta { message_id: message_id.to_string(), text: text.clone() })
+                }
+                EventKind::StateChanged { state, last_error, pending } => Kind::StateChanged(pb::StateChanged {
+                    state: convert::fsm_state(*state) as i32,
+                    last_error: last_error.clone(),
+                    pending_tool_calls: pending.iter().map(convert::tool_call).collect(),
+                }),
+                EventKind::Deleted => Kind::ContextDeleted(pb::ContextDeleted {}),
+                EventKind::Closed => return None,
+            },
+        ),
+    };
+    Some(pb::WatchStateResponse {
+        context_id: context_id.to_owned(),
+        revision,
+        kind: Some(kind),
+        updated_at: Some(convert::timestamp(updated_at)),
+    })
+}
+
+fn ends_feed(update: &Update) -> bool {
+    matches!(update, Update::Event(event) if matches!(event.kind, EventKind::Deleted | EventKind::Closed))
+}
+
+pub async fn state(
+    contexts: &Contexts,
+    id: ContextId,
+    from_revision: u64,
+) -> Result<ResponseStream<pb::WatchStateResponse>, Status> {
+    let (first, subscription) = contexts.watch(id, from_revision).await?;
+    let context_id = id.to_string();
+    struct Pump {
+        pending: std::vec::IntoIter<Update>,
+        subscription: Subscription,
+        ended: bool,
+    }
+    let pump = Pump { pending: first.into_iter(), subscription, ended: false };
+    // The stream produces only when the client reads, so a client that stops reading
+    // holds a place in the feed's ring and nothing else; when it reads again after
+    // falling behind, it gets a snapshot.
+    let stream = futures::stream::unfold(pump, move |mut pump| {
+        let context_id = context_id.clone();
+        async move {
+            loop {
+                if pump.ended {
+                    return None;
+                }
+                let update = match pump.pending.next() {
+                    Some(update) => update,
+                    None => pump.subscription.next().await?,
+                };
+                pump.ended = ends_feed(&update);
+                if let Some(response) = state_response(&context_id, &update) {
+                    return Some((Ok(response), pump));
+                }
+            }
+        }
+    });
+    Ok(Box::pin(stream))
+}
+
+fn summaries(page: &[ContextSummary]) -> pb::WatchContextsResponse {
+    pb::WatchContextsResponse {
+        kind: Some(ListKind::Reset(pb::ContextList { contexts: page.iter().map(convert::summary).collect() })),
+    }
+}
+
+pub async fn list(contexts: &Contexts, limit: usize) -> Result<ResponseStream<pb::WatchContextsResponse>, Status> {
+    let (page, events) = contexts.watch_list(limit).await?;
+    let first = summaries(&page);
+    let state = (Some(first), events, contexts.clone());
+    let stream = futures::stream::unfold(state, move |(first, mut events, contexts)| async move {
+        if let Some(first) = first {
+            return Some((Ok(first), (None, events, contexts)));
+        }
+        let response = match events.recv().await {
+            Ok(ListEvent::Upserted(summary)) => {
+                pb::WatchContextsResponse { kind: Some(ListKind::Upserted(convert::summary(&summary))) }
+            }
+            Ok(ListEvent::Removed(id)) => {
+                pb::WatchContextsResponse { kind: Some(ListKind::RemovedContextId(id.to_string())) }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => match contexts.list(None, limit).await {
+                Ok((page, _)) => summaries(&page),
+                Err(error) => return Some((Err(Status::from(error)), (None, events, contexts))),
+            },
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(response), (None, events, contexts)))
+    });
+    Ok(Box::pin(stream))
+}
