@@ -107,9 +107,26 @@ impl Server {
     }
 
     pub async fn client(&self) -> Client {
-        let channel =
-            Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect");
+        let channel = self.endpoint().connect().await.expect("connect");
         ContextServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub fn endpoint(&self) -> tonic::transport::Endpoint {
+        Channel::from_shared(format!("http://{}", self.addr)).expect("uri")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).expect("running")
+    }
+
+    /// The server's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
     }
 
     /// Everything the server logged so far.
