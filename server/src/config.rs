@@ -47,6 +47,11 @@ pub struct Config {
     pub idle_unload_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// Directory served at `/` on the gRPC port (the web client); none: no static files.
+    pub web_dir: Option<PathBuf>,
+    /// Origins whose pages may call ctxd over grpc-web (`*`: any). Pages served by ctxd
+    /// itself are same-origin and need no entry.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -64,6 +69,15 @@ impl Default for Config {
             tool_max_output_bytes: 64 * 1024,
             idle_unload_secs: 300,
             log: "info".into(),
+            web_dir: None,
+            cors_origins: [
+                "http://localhost:5173",
+                "http://127.0.0.1:5173",
+                "http://localhost:4173",
+                "http://127.0.0.1:4173",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -111,6 +125,12 @@ pub struct Args {
     /// Log filter [default: info].
     #[arg(long, env = "CTXD_LOG")]
     pub log: Option<String>,
+    /// Directory to serve at / (the web client) [default: none].
+    #[arg(long, env = "CTXD_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+    /// Comma-separated origins allowed to call over grpc-web, or * [default: Vite's localhost dev origins].
+    #[arg(long, env = "CTXD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
 }
 
 impl Config {
@@ -134,6 +154,8 @@ impl Config {
             tool_max_output_bytes,
             idle_unload_secs,
             log,
+            web_dir,
+            cors_origins,
         } = args;
         macro_rules! overlay {
             ($($field:ident),*) => { $( if let Some(value) = $field { config.$field = value; } )* };
@@ -149,10 +171,14 @@ impl Config {
             tool_timeout_ms,
             tool_max_output_bytes,
             idle_unload_secs,
-            log
+            log,
+            cors_origins
         );
         if workspace.is_some() {
             config.workspace = workspace;
+        }
+        if web_dir.is_some() {
+            config.web_dir = web_dir;
         }
         config.validate()?;
         Ok(config)
@@ -176,6 +202,11 @@ impl Config {
             && !workspace.is_dir()
         {
             return Err(Error::Invalid(format!("workspace {} is not a directory", workspace.display())));
+        }
+        if let Some(web_dir) = &self.web_dir
+            && !web_dir.join("index.html").is_file()
+        {
+            return Err(Error::Invalid(format!("web-dir {} has no index.html", web_dir.display())));
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod fsm;
+pub mod http;
 pub mod llm;
 pub mod runtime;
 pub mod server;

@@ -8,13 +8,18 @@ use ctxd_proto::v1::context_service_server::ContextServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
 use crate::api::{ContextApi, Limits};
 use crate::config::Config;
+use crate::http;
 use crate::llm::MockProvider;
 use crate::runtime::{self, Contexts, Settings};
 use crate::store::{self, Store};
 use crate::tools::{ToolLimits, ToolRegistry};
+
+/// How long shutdown waits for open calls once every context has stopped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,6 +33,8 @@ pub enum Error {
     Listen { addr: String, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Http(#[from] crate::http::Error),
 }
 
 /// Runs ctxd until `shutdown` completes, then stops accepting, lets every context finish
@@ -68,21 +75,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
     tracing::info!(data_dir = %config.data_dir.display(), sync_writes = config.sync_writes, "ctxd listening on {addr}");
 
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ContextServiceServer<ContextApi>>().await;
+    let mut routes =
+        Routes::new(ContextServiceServer::new(ContextApi::new(contexts.clone(), limits))).add_service(health_service);
+    routes = http::add_reflection(routes)?;
+    let routes = http::with_web(routes, config.web_dir.as_deref());
+
     let stop = CancellationToken::new();
     let serve = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(ContextServiceServer::new(ContextApi::new(contexts.clone(), limits)))
+        .accept_http1(true)
+        .layer(http::cors(&config.cors_origins)?)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.clone().cancelled_owned());
     tokio::pin!(serve);
     tokio::select! {
         result = &mut serve => result?,
         () = shutdown => {
             tracing::info!("shutting down");
+            health.set_not_serving::<ContextServiceServer<ContextApi>>().await;
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             stop.cancel();
-            // Contexts stop after the transition they are saving; requests waiting on them
-            // are answered UNAVAILABLE, which lets the server's graceful shutdown finish.
+            // Contexts stop after the transition they are saving and end their watch
+            // streams; requests waiting on them are answered UNAVAILABLE, which lets the
+            // server's graceful shutdown finish.
             contexts.shutdown().await;
-            serve.await?;
+            // Streams ctxd does not own (a health watch) could hold the server open forever.
+            match tokio::time::timeout(DRAIN_TIMEOUT, serve).await {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!("some calls were still open after {DRAIN_TIMEOUT:?}; closing them"),
+            }
         }
     }
     tracing::info!("stopped");

@@ -265,3 +265,39 @@ async fn watch_contexts_keeps_a_sidebar_current() {
     let bad = client.watch_contexts(pb::WatchContextsRequest { page_size: 5000 }).await;
     assert_eq!(bad.expect_err("page size").code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn thousands_of_idle_watchers_cost_little_memory_each() {
+    const STREAMS: usize = 2000;
+    let server = Server::start(0, &[]).await;
+    let mut client = server.client().await;
+    let ids = [create(&mut client, "one").await, create(&mut client, "two").await];
+    // Load both contexts and warm the server up before measuring.
+    for id in &ids {
+        send(&mut client, id, "warm").await;
+    }
+    let mut connections = Vec::new();
+    for _ in 0..STREAMS / 200 {
+        connections.push(server.client().await);
+    }
+    let before = server.rss_kib();
+    let mut streams = Vec::with_capacity(STREAMS);
+    for n in 0..STREAMS {
+        let count = connections.len();
+        let client = &mut connections[n % count];
+        let mut events = watch(client, &ids[n % 2], 0).await;
+        events.message().await.expect("stream").expect("snapshot");
+        streams.push(events);
+    }
+    let after = server.rss_kib();
+    let per_stream = (after.saturating_sub(before) * 1024) / STREAMS as u64;
+    println!("{STREAMS} idle WatchState streams: RSS {before} → {after} KiB, {per_stream} bytes per stream");
+    assert!(per_stream < 16 * 1024, "an idle stream costs {per_stream} bytes");
+
+    // They are all live: one change reaches every one of them.
+    send(&mut client, &ids[0], "ping").await;
+    for events in streams.iter_mut().step_by(2).take(50) {
+        let event = tokio::time::timeout(PATIENCE, events.message()).await.expect("in time").expect("stream");
+        assert!(event.is_some());
+    }
+}

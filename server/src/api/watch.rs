@@ -96,25 +96,34 @@ fn summaries(page: &[ContextSummary]) -> pb::WatchContextsResponse {
 pub async fn list(contexts: &Contexts, limit: usize) -> Result<ResponseStream<pb::WatchContextsResponse>, Status> {
     let (page, events) = contexts.watch_list(limit).await?;
     let first = summaries(&page);
+    let stopping = contexts.stopping();
     let state = (Some(first), events, contexts.clone());
-    let stream = futures::stream::unfold(state, move |(first, mut events, contexts)| async move {
-        if let Some(first) = first {
-            return Some((Ok(first), (None, events, contexts)));
+    let stream = futures::stream::unfold(state, move |(first, mut events, contexts)| {
+        let stopping = stopping.clone();
+        async move {
+            if let Some(first) = first {
+                return Some((Ok(first), (None, events, contexts)));
+            }
+            let event = tokio::select! {
+                () = stopping.cancelled() => return None,
+                event = events.recv() => event,
+            };
+            let response = match event {
+                Ok(ListEvent::Upserted(summary)) => {
+                    pb::WatchContextsResponse { kind: Some(ListKind::Upserted(convert::summary(&summary))) }
+                }
+                Ok(ListEvent::Removed(id)) => {
+                    pb::WatchContextsResponse { kind: Some(ListKind::RemovedContextId(id.to_string())) }
+                }
+                // Too far behind: send the list again instead of what was missed.
+                Err(broadcast::error::RecvError::Lagged(_)) => match contexts.list(None, limit).await {
+                    Ok((page, _)) => summaries(&page),
+                    Err(error) => return Some((Err(Status::from(error)), (None, events, contexts))),
+                },
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((Ok(response), (None, events, contexts)))
         }
-        let response = match events.recv().await {
-            Ok(ListEvent::Upserted(summary)) => {
-                pb::WatchContextsResponse { kind: Some(ListKind::Upserted(convert::summary(&summary))) }
-            }
-            Ok(ListEvent::Removed(id)) => {
-                pb::WatchContextsResponse { kind: Some(ListKind::RemovedContextId(id.to_string())) }
-            }
-            Err(broadcast::error::RecvError::Lagged(_)) => match contexts.list(None, limit).await {
-                Ok((page, _)) => summaries(&page),
-                Err(error) => return Some((Err(Status::from(error)), (None, events, contexts))),
-            },
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(response), (None, events, contexts)))
     });
     Ok(Box::pin(stream))
 }

@@ -176,6 +176,11 @@ impl Contexts {
         Ok(contexts)
     }
 
+    /// Cancelled when the server starts shutting down; long-lived calls end then.
+    pub fn stopping(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
     /// Stops every actor after the transition it is saving, and waits for them.
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();

@@ -1,0 +1,86 @@
+//! Everything on the one listener besides ContextService: grpc-web translation, CORS for
+//! browsers on other origins, health, reflection, and the web client's static files.
+
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use http::{HeaderName, HeaderValue, Method, Request, header};
+use tonic::service::Routes;
+use tower::ServiceExt;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tower_http::services::{ServeDir, ServeFile};
+
+/// Headers a browser client must be allowed to read to see a call's outcome.
+const EXPOSED: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cors origin {origin:?} is not a valid header value")]
+    Origin { origin: String },
+}
+
+/// CORS for grpc-web calls from `origins` (`*` allows any). Same-origin calls need none.
+pub fn cors(origins: &[String]) -> Result<CorsLayer, Error> {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|origin| HeaderValue::from_str(origin).map_err(|_| Error::Origin { origin: origin.clone() }))
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(values)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers(EXPOSED.map(HeaderName::from_static))
+        .max_age(std::time::Duration::from_secs(24 * 3600)))
+}
+
+/// Reflection (v1, and v1alpha for grpcurl) describing ctxd's services and health.
+pub fn add_reflection(routes: Routes) -> Result<Routes, Error> {
+    let configure = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ctxd_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok(routes.add_service(configure().build_v1()?).add_service(configure().build_v1alpha()?))
+}
+
+/// Adds grpc-web to the gRPC routes and, with `web_dir`, serves that directory to every
+/// request that is not gRPC; unknown paths get `index.html`, so a single-page app can
+/// route on the client. Unknown gRPC methods still get UNIMPLEMENTED.
+///
+/// grpc-web wraps the gRPC routes only: it refuses plain HTTP/1.1 requests, which the
+/// static files need.
+pub fn with_web(routes: Routes, web_dir: Option<&Path>) -> Routes {
+    let router = routes.into_axum_router().layer(tonic_web::GrpcWebLayer::new());
+    let Some(dir) = web_dir else {
+        return Routes::from(router);
+    };
+    let files = ServeDir::new(PathBuf::from(dir)).fallback(ServeFile::new(dir.join("index.html")));
+    let router = router.fallback(move |request: Request<Body>| {
+        let files = files.clone();
+        async move {
+            if is_grpc(&request) {
+                return tonic::Status::unimplemented(format!("no method {}", request.uri().path())).into_http::<Body>();
+            }
+            match files.oneshot(request).await {
+                Ok(response) => response.map(Body::new),
+                Err(never) => match never {},
+            }
+        }
+    });
+    Routes::from(router)
+}
+
+fn is_grpc(request: &Request<Body>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}

@@ -1,0 +1,132 @@
+//! Property: for random sequences of actions (send, tools approved and denied, cancel,
+//! failures, retry), folding the WatchState events over the first snapshot gives exactly
+//! what GetState returns, at every point where the context rests.
+
+use std::sync::{Arc, Mutex};
+
+use ctxd_tests::v1 as pb;
+use ctxd_tests::*;
+use pb::FsmState;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+#[derive(Debug, Clone)]
+enum Action {
+    Send(String),
+    Clock,
+    ReadFile,
+    Approve,
+    Deny,
+    CancelMidStream,
+    Cancel,
+    Fail,
+    FailOnce,
+    Retry,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        "[a-z]{1,8}( [a-z]{1,8}){0,6}".prop_map(Action::Send),
+        Just(Action::Clock),
+        Just(Action::ReadFile),
+        Just(Action::Approve),
+        Just(Action::Deny),
+        Just(Action::CancelMidStream),
+        Just(Action::Cancel),
+        Just(Action::Fail),
+        Just(Action::FailOnce),
+        Just(Action::Retry),
+    ]
+}
+
+async fn run_case(server: &Server, actions: Vec<Action>) {
+    let mut client = server.client().await;
+    let id = create(&mut client, "property").await;
+    let folded = Arc::new(Mutex::new(Folded::default()));
+    let mut events = client
+        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+    let fold = Arc::clone(&folded);
+    let watcher = tokio::spawn(async move {
+        while let Ok(Some(event)) = events.message().await {
+            let mut held = fold.lock().expect("fold");
+            held.apply(&event).unwrap_or_else(|e| panic!("{e}: {event:?}"));
+        }
+    });
+
+    for action in actions {
+        let sent = |text: &str| send_request(&id, text, true);
+        let pending = get(&mut client, &id).await.pending_tool_calls.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        // Refusals (a busy context, nothing to approve) are part of the property: they
+        // must change nothing the watchers see.
+        let _ = match action {
+            Action::Send(text) => client.send_message(sent(&text)).await.map(drop),
+            Action::Clock => client.send_message(sent("/tool clock {}")).await.map(drop),
+            Action::ReadFile => client.send_message(sent(r#"/tool read_file {"path": "f.txt"}"#)).await.map(drop),
+            Action::Approve | Action::Deny => {
+                let (approved, denied) =
+                    if matches!(action, Action::Approve) { (pending, vec![]) } else { (vec![], pending) };
+                let request = pb::ApproveToolsRequest {
+                    context_id: id.clone(),
+                    approved_tool_call_ids: approved,
+                    denied_tool_call_ids: denied,
+                    wait: true,
+                };
+                client.approve_tools(request).await.map(drop)
+            }
+            Action::CancelMidStream => {
+                let long = "a b c d e f g h i j k l m n o p q r s t u v w x y z";
+                match client.send_message(send_request(&id, long, false)).await {
+                    Ok(_) => {
+                        client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true }).await.map(drop)
+                    }
+                    Err(status) => Err(status),
+                }
+            }
+            Action::Cancel => {
+                client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true }).await.map(drop)
+            }
+            Action::Fail => client.send_message(sent("/fail")).await.map(drop),
+            Action::FailOnce => client.send_message(sent("/fail-once")).await.map(drop),
+            Action::Retry => {
+                client.retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: true }).await.map(drop)
+            }
+        };
+        // A cancel that lost the race with the end of the run leaves it running; let it rest.
+        let expected = wait_until(&mut client, &id, |s| {
+            matches!(state_of(s), FsmState::Idle | FsmState::AwaitingToolApproval | FsmState::Failed)
+        })
+        .await;
+        let caught_up = async {
+            loop {
+                assert!(!watcher.is_finished(), "the watcher stopped (see its panic above)");
+                if folded.lock().expect("fold").revision >= expected.revision {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, caught_up).await.expect("the watcher catches up");
+        let held = folded.lock().expect("fold").state.clone();
+        assert_eq!(held.as_ref(), Some(&expected), "fold of the events == GetState at revision {}", expected.revision);
+    }
+    watcher.abort();
+}
+
+#[test]
+fn folding_watch_events_always_gives_get_state() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let workspace = tempfile::tempdir().expect("workspace");
+    std::fs::write(workspace.path().join("f.txt"), "file text").expect("fixture");
+    let ws = workspace.path().to_str().expect("utf-8").to_owned();
+    let server = runtime.block_on(Server::start(1, &["--workspace", &ws, "--llm-max-attempts", "2"]));
+    let mut runner = TestRunner::new(Config { cases: 24, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&proptest::collection::vec(action(), 1..12), |actions| {
+            runtime.block_on(run_case(&server, actions));
+            Ok(())
+        })
+        .unwrap_or_else(|failure| panic!("{failure}\nserver log:\n{}", server.log()));
+}
