@@ -463,3 +463,37 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     assert_eq!(bogus.code(), Code::InvalidArgument);
     assert_eq!(get(&mut client, &id).await.revision, revision);
 }
+
+#[tokio::test]
+async fn waits_are_bounded_by_the_deadline_and_idle_contexts_unload_and_reload() {
+    let server = Server::start(50, &["--idle-unload-secs", "1"]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "deadline").await;
+
+    let mut request = tonic::Request::new(send_request(&id, "a reply that takes longer than the caller waits", true));
+    request.set_timeout(std::time::Duration::from_millis(300));
+    let late = client.send_message(request).await.expect_err("deadline");
+    assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
+    assert!(late.message().contains("was saved"), "{}", late.message());
+    let done = wait_until(&mut client, &id, |s| state_of(s) == FsmState::Idle).await;
+    assert_eq!(done.messages.len(), 2, "the message was saved and the run finished all the same");
+
+    // Deleting a context mid-run stops the run.
+    client.send_message(send_request(&id, "one two three four five six", false)).await.expect("send");
+    wait_until(&mut client, &id, |s| state_of(s) == FsmState::StreamingLlmResponse).await;
+    client.delete_context(pb::DeleteContextRequest { context_id: id.clone() }).await.expect("delete mid-run");
+    let gone = client.get_state(pb::GetStateRequest { context_id: id.clone() }).await.expect_err("deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+
+    let kept = create(&mut client, "kept").await;
+    let before = send(&mut client, &kept, "hi").await;
+    let unloaded = async {
+        while !server.log().contains(&format!("unloaded idle context context={kept}")) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, unloaded).await.expect("an idle context unloads");
+    assert_eq!(get(&mut client, &kept).await, before, "and reloads as it was");
+    let after = send(&mut client, &kept, "again").await;
+    assert_eq!(after.messages.len(), 4);
+}

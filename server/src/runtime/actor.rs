@@ -330,6 +330,7 @@ impl Live {
             return false;
         }
         self.actor.stop(Gone::Stopped(MOVED.into()), |id| Error::Stopped { id, reason: MOVED.into() });
+        tracing::info!(context = %self.actor.id, revision = self.ctx.revision, "unloaded idle context");
         true
     }
 }
