@@ -52,6 +52,19 @@ pub struct Config {
     /// Origins whose pages may call ctxd over grpc-web (`*`: any). Pages served by ctxd
     /// itself are same-origin and need no entry.
     pub cors_origins: Vec<String>,
+    /// The model of contexts that name none. `mock` is the built-in mock LLM.
+    pub default_model: String,
+    /// Base URL of an OpenAI-compatible API (e.g. `http://localhost:11434/v1` for Ollama).
+    /// The API key comes from `CTXD_OPENAI_API_KEY` or `OPENAI_API_KEY`, never from here.
+    pub openai_base_url: Option<String>,
+    /// Models served by the OpenAI-compatible API; empty: every model but `mock`.
+    pub openai_models: Vec<String>,
+    /// Longest wait for the LLM provider's connection, in milliseconds.
+    pub llm_connect_timeout_ms: u64,
+    /// Longest silence between two chunks of a streamed reply, in milliseconds.
+    pub llm_idle_timeout_ms: u64,
+    /// How long an external tool call waits for its result unless its tool says, in milliseconds.
+    pub external_tool_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -78,6 +91,12 @@ impl Default for Config {
             ]
             .map(String::from)
             .to_vec(),
+            default_model: "mock".into(),
+            openai_base_url: None,
+            openai_models: Vec::new(),
+            llm_connect_timeout_ms: 10_000,
+            llm_idle_timeout_ms: 60_000,
+            external_tool_timeout_ms: 300_000,
         }
     }
 }
@@ -131,6 +150,24 @@ pub struct Args {
     /// Comma-separated origins allowed to call over grpc-web, or * [default: Vite's localhost dev origins].
     #[arg(long, env = "CTXD_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
+    /// Model of contexts that name none [default: mock].
+    #[arg(long, env = "CTXD_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
+    /// Base URL of an OpenAI-compatible API, e.g. http://localhost:11434/v1 [default: none].
+    #[arg(long, env = "CTXD_OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+    /// Comma-separated models served by that API [default: every model but mock].
+    #[arg(long, env = "CTXD_OPENAI_MODELS", value_delimiter = ',')]
+    pub openai_models: Option<Vec<String>>,
+    /// LLM connect timeout, ms [default: 10000].
+    #[arg(long, env = "CTXD_LLM_CONNECT_TIMEOUT_MS")]
+    pub llm_connect_timeout_ms: Option<u64>,
+    /// Longest silence between streamed chunks, ms [default: 60000].
+    #[arg(long, env = "CTXD_LLM_IDLE_TIMEOUT_MS")]
+    pub llm_idle_timeout_ms: Option<u64>,
+    /// Default wait for an external tool's result, ms [default: 300000].
+    #[arg(long, env = "CTXD_EXTERNAL_TOOL_TIMEOUT_MS")]
+    pub external_tool_timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -156,6 +193,12 @@ impl Config {
             log,
             web_dir,
             cors_origins,
+            default_model,
+            openai_base_url,
+            openai_models,
+            llm_connect_timeout_ms,
+            llm_idle_timeout_ms,
+            external_tool_timeout_ms,
         } = args;
         macro_rules! overlay {
             ($($field:ident),*) => { $( if let Some(value) = $field { config.$field = value; } )* };
@@ -172,8 +215,16 @@ impl Config {
             tool_max_output_bytes,
             idle_unload_secs,
             log,
-            cors_origins
+            cors_origins,
+            default_model,
+            openai_models,
+            llm_connect_timeout_ms,
+            llm_idle_timeout_ms,
+            external_tool_timeout_ms
         );
+        if openai_base_url.is_some() {
+            config.openai_base_url = openai_base_url;
+        }
         if workspace.is_some() {
             config.workspace = workspace;
         }
@@ -195,6 +246,12 @@ impl Config {
         if self.max_message_bytes == 0 {
             return Err(Error::Invalid("max-message-bytes must be at least 1".into()));
         }
+        if self.default_model != "mock" && self.openai_base_url.is_none() {
+            return Err(Error::Invalid(format!(
+                "default-model {:?} needs openai-base-url (only \"mock\" is built in)",
+                self.default_model
+            )));
+        }
         if self.llm_max_attempts == 0 {
             return Err(Error::Invalid("llm-max-attempts must be at least 1".into()));
         }
@@ -213,6 +270,13 @@ impl Config {
 
     pub fn mock_delay(&self) -> Duration {
         Duration::from_millis(self.mock_delay_ms)
+    }
+
+    /// The OpenAI API key, from the environment only.
+    pub fn openai_api_key() -> Option<String> {
+        ["CTXD_OPENAI_API_KEY", "OPENAI_API_KEY"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|key| !key.is_empty()))
     }
 }
 

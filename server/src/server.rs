@@ -13,10 +13,10 @@ use tonic::service::Routes;
 use crate::api::{ContextApi, Limits};
 use crate::config::Config;
 use crate::http;
-use crate::llm::MockProvider;
+use crate::llm::{LlmProvider, LlmRouter, MockProvider, OpenAiConfig, OpenAiProvider};
 use crate::runtime::{self, Contexts, Settings};
 use crate::store::{self, Store};
-use crate::tools::{ToolLimits, ToolRegistry};
+use crate::tools::{InvalidTool, ToolLimits, ToolRegistry};
 
 /// How long shutdown waits for open calls once every context has stopped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +35,29 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Http(#[from] crate::http::Error),
+    #[error(transparent)]
+    Tool(#[from] InvalidTool),
+    #[error("cannot set up the LLM client: {0}")]
+    LlmClient(#[from] reqwest::Error),
+}
+
+/// The mock, plus the OpenAI-compatible provider when one is configured.
+fn llm_router(config: &Config) -> Result<LlmRouter, Error> {
+    let mock: Arc<dyn LlmProvider> = Arc::new(MockProvider { chunk_delay: config.mock_delay() });
+    let remote = match &config.openai_base_url {
+        Some(base_url) => {
+            let provider = OpenAiProvider::new(OpenAiConfig {
+                base_url: base_url.clone(),
+                api_key: Config::openai_api_key(),
+                connect_timeout: Duration::from_millis(config.llm_connect_timeout_ms),
+                idle_timeout: Duration::from_millis(config.llm_idle_timeout_ms),
+            })?;
+            tracing::info!(%base_url, models = ?config.openai_models, "OpenAI-compatible provider configured");
+            Some((Arc::new(provider) as Arc<dyn LlmProvider>, config.openai_models.clone()))
+        }
+        None => None,
+    };
+    Ok(LlmRouter::new(mock, remote))
 }
 
 /// Runs ctxd until `shutdown` completes, then stops accepting, lets every context finish
@@ -55,18 +78,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             timeout: Duration::from_millis(config.tool_timeout_ms),
             max_output_bytes: config.tool_max_output_bytes,
         },
-    ));
-    let llm = Arc::new(MockProvider { chunk_delay: config.mock_delay() });
+    )?);
+    let llm = Arc::new(llm_router(&config)?);
     let settings = Settings {
         max_llm_attempts: config.llm_max_attempts,
         retry_base: Duration::from_millis(config.llm_retry_base_ms),
         idle_unload: Duration::from_secs(config.idle_unload_secs),
+        default_model: config.default_model.clone(),
+        external_tool_timeout: Duration::from_millis(config.external_tool_timeout_ms),
         ..Settings::default()
     };
+    let router = Arc::clone(&llm);
     let limits = Limits {
         max_message_bytes: config.max_message_bytes,
+        max_tool_output_bytes: config.tool_max_output_bytes,
         tool_names: tools.definitions().iter().map(|t| t.name.clone()).collect(),
+        serves_model: Arc::new(move |model| router.serves(model)),
     };
+    let catalog = tools.catalog();
     let contexts = Contexts::start(store, llm, tools, settings).await?;
 
     let listener = TcpListener::bind(config.listen)
@@ -77,8 +106,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ContextServiceServer<ContextApi>>().await;
-    let mut routes =
-        Routes::new(ContextServiceServer::new(ContextApi::new(contexts.clone(), limits))).add_service(health_service);
+    let mut routes = Routes::new(ContextServiceServer::new(ContextApi::new(contexts.clone(), limits, catalog)))
+        .add_service(health_service);
     routes = http::add_reflection(routes)?;
     let routes = http::with_web(routes, config.web_dir.as_deref());
 

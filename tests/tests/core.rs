@@ -16,6 +16,7 @@ async fn contexts_are_created_listed_in_pages_and_deleted() {
         system_prompt: "be brief".into(),
         model: "mock".into(),
         auto_approve_tools: vec!["clock".into()],
+        ..Default::default()
     };
     let created = client
         .create_context(pb::CreateContextRequest {

@@ -2,6 +2,9 @@
 
 use ctxd_proto::v1 as pb;
 
+use crate::fsm::ToolPolicy;
+use crate::llm::ToolDefinition;
+
 use crate::domain::{
     Approval, ContentPart, Context, ContextConfig, ContextSummary, FsmState, Message, MessageStatus, Role, Timestamp,
     ToolCall,
@@ -39,6 +42,28 @@ pub fn config(config: &ContextConfig) -> pb::ContextConfig {
         system_prompt: config.system_prompt.clone(),
         model: config.model.clone(),
         auto_approve_tools: config.auto_approve_tools.clone(),
+        external_tools: config
+            .external_tools
+            .iter()
+            .map(|t| pb::ExternalTool {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters_json_schema: t.parameters_json_schema.clone(),
+                requires_approval: t.requires_approval,
+                idempotent: t.idempotent,
+                timeout_ms: t.timeout_ms,
+            })
+            .collect(),
+    }
+}
+
+pub fn tool_info(definition: &ToolDefinition, policy: ToolPolicy) -> pb::ToolInfo {
+    pb::ToolInfo {
+        name: definition.name.clone(),
+        description: definition.description.clone(),
+        parameters_json_schema: definition.parameters.to_string(),
+        requires_approval: policy.requires_approval,
+        idempotent: policy.idempotent,
     }
 }
 
@@ -53,6 +78,7 @@ pub fn tool_call(call: &ToolCall) -> pb::ToolCall {
             Approval::Denied => pb::ApprovalStatus::Denied,
             Approval::AutoApproved => pb::ApprovalStatus::AutoApproved,
         } as i32,
+        external: call.external,
     }
 }
 

@@ -13,17 +13,20 @@ use tonic::{Request, Response, Status};
 
 pub use request::Limits;
 
-use crate::fsm::Command;
+use crate::fsm::{Command, ToolPolicy};
+use crate::llm::ToolDefinition;
 use crate::runtime::Contexts;
 
 pub struct ContextApi {
     contexts: Contexts,
     limits: Limits,
+    /// The built-in tools, for ListTools.
+    tools: Vec<(ToolDefinition, ToolPolicy)>,
 }
 
 impl ContextApi {
-    pub fn new(contexts: Contexts, limits: Limits) -> Self {
-        Self { contexts, limits }
+    pub fn new(contexts: Contexts, limits: Limits, tools: Vec<(ToolDefinition, ToolPolicy)>) -> Self {
+        Self { contexts, limits, tools }
     }
 
     async fn act(
@@ -129,6 +132,27 @@ impl ContextService for ContextApi {
         let pb::RetryRunRequest { context_id, wait } = message;
         let state = self.act(&context_id, Command::Retry, wait, &metadata).await?;
         Ok(Response::new(pb::RetryRunResponse { state }))
+    }
+
+    async fn submit_tool_result(
+        &self,
+        request: Request<pb::SubmitToolResultRequest>,
+    ) -> Result<Response<pb::SubmitToolResultResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let pb::SubmitToolResultRequest { context_id, tool_call_id, outcome, wait } = message;
+        let call_id = request::tool_call_ids("tool_call_id", vec![tool_call_id])?.remove(0);
+        let result = request::tool_result(outcome, &self.limits)?;
+        let state = self.act(&context_id, Command::SubmitToolResult { call_id, result }, wait, &metadata).await?;
+        Ok(Response::new(pb::SubmitToolResultResponse { state }))
+    }
+
+    async fn list_tools(
+        &self,
+        request: Request<pb::ListToolsRequest>,
+    ) -> Result<Response<pb::ListToolsResponse>, Status> {
+        let pb::ListToolsRequest {} = request.into_inner();
+        let tools = self.tools.iter().map(|(definition, policy)| convert::tool_info(definition, *policy)).collect();
+        Ok(Response::new(pb::ListToolsResponse { tools }))
     }
 
     type WatchStateStream = watch::ResponseStream<pb::WatchStateResponse>;

@@ -5,20 +5,31 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ctxd_proto::v1 as pb;
 use tonic::Status;
 
-use crate::domain::{ContextConfig, ContextId};
+use std::sync::Arc;
+
+use crate::domain::{ContextConfig, ContextId, ExternalTool};
+use crate::fsm::ToolResult;
 use crate::store::{BY_UPDATED_KEY_LEN, ListCursor};
+use crate::tools::{ArgumentSchema, truncate};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
 const MAX_TITLE_BYTES: usize = 1024;
 const MAX_ID_BYTES: usize = 256;
 
+/// Longest external tool name (OpenAI's limit for function names).
+const MAX_TOOL_NAME: usize = 64;
+
 /// What requests are checked against.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Limits {
     pub max_message_bytes: usize,
+    /// Longer tool results are cut.
+    pub max_tool_output_bytes: usize,
     /// Names of the tools the server has, for checking `auto_approve_tools`.
     pub tool_names: Vec<String>,
+    /// Whether some LLM provider serves a model name.
+    pub serves_model: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 pub fn context_id(field: &str, value: &str) -> Result<ContextId, Status> {
@@ -62,7 +73,7 @@ pub fn title(value: String) -> Result<String, Status> {
 }
 
 pub fn config(value: Option<pb::ContextConfig>, limits: &Limits) -> Result<ContextConfig, Status> {
-    let pb::ContextConfig { system_prompt, model, auto_approve_tools } = value.unwrap_or_default();
+    let pb::ContextConfig { system_prompt, model, auto_approve_tools, external_tools } = value.unwrap_or_default();
     if system_prompt.len() > limits.max_message_bytes {
         return Err(Status::invalid_argument(format!(
             "config.system_prompt is {} bytes; the limit is {} bytes",
@@ -73,13 +84,68 @@ pub fn config(value: Option<pb::ContextConfig>, limits: &Limits) -> Result<Conte
     if model.len() > MAX_ID_BYTES {
         return Err(Status::invalid_argument(format!("config.model is longer than {MAX_ID_BYTES} bytes")));
     }
-    if let Some(unknown) = auto_approve_tools.iter().find(|name| !limits.tool_names.contains(name)) {
+    if !model.is_empty() && !(limits.serves_model)(&model) {
+        return Err(Status::invalid_argument(format!("config.model: no LLM provider is configured for {model:?}")));
+    }
+    let external_tools =
+        external_tools.into_iter().map(|tool| external_tool(tool, limits)).collect::<Result<Vec<_>, _>>()?;
+    let mut names: Vec<&str> = external_tools.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Status::invalid_argument(format!("config.external_tools: {:?} is declared twice", twice[0])));
+    }
+    let known = |name: &String| limits.tool_names.contains(name) || external_tools.iter().any(|t| &t.name == name);
+    if let Some(unknown) = auto_approve_tools.iter().find(|name| !known(name)) {
         return Err(Status::invalid_argument(format!(
             "config.auto_approve_tools: no tool named {unknown:?}; the server has: {}",
             limits.tool_names.join(", ")
         )));
     }
-    Ok(ContextConfig { system_prompt, model, auto_approve_tools })
+    Ok(ContextConfig { system_prompt, model, auto_approve_tools, external_tools })
+}
+
+fn external_tool(tool: pb::ExternalTool, limits: &Limits) -> Result<ExternalTool, Status> {
+    let pb::ExternalTool { name, description, parameters_json_schema, requires_approval, idempotent, timeout_ms } =
+        tool;
+    let field = format!("config.external_tools[{name:?}]");
+    let valid_name = !name.is_empty()
+        && name.len() <= MAX_TOOL_NAME
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid_name {
+        return Err(Status::invalid_argument(format!(
+            "{field}: a tool name is 1 to {MAX_TOOL_NAME} letters, digits, '_' or '-'"
+        )));
+    }
+    if limits.tool_names.contains(&name) {
+        return Err(Status::invalid_argument(format!("{field}: a built-in tool has that name")));
+    }
+    if description.len() > limits.max_message_bytes || parameters_json_schema.len() > limits.max_message_bytes {
+        return Err(Status::invalid_argument(format!(
+            "{field}: description or schema larger than {} bytes",
+            limits.max_message_bytes
+        )));
+    }
+    ArgumentSchema::parse(&parameters_json_schema)
+        .map_err(|e| Status::invalid_argument(format!("{field}.parameters_json_schema: {e}")))?;
+    Ok(ExternalTool { name, description, parameters_json_schema, requires_approval, idempotent, timeout_ms })
+}
+
+/// The result of an external tool, as the model will see it.
+pub fn tool_result(
+    outcome: Option<pb::submit_tool_result_request::Outcome>,
+    limits: &Limits,
+) -> Result<ToolResult, Status> {
+    use pb::submit_tool_result_request::Outcome;
+    let result = match outcome {
+        Some(Outcome::ResultJson(json)) => {
+            serde_json::from_str::<serde_json::Value>(&json)
+                .map_err(|e| Status::invalid_argument(format!("result_json is not JSON: {e}")))?;
+            ToolResult::ok(json)
+        }
+        Some(Outcome::Error(error)) => ToolResult::error(error),
+        None => return Err(Status::invalid_argument("one of result_json or error is required")),
+    };
+    Ok(ToolResult { output: truncate(result.output, limits.max_tool_output_bytes), ..result })
 }
 
 pub fn page_size(value: i32) -> Result<usize, Status> {

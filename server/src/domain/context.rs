@@ -8,6 +8,27 @@ pub struct ContextConfig {
     /// Empty: the server's default model.
     pub model: String,
     pub auto_approve_tools: Vec<String>,
+    /// Tools another service executes for this context.
+    pub external_tools: Vec<ExternalTool>,
+}
+
+/// A tool executed outside ctxd; its result arrives with SubmitToolResult.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExternalTool {
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the arguments object (validated when the context is created).
+    pub parameters_json_schema: String,
+    pub requires_approval: bool,
+    pub idempotent: bool,
+    /// 0: the server's default.
+    pub timeout_ms: u32,
+}
+
+impl ContextConfig {
+    pub fn external_tool(&self, name: &str) -> Option<&ExternalTool> {
+        self.external_tools.iter().find(|t| t.name == name)
+    }
 }
 
 /// A context as the server holds it: everything that is saved, plus the text of a

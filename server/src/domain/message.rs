@@ -47,6 +47,8 @@ pub struct ToolCall {
     pub name: String,
     pub arguments_json: String,
     pub approval: Approval,
+    /// Executed by another service, which delivers the result with SubmitToolResult.
+    pub external: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

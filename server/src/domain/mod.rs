@@ -6,7 +6,7 @@ mod message;
 mod phase;
 mod time;
 
-pub use context::{Context, ContextConfig, ContextSummary};
+pub use context::{Context, ContextConfig, ContextSummary, ExternalTool};
 pub use ids::{ContextId, InvalidId, MessageId};
 pub use message::{Approval, ContentPart, Message, MessageStatus, Role, ToolCall, Usage};
 pub use phase::{FsmState, Phase};

@@ -28,10 +28,16 @@ pub enum Command {
     LlmFinished {
         reply: LlmReply,
     },
-    /// The LLM call failed.
+    /// The LLM call failed. `retry_after_ms`: the provider asked to wait at least this long.
     LlmFailed {
         error: String,
         transient: bool,
+        retry_after_ms: Option<u64>,
+    },
+    /// An external service delivers a tool call's result.
+    SubmitToolResult {
+        call_id: String,
+        result: ToolResult,
     },
     /// A tool call finished (successfully or not).
     ToolFinished {

@@ -8,9 +8,11 @@ pub enum Effect {
     Continue,
     /// Send the conversation to the LLM; the reply comes back as `LlmDelta`/`LlmFinished`/`LlmFailed`.
     CallLlm { attempt: u32 },
-    /// Send `RetryDue` after the backoff for `attempt` (the attempt that failed).
-    ScheduleRetry { attempt: u32 },
+    /// Send `RetryDue` after the backoff for `attempt` (the attempt that failed), and not
+    /// sooner than `at_least_ms` when the provider asked for that.
+    ScheduleRetry { attempt: u32, at_least_ms: Option<u64> },
     /// Run these tool calls concurrently; each result comes back as `ToolFinished`.
+    /// External calls are not run but waited for (with their timeout).
     RunTools { calls: Vec<ToolCall> },
     /// Stop whatever the run has in flight (LLM call, tools, retry timer).
     AbortRun,

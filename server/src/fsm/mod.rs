@@ -24,6 +24,18 @@ pub struct ToolPolicy {
     pub requires_approval: bool,
     /// Running it twice does no harm, so a call interrupted by a restart is run again.
     pub idempotent: bool,
+    /// Another service runs it and delivers the result with SubmitToolResult.
+    pub external: bool,
+}
+
+/// A tool's policy: the context's external tools first, then the server's tools.
+fn policy(ctx: &Context, env: &Env, name: &str) -> Option<ToolPolicy> {
+    match ctx.config.external_tool(name) {
+        Some(tool) => {
+            Some(ToolPolicy { requires_approval: tool.requires_approval, idempotent: tool.idempotent, external: true })
+        }
+        None => env.tools.policy(name),
+    }
 }
 
 /// Looks up tool policies by name; `None` for tools the server does not have.
@@ -106,7 +118,10 @@ pub fn apply(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, Reje
         Command::Resume => Ok(resume(ctx, env)),
         Command::LlmDelta { text } => Ok(delta(ctx, text, env)),
         Command::LlmFinished { reply } => Ok(finished(ctx, reply, env)),
-        Command::LlmFailed { error, transient } => Ok(failed(ctx, error, transient, env)),
+        Command::LlmFailed { error, transient, retry_after_ms } => {
+            Ok(failed(ctx, error, transient, retry_after_ms, env))
+        }
+        Command::SubmitToolResult { call_id, result } => submit(ctx, call_id, result, env),
         Command::ToolFinished { call_id, result } => Ok(tool_finished(ctx, &call_id, result, env)),
         Command::RetryDue => Ok(match ctx.phase {
             Phase::TransientFailure { attempt, .. } => call_llm(attempt + 1),
@@ -199,21 +214,23 @@ fn finished(ctx: &Context, reply: LlmReply, env: &Env) -> Outcome {
         .tool_calls
         .into_iter()
         .map(|call| {
-            let approval = match env.tools.policy(&call.name) {
+            let policy = policy(ctx, env, &call.name);
+            let external = policy.is_some_and(|p| p.external);
+            let approval = match policy {
                 Some(policy) if policy.requires_approval && !ctx.config.auto_approve_tools.contains(&call.name) => {
                     Approval::Pending
                 }
                 // Unknown tools need no approval: running one only yields an error result.
                 _ => Approval::AutoApproved,
             };
-            ToolCall { id: call.id, name: call.name, arguments_json: call.arguments_json, approval }
+            ToolCall { id: call.id, name: call.name, arguments_json: call.arguments_json, approval, external }
         })
         .collect();
     let seq = message.seq;
     Outcome::to(Phase::ProcessingLlmResponse { message: seq }).with(message).effect(Effect::Continue)
 }
 
-fn failed(ctx: &Context, error: String, transient: bool, env: &Env) -> Outcome {
+fn failed(ctx: &Context, error: String, transient: bool, retry_after_ms: Option<u64>, env: &Env) -> Outcome {
     let (attempt, streamed) = match ctx.phase {
         Phase::AwaitingLlmResponse { attempt } => (attempt, None),
         Phase::StreamingLlmResponse { attempt, message } => (attempt, ctx.message(message)),
@@ -222,7 +239,8 @@ fn failed(ctx: &Context, error: String, transient: bool, env: &Env) -> Outcome {
     // Text of a failed attempt stays visible but is never taken as the answer.
     let discarded = streamed.map(|m| Message { status: MessageStatus::Error, ..m.clone() });
     let outcome = if transient && attempt < env.max_llm_attempts {
-        Outcome::to(Phase::TransientFailure { attempt, error }).effect(Effect::ScheduleRetry { attempt })
+        Outcome::to(Phase::TransientFailure { attempt, error })
+            .effect(Effect::ScheduleRetry { attempt, at_least_ms: retry_after_ms })
     } else {
         let error = if transient { format!("{error} (gave up after {attempt} attempts)") } else { error };
         Outcome::to(Phase::Failed { error })
@@ -303,6 +321,25 @@ fn tool_finished(ctx: &Context, call_id: &str, result: ToolResult, env: &Env) ->
     if phase == Phase::ProcessingToolResults { outcome.effect(Effect::Continue) } else { outcome }
 }
 
+fn submit(ctx: &Context, call_id: String, result: ToolResult, env: &Env) -> Result<Outcome, Rejection> {
+    let answer =
+        ctx.messages.iter().rev().find(|m| m.role == Role::Tool && m.tool_call_id.as_deref() == Some(&call_id));
+    if let Some(answer) = answer {
+        // The same result again is a retry of a delivery that worked.
+        return if answer.text_content() == result.output && answer.is_error == result.is_error {
+            Ok(Outcome::none())
+        } else {
+            Err(Rejection::ToolCallAnswered { id: call_id })
+        };
+    }
+    let waiting = matches!(ctx.phase, Phase::ExecutingTools { .. })
+        && ctx.pending_tool_calls().iter().any(|c| c.id == call_id && c.external);
+    if !waiting {
+        return Err(Rejection::NoResultExpected { id: call_id, state: ctx.state() });
+    }
+    Ok(tool_finished(ctx, &call_id, result, env))
+}
+
 /// Answers every call of message `seq` that has no result yet with `text`, marking calls
 /// that were still waiting for approval as denied.
 fn close_open_calls(ctx: &Context, seq: u64, text: &str, env: &Env) -> Vec<Message> {
@@ -363,12 +400,14 @@ fn resume(ctx: &Context, env: &Env) -> Outcome {
             let interrupted = ctx.message(message).map(|m| Message { status: MessageStatus::Error, ..m.clone() });
             call_llm(attempt).with_all(interrupted)
         }
-        Phase::TransientFailure { attempt, .. } => Outcome::none().effect(Effect::ScheduleRetry { attempt }),
+        Phase::TransientFailure { attempt, .. } => {
+            Outcome::none().effect(Effect::ScheduleRetry { attempt, at_least_ms: None })
+        }
         Phase::ExecutingTools { message } => {
             let (rerun, lost): (Vec<ToolCall>, Vec<ToolCall>) = ctx
                 .pending_tool_calls()
                 .into_iter()
-                .partition(|c| env.tools.policy(&c.name).is_none_or(|p| p.idempotent));
+                .partition(|c| policy(ctx, env, &c.name).is_none_or(|p| p.idempotent));
             if lost.is_empty() {
                 return Outcome::none().effect(Effect::RunTools { calls: rerun });
             }

@@ -17,6 +17,10 @@ pub enum Rejection {
     DuplicateDecision { id: String },
     #[error("every pending tool call must be approved or denied; undecided: {}", ids.join(", "))]
     Undecided { ids: Vec<String> },
+    #[error("tool call {id:?} already has a different result")]
+    ToolCallAnswered { id: String },
+    #[error("no external tool call {id:?} is waiting for a result (state {state})")]
+    NoResultExpected { id: String, state: FsmState },
 }
 
 impl Rejection {

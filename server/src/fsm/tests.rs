@@ -9,9 +9,9 @@ struct Policies;
 impl ToolPolicies for Policies {
     fn policy(&self, name: &str) -> Option<ToolPolicy> {
         match name {
-            "clock" => Some(ToolPolicy { requires_approval: false, idempotent: true }),
-            "read_file" => Some(ToolPolicy { requires_approval: true, idempotent: true }),
-            "launch" => Some(ToolPolicy { requires_approval: true, idempotent: false }),
+            "clock" => Some(ToolPolicy { requires_approval: false, idempotent: true, external: false }),
+            "read_file" => Some(ToolPolicy { requires_approval: true, idempotent: true, external: false }),
+            "launch" => Some(ToolPolicy { requires_approval: true, idempotent: false, external: false }),
             _ => None,
         }
     }
@@ -216,22 +216,22 @@ fn llm_failures_retry_then_fail_and_retry_run_starts_over() {
     h.send("hi");
     h.apply(Command::Continue);
     h.apply(Command::LlmDelta { text: "partial".into() });
-    let failed = h.apply(Command::LlmFailed { error: "503".into(), transient: true });
-    assert_eq!(failed.effects, vec![Effect::ScheduleRetry { attempt: 1 }]);
+    let failed = h.apply(Command::LlmFailed { error: "503".into(), transient: true, retry_after_ms: None });
+    assert_eq!(failed.effects, vec![Effect::ScheduleRetry { attempt: 1, at_least_ms: None }]);
     assert_eq!(h.state(), FsmState::TransientFailure);
     assert_eq!(h.ctx.phase.error(), Some("503"));
     assert_eq!(h.last().status, MessageStatus::Error, "text of a failed attempt is not an answer");
 
     assert_eq!(h.apply(Command::RetryDue).effects, vec![Effect::CallLlm { attempt: 2 }]);
-    h.apply(Command::LlmFailed { error: "503".into(), transient: true });
+    h.apply(Command::LlmFailed { error: "503".into(), transient: true, retry_after_ms: None });
     h.apply(Command::RetryDue);
     assert_eq!(h.ctx.phase, Phase::AwaitingLlmResponse { attempt: 3 });
-    let gave_up = h.apply(Command::LlmFailed { error: "503".into(), transient: true });
+    let gave_up = h.apply(Command::LlmFailed { error: "503".into(), transient: true, retry_after_ms: None });
     assert!(gave_up.effects.is_empty());
     assert_eq!(h.ctx.phase, Phase::Failed { error: "503 (gave up after 3 attempts)".into() });
 
     assert_eq!(h.apply(Command::Retry).effects, vec![Effect::CallLlm { attempt: 1 }]);
-    h.apply(Command::LlmFailed { error: "401 unauthorized".into(), transient: false });
+    h.apply(Command::LlmFailed { error: "401 unauthorized".into(), transient: false, retry_after_ms: None });
     assert_eq!(h.ctx.phase, Phase::Failed { error: "401 unauthorized".into() }, "permanent errors are not retried");
     assert_eq!(h.try_apply(Command::Retry).map(|o| o.effects), Ok(vec![Effect::CallLlm { attempt: 1 }]));
     assert_eq!(
@@ -270,7 +270,7 @@ fn cancel_keeps_partial_text_closes_open_calls_and_rests() {
 
     h.send("/fail");
     h.apply(Command::Continue);
-    h.apply(Command::LlmFailed { error: "bad".into(), transient: false });
+    h.apply(Command::LlmFailed { error: "bad".into(), transient: false, retry_after_ms: None });
     assert_eq!(h.state(), FsmState::Failed);
     assert!(h.apply(Command::Cancel).effects.is_empty());
     assert_eq!(h.state(), FsmState::Idle);

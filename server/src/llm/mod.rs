@@ -2,12 +2,17 @@
 //! actor turns a provider's stream into commands (`LlmDelta`, `LlmFinished`, `LlmFailed`).
 
 mod mock;
+mod openai;
+mod router;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::BoxStream;
 
 pub use mock::MockProvider;
+pub use openai::{OpenAiConfig, OpenAiProvider};
+pub use router::LlmRouter;
 
 use crate::domain::Usage;
 use crate::fsm::RequestedToolCall;
@@ -53,15 +58,17 @@ pub struct LlmError {
     pub message: String,
     /// Worth retrying (timeouts, rate limits, server errors).
     pub transient: bool,
+    /// The provider asked to wait this long before retrying (`Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 impl LlmError {
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { message: message.into(), transient: true }
+        Self { message: message.into(), transient: true, retry_after: None }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), transient: false }
+        Self { message: message.into(), transient: false, retry_after: None }
     }
 }
 

@@ -13,8 +13,9 @@ use tokio::task::JoinSet;
 use super::feed::{self, EventKind, Feed};
 use super::{ActorHandle, Error, Gone, ListEvent, Request, Result, Shared, Slot, prompt};
 use crate::domain::{Context, ContextId, Message, MessageId, Phase, Timestamp};
-use crate::fsm::{self, Change, Command, Effect, Env, LlmReply};
+use crate::fsm::{self, Change, Command, Effect, Env, LlmReply, ToolResult};
 use crate::llm::{LlmEvent, LlmStream};
+use crate::tools::ExternalTools;
 
 /// The reason given to requests that reached an actor while it unloaded.
 pub(super) const MOVED: &str = "unloaded while the request was queued";
@@ -273,8 +274,9 @@ impl Live {
                 let stream = actor.shared.llm.stream(request);
                 actor.run.spawn(pump_llm(stream, events, generation));
             }
-            Effect::ScheduleRetry { attempt } => {
-                let delay = backoff(attempt, actor.shared.settings.retry_base, actor.shared.settings.retry_max);
+            Effect::ScheduleRetry { attempt, at_least_ms } => {
+                let delay = backoff(attempt, actor.shared.settings.retry_base, actor.shared.settings.retry_max)
+                    .max(Duration::from_millis(at_least_ms.unwrap_or(0)));
                 actor.run.spawn(async move {
                     tokio::time::sleep(delay).await;
                     let _ = events.send((generation, Command::RetryDue)).await;
@@ -282,12 +284,40 @@ impl Live {
             }
             Effect::RunTools { calls } => {
                 for call in calls {
-                    let tools = Arc::clone(&actor.shared.tools);
                     let events = events.clone();
-                    actor.run.spawn(async move {
-                        let result = tools.run(&call.name, &call.arguments_json).await;
-                        let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
-                    });
+                    let external = call.external.then(|| self.ctx.config.external_tool(&call.name)).flatten();
+                    match external {
+                        // Another service runs it: wait for SubmitToolResult, up to the timeout.
+                        Some(tool) => {
+                            let checked = ExternalTools::check(tool, &call.arguments_json);
+                            let timeout = match tool.timeout_ms {
+                                0 => actor.shared.settings.external_tool_timeout,
+                                ms => Duration::from_millis(u64::from(ms)),
+                            };
+                            actor.run.spawn(async move {
+                                let result = match checked {
+                                    Err(problem) => ToolResult::error(problem),
+                                    Ok(()) => {
+                                        tokio::time::sleep(timeout).await;
+                                        ToolResult::error(format!(
+                                            "no result from the external tool within {} ms",
+                                            timeout.as_millis()
+                                        ))
+                                    }
+                                };
+                                let _ =
+                                    events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
+                            });
+                        }
+                        None => {
+                            let tools = Arc::clone(&actor.shared.tools);
+                            actor.run.spawn(async move {
+                                let result = tools.run(&call.name, &call.arguments_json).await;
+                                let _ =
+                                    events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
+                            });
+                        }
+                    }
                 }
             }
             Effect::AbortRun => {
@@ -352,9 +382,9 @@ async fn pump_llm(mut stream: LlmStream, events: mpsc::Sender<Event>, generation
                 continue;
             }
             Err(error) => {
-                let _ = events
-                    .send((generation, Command::LlmFailed { error: error.message, transient: error.transient }))
-                    .await;
+                let retry_after_ms = error.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let failed = Command::LlmFailed { error: error.message, transient: error.transient, retry_after_ms };
+                let _ = events.send((generation, failed)).await;
                 return;
             }
         };

@@ -64,6 +64,8 @@ pub struct Settings {
     pub mailbox_capacity: usize,
     /// The model of contexts whose config names none.
     pub default_model: String,
+    /// How long an external tool call waits for SubmitToolResult unless its tool says.
+    pub external_tool_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -75,6 +77,7 @@ impl Default for Settings {
             idle_unload: Duration::from_secs(300),
             mailbox_capacity: 256,
             default_model: "mock".into(),
+            external_tool_timeout: Duration::from_secs(300),
         }
     }
 }

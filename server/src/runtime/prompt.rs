@@ -6,8 +6,15 @@ use std::sync::Arc;
 use crate::domain::{Context, MessageStatus, Role};
 use crate::fsm::RequestedToolCall;
 use crate::llm::{LlmMessage, LlmRequest, ToolDefinition};
+use crate::tools::ExternalTools;
 
-pub fn request(ctx: &Context, default_model: &str, tools: Arc<[ToolDefinition]>, attempt: u32) -> LlmRequest {
+/// `builtin`: the server's tools; the context's external tools are added to them.
+pub fn request(ctx: &Context, default_model: &str, builtin: Arc<[ToolDefinition]>, attempt: u32) -> LlmRequest {
+    let tools = if ctx.config.external_tools.is_empty() {
+        builtin
+    } else {
+        builtin.iter().cloned().chain(ExternalTools::definitions(&ctx.config)).collect()
+    };
     let mut messages = Vec::with_capacity(ctx.messages.len() + 1);
     if !ctx.config.system_prompt.is_empty() {
         messages.push(LlmMessage::System { text: ctx.config.system_prompt.clone() });

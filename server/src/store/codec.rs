@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::Error;
 use crate::domain::{
-    Approval, ContentPart, Context, ContextConfig, ContextId, Message, MessageId, MessageStatus, Phase, Role,
-    Timestamp, ToolCall, Usage,
+    Approval, ContentPart, Context, ContextConfig, ContextId, ExternalTool, Message, MessageId, MessageStatus, Phase,
+    Role, Timestamp, ToolCall, Usage,
 };
 
 /// The only format written so far; readers refuse values of formats they do not know.
@@ -33,6 +33,24 @@ pub struct StoredContext {
     pub message_count: u64,
     #[prost(message, optional, tag = "9")]
     pub phase: Option<StoredPhase>,
+    #[prost(message, repeated, tag = "10")]
+    pub external_tools: Vec<StoredExternalTool>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredExternalTool {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub description: String,
+    #[prost(string, tag = "3")]
+    pub parameters_json_schema: String,
+    #[prost(bool, tag = "4")]
+    pub requires_approval: bool,
+    #[prost(bool, tag = "5")]
+    pub idempotent: bool,
+    #[prost(uint32, tag = "6")]
+    pub timeout_ms: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -93,6 +111,8 @@ pub struct StoredToolCall {
     pub arguments_json: String,
     #[prost(int32, tag = "4")]
     pub approval: i32,
+    #[prost(bool, tag = "5")]
+    pub external: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -129,6 +149,19 @@ pub fn context_to_stored(ctx: &Context) -> StoredContext {
         updated_at_us: ctx.updated_at.as_micros(),
         message_count: ctx.next_seq(),
         phase: Some(phase_to_stored(&ctx.phase)),
+        external_tools: ctx
+            .config
+            .external_tools
+            .iter()
+            .map(|t| StoredExternalTool {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters_json_schema: t.parameters_json_schema.clone(),
+                requires_approval: t.requires_approval,
+                idempotent: t.idempotent,
+                timeout_ms: t.timeout_ms,
+            })
+            .collect(),
     }
 }
 
@@ -144,6 +177,7 @@ pub fn context_from_stored(id: ContextId, stored: StoredContext, messages: Vec<M
         updated_at_us,
         message_count,
         phase,
+        external_tools,
     } = stored;
     if messages.len() as u64 != message_count {
         return Err(Error::Corrupt(format!(
@@ -155,7 +189,31 @@ pub fn context_from_stored(id: ContextId, stored: StoredContext, messages: Vec<M
     let mut ctx = Context::new(
         id,
         title,
-        ContextConfig { system_prompt, model, auto_approve_tools },
+        ContextConfig {
+            system_prompt,
+            model,
+            auto_approve_tools,
+            external_tools: external_tools
+                .into_iter()
+                .map(
+                    |StoredExternalTool {
+                         name,
+                         description,
+                         parameters_json_schema,
+                         requires_approval,
+                         idempotent,
+                         timeout_ms,
+                     }| ExternalTool {
+                        name,
+                        description,
+                        parameters_json_schema,
+                        requires_approval,
+                        idempotent,
+                        timeout_ms,
+                    },
+                )
+                .collect(),
+        },
         Timestamp::from_micros(created_at_us),
     );
     ctx.phase = phase;
@@ -232,6 +290,7 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
                     Approval::Denied => 3,
                     Approval::AutoApproved => 4,
                 },
+                external: call.external,
             })
             .collect(),
         tool_call_id: message.tool_call_id.clone(),
@@ -287,7 +346,7 @@ pub fn message_from_stored(seq: u64, stored: StoredMessage) -> Result<Message, E
             .collect::<Result<_, _>>()?,
         tool_calls: tool_calls
             .into_iter()
-            .map(|StoredToolCall { id, name, arguments_json, approval }| {
+            .map(|StoredToolCall { id, name, arguments_json, approval, external }| {
                 let approval = match approval {
                     1 => Approval::Pending,
                     2 => Approval::Approved,
@@ -295,7 +354,7 @@ pub fn message_from_stored(seq: u64, stored: StoredMessage) -> Result<Message, E
                     4 => Approval::AutoApproved,
                     other => return Err(corrupt("approval", other)),
                 };
-                Ok(ToolCall { id, name, arguments_json, approval })
+                Ok(ToolCall { id, name, arguments_json, approval, external })
             })
             .collect::<Result<_, _>>()?,
         tool_call_id,

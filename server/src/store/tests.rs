@@ -1,11 +1,22 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::domain::{Approval, ContextConfig, MessageId, MessageStatus, Phase, Role, ToolCall, Usage};
+use crate::domain::{Approval, ContextConfig, ExternalTool, MessageId, MessageStatus, Phase, Role, ToolCall, Usage};
 
 fn context(n: u8, at: i64) -> Context {
-    let config =
-        ContextConfig { system_prompt: "be brief".into(), model: "m".into(), auto_approve_tools: vec!["clock".into()] };
+    let config = ContextConfig {
+        system_prompt: "be brief".into(),
+        model: "m".into(),
+        auto_approve_tools: vec!["clock".into()],
+        external_tools: vec![ExternalTool {
+            name: "deploy".into(),
+            description: "ships it".into(),
+            parameters_json_schema: r#"{"type": "object"}"#.into(),
+            requires_approval: true,
+            idempotent: false,
+            timeout_ms: 5000,
+        }],
+    };
     Context::new(ContextId::from_bytes([n; 16]), format!("ctx {n}"), config, Timestamp::from_micros(at))
 }
 
@@ -16,6 +27,7 @@ fn message(seq: u64, text: &str) -> Arc<Message> {
         name: "clock".into(),
         arguments_json: "{}".into(),
         approval: Approval::Denied,
+        external: true,
     }];
     m.usage = Some(Usage { prompt_tokens: 1, completion_tokens: 2 });
     m.client_message_id = Some("client".into());

@@ -35,7 +35,7 @@ impl Tool for Clock {
     }
 
     fn policy(&self) -> ToolPolicy {
-        ToolPolicy { requires_approval: false, idempotent: true }
+        ToolPolicy { requires_approval: false, idempotent: true, external: false }
     }
 
     async fn call(&self, _arguments: serde_json::Value) -> Result<String, ToolError> {

@@ -1,8 +1,13 @@
 //! Tools the model may call, each with its approval policy. The registry runs a call with a
 //! timeout and an output limit and turns every failure into an error result the model sees.
 
+mod calculator;
 mod clock;
+mod external;
+mod list_dir;
 mod read_file;
+mod schema;
+mod write_file;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,8 +16,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use calculator::Calculator;
 pub use clock::Clock;
+pub use external::ExternalTools;
+pub use list_dir::ListDir;
 pub use read_file::ReadFile;
+pub use schema::ArgumentSchema;
+pub use write_file::WriteFile;
 
 use crate::fsm::{ToolPolicies, ToolPolicy, ToolResult};
 use crate::llm::ToolDefinition;
@@ -36,27 +46,60 @@ pub struct ToolLimits {
     pub max_output_bytes: usize,
 }
 
+struct Registered {
+    tool: Arc<dyn Tool>,
+    schema: ArgumentSchema,
+}
+
 pub struct ToolRegistry {
-    tools: BTreeMap<String, Arc<dyn Tool>>,
+    tools: BTreeMap<String, Registered>,
     definitions: Arc<[ToolDefinition]>,
     limits: ToolLimits,
 }
 
+/// A tool whose argument schema does not compile (a programming error in the tool).
+#[derive(Debug, thiserror::Error)]
+#[error("tool {name}: invalid argument schema: {reason}")]
+pub struct InvalidTool {
+    pub name: String,
+    pub reason: String,
+}
+
 impl ToolRegistry {
-    pub fn new(tools: Vec<Arc<dyn Tool>>, limits: ToolLimits) -> Self {
-        let tools: BTreeMap<String, Arc<dyn Tool>> =
-            tools.into_iter().map(|tool| (tool.definition().name.clone(), tool)).collect();
-        let definitions = tools.values().map(|tool| tool.definition().clone()).collect();
-        Self { tools, definitions, limits }
+    pub fn new(tools: Vec<Arc<dyn Tool>>, limits: ToolLimits) -> Result<Self, InvalidTool> {
+        let mut registered = BTreeMap::new();
+        for tool in tools {
+            let definition = tool.definition();
+            let schema = ArgumentSchema::compile(&definition.parameters)
+                .map_err(|reason| InvalidTool { name: definition.name.clone(), reason })?;
+            registered.insert(definition.name.clone(), Registered { tool, schema });
+        }
+        let definitions = registered.values().map(|r| r.tool.definition().clone()).collect();
+        Ok(Self { tools: registered, definitions, limits })
     }
 
     /// The built-in tools; file tools only when a workspace is configured.
-    pub fn builtin(workspace: Option<PathBuf>, limits: ToolLimits) -> Self {
-        let mut tools: Vec<Arc<dyn Tool>> = vec![Arc::new(Clock::new())];
+    pub fn builtin(workspace: Option<PathBuf>, limits: ToolLimits) -> Result<Self, InvalidTool> {
+        let mut tools: Vec<Arc<dyn Tool>> = vec![Arc::new(Clock::new()), Arc::new(Calculator::new())];
         if let Some(root) = workspace {
-            tools.push(Arc::new(ReadFile::new(root)));
+            tools.push(Arc::new(ReadFile::new(root.clone())));
+            tools.push(Arc::new(ListDir::new(root.clone())));
+            tools.push(Arc::new(WriteFile::new(root)));
         }
         Self::new(tools, limits)
+    }
+
+    /// Every tool with its policy, for listing.
+    pub fn catalog(&self) -> Vec<(ToolDefinition, ToolPolicy)> {
+        self.tools.values().map(|r| (r.tool.definition().clone(), r.tool.policy())).collect()
+    }
+
+    pub fn limits(&self) -> &ToolLimits {
+        &self.limits
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tools.contains_key(name)
     }
 
     pub fn definitions(&self) -> Arc<[ToolDefinition]> {
@@ -65,13 +108,12 @@ impl ToolRegistry {
 
     /// Runs one call. Never fails: problems become error results for the model.
     pub async fn run(&self, name: &str, arguments_json: &str) -> ToolResult {
-        let Some(tool) = self.tools.get(name) else {
+        let Some(Registered { tool, schema }) = self.tools.get(name) else {
             return ToolResult::error(format!("no tool named {name:?}"));
         };
-        let arguments = match serde_json::from_str::<serde_json::Value>(arguments_json) {
-            Ok(value @ serde_json::Value::Object(_)) => value,
-            Ok(_) => return ToolResult::error("invalid arguments: expected a JSON object"),
-            Err(e) => return ToolResult::error(format!("invalid arguments: {e}")),
+        let arguments = match schema.check(arguments_json) {
+            Ok(arguments) => arguments,
+            Err(problem) => return ToolResult::error(problem),
         };
         match tokio::time::timeout(self.limits.timeout, tool.call(arguments)).await {
             Ok(Ok(output)) => ToolResult::ok(truncate(output, self.limits.max_output_bytes)),
@@ -83,11 +125,12 @@ impl ToolRegistry {
 
 impl ToolPolicies for ToolRegistry {
     fn policy(&self, name: &str) -> Option<ToolPolicy> {
-        self.tools.get(name).map(|tool| tool.policy())
+        self.tools.get(name).map(|r| r.tool.policy())
     }
 }
 
-fn truncate(mut output: String, max: usize) -> String {
+/// Cuts `output` to `max` bytes (on a char boundary) and says so.
+pub fn truncate(mut output: String, max: usize) -> String {
     if output.len() <= max {
         return output;
     }
@@ -115,9 +158,11 @@ mod tests {
 
     #[tokio::test]
     async fn bad_calls_become_error_results() {
-        let registry =
-            ToolRegistry::builtin(None, ToolLimits { timeout: Duration::from_secs(1), max_output_bytes: 1024 });
+        let limits = ToolLimits { timeout: Duration::from_secs(1), max_output_bytes: 1024 };
+        let registry = ToolRegistry::builtin(None, limits).expect("built-in schemas compile");
         assert!(registry.run("nope", "{}").await.is_error);
+        assert!(registry.run("calculator", r#"{"expr": "1"}"#).await.output.contains("invalid arguments"));
+        assert_eq!(registry.run("calculator", r#"{"expression": "6 * 7"}"#).await.output, "42");
         assert!(registry.run("clock", "not json").await.is_error);
         assert!(registry.run("clock", "[1]").await.is_error);
         let ok = registry.run("clock", "{}").await;

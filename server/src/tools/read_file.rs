@@ -58,7 +58,7 @@ impl Tool for ReadFile {
     }
 
     fn policy(&self) -> ToolPolicy {
-        ToolPolicy { requires_approval: true, idempotent: true }
+        ToolPolicy { requires_approval: true, idempotent: true, external: false }
     }
 
     async fn call(&self, arguments: serde_json::Value) -> Result<String, ToolError> {
