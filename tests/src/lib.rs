@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 
 pub use ctxd_proto::v1;
 
+pub mod fake_openai;
 mod fold;
 pub use fold::Folded;
 
@@ -45,18 +46,28 @@ pub struct Server {
     pub addr: SocketAddr,
     data_dir: tempfile::TempDir,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     /// Starts ctxd with the mock LLM at `mock_delay_ms` and extra flags.
     pub async fn start(mock_delay_ms: u64, extra: &[&str]) -> Self {
+        Self::start_with_env(mock_delay_ms, extra, &[]).await
+    }
+
+    /// As `start`, with extra environment variables.
+    pub async fn start_with_env(mock_delay_ms: u64, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let mut args: Vec<String> =
-            vec!["--mock-delay-ms".into(), mock_delay_ms.to_string(), "--llm-retry-base-ms".into(), "10".into()];
+        let mut args: Vec<String> = vec!["--mock-delay-ms".into(), mock_delay_ms.to_string()];
+        // Quick retries unless the test chooses.
+        if !extra.contains(&"--llm-retry-base-ms") {
+            args.extend(["--llm-retry-base-ms".into(), "10".into()]);
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let mut server =
-            Self { child: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir, args, log: Arc::default() };
+            Self { child: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir, args, env, log: Arc::default() };
         server.launch().await;
         server
     }
@@ -75,6 +86,7 @@ impl Server {
             .arg(self.data_dir.path())
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);

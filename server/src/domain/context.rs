@@ -105,6 +105,14 @@ impl Context {
         }
     }
 
+    /// Whether the context waits on a client: it rests, or every call it still waits for is
+    /// an external tool's, whose result another service must deliver.
+    pub fn awaits_client(&self) -> bool {
+        self.phase.is_resting()
+            || (matches!(self.phase, Phase::ExecutingTools { .. })
+                && self.pending_tool_calls().iter().all(|call| call.external))
+    }
+
     /// Ids of the tool calls of message `seq` that already have a tool message answering them.
     pub fn answered_calls(&self, seq: u64) -> std::collections::HashSet<&str> {
         let start = usize::try_from(seq).unwrap_or(usize::MAX).saturating_add(1);

@@ -322,12 +322,12 @@ impl Contexts {
                 other => break other?,
             }
         };
-        if !wait || ctx.phase.is_resting() {
+        if !wait || ctx.awaits_client() {
             return Ok(ctx);
         }
         let revision = ctx.revision;
         let rested = state.wait_for(|slot| match slot {
-            Slot::Live(now) => now.revision >= revision && now.phase.is_resting(),
+            Slot::Live(now) => now.revision >= revision && now.awaits_client(),
             Slot::Loading => false,
             Slot::Gone(_) => true,
         });
