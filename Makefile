@@ -1,6 +1,8 @@
 # The two commands a newcomer needs:
 #   make run    builds and runs ctxd (data in ./data, built-in mock LLM)
 #   make test   checks formatting, lints, and runs every test
+# and one more for numbers:
+#   make bench  builds in release and runs every benchmark scenario (see BENCHMARKS.md)
 # Both install what they need (Debian packages, npm tools) when it is missing.
 
 SHELL := /bin/bash
@@ -22,13 +24,20 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Arguments for `make run`, e.g. make run ARGS="--listen 0.0.0.0:50051".
 ARGS ?=
 
-.PHONY: run test setup lint fmt
+.PHONY: run test bench setup lint fmt
 run: setup
 	cargo run --release -p ctxd -- $(ARGS)
 
+# The benchmark harness runs first in its quick mode (seconds, no timing assertions) so it
+# cannot rot; the tests' summary stays the last thing printed.
 test: setup lint
-	cargo build -p ctxd
+	cargo build -p ctxd -p ctxd-bench
+	target/debug/ctxd-bench --quick
 	cargo test --workspace
+
+bench: setup
+	cargo build --release -p ctxd -p ctxd-bench
+	target/release/ctxd-bench $(ARGS)
 
 lint: setup
 	cargo fmt --all -- --check

@@ -1,6 +1,7 @@
 //! Harness for black-box tests: starts the real `ctxd` binary on a free loopback port with
 //! a temporary data dir, and gives tests a real gRPC client.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -25,21 +26,21 @@ pub type Client = ContextServiceClient<Channel>;
 /// How long a test waits for something the server should do quickly.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The `ctxd` binary next to the test executable (built by the test command), or `$CTXD_BIN`.
+/// The `ctxd` binary of the same build profile (built by the test command), or `$CTXD_BIN`.
 pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("CTXD_BIN") {
         return PathBuf::from(path);
     }
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join("ctxd");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build -p ctxd`; the test command does)",
-        path.display()
-    );
-    path
+    // Test executables live in target/<profile>/deps, other binaries in target/<profile>.
+    let exe = std::env::current_exe().expect("executable path");
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join("ctxd")).collect();
+    candidates.iter().find(|path| path.exists()).cloned().unwrap_or_else(|| {
+        panic!("{} is missing: build it first (`cargo build -p ctxd`; the test command does)", candidates[0].display())
+    })
 }
+
+/// Log lines kept (the most recent), so long benchmark runs do not hoard memory.
+const LOG_LINES_KEPT: usize = 50_000;
 
 pub struct Server {
     child: Option<Child>,
@@ -47,7 +48,9 @@ pub struct Server {
     data_dir: tempfile::TempDir,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<VecDeque<String>>>,
+    /// From spawning the process to its "listening" line, for the last start.
+    pub ready_after: Duration,
 }
 
 impl Server {
@@ -58,16 +61,32 @@ impl Server {
 
     /// As `start`, with extra environment variables.
     pub async fn start_with_env(mock_delay_ms: u64, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let data_dir = tempfile::tempdir().expect("temp data dir");
+        Self::start_on(tempfile::tempdir().expect("temp data dir"), mock_delay_ms, extra, env).await
+    }
+
+    /// As `start_with_env`, on a data dir that may already hold contexts.
+    pub async fn start_on(
+        data_dir: tempfile::TempDir,
+        mock_delay_ms: u64,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut args: Vec<String> = vec!["--mock-delay-ms".into(), mock_delay_ms.to_string()];
-        // Quick retries unless the test chooses.
+        // Quick retries unless the caller chooses.
         if !extra.contains(&"--llm-retry-base-ms") {
             args.extend(["--llm-retry-base-ms".into(), "10".into()]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let mut server =
-            Self { child: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir, args, env, log: Arc::default() };
+        let mut server = Self {
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            args,
+            env,
+            log: Arc::default(),
+            ready_after: Duration::ZERO,
+        };
         server.launch().await;
         server
     }
@@ -94,6 +113,7 @@ impl Server {
     }
 
     async fn launch(&mut self) {
+        let started = std::time::Instant::now();
         let mut child = self.command().spawn().expect("spawn ctxd");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::clone(&self.log);
@@ -107,13 +127,18 @@ impl Server {
                 {
                     let _ = ready.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
                 }
-                log.lock().expect("log").push(line);
+                let mut log = log.lock().expect("log");
+                if log.len() == LOG_LINES_KEPT {
+                    log.pop_front();
+                }
+                log.push_back(line);
             }
         });
         let addr = tokio::time::timeout(PATIENCE, ready_rx)
             .await
             .unwrap_or_else(|_| panic!("ctxd did not start; log:\n{}", self.log()))
             .unwrap_or_else(|_| panic!("ctxd exited at start; log:\n{}", self.log()));
+        self.ready_after = started.elapsed();
         self.addr = addr.parse().expect("listen address");
         self.child = Some(child);
     }
@@ -133,21 +158,46 @@ impl Server {
 
     /// The server's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// The server's peak resident memory since start (or the last `reset_peak_rss`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    /// Starts a new peak-RSS measurement (Linux `clear_refs`).
+    pub fn reset_peak_rss(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+            .expect("a /proc status field")
     }
 
-    /// Everything the server logged so far.
+    /// CPU time the server has used (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("proc stat");
+        // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<u64> = after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+        // Linux reports CPU time in clock ticks of 1/100 s.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Everything the server logged so far (the most recent lines).
     pub fn log(&self) -> String {
-        self.log.lock().expect("log").join("\n")
+        self.log_lines().join("\n")
     }
 
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.lock().expect("log").clone()
+        self.log.lock().expect("log").iter().cloned().collect()
     }
 
     /// SIGTERM, then wait for the process to exit.
@@ -169,7 +219,7 @@ impl Server {
     /// Starts ctxd again on the same data dir (after terminate or kill9).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        self.log.lock().expect("log").push("---- restart ----".into());
+        self.log.lock().expect("log").push_back("---- restart ----".into());
         self.launch().await;
     }
 }
@@ -185,7 +235,7 @@ pub async fn create(client: &mut Client, title: &str) -> String {
 
 pub async fn get(client: &mut Client, id: &str) -> pb::ContextState {
     client
-        .get_state(pb::GetStateRequest { context_id: id.into() })
+        .get_state(pb::GetStateRequest { context_id: id.into(), ..Default::default() })
         .await
         .expect("get")
         .into_inner()
@@ -200,6 +250,7 @@ pub fn send_request(id: &str, content: &str, wait: bool) -> pb::SendMessageReque
         client_message_id: uuid::Uuid::new_v4().to_string(),
         expected_revision: None,
         wait,
+        view: pb::StateView::Unspecified as i32,
     }
 }
 

@@ -76,7 +76,10 @@ async fn contexts_are_created_listed_in_pages_and_deleted() {
     assert_eq!(unique.len(), 120, "no context twice across pages");
 
     client.delete_context(pb::DeleteContextRequest { context_id: id.clone() }).await.expect("delete");
-    let gone = client.get_state(pb::GetStateRequest { context_id: id.clone() }).await.expect_err("deleted");
+    let gone = client
+        .get_state(pb::GetStateRequest { context_id: id.clone(), ..Default::default() })
+        .await
+        .expect_err("deleted");
     assert_eq!(gone.code(), Code::NotFound);
     let twice = client.delete_context(pb::DeleteContextRequest { context_id: id.clone() }).await.expect_err("deleted");
     assert_eq!(twice.code(), Code::NotFound);
@@ -120,6 +123,23 @@ async fn a_turn_streams_the_reply_and_saves_every_transition_once() {
     let again = send(&mut client, &id, "second").await;
     assert_eq!((state_of(&again), again.messages.len()), (FsmState::Idle, 4));
     assert_eq!(text(&again.messages[3]), "You said: second");
+
+    // The BASIC view carries only the newest message, whatever the conversation's length.
+    let basic = client
+        .get_state(pb::GetStateRequest { context_id: id.clone(), view: pb::StateView::Basic as i32 })
+        .await
+        .expect("get basic")
+        .into_inner()
+        .state
+        .expect("state");
+    assert_eq!((basic.revision, basic.messages.len()), (again.revision, 1));
+    assert_eq!(basic.messages[0], again.messages[3]);
+    let mut request = send_request(&id, "third", false);
+    request.view = pb::StateView::Basic as i32;
+    let sent = client.send_message(request).await.expect("send").into_inner().state.expect("state");
+    assert_eq!((sent.messages.len(), text(&sent.messages[0]).as_str()), (1, "third"), "the message just sent");
+    let bad = client.get_state(pb::GetStateRequest { context_id: id.clone(), view: 99 }).await.expect_err("bad view");
+    assert_eq!(bad.code(), Code::InvalidArgument);
 }
 
 #[tokio::test]
@@ -156,6 +176,7 @@ async fn tool_calls_are_approved_or_denied_and_the_model_sees_the_result() {
             approved_tool_call_ids: vec![call.id.clone()],
             denied_tool_call_ids: vec![],
             wait: true,
+            ..Default::default()
         })
         .await
         .expect("approve")
@@ -189,6 +210,7 @@ async fn tool_calls_are_approved_or_denied_and_the_model_sees_the_result() {
             approved_tool_call_ids: vec![],
             denied_tool_call_ids: vec![call.id.clone()],
             wait: true,
+            ..Default::default()
         })
         .await
         .expect("deny")
@@ -232,7 +254,7 @@ async fn cancel_mid_stream_keeps_the_partial_text_marked_cancelled() {
     .await;
 
     let cancelled = client
-        .cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true })
+        .cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true, ..Default::default() })
         .await
         .expect("cancel")
         .into_inner()
@@ -250,7 +272,10 @@ async fn cancel_mid_stream_keeps_the_partial_text_marked_cancelled() {
 
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(get(&mut client, &id).await, cancelled, "nothing arrives after the cancel");
-    let idle = client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: false }).await.expect_err("idle");
+    let idle = client
+        .cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: false, ..Default::default() })
+        .await
+        .expect_err("idle");
     assert_eq!(idle.code(), Code::FailedPrecondition);
     assert!(idle.message().contains("IDLE"), "{}", idle.message());
 }
@@ -278,7 +303,7 @@ async fn provider_failures_are_retried_then_fail_and_retry_run_reissues() {
     assert_eq!(saves_before, 3, "one retry for /fail-once, two for /fail before giving up");
 
     let retried = client
-        .retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: true })
+        .retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: true, ..Default::default() })
         .await
         .expect("retry")
         .into_inner()
@@ -288,8 +313,10 @@ async fn provider_failures_are_retried_then_fail_and_retry_run_reissues() {
     assert!(retried.revision > failed.revision);
     assert_eq!(retried.messages.len(), failed.messages.len(), "a retry adds no user message");
 
-    let dismissed =
-        client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: false }).await.expect("cancel");
+    let dismissed = client
+        .cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: false, ..Default::default() })
+        .await
+        .expect("cancel");
     let dismissed = dismissed.into_inner().state.expect("state");
     assert_eq!((state_of(&dismissed), dismissed.last_error.as_str()), (FsmState::Idle, ""));
     let after = send(&mut client, &id, "back to normal").await;
@@ -438,7 +465,10 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let wrong_state = client.approve_tools(approve(vec!["x".into()])).await.expect_err("idle");
     assert_eq!(wrong_state.code(), Code::FailedPrecondition);
     assert!(wrong_state.message().contains("IDLE"), "{}", wrong_state.message());
-    let retry = client.retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: false }).await.expect_err("idle");
+    let retry = client
+        .retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: false, ..Default::default() })
+        .await
+        .expect_err("idle");
     assert_eq!(retry.code(), Code::FailedPrecondition);
     let unknown_tool = client
         .create_context(pb::CreateContextRequest {
@@ -483,7 +513,10 @@ async fn waits_are_bounded_by_the_deadline_and_idle_contexts_unload_and_reload()
     client.send_message(send_request(&id, "one two three four five six", false)).await.expect("send");
     wait_until(&mut client, &id, |s| state_of(s) == FsmState::StreamingLlmResponse).await;
     client.delete_context(pb::DeleteContextRequest { context_id: id.clone() }).await.expect("delete mid-run");
-    let gone = client.get_state(pb::GetStateRequest { context_id: id.clone() }).await.expect_err("deleted");
+    let gone = client
+        .get_state(pb::GetStateRequest { context_id: id.clone(), ..Default::default() })
+        .await
+        .expect_err("deleted");
     assert_eq!(gone.code(), Code::NotFound);
 
     let kept = create(&mut client, "kept").await;

@@ -73,26 +73,30 @@ async fn run_case(server: &Server, actions: Vec<Action>) {
                     approved_tool_call_ids: approved,
                     denied_tool_call_ids: denied,
                     wait: true,
+                    ..Default::default()
                 };
                 client.approve_tools(request).await.map(drop)
             }
             Action::CancelMidStream => {
                 let long = "a b c d e f g h i j k l m n o p q r s t u v w x y z";
                 match client.send_message(send_request(&id, long, false)).await {
-                    Ok(_) => {
-                        client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true }).await.map(drop)
-                    }
+                    Ok(_) => client
+                        .cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true, ..Default::default() })
+                        .await
+                        .map(drop),
                     Err(status) => Err(status),
                 }
             }
-            Action::Cancel => {
-                client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true }).await.map(drop)
-            }
+            Action::Cancel => client
+                .cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true, ..Default::default() })
+                .await
+                .map(drop),
             Action::Fail => client.send_message(sent("/fail")).await.map(drop),
             Action::FailOnce => client.send_message(sent("/fail-once")).await.map(drop),
-            Action::Retry => {
-                client.retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: true }).await.map(drop)
-            }
+            Action::Retry => client
+                .retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: true, ..Default::default() })
+                .await
+                .map(drop),
         };
         // A cancel that lost the race with the end of the run leaves it running; let it rest.
         let expected = wait_until(&mut client, &id, |s| {

@@ -153,7 +153,10 @@ async fn provider_errors_are_retried_with_backoff_or_fail_at_once() {
 
     // RetryRun re-issues; the model answers this time.
     fake.push(text_reply(&["recovered"], 1000, Duration::ZERO));
-    let retried = client.retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: true }).await.expect("retry");
+    let retried = client
+        .retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: true, ..Default::default() })
+        .await
+        .expect("retry");
     let retried = retried.into_inner().state.expect("state");
     assert_eq!(text(retried.messages.last().expect("reply")), "recovered");
     let last_request = fake.requests().last().expect("request").body.clone();
@@ -172,8 +175,10 @@ async fn cancel_mid_stream_drops_the_provider_connection() {
 
     client.send_message(send_request(&id, "talk", false)).await.expect("send");
     wait_until(&mut client, &id, |s| s.messages.get(1).is_some_and(|m| text(m).len() > 10)).await;
-    let cancelled =
-        client.cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true }).await.expect("cancel");
+    let cancelled = client
+        .cancel_run(pb::CancelRunRequest { context_id: id.clone(), wait: true, ..Default::default() })
+        .await
+        .expect("cancel");
     let cancelled = cancelled.into_inner().state.expect("state");
     assert_eq!(status(&cancelled.messages[1]), pb::MessageStatus::Cancelled);
     let gone = async {
@@ -202,6 +207,7 @@ fn submit(id: &str, call: &str, result: &str) -> pb::SubmitToolResultRequest {
         tool_call_id: call.into(),
         outcome: Some(pb::submit_tool_result_request::Outcome::ResultJson(result.into())),
         wait: true,
+        view: pb::StateView::Full as i32,
     }
 }
 

@@ -49,7 +49,9 @@ async fn grpc_web_over_http1_serves_unary_calls_and_watch_streams() {
     tokio::time::timeout(PATIENCE, read).await.expect("in time");
     assert_eq!(folded.state, Some(get(&mut native, &id).await), "the grpc-web watcher sees the native client's turn");
 
-    let missing = web_client.get_state(pb::GetStateRequest { context_id: uuid::Uuid::new_v4().to_string() }).await;
+    let missing = web_client
+        .get_state(pb::GetStateRequest { context_id: uuid::Uuid::new_v4().to_string(), ..Default::default() })
+        .await;
     assert_eq!(missing.expect_err("unknown").code(), tonic::Code::NotFound, "statuses survive grpc-web");
 }
 

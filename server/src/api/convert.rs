@@ -120,11 +120,20 @@ pub fn message(message: &Message) -> pb::Message {
 }
 
 pub fn context_state(ctx: &Context) -> pb::ContextState {
+    context_state_view(ctx, pb::StateView::Full)
+}
+
+/// The state with all messages (FULL) or only the newest (BASIC).
+pub fn context_state_view(ctx: &Context, view: pb::StateView) -> pb::ContextState {
+    let messages = match view {
+        pb::StateView::Basic => ctx.messages.last().map(|m| message(m)).into_iter().collect(),
+        pb::StateView::Full | pb::StateView::Unspecified => ctx.messages.iter().map(|m| message(m)).collect(),
+    };
     pb::ContextState {
         context_id: ctx.id.to_string(),
         revision: ctx.revision,
         state: fsm_state(ctx.state()) as i32,
-        messages: ctx.messages.iter().map(|m| message(m)).collect(),
+        messages,
         pending_tool_calls: ctx.pending_tool_calls().iter().map(tool_call).collect(),
         config: Some(config(&ctx.config)),
         title: ctx.title.clone(),

@@ -34,12 +34,14 @@ impl ContextApi {
         context_id: &str,
         command: Command,
         wait: bool,
+        view: i32,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Option<pb::ContextState>, Status> {
         let id = request::context_id("context_id", context_id)?;
+        let view = request::view(view)?;
         let deadline = deadline::from_metadata(metadata);
         let ctx = self.contexts.act(id, command, wait, deadline).await?;
-        Ok(Some(convert::context_state(&ctx)))
+        Ok(Some(convert::context_state_view(&ctx, view)))
     }
 }
 
@@ -58,10 +60,11 @@ impl ContextService for ContextApi {
     }
 
     async fn get_state(&self, request: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
-        let pb::GetStateRequest { context_id } = request.into_inner();
+        let pb::GetStateRequest { context_id, view } = request.into_inner();
         let id = request::context_id("context_id", &context_id)?;
+        let view = request::view(view)?;
         let ctx = self.contexts.get(id).await?;
-        Ok(Response::new(pb::GetStateResponse { state: Some(convert::context_state(&ctx)) }))
+        Ok(Response::new(pb::GetStateResponse { state: Some(convert::context_state_view(&ctx, view)) }))
     }
 
     async fn list_contexts(
@@ -93,13 +96,13 @@ impl ContextService for ContextApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
-        let pb::SendMessageRequest { context_id, content, client_message_id, expected_revision, wait } = message;
+        let pb::SendMessageRequest { context_id, content, client_message_id, expected_revision, wait, view } = message;
         let command = Command::Send {
             content: request::content(content, &self.limits)?,
             client_message_id: request::client_message_id(client_message_id)?,
             expected_revision,
         };
-        let state = self.act(&context_id, command, wait, &metadata).await?;
+        let state = self.act(&context_id, command, wait, view, &metadata).await?;
         Ok(Response::new(pb::SendMessageResponse { state }))
     }
 
@@ -108,12 +111,12 @@ impl ContextService for ContextApi {
         request: Request<pb::ApproveToolsRequest>,
     ) -> Result<Response<pb::ApproveToolsResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
-        let pb::ApproveToolsRequest { context_id, approved_tool_call_ids, denied_tool_call_ids, wait } = message;
+        let pb::ApproveToolsRequest { context_id, approved_tool_call_ids, denied_tool_call_ids, wait, view } = message;
         let command = Command::Approve {
             approved: request::tool_call_ids("approved_tool_call_ids", approved_tool_call_ids)?,
             denied: request::tool_call_ids("denied_tool_call_ids", denied_tool_call_ids)?,
         };
-        let state = self.act(&context_id, command, wait, &metadata).await?;
+        let state = self.act(&context_id, command, wait, view, &metadata).await?;
         Ok(Response::new(pb::ApproveToolsResponse { state }))
     }
 
@@ -122,15 +125,15 @@ impl ContextService for ContextApi {
         request: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
-        let pb::CancelRunRequest { context_id, wait } = message;
-        let state = self.act(&context_id, Command::Cancel, wait, &metadata).await?;
+        let pb::CancelRunRequest { context_id, wait, view } = message;
+        let state = self.act(&context_id, Command::Cancel, wait, view, &metadata).await?;
         Ok(Response::new(pb::CancelRunResponse { state }))
     }
 
     async fn retry_run(&self, request: Request<pb::RetryRunRequest>) -> Result<Response<pb::RetryRunResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
-        let pb::RetryRunRequest { context_id, wait } = message;
-        let state = self.act(&context_id, Command::Retry, wait, &metadata).await?;
+        let pb::RetryRunRequest { context_id, wait, view } = message;
+        let state = self.act(&context_id, Command::Retry, wait, view, &metadata).await?;
         Ok(Response::new(pb::RetryRunResponse { state }))
     }
 
@@ -139,10 +142,10 @@ impl ContextService for ContextApi {
         request: Request<pb::SubmitToolResultRequest>,
     ) -> Result<Response<pb::SubmitToolResultResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
-        let pb::SubmitToolResultRequest { context_id, tool_call_id, outcome, wait } = message;
+        let pb::SubmitToolResultRequest { context_id, tool_call_id, outcome, wait, view } = message;
         let call_id = request::tool_call_ids("tool_call_id", vec![tool_call_id])?.remove(0);
         let result = request::tool_result(outcome, &self.limits)?;
-        let state = self.act(&context_id, Command::SubmitToolResult { call_id, result }, wait, &metadata).await?;
+        let state = self.act(&context_id, Command::SubmitToolResult { call_id, result }, wait, view, &metadata).await?;
         Ok(Response::new(pb::SubmitToolResultResponse { state }))
     }
 

@@ -148,6 +148,10 @@ pub fn tool_result(
     Ok(ToolResult { output: truncate(result.output, limits.max_tool_output_bytes), ..result })
 }
 
+pub fn view(value: i32) -> Result<pb::StateView, Status> {
+    pb::StateView::try_from(value).map_err(|_| Status::invalid_argument(format!("view: unknown StateView {value}")))
+}
+
 pub fn page_size(value: i32) -> Result<usize, Status> {
     match usize::try_from(value) {
         Ok(0) => Ok(DEFAULT_PAGE_SIZE),

@@ -37,25 +37,18 @@ impl LlmProvider for MockProvider {
 fn reply_for(request: &LlmRequest) -> Vec<Result<LlmEvent, LlmError>> {
     let mut events = Vec::new();
     // Answer the tool results that end the conversation, if any.
-    let trailing_results: Vec<&LlmMessage> =
-        request.messages.iter().rev().take_while(|m| matches!(m, LlmMessage::Tool { .. })).collect();
-    let text = if !trailing_results.is_empty() {
-        trailing_results
-            .iter()
-            .rev()
-            .filter_map(|m| match m {
-                LlmMessage::Tool { name, output, .. } => Some(format!("Tool {name} returned: {output}")),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+    let mut recent = request.recent().peekable();
+    let mut results = Vec::new();
+    while let Some(LlmMessage::Tool { name, output, .. }) = recent.next_if(|m| matches!(m, LlmMessage::Tool { .. })) {
+        results.push(format!("Tool {name} returned: {output}"));
+    }
+    let text = if !results.is_empty() {
+        results.reverse();
+        results.join("\n")
     } else {
-        let said = request
-            .messages
-            .iter()
-            .rev()
+        let said = recent
             .find_map(|m| match m {
-                LlmMessage::User { text } => Some(text.as_str()),
+                LlmMessage::User { text } => Some(text),
                 _ => None,
             })
             .unwrap_or_default();
@@ -75,31 +68,22 @@ fn reply_for(request: &LlmRequest) -> Vec<Result<LlmEvent, LlmError>> {
                 name: name.to_owned(),
                 arguments_json: if arguments.is_empty() { "{}".to_owned() } else { arguments.to_owned() },
             })));
-            events.push(Ok(LlmEvent::Usage(usage(request, 1))));
+            events.push(Ok(LlmEvent::Usage(usage(command, 1))));
             return events;
         }
         format!("You said: {said}")
     };
     let words: Vec<&str> = text.split_inclusive(' ').collect();
     events.extend(words.iter().map(|w| Ok(LlmEvent::Text((*w).to_owned()))));
-    events.push(Ok(LlmEvent::Usage(usage(request, words.len()))));
+    events.push(Ok(LlmEvent::Usage(usage(&text, words.len()))));
     events
 }
 
-/// Word counts stand in for tokens.
-fn usage(request: &LlmRequest, completion: usize) -> Usage {
-    let prompt: usize = request
-        .messages
-        .iter()
-        .map(|m| match m {
-            LlmMessage::System { text } | LlmMessage::User { text } | LlmMessage::Assistant { text, .. } => {
-                text.split_whitespace().count()
-            }
-            LlmMessage::Tool { output, .. } => output.split_whitespace().count(),
-        })
-        .sum();
+/// Word counts stand in for tokens: the prompt is the message answered, not the whole
+/// conversation, so the mock stays O(1) in the length of the history.
+fn usage(answered: &str, completion: usize) -> Usage {
     Usage {
-        prompt_tokens: u32::try_from(prompt).unwrap_or(u32::MAX),
+        prompt_tokens: u32::try_from(answered.split_whitespace().count()).unwrap_or(u32::MAX),
         completion_tokens: u32::try_from(completion).unwrap_or(u32::MAX),
     }
 }

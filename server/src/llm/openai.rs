@@ -156,7 +156,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 fn request_body(request: &LlmRequest) -> Value {
     let messages: Vec<Value> = request
-        .messages
+        .messages()
         .iter()
         .map(|message| match message {
             LlmMessage::System { text } => json!({"role": "system", "content": text}),

@@ -203,6 +203,14 @@ impl Store {
         Ok((summaries, next))
     }
 
+    /// Writes memtables to SST files, so the next open has no log to replay.
+    pub fn flush(&self) -> Result<()> {
+        for name in keys::ALL_FAMILIES {
+            self.db.flush_cf(self.family(name)?)?;
+        }
+        Ok(())
+    }
+
     /// Contexts saved in the middle of a run, to resume after a restart.
     pub fn interrupted(&self) -> Result<Vec<ContextId>> {
         let mut ids = Vec::new();

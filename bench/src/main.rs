@@ -1,0 +1,79 @@
+//! `ctxd-bench`: starts a real ctxd (release build next to this binary) on loopback and
+//! measures it scenario by scenario, each beside the physical floor of one synced
+//! RocksDB write measured in the same run.
+
+// Like a test, a benchmark has nothing to recover to: any failure aborts the run loudly.
+#![allow(clippy::expect_used)]
+
+mod floor;
+mod load;
+mod report;
+mod scenarios;
+mod stats;
+
+use clap::Parser;
+
+use report::Row;
+use scenarios::Scale;
+
+#[derive(Debug, Parser)]
+#[command(name = "ctxd-bench", about = "Benchmarks ctxd against the physical floor")]
+struct Args {
+    /// Scenarios to run (default: all): floor, action, turn, watch, history, restart, mixed.
+    scenarios: Vec<String>,
+    /// Seconds instead of minutes: small sizes, for a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Print JSON instead of a Markdown table.
+    #[arg(long)]
+    json: bool,
+}
+
+const ALL: [&str; 7] = ["floor", "action", "turn", "watch", "history", "restart", "mixed"];
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let chosen: Vec<String> = if args.scenarios.is_empty() { ALL.map(String::from).to_vec() } else { args.scenarios };
+    if let Some(unknown) = chosen.iter().find(|s| !ALL.contains(&s.as_str())) {
+        eprintln!("ctxd-bench: unknown scenario {unknown:?}; choose from {}", ALL.join(", "));
+        std::process::exit(2);
+    }
+    let scale = Scale { quick: args.quick };
+    let wants = |name: &str| chosen.iter().any(|s| s == name);
+
+    // The floor always runs: every other figure is read against it.
+    let (mut rows, floor_p50) = floor::measure(args.quick);
+    let server = scenarios::start_server(&[]).await;
+    let mut add = |more: Vec<Row>| {
+        for row in &more {
+            eprintln!("done: {} / {}", row.scenario, row.case);
+        }
+        rows.extend(more);
+    };
+    if wants("action") {
+        add(scenarios::measured(&server, scenarios::action(&server, scale, floor_p50)).await);
+    }
+    if wants("turn") {
+        add(scenarios::measured(&server, scenarios::turn(&server, scale, floor_p50)).await);
+    }
+    if wants("watch") {
+        add(scenarios::measured(&server, scenarios::watch_latency(&server, scale)).await);
+    }
+    if wants("mixed") {
+        add(scenarios::measured(&server, scenarios::mixed(&server, scale)).await);
+    }
+    drop(server);
+    if wants("history") {
+        add(scenarios::history(scale).await);
+    }
+    if wants("restart") {
+        add(scenarios::restart(scale).await);
+    }
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    } else {
+        println!("{}", report::table(&rows));
+    }
+}

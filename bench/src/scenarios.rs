@@ -1,0 +1,384 @@
+//! Each scenario drives a real ctxd over native gRPC on loopback and reports rows.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ctxd_tests::v1 as pb;
+use ctxd_tests::{Client, Server, create, send_request};
+use futures::future::join_all;
+use pb::FsmState;
+use pb::watch_state_response::Kind;
+
+use crate::load;
+use crate::report::Row;
+use crate::stats::Summary;
+
+type Events = tonic::Streaming<pb::WatchStateResponse>;
+
+/// Sizes of a run: `--quick` keeps every scenario to seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    pub quick: bool,
+}
+
+impl Scale {
+    fn pick<T>(self, quick: T, full: T) -> T {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// A ctxd with the mock LLM at delay 0, durable (synced) writes.
+pub async fn start_server(extra: &[&str]) -> Server {
+    Server::start(0, extra).await
+}
+
+/// Runs `case` and adds the server's CPU time and peak RSS during it to its rows.
+pub async fn measured<F: Future<Output = Vec<Row>>>(server: &Server, case: F) -> Vec<Row> {
+    server.reset_peak_rss();
+    let cpu = server.cpu_time();
+    let rows = case.await;
+    let used = server.cpu_time().saturating_sub(cpu);
+    let peak = server.peak_rss_kib();
+    rows.into_iter()
+        .map(|mut row| {
+            row.server_cpu_ms = Some(u64::try_from(used.as_millis()).unwrap_or(u64::MAX));
+            row.server_peak_rss_kib = Some(peak);
+            row
+        })
+        .collect()
+}
+
+async fn watch(client: &mut Client, id: &str) -> Events {
+    client
+        .watch_state(pb::WatchStateRequest { context_id: id.into(), from_revision: 0 })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// Reads events until the context is IDLE at a revision of at least `revision`.
+async fn until_idle(events: &mut Events, revision: u64) {
+    while let Some(event) = events.message().await.expect("watch stream") {
+        let idle = match &event.kind {
+            Some(Kind::StateChanged(changed)) => changed.state == FsmState::Idle as i32,
+            Some(Kind::Snapshot(state)) => state.state == FsmState::Idle as i32,
+            _ => false,
+        };
+        if idle && event.revision >= revision {
+            return;
+        }
+    }
+}
+
+/// `SendMessage(wait=false)` from `concurrency` clients, each on its own context, each
+/// waiting (through its watch stream) for the turn to end before sending again.
+pub async fn action(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
+    let levels = scale.pick(vec![1, 4], vec![1, 16, 64, 256]);
+    let mut rows = Vec::new();
+    for concurrency in levels {
+        let per_client = scale.pick(10, (2000 / concurrency).max(20));
+        let connections = connections(server, concurrency).await;
+        let started = Instant::now();
+        let clients = (0..concurrency).map(|n| {
+            let mut client = connections[n % connections.len()].clone();
+            async move {
+                let id = create(&mut client, "action").await;
+                let mut events = watch(&mut client, &id).await;
+                let mut samples = Vec::with_capacity(per_client);
+                for _ in 0..per_client {
+                    let t = Instant::now();
+                    let sent = client.send_message(send_request(&id, "hello", false)).await.expect("send");
+                    samples.push(t.elapsed());
+                    let revision = sent.into_inner().state.map(|s| s.revision).unwrap_or(0);
+                    until_idle(&mut events, revision).await;
+                }
+                samples
+            }
+        });
+        let samples: Vec<Duration> = join_all(clients).await.into_iter().flatten().collect();
+        let summary = Summary::of(samples, started.elapsed());
+        let ratio = summary.p50_us / floor_p50;
+        rows.push(
+            Row::new("action", format!("SendMessage(wait=false), concurrency {concurrency}"), summary)
+                .note("p50_vs_floor", format!("{ratio:.2}")),
+        );
+    }
+    rows
+}
+
+/// Several HTTP/2 connections, as many clients would have, 100 streams each at most.
+async fn connections(server: &Server, streams: usize) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for _ in 0..streams.div_ceil(100).max(1) {
+        clients.push(server.client().await);
+    }
+    clients
+}
+
+/// A whole turn with `SendMessage(wait=true)`, with and without an auto-approved tool call.
+pub async fn turn(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
+    let mut client = server.client().await;
+    let turns = scale.pick(10, 300);
+    let mut rows = Vec::new();
+    for (case, content) in [("plain reply", "hello there"), ("with an auto-approved tool call", "/tool clock {}")] {
+        let id = create(&mut client, "turn").await;
+        let before = ctxd_tests::get(&mut client, &id).await.revision;
+        let started = Instant::now();
+        let mut samples = Vec::with_capacity(turns);
+        for _ in 0..turns {
+            let t = Instant::now();
+            client.send_message(send_request(&id, content, true)).await.expect("turn");
+            samples.push(t.elapsed());
+        }
+        let after = ctxd_tests::get(&mut client, &id).await.revision;
+        let transitions = (after - before) as f64 / turns as f64;
+        let summary = Summary::of(samples, started.elapsed());
+        let ratio = summary.p50_us / floor_p50;
+        rows.push(
+            Row::new("turn", format!("SendMessage(wait=true), {case}"), summary)
+                .note("saves_per_turn", transitions)
+                .note("p50_vs_floor", format!("{ratio:.2}")),
+        );
+    }
+    rows
+}
+
+fn wall_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// Microseconds from the event's `updated_at` (when the server began the saved
+/// transition) to its receipt here; the fsync of that transition is included.
+fn commit_to_receipt(event: &pb::WatchStateResponse) -> Option<Duration> {
+    let at = event.updated_at?;
+    let committed = at.seconds * 1_000_000 + i64::from(at.nanos / 1000);
+    Some(Duration::from_micros(u64::try_from(wall_micros() - committed).unwrap_or(0)))
+}
+
+/// Watchers reading one context each (`contexts` > 1) or all one context; returns per-watcher
+/// latencies of every user message appended.
+async fn watchers_on(server: &Server, ids: &[String], watchers: usize, messages: usize) -> (Vec<Duration>, u64) {
+    let conns = connections(server, watchers).await;
+    let rss_before = server.rss_kib();
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(watchers * messages)));
+    let mut tasks = Vec::with_capacity(watchers);
+    let mut ready = Vec::with_capacity(watchers);
+    for n in 0..watchers {
+        let mut client = conns[n % conns.len()].clone();
+        let id = ids[n % ids.len()].clone();
+        let mut events = watch(&mut client, &id).await;
+        events.message().await.expect("stream").expect("snapshot");
+        ready.push(events);
+    }
+    let per_stream = (server.rss_kib().saturating_sub(rss_before) * 1024) / watchers as u64;
+    let expected = if ids.len() > 1 { 1 } else { messages };
+    for mut events in ready {
+        let samples = Arc::clone(&samples);
+        tasks.push(tokio::spawn(async move {
+            let mut seen = 0;
+            while seen < expected {
+                let Ok(Some(event)) = events.message().await else { break };
+                if let Some(Kind::MessageAppended(message)) = &event.kind
+                    && message.role == pb::Role::User as i32
+                {
+                    seen += 1;
+                    if let Some(latency) = commit_to_receipt(&event) {
+                        samples.lock().expect("samples").push(latency);
+                    }
+                }
+            }
+        }));
+    }
+    let mut client = server.client().await;
+    if ids.len() == 1 {
+        for _ in 0..messages {
+            client.send_message(send_request(&ids[0], "to every watcher", true)).await.expect("send");
+        }
+    } else {
+        for id in ids {
+            client.send_message(send_request(id, "to my watcher", false)).await.expect("send");
+        }
+    }
+    join_all(tasks).await;
+    let samples = std::mem::take(&mut *samples.lock().expect("samples"));
+    (samples, per_stream)
+}
+
+/// Commit → watcher receipt with 1 … 10,000 watchers on one context, and one watcher on
+/// each of 1,000 contexts.
+pub async fn watch_latency(server: &Server, scale: Scale) -> Vec<Row> {
+    let mut client = server.client().await;
+    let mut rows = Vec::new();
+    let messages = scale.pick(5, 30);
+    for watchers in scale.pick(vec![1, 10], vec![1, 100, 1000, 10_000]) {
+        let id = create(&mut client, "watched").await;
+        let started = Instant::now();
+        let (samples, per_stream) = watchers_on(server, std::slice::from_ref(&id), watchers, messages).await;
+        rows.push(
+            Row::new("watch", format!("{watchers} watchers on one context"), Summary::of(samples, started.elapsed()))
+                .note("bytes_per_idle_stream", per_stream),
+        );
+    }
+    let contexts = scale.pick(20, 1000);
+    let mut ids = Vec::with_capacity(contexts);
+    for _ in 0..contexts {
+        ids.push(create(&mut client, "one watcher each").await);
+    }
+    let started = Instant::now();
+    let (samples, per_stream) = watchers_on(server, &ids, contexts, 1).await;
+    rows.push(
+        Row::new("watch", format!("{contexts} contexts, one watcher each"), Summary::of(samples, started.elapsed()))
+            .note("bytes_per_idle_stream", per_stream),
+    );
+    rows
+}
+
+/// SendMessage and GetState latency against conversations of 10 … 100,000 messages.
+pub async fn history(scale: Scale) -> Vec<Row> {
+    let sizes: Vec<u64> = scale.pick(vec![10, 1000], vec![10, 1000, 10_000, 100_000]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ids: Vec<_> = sizes.iter().map(|&n| load::fill(dir.path(), 1, n)[0]).collect();
+    let server = Server::start_on(dir, 0, &[], &[]).await;
+    let mut client = server.client().await;
+    let samples_per = scale.pick(10, 100);
+    let mut rows = Vec::new();
+    let mut base_send = std::collections::HashMap::new();
+    for (size, id) in sizes.iter().zip(&ids) {
+        let id = id.to_string();
+        // First touch loads the conversation; measure the steady state after it.
+        ctxd_tests::get(&mut client, &id).await;
+        let mut events = watch(&mut client, &id).await;
+        for (view, name) in [(pb::StateView::Basic, "BASIC"), (pb::StateView::Full, "FULL")] {
+            let started = Instant::now();
+            let mut sends = Vec::with_capacity(samples_per);
+            for _ in 0..samples_per {
+                let mut request = send_request(&id, "one more", false);
+                request.view = view as i32;
+                let t = Instant::now();
+                let sent = client.send_message(request).await.expect("send");
+                sends.push(t.elapsed());
+                until_idle(&mut events, sent.into_inner().state.map(|s| s.revision).unwrap_or(0)).await;
+            }
+            let send = Summary::of(sends, started.elapsed());
+            let base = *base_send.entry(name).or_insert(send.p50_us);
+            rows.push(
+                Row::new("history", format!("SendMessage at {size} messages, view {name}"), send.clone())
+                    .note("p50_vs_10_messages", format!("{:.2}", send.p50_us / base)),
+            );
+        }
+        let started = Instant::now();
+        let mut gets = Vec::with_capacity(samples_per / 2);
+        for _ in 0..(samples_per / 2).max(3) {
+            let t = Instant::now();
+            ctxd_tests::get(&mut client, &id).await;
+            gets.push(t.elapsed());
+        }
+        rows.push(Row::new("history", format!("GetState at {size} messages"), Summary::of(gets, started.elapsed())));
+    }
+    rows
+}
+
+/// Process start to serving with many saved contexts, and disk bytes per message.
+pub async fn restart(scale: Scale) -> Vec<Row> {
+    let (contexts, per_context) = scale.pick((1000, 10), (100_000, 10));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let filled = Instant::now();
+    let ids = load::fill(dir.path(), contexts, per_context);
+    let load_time = filled.elapsed();
+    let bytes = load::disk_bytes(dir.path());
+    let messages = contexts as u64 * per_context;
+    let mut samples = Vec::new();
+    let mut first_get = Vec::new();
+    let mut server = Server::start_on(dir, 0, &[], &[]).await;
+    for round in 0..3 {
+        if round > 0 {
+            server.terminate().await;
+            server.restart().await;
+        }
+        samples.push(server.ready_after);
+        let mut client = server.client().await;
+        let t = Instant::now();
+        ctxd_tests::get(&mut client, &ids[ids.len() / 2 + round].to_string()).await;
+        first_get.push(t.elapsed());
+    }
+    vec![
+        Row::new(
+            "restart",
+            format!("start → serving, {contexts} contexts / {messages} messages"),
+            Summary::of(samples, Duration::from_secs(1)),
+        )
+        .note("disk_bytes_per_message", bytes / messages.max(1))
+        .note("bulk_load_s", format!("{:.1}", load_time.as_secs_f64())),
+        Row::new("restart", "first GetState of a context after start", Summary::of(first_get, Duration::from_secs(1))),
+    ]
+}
+
+/// Many contexts, many senders, one watcher per context, for a while: p99 and errors.
+pub async fn mixed(server: &Server, scale: Scale) -> Vec<Row> {
+    let (contexts, senders, seconds) = scale.pick((40, 8, 3), (1000, 64, 60));
+    let conns = connections(server, contexts + senders).await;
+    let mut setup = conns[0].clone();
+    let mut ids = Vec::with_capacity(contexts);
+    for _ in 0..contexts {
+        ids.push(create(&mut setup, "mixed").await);
+    }
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut watchers = Vec::with_capacity(contexts);
+    for (n, id) in ids.iter().enumerate() {
+        let mut client = conns[n % conns.len()].clone();
+        let mut events = watch(&mut client, id).await;
+        let (errors, received, stop) = (Arc::clone(&errors), Arc::clone(&received), Arc::clone(&stop));
+        watchers.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.notified() => return,
+                    event = events.message() => match event {
+                        Ok(Some(_)) => { received.fetch_add(1, std::sync::atomic::Ordering::Relaxed); }
+                        Ok(None) => return,
+                        Err(_) => { errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed); return; }
+                    },
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let sends = (0..senders).map(|s| {
+        let mut client = conns[s % conns.len()].clone();
+        let mine: Vec<String> = ids.iter().skip(s).step_by(senders).cloned().collect();
+        let errors = Arc::clone(&errors);
+        async move {
+            let mut samples = Vec::new();
+            let mut turn = 0usize;
+            while Instant::now() < deadline && !mine.is_empty() {
+                let id = &mine[turn % mine.len()];
+                turn += 1;
+                let t = Instant::now();
+                match client.send_message(send_request(id, "mixed load", true)).await {
+                    Ok(_) => samples.push(t.elapsed()),
+                    Err(_) => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            samples
+        }
+    });
+    let samples: Vec<Duration> = join_all(sends).await.into_iter().flatten().collect();
+    let wall = started.elapsed();
+    stop.notify_waiters();
+    for watcher in watchers {
+        watcher.abort();
+    }
+    vec![
+        Row::new(
+            "mixed",
+            format!("{contexts} contexts, {senders} senders (wait=true), 1 watcher each, {seconds} s"),
+            Summary::of(samples, wall),
+        )
+        .note("errors", errors.load(std::sync::atomic::Ordering::Relaxed))
+        .note("events_received", received.load(std::sync::atomic::Ordering::Relaxed)),
+    ]
+}
