@@ -5,6 +5,7 @@
 // Like a test, a benchmark has nothing to recover to: any failure aborts the run loudly.
 #![allow(clippy::expect_used)]
 
+mod crosscheck;
 mod floor;
 mod load;
 mod report;
@@ -19,7 +20,7 @@ use scenarios::Scale;
 #[derive(Debug, Parser)]
 #[command(name = "ctxd-bench", about = "Benchmarks ctxd against the physical floor")]
 struct Args {
-    /// Scenarios to run (default: all): floor, action, turn, watch, history, restart, mixed.
+    /// Scenarios to run (default: all): floor, action, crosscheck, turn, watch, history, restart, mixed.
     scenarios: Vec<String>,
     /// Seconds instead of minutes: small sizes, for a smoke run.
     #[arg(long)]
@@ -29,7 +30,7 @@ struct Args {
     json: bool,
 }
 
-const ALL: [&str; 7] = ["floor", "action", "turn", "watch", "history", "restart", "mixed"];
+const ALL: [&str; 8] = ["floor", "action", "crosscheck", "turn", "watch", "history", "restart", "mixed"];
 
 #[tokio::main]
 async fn main() {
@@ -53,6 +54,10 @@ async fn main() {
     };
     if wants("action") {
         add(scenarios::measured(&server, scenarios::action(&server, scale, floor_p50)).await);
+    }
+    if wants("crosscheck") {
+        let requests = if args.quick { 20 } else { 2000 };
+        add(scenarios::measured(&server, crosscheck::create_context(&server, requests)).await);
     }
     if wants("turn") {
         add(scenarios::measured(&server, scenarios::turn(&server, scale, floor_p50)).await);

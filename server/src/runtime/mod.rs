@@ -234,15 +234,21 @@ impl Contexts {
 
     /// The current state of a context (loading it if needed).
     pub async fn get(&self, id: ContextId) -> Result<Arc<Context>> {
+        self.loaded(id).await.map(|(_, ctx)| ctx)
+    }
+
+    /// The live actor of a context once it has loaded, with its state then.
+    async fn loaded(&self, id: ContextId) -> Result<(ActorHandle, Arc<Context>)> {
         loop {
-            let mut state = self.handle(id).state;
+            let handle = self.handle(id);
+            let mut state = handle.state.clone();
             let slot = state
                 .wait_for(|slot| !matches!(slot, Slot::Loading))
                 .await
                 .map(|slot| slot.clone())
                 .unwrap_or_else(|_| Slot::Gone(Gone::Stopped(actor::MOVED.into())));
             match slot {
-                Slot::Live(ctx) => return Ok(ctx),
+                Slot::Live(ctx) => return Ok((handle, ctx)),
                 Slot::Loading => continue,
                 Slot::Gone(gone) => self.gone_error(id, gone)?,
             }
@@ -253,21 +259,11 @@ impl Contexts {
     /// `from_revision`), then a subscription to every later change.
     pub async fn watch(&self, id: ContextId, from_revision: u64) -> Result<(Vec<Update>, Subscription)> {
         loop {
-            let handle = self.handle(id);
-            let mut state = handle.state.clone();
-            let slot = state
-                .wait_for(|slot| !matches!(slot, Slot::Loading))
-                .await
-                .map(|slot| slot.clone())
-                .unwrap_or_else(|_| Slot::Gone(Gone::Stopped(actor::MOVED.into())));
-            match slot {
-                // An actor that ended between the two looks is replaced on the next turn.
-                Slot::Live(_) => match handle.feed.subscribe(from_revision) {
-                    Some(subscription) => return Ok(subscription),
-                    None => tokio::task::yield_now().await,
-                },
-                Slot::Loading => continue,
-                Slot::Gone(gone) => self.gone_error(id, gone)?,
+            let (handle, _) = self.loaded(id).await?;
+            match handle.feed.subscribe(from_revision) {
+                Some(subscription) => return Ok(subscription),
+                // The actor ended between the two looks; its successor is found next turn.
+                None => tokio::task::yield_now().await,
             }
         }
     }
