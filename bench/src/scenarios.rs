@@ -70,6 +70,12 @@ async fn until_idle(events: &mut Events, revision: u64) {
     }
 }
 
+/// A send whose response carries the BASIC view: the action's cost, not the cost of
+/// returning a conversation that grows with every turn (the `history` scenario shows both).
+fn basic_send(id: &str, content: &str, wait: bool) -> pb::SendMessageRequest {
+    pb::SendMessageRequest { view: pb::StateView::Basic as i32, ..send_request(id, content, wait) }
+}
+
 /// `SendMessage(wait=false)` from `concurrency` clients, each on its own context, each
 /// waiting (through its watch stream) for the turn to end before sending again.
 pub async fn action(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
@@ -87,7 +93,7 @@ pub async fn action(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
                 let mut samples = Vec::with_capacity(per_client);
                 for _ in 0..per_client {
                     let t = Instant::now();
-                    let sent = client.send_message(send_request(&id, "hello", false)).await.expect("send");
+                    let sent = client.send_message(basic_send(&id, "hello", false)).await.expect("send");
                     samples.push(t.elapsed());
                     let revision = sent.into_inner().state.map(|s| s.revision).unwrap_or(0);
                     until_idle(&mut events, revision).await;
@@ -99,7 +105,7 @@ pub async fn action(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
         let summary = Summary::of(samples, started.elapsed());
         let ratio = summary.p50_us / floor_p50;
         rows.push(
-            Row::new("action", format!("SendMessage(wait=false), concurrency {concurrency}"), summary)
+            Row::new("action", format!("SendMessage(wait=false, BASIC), concurrency {concurrency}"), summary)
                 .note("p50_vs_floor", format!("{ratio:.2}")),
         );
     }
@@ -127,7 +133,7 @@ pub async fn turn(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
         let mut samples = Vec::with_capacity(turns);
         for _ in 0..turns {
             let t = Instant::now();
-            client.send_message(send_request(&id, content, true)).await.expect("turn");
+            client.send_message(basic_send(&id, content, true)).await.expect("turn");
             samples.push(t.elapsed());
         }
         let after = ctxd_tests::get(&mut client, &id).await.revision;
@@ -135,7 +141,7 @@ pub async fn turn(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
         let summary = Summary::of(samples, started.elapsed());
         let ratio = summary.p50_us / floor_p50;
         rows.push(
-            Row::new("turn", format!("SendMessage(wait=true), {case}"), summary)
+            Row::new("turn", format!("SendMessage(wait=true, BASIC), {case}"), summary)
                 .note("saves_per_turn", transitions)
                 .note("p50_vs_floor", format!("{ratio:.2}")),
         );
@@ -192,11 +198,11 @@ async fn watchers_on(server: &Server, ids: &[String], watchers: usize, messages:
     let mut client = server.client().await;
     if ids.len() == 1 {
         for _ in 0..messages {
-            client.send_message(send_request(&ids[0], "to every watcher", true)).await.expect("send");
+            client.send_message(basic_send(&ids[0], "to every watcher", true)).await.expect("send");
         }
     } else {
         for id in ids {
-            client.send_message(send_request(id, "to my watcher", false)).await.expect("send");
+            client.send_message(basic_send(id, "to my watcher", false)).await.expect("send");
         }
     }
     join_all(tasks).await;
@@ -356,7 +362,7 @@ pub async fn mixed(server: &Server, scale: Scale) -> Vec<Row> {
                 let id = &mine[turn % mine.len()];
                 turn += 1;
                 let t = Instant::now();
-                match client.send_message(send_request(id, "mixed load", true)).await {
+                match client.send_message(basic_send(id, "mixed load", true)).await {
                     Ok(_) => samples.push(t.elapsed()),
                     Err(_) => {
                         errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
