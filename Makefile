@@ -36,6 +36,7 @@ test: setup lint
 	cargo test --workspace
 
 bench: setup
+	@command -v h2load >/dev/null || { $(SUDO) apt-get update -qq; DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nghttp2-client; }
 	cargo build --release -p ctxd -p ctxd-bench
 	target/release/ctxd-bench $(ARGS)
 
