@@ -24,13 +24,23 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Arguments for `make run`, e.g. make run ARGS="--listen 0.0.0.0:50051".
 ARGS ?=
 
-.PHONY: run test bench setup lint fmt
-run: setup
-	cargo run --release -p ctxd -- $(ARGS)
+.PHONY: run test bench setup lint fmt web web-deps
+run: setup web
+	cargo run --release -p ctxd -- --web-dir client-web/dist $(ARGS)
+
+web-deps:
+	cd client-web && { [ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; }
+
+# The web client, built when its sources changed since the last build.
+web: web-deps
+	@if [ ! -f client-web/dist/index.html ] || [ -n "$$(find client-web/src client-web/index.html client-web/package-lock.json proto -newer client-web/dist/index.html -print -quit)" ]; then \
+		cd client-web && npm run build; \
+	fi
 
 # The benchmark harness runs first in its quick mode (seconds, no timing assertions) so it
 # cannot rot; the tests' summary stays the last thing printed.
-test: setup lint
+test: setup lint web-deps
+	cd client-web && npm test && npm run build
 	cargo build -p ctxd -p ctxd-bench
 	target/debug/ctxd-bench --quick
 	cargo test --workspace

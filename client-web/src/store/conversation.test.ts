@@ -1,0 +1,144 @@
+import { type MessageInitShape, create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+
+import {
+  ContextStateSchema,
+  FsmState,
+  type Message,
+  MessageSchema,
+  MessageStatus,
+  Role,
+  ToolCallSchema,
+} from "../gen/ctxd/v1/context_pb";
+import { type WatchStateResponse, WatchStateResponseSchema } from "../gen/ctxd/v1/context_service_pb";
+import {
+  type Conversation,
+  addPending,
+  applyEvent,
+  applyResponse,
+  discardPending,
+  emptyConversation,
+  failPending,
+} from "./conversation";
+
+const msg = (id: string, role: Role, text: string, extra: MessageInitShape<typeof MessageSchema> = {}) =>
+  create(MessageSchema, {
+    id,
+    role,
+    status: MessageStatus.COMPLETE,
+    content: [{ part: { case: "text", value: text } }],
+    ...extra,
+  });
+
+const snapshot = (revision: bigint, messages: Message[], state = FsmState.IDLE): WatchStateResponse =>
+  create(WatchStateResponseSchema, {
+    contextId: "c",
+    revision,
+    kind: { case: "snapshot", value: create(ContextStateSchema, { contextId: "c", revision, state, messages }) },
+  });
+
+const event = (revision: bigint, kind: MessageInitShape<typeof WatchStateResponseSchema>["kind"]): WatchStateResponse =>
+  create(WatchStateResponseSchema, { contextId: "c", revision, kind });
+
+const textOf = (m: Message) => m.content.map((p) => (p.part.case === "text" ? p.part.value : "")).join("");
+
+function fold(events: WatchStateResponse[], from: Conversation = emptyConversation): Conversation {
+  return events.reduce(applyEvent, from);
+}
+
+describe("folding watch events", () => {
+  it("applies every kind and ends where the server is", () => {
+    const user = msg("u1", Role.USER, "hi", { clientMessageId: "k1" });
+    const streaming = msg("a1", Role.ASSISTANT, "You ", { status: MessageStatus.STREAMING });
+    const call = create(ToolCallSchema, { id: "t1", name: "clock" });
+    const c = fold([
+      snapshot(1n, []),
+      event(2n, { case: "messageAppended", value: user }),
+      event(2n, { case: "stateChanged", value: { state: FsmState.PROCESSING_USER_MESSAGE, lastError: "", pendingToolCalls: [] } }),
+      event(4n, { case: "messageAppended", value: streaming }),
+      event(4n, { case: "messageDelta", value: { messageId: "a1", text: "said" } }),
+      event(4n, { case: "messageDelta", value: { messageId: "a1", text: ": hi" } }),
+      event(5n, { case: "messageUpdated", value: msg("a1", Role.ASSISTANT, "You said: hi") }),
+      event(6n, { case: "stateChanged", value: { state: FsmState.AWAITING_TOOL_APPROVAL, lastError: "", pendingToolCalls: [call] } }),
+    ]);
+    const server = c.server!;
+    expect(server.revision).toBe(6n);
+    expect(server.state).toBe(FsmState.AWAITING_TOOL_APPROVAL);
+    expect(server.pendingToolCalls.map((t) => t.id)).toEqual(["t1"]);
+    expect(server.messages.map(textOf)).toEqual(["hi", "You said: hi"]);
+    expect(fold([event(7n, { case: "contextDeleted", value: {} })], c).deleted).toBe(true);
+  });
+
+  it("streams deltas into the streaming message only", () => {
+    const c = fold([
+      snapshot(3n, [msg("a1", Role.ASSISTANT, "Hel", { status: MessageStatus.STREAMING }), msg("u0", Role.USER, "old")]),
+      event(3n, { case: "messageDelta", value: { messageId: "a1", text: "lo" } }),
+      event(3n, { case: "messageDelta", value: { messageId: "u0", text: "!" } }),
+      event(3n, { case: "messageDelta", value: { messageId: "nope", text: "?" } }),
+    ]);
+    expect(c.server!.messages.map(textOf)).toEqual(["Hello", "old"]);
+  });
+
+  it("ignores stale revisions and older snapshots", () => {
+    const c = fold([snapshot(5n, [msg("m1", Role.USER, "five")])]);
+    const stale = fold(
+      [
+        event(4n, { case: "messageAppended", value: msg("m0", Role.USER, "four") }),
+        snapshot(3n, []),
+        event(4n, { case: "stateChanged", value: { state: FsmState.FAILED, lastError: "old", pendingToolCalls: [] } }),
+      ],
+      c,
+    );
+    expect(stale).toBe(c);
+    const again = fold([event(5n, { case: "messageAppended", value: msg("m1", Role.USER, "five") })], c);
+    expect(again.server!.messages).toHaveLength(1);
+  });
+
+  it("takes an action's state only when it is newer and not mid-stream", () => {
+    const c = fold([snapshot(5n, [])]);
+    const older = create(ContextStateSchema, { revision: 4n, messages: [msg("x", Role.USER, "x")] });
+    expect(applyResponse(c, older).server!.revision).toBe(5n);
+    const streaming = create(ContextStateSchema, { revision: 9n, state: FsmState.STREAMING_LLM_RESPONSE });
+    expect(applyResponse(c, streaming).server!.revision).toBe(5n);
+    const newer = create(ContextStateSchema, { revision: 6n, state: FsmState.PROCESSING_USER_MESSAGE });
+    expect(applyResponse(c, newer).server!.revision).toBe(6n);
+  });
+});
+
+describe("optimistic sends", () => {
+  it("show at once, reconcile in place when the server's message arrives, from either path", () => {
+    let c = fold([snapshot(1n, [])]);
+    c = addPending(c, "k1", "hello");
+    expect(c.pending).toEqual([{ clientMessageId: "k1", content: "hello", status: "sending" }]);
+    // From the stream:
+    const fromStream = applyEvent(c, event(2n, { case: "messageAppended", value: msg("u1", Role.USER, "hello", { clientMessageId: "k1" }) }));
+    expect(fromStream.pending).toEqual([]);
+    expect(fromStream.server!.messages.map((m) => m.clientMessageId)).toEqual(["k1"]);
+    // Or from the response:
+    const response = create(ContextStateSchema, { revision: 2n, messages: [msg("u1", Role.USER, "hello", { clientMessageId: "k1" })] });
+    const fromResponse = applyResponse(c, response);
+    expect(fromResponse.pending).toEqual([]);
+    // The later stream event changes nothing more.
+    const both = applyEvent(fromResponse, event(2n, { case: "messageAppended", value: msg("u1", Role.USER, "hello", { clientMessageId: "k1" }) }));
+    expect(both.server!.messages).toHaveLength(1);
+  });
+
+  it("roll back to a failed entry, and a retry reuses the same id", () => {
+    let c = addPending(fold([snapshot(1n, [])]), "k1", "hello");
+    c = failPending(c, "k1", "server unavailable");
+    expect(c.pending).toEqual([{ clientMessageId: "k1", content: "hello", status: "failed", error: "server unavailable" }]);
+    c = addPending(c, "k1", "hello");
+    expect(c.pending).toEqual([{ clientMessageId: "k1", content: "hello", status: "sending" }]);
+    // The retried request had in fact arrived the first time: the server holds it once.
+    c = applyEvent(c, event(2n, { case: "messageAppended", value: msg("u1", Role.USER, "hello", { clientMessageId: "k1" }) }));
+    expect(c.pending).toEqual([]);
+    expect(c.server!.messages).toHaveLength(1);
+    expect(discardPending(addPending(c, "k2", "x"), "k2").pending).toEqual([]);
+  });
+
+  it("a failure reported after the message was saved leaves no pending entry", () => {
+    let c = addPending(fold([snapshot(1n, [])]), "k1", "hello");
+    c = applyEvent(c, event(2n, { case: "messageAppended", value: msg("u1", Role.USER, "hello", { clientMessageId: "k1" }) }));
+    expect(failPending(c, "k1", "timeout").pending).toEqual([]);
+  });
+});

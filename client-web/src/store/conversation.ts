@@ -1,0 +1,134 @@
+// Pure folding of server state for one context. The server is the source of truth: these
+// functions only ever move the cache forward to what the server said, never invent state.
+// The one local addition is the optimistic "pending" message the user just typed.
+
+import type { ContextState, Message } from "../gen/ctxd/v1/context_pb";
+import { FsmState, MessageStatus } from "../gen/ctxd/v1/context_pb";
+import type { WatchStateResponse } from "../gen/ctxd/v1/context_service_pb";
+
+/** A message the user sent that the server has not confirmed yet. */
+export interface PendingMessage {
+  clientMessageId: string;
+  content: string;
+  /** "sending": the request is in flight; "failed": it was refused or never arrived. */
+  status: "sending" | "failed";
+  error?: string;
+}
+
+export interface Conversation {
+  /** What the server last said; null until the first snapshot. */
+  server: ContextState | null;
+  /** Optimistic messages, oldest first, keyed by their client_message_id. */
+  pending: PendingMessage[];
+  /** The context was deleted (by anyone). */
+  deleted: boolean;
+}
+
+export const emptyConversation: Conversation = { server: null, pending: [], deleted: false };
+
+/** Whether a message is still arriving. */
+export function isStreaming(message: Message): boolean {
+  return message.status === MessageStatus.STREAMING;
+}
+
+/** States in which a run is going on (the composer waits, Stop is offered). */
+export function isBusy(state: FsmState): boolean {
+  return ![FsmState.IDLE, FsmState.FAILED, FsmState.UNSPECIFIED].includes(state);
+}
+
+function withMessage(state: ContextState, message: Message): ContextState {
+  const index = state.messages.findIndex((m) => m.id === message.id);
+  const messages =
+    index === -1 ? [...state.messages, message] : state.messages.map((m, i) => (i === index ? message : m));
+  return { ...state, messages };
+}
+
+function appendText(message: Message, text: string): Message {
+  const content = [...message.content];
+  const last = content[content.length - 1];
+  if (last && last.part.case === "text") {
+    content[content.length - 1] = { ...last, part: { case: "text", value: last.part.value + text } };
+  } else {
+    content.push({ $typeName: "ctxd.v1.ContentPart", part: { case: "text", value: text } });
+  }
+  return { ...message, content };
+}
+
+/** Drops the pending messages the server now holds (matched by client_message_id). */
+export function reconcile(conversation: Conversation): Conversation {
+  const server = conversation.server;
+  if (!server || conversation.pending.length === 0) return conversation;
+  const saved = new Set(server.messages.map((m) => m.clientMessageId).filter((id) => id !== ""));
+  const pending = conversation.pending.filter((p) => !saved.has(p.clientMessageId));
+  return pending.length === conversation.pending.length ? conversation : { ...conversation, pending };
+}
+
+/**
+ * Applies one WatchState event. Events older than what is held are ignored; applying an
+ * event twice changes nothing more than applying it once (a message appended again
+ * replaces itself), except deltas, which the server sends once each.
+ */
+export function applyEvent(conversation: Conversation, event: WatchStateResponse): Conversation {
+  const kind = event.kind;
+  if (kind.case === "snapshot") {
+    const held = conversation.server;
+    if (held && held.revision > kind.value.revision) return conversation;
+    return reconcile({ ...conversation, server: kind.value, deleted: false });
+  }
+  if (kind.case === "contextDeleted") return { ...conversation, deleted: true };
+  const held = conversation.server;
+  if (!held || event.revision < held.revision) return conversation;
+  let server: ContextState = held;
+  switch (kind.case) {
+    case "messageAppended":
+    case "messageUpdated":
+      server = withMessage(held, kind.value);
+      break;
+    case "messageDelta": {
+      const target = held.messages.find((m) => m.id === kind.value.messageId);
+      if (!target || !isStreaming(target)) return conversation;
+      server = withMessage(held, appendText(target, kind.value.text));
+      break;
+    }
+    case "stateChanged":
+      server = {
+        ...held,
+        state: kind.value.state,
+        lastError: kind.value.lastError,
+        pendingToolCalls: kind.value.pendingToolCalls,
+      };
+      break;
+    default:
+      return conversation;
+  }
+  server = { ...server, revision: event.revision, updatedAt: event.updatedAt ?? server.updatedAt };
+  return reconcile({ ...conversation, server });
+}
+
+/**
+ * Applies the state an action returned, if it is newer than what is held. A state caught
+ * mid-stream is left to the stream: its text and the stream's deltas could overlap.
+ */
+export function applyResponse(conversation: Conversation, state: ContextState | undefined): Conversation {
+  if (!state) return conversation;
+  const held = conversation.server;
+  if (held && held.revision >= state.revision) return reconcile(conversation);
+  if (state.state === FsmState.STREAMING_LLM_RESPONSE) return reconcile(conversation);
+  return reconcile({ ...conversation, server: state });
+}
+
+export function addPending(conversation: Conversation, clientMessageId: string, content: string): Conversation {
+  const others = conversation.pending.filter((p) => p.clientMessageId !== clientMessageId);
+  return { ...conversation, pending: [...others, { clientMessageId, content, status: "sending" }] };
+}
+
+export function failPending(conversation: Conversation, clientMessageId: string, error: string): Conversation {
+  const pending = conversation.pending.map((p) =>
+    p.clientMessageId === clientMessageId ? { ...p, status: "failed" as const, error } : p,
+  );
+  return reconcile({ ...conversation, pending });
+}
+
+export function discardPending(conversation: Conversation, clientMessageId: string): Conversation {
+  return { ...conversation, pending: conversation.pending.filter((p) => p.clientMessageId !== clientMessageId) };
+}

@@ -1,0 +1,87 @@
+// Stream pumps, outside components: each follows a server stream into the store and
+// reconnects with backoff, resuming from the last revision it holds.
+
+import { ConnectError } from "@connectrpc/connect";
+
+import { ctxd } from "./api";
+import { type Connection, useStore } from "./store";
+
+const MAX_BACKOFF_MS = 10_000;
+
+function backoff(attempt: number): number {
+  const ceiling = Math.min(MAX_BACKOFF_MS, 250 * 2 ** attempt);
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+function disconnected(): Connection {
+  return navigator.onLine ? "reconnecting" : "offline";
+}
+
+/** Runs `follow` until `signal` aborts, reconnecting after errors and ends. */
+async function pump(
+  signal: AbortSignal,
+  follow: () => Promise<void>,
+  setConnection: (connection: Connection) => void,
+  stopOn: (error: unknown) => boolean,
+) {
+  let attempt = 0;
+  while (!signal.aborted) {
+    try {
+      await follow();
+      attempt = 0;
+    } catch (error) {
+      if (signal.aborted) return;
+      if (stopOn(error)) return;
+      attempt += 1;
+    }
+    if (signal.aborted) return;
+    setConnection(disconnected());
+    await sleep(backoff(attempt), signal);
+  }
+}
+
+/** Follows one context while `signal` is not aborted. */
+export function followContext(id: string, signal: AbortSignal): void {
+  const store = useStore.getState;
+  void pump(
+    signal,
+    async () => {
+      const from = store().openId === id ? (store().conversation.server?.revision ?? 0n) : 0n;
+      const events = ctxd.watchState({ contextId: id, fromRevision: from }, { signal });
+      for await (const event of events) {
+        store().setConnection("live");
+        store().onEvent(id, event);
+        if (event.kind.case === "contextDeleted") return;
+      }
+    },
+    (connection) => store().setConnection(connection),
+    // A context that does not exist (any more) is not worth reconnecting to.
+    (error) => error instanceof ConnectError && error.code === 5 /* NOT_FOUND */,
+  );
+}
+
+/** Follows the list of contexts while `signal` is not aborted. */
+export function followList(signal: AbortSignal): void {
+  const store = useStore.getState;
+  void pump(
+    signal,
+    async () => {
+      for await (const event of ctxd.watchContexts({ pageSize: 200 }, { signal })) {
+        store().setListConnection("live");
+        store().onListEvent(event);
+      }
+    },
+    (connection) => store().setListConnection(connection),
+    () => false,
+  );
+}

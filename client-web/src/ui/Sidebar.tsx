@@ -1,0 +1,64 @@
+import { useState } from "react";
+
+import { createContext, deleteContext, describe } from "../actions";
+import { useStore } from "../store";
+import { navigate } from "./App";
+import { ConnectionIndicator } from "./ConnectionIndicator";
+import { StateBadge } from "./StateBadge";
+
+export function Sidebar({ openId, onPicked }: { openId: string | null; onPicked: () => void }) {
+  const contexts = useStore((s) => s.contexts);
+  const connection = useStore((s) => s.listConnection);
+  const [error, setError] = useState<string | null>(null);
+
+  const startNew = async () => {
+    try {
+      const id = await createContext("New conversation");
+      navigate(id);
+      onPicked();
+    } catch (e) {
+      setError(describe(e));
+    }
+  };
+
+  const remove = async (id: string, title: string) => {
+    if (!window.confirm(`Delete “${title || "Untitled"}”? This cannot be undone.`)) return;
+    try {
+      await deleteContext(id);
+      if (id === openId) navigate(null);
+    } catch (e) {
+      setError(describe(e));
+    }
+  };
+
+  return (
+    <nav className="sidebar" aria-label="Conversations">
+      <div className="sidebar-head">
+        <button onClick={startNew}>New conversation</button>
+        <ConnectionIndicator connection={connection} />
+      </div>
+      {error && <p role="alert" className="error">{error}</p>}
+      <ul>
+        {contexts.map((c) => (
+          <li key={c.contextId} className={c.contextId === openId ? "current" : undefined}>
+            <a
+              href={`/c/${c.contextId}`}
+              aria-current={c.contextId === openId ? "page" : undefined}
+              onClick={(e) => {
+                e.preventDefault();
+                navigate(c.contextId);
+                onPicked();
+              }}
+            >
+              <span className="title">{c.title || "Untitled"}</span>
+              <StateBadge state={c.state} />
+            </a>
+            <button className="delete" aria-label={`Delete ${c.title || "Untitled"}`} onClick={() => remove(c.contextId, c.title)}>
+              ✕
+            </button>
+          </li>
+        ))}
+      </ul>
+    </nav>
+  );
+}
