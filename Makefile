@@ -18,7 +18,8 @@ endif
 
 BUF_VERSION := 1.75.0
 BUF := npm exec --yes --package=@bufbuild/buf@$(BUF_VERSION) -- buf
-DEB_PACKAGES := libclang-dev librocksdb-dev libsnappy-dev
+# chromium: the browser end-to-end tests drive (never a browser download).
+DEB_PACKAGES := libclang-dev librocksdb-dev libsnappy-dev chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Arguments for `make run`, e.g. make run ARGS="--listen 0.0.0.0:50051".
@@ -43,6 +44,7 @@ test: setup lint web-deps
 	cd client-web && npm test && npm run build
 	cargo build -p ctxd -p ctxd-bench
 	target/debug/ctxd-bench --quick
+	cd client-web && npm run e2e
 	cargo test --workspace
 
 bench: setup

@@ -53,7 +53,11 @@ export function ConversationView({ id }: { id: string }) {
   const [actionError, setActionError] = useState<string | null>(null);
   const end = useRef<HTMLDivElement>(null);
   const lastText = server?.messages.length ? text(server.messages[server.messages.length - 1]) : "";
-  useEffect(() => end.current?.scrollIntoView({ block: "end" }), [server?.messages.length, lastText.length, pending.length]);
+  useEffect(() => {
+    // Braces: newer browsers return a promise from scrollIntoView, and an effect may only
+    // return a cleanup function.
+    end.current?.scrollIntoView({ block: "end" });
+  }, [server?.messages.length, lastText.length, pending.length]);
 
   if (deleted) return <p className="empty">This conversation was deleted.</p>;
   if (!server) return <p className="empty">Loading…</p>;

@@ -1,0 +1,178 @@
+// End-to-end: Debian's Chromium (driven by playwright-core, never a downloaded browser)
+// against the real ctxd binary serving the built app, with the mock LLM.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { after, before, test } from "node:test";
+import { createInterface } from "node:readline";
+
+import { chromium } from "playwright-core";
+
+const here = resolve(import.meta.dirname, "..");
+const binary = process.env.CTXD_BIN ?? resolve(here, "../target/debug/ctxd");
+const shots = resolve(here, "../test-output/client-web");
+mkdirSync(shots, { recursive: true });
+const dataDir = mkdtempSync(join(tmpdir(), "ctxd-e2e-"));
+const workspace = mkdtempSync(join(tmpdir(), "ctxd-e2e-ws-"));
+writeFileSync(join(workspace, "notes.txt"), "remember the milk");
+
+let server;
+let base;
+let browser;
+
+/** Starts ctxd (on `listen`) and resolves with its address once it serves. */
+function startServer(listen = "127.0.0.1:0") {
+  const child = spawn(binary, [
+    "--listen", listen, "--data-dir", dataDir, "--web-dir", resolve(here, "dist"),
+    "--mock-delay-ms", "40", "--workspace", workspace,
+  ], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "info" } });
+  return new Promise((resolveAddr, reject) => {
+    const lines = createInterface({ input: child.stderr });
+    lines.on("line", (line) => {
+      const match = /ctxd listening on (\S+)/.exec(line);
+      if (match) resolveAddr({ child, addr: match[1] });
+    });
+    child.on("exit", (code) => reject(new Error(`ctxd exited with ${code}`)));
+  });
+}
+
+async function stopServer() {
+  const exited = new Promise((r) => server.child.on("exit", r));
+  server.child.kill("SIGTERM");
+  await exited;
+}
+
+before(async () => {
+  server = await startServer();
+  base = `http://${server.addr}`;
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server && server.child.exitCode === null) await stopServer();
+});
+
+async function newConversation(page) {
+  await page.goto(base);
+  await page.getByRole("button", { name: "New conversation", exact: true }).click();
+  await page.waitForURL(/\/c\//);
+  return page.url();
+}
+
+const messageIds = (page) => page.locator(".messages > li[data-id]").evaluateAll((els) => els.map((e) => e.dataset.id));
+const assistantComplete = (page, n) =>
+  page.locator('.message.assistant[data-status="COMPLETE"]').nth(n - 1).waitFor({ timeout: 15_000 });
+
+test("a sent message streams a reply, and a reload shows the same conversation", async () => {
+  const page = await browser.newPage();
+  await newConversation(page);
+  const box = page.getByRole("textbox", { name: "Message" });
+  await box.fill("hello from the browser");
+  // Time from Enter to the pending message and to the first streamed token, in the page.
+  await page.evaluate(() => {
+    const marks = (window.__marks = {});
+    new MutationObserver(() => {
+      const now = performance.now();
+      if (!marks.pending && document.querySelector(".message.user")) marks.pending = now;
+      if (!marks.token && document.querySelector(".message.assistant")) marks.token = now;
+    }).observe(document.body, { subtree: true, childList: true, characterData: true });
+    document.querySelector("textarea").addEventListener("keydown", () => (marks.enter = performance.now()), { once: true });
+  });
+  await box.press("Enter");
+  await assistantComplete(page, 1);
+  const marks = await page.evaluate(() => window.__marks);
+  console.log(`Enter → pending message visible: ${(marks.pending - marks.enter).toFixed(1)} ms; → first streamed token: ${(marks.token - marks.enter).toFixed(1)} ms`);
+  assert.equal(await page.locator(".message.assistant .body").innerText(), "You said: hello from the browser");
+  await page.screenshot({ path: join(shots, "conversation.png") });
+  const before = await messageIds(page);
+  await page.reload();
+  await assistantComplete(page, 1);
+  assert.deepEqual(await messageIds(page), before, "the same messages, with the same ids, after a reload");
+  await page.close();
+});
+
+test("reloading while a reply streams shows the text so far and finishes it in place", async () => {
+  const page = await browser.newPage();
+  await newConversation(page);
+  const words = Array.from({ length: 60 }, (_, i) => `w${i}`).join(" ");
+  await page.getByRole("textbox", { name: "Message" }).fill(words);
+  await page.getByRole("textbox", { name: "Message" }).press("Enter");
+  await page.waitForFunction(() => (document.querySelector(".message.assistant")?.textContent ?? "").length > 40);
+  await page.reload();
+  const partial = await page.locator(".message.assistant .body").innerText({ timeout: 5000 });
+  assert.ok(partial.startsWith("You said: w0") && partial.length > 20, `text so far after reload: ${partial}`);
+  await page.screenshot({ path: join(shots, "reload-mid-stream.png") });
+  await assistantComplete(page, 1);
+  assert.equal(await page.locator(".message.assistant").count(), 1, "no doubled reply");
+  assert.equal(await page.locator(".message.assistant .body").innerText(), `You said: ${words}`);
+  await page.close();
+});
+
+test("tool calls are approved or denied from the approval card", async () => {
+  const page = await browser.newPage();
+  await newConversation(page);
+  const box = page.getByRole("textbox", { name: "Message" });
+  await box.fill('/tool read_file {"path": "notes.txt"}');
+  await box.press("Enter");
+  const card = page.getByRole("group", { name: "Tool calls waiting for approval" });
+  await card.waitFor();
+  assert.match(await card.innerText(), /read_file/);
+  await page.screenshot({ path: join(shots, "approval.png") });
+  await card.getByRole("button", { name: "Approve" }).click();
+  await page.getByText("Tool read_file returned: remember the milk").waitFor();
+
+  await box.fill('/tool read_file {"path": "notes.txt"}');
+  await box.press("Enter");
+  await card.waitFor();
+  await card.getByRole("button", { name: "Deny" }).click();
+  await page.getByText("Tool read_file returned: denied by the user").waitFor();
+  await page.close();
+});
+
+test("two tabs: a message sent in one streams into the other; a new context shows in both sidebars", async () => {
+  const one = await browser.newPage();
+  const url = await newConversation(one);
+  const two = await browser.newPage();
+  await two.goto(url);
+  await two.getByRole("textbox", { name: "Message" }).waitFor();
+  await one.getByRole("textbox", { name: "Message" }).fill("seen in both tabs");
+  await one.getByRole("textbox", { name: "Message" }).press("Enter");
+  await two.getByText("You said: seen in both tabs").waitFor();
+  await assistantComplete(two, 1);
+  const sidebar = (page) => page.locator(".sidebar li").count();
+  const before = await sidebar(two);
+  await one.getByRole("button", { name: "New conversation", exact: true }).click();
+  await two.waitForFunction((n) => document.querySelectorAll(".sidebar li").length === n + 1, before);
+  await one.close();
+  await two.close();
+});
+
+test("a message sent while the server is down is marked not saved, and Retry saves it exactly once", async () => {
+  const page = await browser.newPage();
+  await newConversation(page);
+  const box = page.getByRole("textbox", { name: "Message" });
+  await box.waitFor();
+  const addr = server.addr;
+  await stopServer();
+  await page.locator('[data-connection="reconnecting"], [data-connection="offline"]').first().waitFor();
+  await box.fill("sent while the server was down");
+  await box.press("Enter");
+  const failed = page.locator('[data-pending="failed"]');
+  await failed.waitFor();
+  assert.match(await failed.innerText(), /Not saved/);
+  await page.screenshot({ path: join(shots, "not-saved.png") });
+  server = await startServer(addr);
+  await page.locator('[data-connection="live"]').first().waitFor({ timeout: 20_000 });
+  await failed.getByRole("button", { name: "Retry" }).click();
+  await assistantComplete(page, 1);
+  assert.equal(await page.locator(".message.user").count(), 1, "saved exactly once");
+  assert.equal(await page.locator("[data-pending]").count(), 0);
+  await page.close();
+});
