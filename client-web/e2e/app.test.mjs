@@ -176,3 +176,27 @@ test("a message sent while the server is down is marked not saved, and Retry sav
   assert.equal(await page.locator("[data-pending]").count(), 0);
   await page.close();
 });
+
+test("a conversation is renamed from the sidebar and configured from its settings", async () => {
+  const page = await browser.newPage();
+  await newConversation(page);
+  await page.locator(".sidebar li.current").getByRole("button", { name: /^Rename/ }).click();
+  const title = page.getByRole("textbox", { name: "New title" });
+  await title.fill("Groceries");
+  await title.press("Enter");
+  await page.getByRole("heading", { name: "Groceries" }).waitFor();
+  await page.locator(".sidebar li.current .title", { hasText: "Groceries" }).waitFor();
+
+  await page.getByRole("button", { name: "Settings" }).click();
+  const settings = page.getByRole("form", { name: "Conversation settings" });
+  await settings.getByLabel("System prompt").fill("Answer in French.");
+  await settings.getByLabel("read_file").check();
+  await page.screenshot({ path: join(shots, "settings.png") });
+  await settings.getByRole("button", { name: "Save" }).click();
+  await settings.waitFor({ state: "detached" });
+  await page.reload();
+  await page.getByRole("button", { name: "Settings" }).click();
+  assert.equal(await page.getByLabel("System prompt").inputValue(), "Answer in French.");
+  assert.equal(await page.getByLabel("read_file").isChecked(), true);
+  await page.close();
+});

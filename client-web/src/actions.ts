@@ -5,7 +5,7 @@
 import { ConnectError } from "@connectrpc/connect";
 
 import { ctxd } from "./api";
-import { StateView } from "./gen/ctxd/v1/context_pb";
+import { type ContextConfig, type ContextState, StateView, type ToolInfo } from "./gen/ctxd/v1/context_pb";
 import { useStore } from "./store";
 
 export function describe(error: unknown): string {
@@ -29,8 +29,8 @@ export async function retrySend(id: string, clientMessageId: string) {
   if (pending) await sendMessage(id, pending.content, clientMessageId);
 }
 
-/** Runs an action whose answer is a state; returns an error message, or null. */
-async function act(id: string, call: () => Promise<{ state?: import("./gen/ctxd/v1/context_pb").ContextState }>) {
+/** Runs an action whose answer is a (FULL) state; returns an error message, or null. */
+async function act(id: string, call: () => Promise<{ state?: ContextState }>) {
   try {
     const response = await call();
     useStore.getState().onResponse(id, response.state);
@@ -50,6 +50,22 @@ export const decideTools = (id: string, approved: string[], denied: string[]) =>
 export async function createContext(title: string): Promise<string> {
   const response = await ctxd.createContext({ title });
   return response.state?.contextId ?? "";
+}
+
+export const renameContext = (id: string, title: string) =>
+  act(id, () => ctxd.updateContext({ contextId: id, title, view: StateView.FULL }));
+
+export const configureContext = (id: string, config: ContextConfig) =>
+  act(id, () => ctxd.updateContext({ contextId: id, config, view: StateView.FULL }));
+
+/** The server's built-in tools, fetched once. */
+let tools: Promise<ToolInfo[]> | null = null;
+export function listTools(): Promise<ToolInfo[]> {
+  tools ??= ctxd.listTools({}).then((r) => r.tools).catch(() => {
+    tools = null;
+    return [];
+  });
+  return tools;
 }
 
 export async function deleteContext(id: string) {

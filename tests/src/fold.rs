@@ -57,6 +57,10 @@ impl Folded {
                         .push(pb::ContentPart { part: Some(pb::content_part::Part::Text(delta.text.clone())) }),
                 }
             }
+            Kind::ContextUpdated(updated) => {
+                state.title = updated.title.clone();
+                state.config = updated.config.clone();
+            }
             Kind::StateChanged(changed) => {
                 state.state = changed.state;
                 state.last_error = changed.last_error.clone();

@@ -531,3 +531,70 @@ async fn waits_are_bounded_by_the_deadline_and_idle_contexts_unload_and_reload()
     let after = send(&mut client, &kept, "again").await;
     assert_eq!(after.messages.len(), 4);
 }
+
+#[tokio::test]
+async fn update_context_renames_and_reconfigures_and_watchers_see_it() {
+    let server = Server::start(0, &[]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "before").await;
+    let mut events = client
+        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut folded = Folded::default();
+    folded.apply(&events.message().await.expect("stream").expect("snapshot")).expect("snapshot");
+    let mut list = client.watch_contexts(pb::WatchContextsRequest::default()).await.expect("list").into_inner();
+    list.message().await.expect("stream").expect("reset");
+
+    let config = pb::ContextConfig {
+        system_prompt: "Be brief.".into(),
+        auto_approve_tools: vec!["clock".into()],
+        ..Default::default()
+    };
+    let request = pb::UpdateContextRequest {
+        context_id: id.clone(),
+        title: Some("after".into()),
+        config: Some(config.clone()),
+        expected_revision: Some(1),
+        ..Default::default()
+    };
+    let updated = client.update_context(request.clone()).await.expect("update").into_inner().state.expect("state");
+    assert_eq!((updated.title.as_str(), updated.revision), ("after", 2));
+    assert_eq!(updated.config, Some(config.clone()));
+
+    let stale = client.update_context(request).await.expect_err("stale revision");
+    assert_eq!(stale.code(), Code::Aborted);
+    let bad = client
+        .update_context(pb::UpdateContextRequest {
+            context_id: id.clone(),
+            config: Some(pb::ContextConfig { auto_approve_tools: vec!["rm_rf".into()], ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown tool");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let renamed_only = client
+        .update_context(pb::UpdateContextRequest {
+            context_id: id.clone(),
+            title: Some("again".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("rename")
+        .into_inner()
+        .state
+        .expect("state");
+    assert_eq!(renamed_only.config, Some(config), "a rename keeps the config");
+
+    while folded.revision < renamed_only.revision {
+        let event = events.message().await.expect("stream").expect("event");
+        folded.apply(&event).expect("consistent");
+    }
+    assert_eq!(folded.state.as_ref(), Some(&get(&mut client, &id).await), "watchers fold the update");
+    use pb::watch_contexts_response::Kind as ListKind;
+    let Some(ListKind::Upserted(summary)) = list.message().await.expect("stream").expect("event").kind else {
+        panic!("an upsert");
+    };
+    assert_eq!(summary.title, "after");
+}

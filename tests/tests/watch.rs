@@ -48,6 +48,7 @@ fn kind_name(event: &pb::WatchStateResponse) -> &'static str {
         Kind::MessageUpdated(_) => "message_updated",
         Kind::StateChanged(_) => "state_changed",
         Kind::ContextDeleted(_) => "context_deleted",
+        Kind::ContextUpdated(_) => "context_updated",
     }
 }
 

@@ -66,6 +66,10 @@ describe("folding watch events", () => {
     expect(server.state).toBe(FsmState.AWAITING_TOOL_APPROVAL);
     expect(server.pendingToolCalls.map((t) => t.id)).toEqual(["t1"]);
     expect(server.messages.map(textOf)).toEqual(["hi", "You said: hi"]);
+    const renamed = fold([event(7n, { case: "contextUpdated", value: { title: "Renamed", config: { model: "mock" } } })], c);
+    expect(renamed.server!.title).toBe("Renamed");
+    expect(renamed.server!.config?.model).toBe("mock");
+    expect(renamed.server!.messages).toHaveLength(2);
     expect(fold([event(7n, { case: "contextDeleted", value: {} })], c).deleted).toBe(true);
   });
 

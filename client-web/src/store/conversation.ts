@@ -90,6 +90,9 @@ export function applyEvent(conversation: Conversation, event: WatchStateResponse
       server = withMessage(held, appendText(target, kind.value.text));
       break;
     }
+    case "contextUpdated":
+      server = { ...held, title: kind.value.title, config: kind.value.config };
+      break;
     case "stateChanged":
       server = {
         ...held,

@@ -10,6 +10,7 @@ import { useStore } from "../store";
 import { ApprovalCard } from "./ApprovalCard";
 import { Composer } from "./Composer";
 import { ConnectionIndicator } from "./ConnectionIndicator";
+import { Settings } from "./Settings";
 import { StateBadge } from "./StateBadge";
 
 function text(message: Message): string {
@@ -51,6 +52,7 @@ export function ConversationView({ id }: { id: string }) {
     })),
   );
   const [actionError, setActionError] = useState<string | null>(null);
+  const [settingsOpen, setSettingsOpen] = useState(false);
   const end = useRef<HTMLDivElement>(null);
   const lastText = server?.messages.length ? text(server.messages[server.messages.length - 1]) : "";
   useEffect(() => {
@@ -76,7 +78,11 @@ export function ConversationView({ id }: { id: string }) {
             Stop
           </button>
         )}
+        <button aria-expanded={settingsOpen} onClick={() => setSettingsOpen((o) => !o)}>
+          Settings
+        </button>
       </header>
+      {settingsOpen && <Settings id={id} config={server.config} onClose={() => setSettingsOpen(false)} />}
       <ol className="messages" aria-live="polite">
         {server.messages.map((m) => (
           <MessageView key={m.id} message={m} />

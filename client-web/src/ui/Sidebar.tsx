@@ -1,6 +1,6 @@
 import { useState } from "react";
 
-import { createContext, deleteContext, describe } from "../actions";
+import { createContext, deleteContext, describe, renameContext } from "../actions";
 import { useStore } from "../store";
 import { navigate } from "./App";
 import { ConnectionIndicator } from "./ConnectionIndicator";
@@ -10,6 +10,13 @@ export function Sidebar({ openId, onPicked }: { openId: string | null; onPicked:
   const contexts = useStore((s) => s.contexts);
   const connection = useStore((s) => s.listConnection);
   const [error, setError] = useState<string | null>(null);
+  const [renaming, setRenaming] = useState<string | null>(null);
+  const [draft, setDraft] = useState("");
+
+  const rename = async (id: string) => {
+    setRenaming(null);
+    setError(await renameContext(id, draft.trim()));
+  };
 
   const startNew = async () => {
     try {
@@ -41,6 +48,19 @@ export function Sidebar({ openId, onPicked }: { openId: string | null; onPicked:
       <ul>
         {contexts.map((c) => (
           <li key={c.contextId} className={c.contextId === openId ? "current" : undefined}>
+            {renaming === c.contextId ? (
+              <input
+                aria-label="New title"
+                autoFocus
+                value={draft}
+                onChange={(e) => setDraft(e.target.value)}
+                onBlur={() => setRenaming(null)}
+                onKeyDown={(e) => {
+                  if (e.key === "Enter") void rename(c.contextId);
+                  if (e.key === "Escape") setRenaming(null);
+                }}
+              />
+            ) : (
             <a
               href={`/c/${c.contextId}`}
               aria-current={c.contextId === openId ? "page" : undefined}
@@ -53,6 +73,17 @@ export function Sidebar({ openId, onPicked }: { openId: string | null; onPicked:
               <span className="title">{c.title || "Untitled"}</span>
               <StateBadge state={c.state} />
             </a>
+            )}
+            <button
+              className="rename"
+              aria-label={`Rename ${c.title || "Untitled"}`}
+              onClick={() => {
+                setDraft(c.title);
+                setRenaming(c.contextId);
+              }}
+            >
+              ✎
+            </button>
             <button className="delete" aria-label={`Delete ${c.title || "Untitled"}`} onClick={() => remove(c.contextId, c.title)}>
               ✕
             </button>

@@ -81,6 +81,21 @@ impl ContextService for ContextApi {
         }))
     }
 
+    async fn update_context(
+        &self,
+        request: Request<pb::UpdateContextRequest>,
+    ) -> Result<Response<pb::UpdateContextResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let pb::UpdateContextRequest { context_id, title, config, expected_revision, view } = message;
+        let command = Command::Update {
+            title: title.map(request::title).transpose()?,
+            config: config.map(|c| request::config(Some(c), &self.limits)).transpose()?,
+            expected_revision,
+        };
+        let state = self.act(&context_id, command, false, view, &metadata).await?;
+        Ok(Response::new(pb::UpdateContextResponse { state }))
+    }
+
     async fn delete_context(
         &self,
         request: Request<pb::DeleteContextRequest>,

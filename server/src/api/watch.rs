@@ -33,6 +33,10 @@ fn state_response(context_id: &str, update: &Update) -> Option<pb::WatchStateRes
                     last_error: last_error.clone(),
                     pending_tool_calls: pending.iter().map(convert::tool_call).collect(),
                 }),
+                EventKind::Updated { title, config } => Kind::ContextUpdated(pb::ContextUpdated {
+                    title: title.clone(),
+                    config: Some(convert::config(config)),
+                }),
                 EventKind::Deleted => Kind::ContextDeleted(pb::ContextDeleted {}),
                 EventKind::Closed => return None,
             },

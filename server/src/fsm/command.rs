@@ -1,4 +1,4 @@
-use crate::domain::Usage;
+use crate::domain::{ContextConfig, Usage};
 
 /// Something that moves a context: a client's action, or the result of an effect.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +13,12 @@ pub enum Command {
     Approve {
         approved: Vec<String>,
         denied: Vec<String>,
+    },
+    /// Renames the context or replaces its config.
+    Update {
+        title: Option<String>,
+        config: Option<ContextConfig>,
+        expected_revision: Option<u64>,
     },
     Cancel,
     Retry,

@@ -15,7 +15,9 @@ pub use command::{Command, LlmReply, RequestedToolCall, ToolResult};
 pub use effect::Effect;
 pub use rejection::Rejection;
 
-use crate::domain::{Approval, Context, Message, MessageId, MessageStatus, Phase, Role, Timestamp, ToolCall};
+use crate::domain::{
+    Approval, Context, ContextConfig, Message, MessageId, MessageStatus, Phase, Role, Timestamp, ToolCall,
+};
 
 /// What the state machine needs to know about a tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +54,14 @@ pub struct Env<'a> {
     pub new_id: &'a dyn Fn() -> MessageId,
 }
 
-/// A change to save: the new phase and the messages that are new or changed.
+/// A change to save: the new phase, the messages that are new or changed, and a new title
+/// or config when those change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub phase: Phase,
     pub messages: Vec<Message>,
+    pub title: Option<String>,
+    pub config: Option<ContextConfig>,
 }
 
 /// The result of applying a command.
@@ -75,7 +80,7 @@ impl Outcome {
     }
 
     fn to(phase: Phase) -> Self {
-        Self { change: Some(Change { phase, messages: Vec::new() }), ..Self::default() }
+        Self { change: Some(Change { phase, messages: Vec::new(), title: None, config: None }), ..Self::default() }
     }
 
     fn with(mut self, message: Message) -> Self {
@@ -109,6 +114,15 @@ pub fn apply(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, Reje
             send(ctx, content, client_message_id, expected_revision, env)
         }
         Command::Approve { approved, denied } => approve(ctx, &approved, &denied, env),
+        Command::Update { title, config, expected_revision } => {
+            check_revision(ctx, expected_revision)?;
+            let mut outcome = Outcome::to(ctx.phase.clone());
+            if let Some(change) = &mut outcome.change {
+                change.title = title;
+                change.config = config;
+            }
+            Ok(outcome)
+        }
         Command::Cancel => cancel(ctx, env),
         Command::Retry => match ctx.phase {
             Phase::Failed { .. } => Ok(call_llm(1)),
@@ -146,17 +160,20 @@ fn send(
     if client_message_id.as_ref().is_some_and(|id| ctx.client_ids.contains_key(id)) {
         return Ok(Outcome::none());
     }
-    if let Some(expected) = expected_revision
-        && expected != ctx.revision
-    {
-        return Err(Rejection::StaleRevision { expected, actual: ctx.revision });
-    }
+    check_revision(ctx, expected_revision)?;
     if !matches!(ctx.phase, Phase::Idle | Phase::Failed { .. }) {
         return Err(Rejection::Busy { state: ctx.state() });
     }
     let mut message = Message::text((env.new_id)(), ctx.next_seq(), Role::User, content, env.now);
     message.client_message_id = client_message_id;
     Ok(Outcome::to(Phase::ProcessingUserMessage).with(message).effect(Effect::Continue))
+}
+
+fn check_revision(ctx: &Context, expected_revision: Option<u64>) -> Result<(), Rejection> {
+    match expected_revision {
+        Some(expected) if expected != ctx.revision => Err(Rejection::StaleRevision { expected, actual: ctx.revision }),
+        _ => Ok(()),
+    }
 }
 
 fn continue_run(ctx: &Context) -> Outcome {

@@ -221,9 +221,15 @@ impl Live {
 
     /// Saves `change` as one atomic batch, then makes it the current state.
     async fn save(&mut self, change: Change, now: Timestamp) -> Result<()> {
-        let Change { phase, messages } = change;
+        let Change { phase, messages, title, config } = change;
         let messages: Vec<Arc<Message>> = messages.into_iter().map(Arc::new).collect();
-        let next = self.ctx.with_change(phase, &messages, now);
+        let mut next = self.ctx.with_change(phase, &messages, now);
+        if let Some(title) = title {
+            next.title = title;
+        }
+        if let Some(config) = config {
+            next.config = config;
+        }
         let before = self.ctx.updated_at;
         let store = self.actor.shared.store.clone();
         let (next, messages) =

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::broadcast;
 
-use crate::domain::{Context, FsmState, Message, MessageId, Phase, Timestamp, ToolCall};
+use crate::domain::{Context, ContextConfig, FsmState, Message, MessageId, Phase, Timestamp, ToolCall};
 
 /// Events a watcher may fall behind by before it is sent a snapshot instead.
 const CHANNEL_CAPACITY: usize = 256;
@@ -32,6 +32,11 @@ pub enum EventKind {
         state: FsmState,
         last_error: String,
         pending: Vec<ToolCall>,
+    },
+    /// The title or config changed.
+    Updated {
+        title: String,
+        config: ContextConfig,
     },
     Deleted,
     /// The context was unloaded or the server is stopping: the feed ends.
@@ -227,6 +232,9 @@ pub fn change_events(before: &Context, after: &Context, changed: &[Arc<Message>]
             }
         })
         .collect();
+    if before.title != after.title || before.config != after.config {
+        events.push(EventKind::Updated { title: after.title.clone(), config: after.config.clone() });
+    }
     let pending = after.pending_tool_calls();
     if events.is_empty()
         || before.state() != after.state()
