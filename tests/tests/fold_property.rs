@@ -1,5 +1,5 @@
 //! Property: for random sequences of actions (send, tools approved and denied, cancel,
-//! failures, retry), folding the WatchState events over the first snapshot gives exactly
+//! failures, retry, rename), folding the WatchState events over the first snapshot gives exactly
 //! what GetState returns, at every point where the context rests.
 
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ enum Action {
     Fail,
     FailOnce,
     Retry,
+    Rename(String),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -36,6 +37,7 @@ fn action() -> impl Strategy<Value = Action> {
         Just(Action::Fail),
         Just(Action::FailOnce),
         Just(Action::Retry),
+        "[A-Za-z ]{0,12}".prop_map(Action::Rename),
     ]
 }
 
@@ -93,6 +95,11 @@ async fn run_case(server: &Server, actions: Vec<Action>) {
                 .map(drop),
             Action::Fail => client.send_message(sent("/fail")).await.map(drop),
             Action::FailOnce => client.send_message(sent("/fail-once")).await.map(drop),
+            Action::Rename(title) => {
+                let request =
+                    pb::UpdateContextRequest { context_id: id.clone(), title: Some(title), ..Default::default() };
+                client.update_context(request).await.map(drop)
+            }
             Action::Retry => client
                 .retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: true, ..Default::default() })
                 .await
