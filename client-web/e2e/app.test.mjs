@@ -200,3 +200,22 @@ test("a conversation is renamed from the sidebar and configured from its setting
   assert.equal(await page.getByLabel("read_file").isChecked(), true);
   await page.close();
 });
+
+test("assistant markdown is rendered without raw HTML, and the layout fits a narrow screen", async () => {
+  const page = await browser.newPage({ viewport: { width: 390, height: 760 } });
+  await page.goto(base);
+  // On a narrow screen the sidebar sits behind the menu button.
+  await page.getByRole("button", { name: "Conversations" }).click();
+  await page.getByRole("button", { name: "New conversation", exact: true }).click();
+  await page.waitForURL(/\/c\//);
+  const box = page.getByRole("textbox", { name: "Message" });
+  await box.fill('**bold** <img src=x onerror="window.__owned=1"> <b>tag</b>');
+  await box.press("Enter");
+  await assistantComplete(page, 1);
+  const reply = page.locator(".message.assistant .body");
+  assert.equal(await reply.locator("strong").count(), 1, "markdown is rendered");
+  assert.equal(await reply.locator("img, b").count(), 0, "raw HTML is not");
+  assert.equal(await page.evaluate(() => window.__owned), undefined);
+  await page.screenshot({ path: join(shots, "narrow.png") });
+  await page.close();
+});
