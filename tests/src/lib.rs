@@ -200,6 +200,22 @@ impl Server {
         self.log.lock().expect("log").iter().cloned().collect()
     }
 
+    /// The log lines containing every one of `needles`, once there are at least `count`
+    /// (the server writes its log from a thread of its own, a moment after the fact).
+    pub async fn log_matching(&self, needles: &[&str], count: usize) -> Vec<String> {
+        let matching = || -> Vec<String> {
+            self.log_lines().into_iter().filter(|line| needles.iter().all(|n| line.contains(n))).collect()
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let lines = matching();
+            if lines.len() >= count || tokio::time::Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// SIGTERM, then wait for the process to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");

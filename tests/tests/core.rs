@@ -112,8 +112,7 @@ async fn a_turn_streams_the_reply_and_saves_every_transition_once() {
     // created, PROCESSING_USER_MESSAGE, AWAITING_LLM, STREAMING, PROCESSING_LLM, IDLE
     assert_eq!(done.revision, 6);
 
-    let saves: Vec<String> =
-        server.log_lines().into_iter().filter(|l| l.contains("auto-saved") && l.contains(&id)).collect();
+    let saves = server.log_matching(&["auto-saved", &id], 6).await;
     assert_eq!(saves.len(), 6, "one log line per saved transition:\n{}", saves.join("\n"));
     for (line, revision) in saves.iter().zip(1..) {
         assert!(line.contains(&format!("revision={revision}")), "{line}");
@@ -298,8 +297,7 @@ async fn provider_failures_are_retried_then_fail_and_retry_run_reissues() {
         "{}",
         failed.last_error
     );
-    let saves_before =
-        server.log_lines().iter().filter(|l| l.contains("to=TRANSIENT_FAILURE") && l.contains(&id)).count();
+    let saves_before = server.log_matching(&["to=TRANSIENT_FAILURE", &id], 3).await.len();
     assert_eq!(saves_before, 3, "one retry for /fail-once, two for /fail before giving up");
 
     let retried = client
@@ -372,7 +370,7 @@ async fn a_clean_restart_keeps_every_context_exactly() {
 
     let status = server.terminate().await;
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
-    assert!(server.log().contains("stopped"));
+    assert_eq!(server.log_matching(&["ctxd::server: stopped"], 1).await.len(), 1, "a clean stop is logged");
     server.restart().await;
     let mut client = server.client().await;
     assert_eq!(get(&mut client, &id).await, before);
@@ -402,7 +400,8 @@ async fn kill_9_mid_stream_loses_no_saved_message_and_the_run_resumes() {
     server.restart().await;
     let mut client = server.client().await;
     let done = wait_until(&mut client, &id, |s| state_of(s) == FsmState::Idle).await;
-    assert!(server.log().contains("resuming interrupted run"), "{}", server.log());
+    let resumed = server.log_matching(&["resuming interrupted run"], 1).await;
+    assert_eq!(resumed.len(), 1, "{}", server.log());
 
     assert_eq!(&done.messages[..2], &first.messages[..], "saved messages are intact");
     let users: Vec<String> = done.messages.iter().filter(|m| role(m) == pb::Role::User).map(text).collect();
