@@ -15,7 +15,7 @@ impl From<Error> for Status {
             Error::Rejected(rejection) if rejection.is_invalid_argument() => Code::InvalidArgument,
             Error::Rejected(_) => Code::FailedPrecondition,
             Error::Storage(store::Error::Corrupt(_)) => Code::DataLoss,
-            Error::Storage(_) | Error::ShuttingDown | Error::Stopped { .. } => Code::Unavailable,
+            Error::Storage(_) | Error::ShuttingDown | Error::Stopped { .. } | Error::Unloaded => Code::Unavailable,
             Error::Overloaded(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,

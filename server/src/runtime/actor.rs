@@ -17,9 +17,6 @@ use crate::fsm::{self, Change, Command, Effect, Env, LlmReply, ToolResult};
 use crate::llm::{LlmEvent, LlmStream};
 use crate::tools::ExternalTools;
 
-/// The reason given to requests that reached an actor while it unloaded.
-pub(super) const MOVED: &str = "unloaded while the request was queued";
-
 /// Effect results waiting to be applied can pile up this far before producers wait.
 const EVENT_CAPACITY: usize = 64;
 
@@ -365,7 +362,7 @@ impl Live {
         if !self.actor.mailbox.is_empty() || self.actor.state.receiver_count() > 1 || self.actor.feed.watchers() > 0 {
             return false;
         }
-        self.actor.stop(Gone::Stopped(MOVED.into()), |id| Error::Stopped { id, reason: MOVED.into() });
+        self.actor.stop(Gone::Unloaded, |_| Error::Unloaded);
         tracing::info!(context = %self.actor.id, revision = self.ctx.revision, "unloaded idle context");
         true
     }

@@ -39,6 +39,10 @@ pub enum Error {
     ShuttingDown,
     #[error("context {id} stopped: {reason}")]
     Stopped { id: ContextId, reason: String },
+    /// The request reached an actor that was unloading and was not applied: send it to the
+    /// context's next actor. Never leaves the runtime.
+    #[error("the context was unloaded; try again")]
+    Unloaded,
     #[error(
         "the action was saved (revision {revision}), but context {id} did not come to rest before the deadline; \
          GetState or WatchState show how it ends"
@@ -94,19 +98,15 @@ pub enum Slot {
 pub enum Gone {
     NotFound,
     Deleted,
-    /// Unloaded, or the server is stopping, or a save failed: reload to go on.
+    /// Unloaded while idle: the next request starts a new actor.
+    Unloaded,
+    /// The server is stopping, or a load or save failed.
     Stopped(String),
 }
 
 enum Request {
     Act { command: Command, reply: oneshot::Sender<Result<Arc<Context>>> },
     Delete { reply: oneshot::Sender<Result<()>> },
-}
-
-/// Sent back to a caller whose request reached an actor that was unloading: the request
-/// was not applied, so send it to the context's next actor.
-fn is_moved(error: &Error) -> bool {
-    matches!(error, Error::Stopped { reason, .. } if reason == actor::MOVED)
 }
 
 #[derive(Clone)]
@@ -246,7 +246,7 @@ impl Contexts {
                 .wait_for(|slot| !matches!(slot, Slot::Loading))
                 .await
                 .map(|slot| slot.clone())
-                .unwrap_or_else(|_| Slot::Gone(Gone::Stopped(actor::MOVED.into())));
+                .unwrap_or_else(|_| Slot::Gone(Gone::Unloaded));
             match slot {
                 Slot::Live(ctx) => return Ok((handle, ctx)),
                 Slot::Loading => continue,
@@ -287,7 +287,7 @@ impl Contexts {
         }
         match gone {
             Gone::NotFound | Gone::Deleted => Err(Error::NotFound(id)),
-            Gone::Stopped(reason) if reason == actor::MOVED => Ok(()),
+            Gone::Unloaded => Ok(()),
             Gone::Stopped(reason) => Err(Error::Stopped { id, reason }),
         }
     }
@@ -296,7 +296,7 @@ impl Contexts {
         loop {
             let (reply, response) = oneshot::channel();
             match self.send(id, Request::Delete { reply }, response).await {
-                Err(e) if is_moved(&e) => continue,
+                Err(Error::Unloaded) => continue,
                 other => return other.map(|_| ()),
             }
         }
@@ -314,7 +314,7 @@ impl Contexts {
         let (ctx, mut state) = loop {
             let (reply, response) = oneshot::channel();
             match self.send(id, Request::Act { command: command.clone(), reply }, response).await {
-                Err(e) if is_moved(&e) => continue,
+                Err(Error::Unloaded) => continue,
                 other => break other?,
             }
         };
@@ -338,6 +338,8 @@ impl Contexts {
         match slot {
             Slot::Live(ctx) => Ok(ctx),
             Slot::Gone(Gone::NotFound | Gone::Deleted) => Err(Error::NotFound(id)),
+            // It came to rest and was unloaded: what it saved is what the caller waited for.
+            Slot::Gone(Gone::Unloaded) => self.get(id).await,
             Slot::Gone(Gone::Stopped(reason)) if !self.shared.shutdown.is_cancelled() => {
                 Err(Error::Stopped { id, reason })
             }
@@ -359,7 +361,7 @@ impl Contexts {
                 if self.shared.shutdown.is_cancelled() {
                     return Err(Error::ShuttingDown);
                 }
-                return Err(Error::Stopped { id, reason: actor::MOVED.into() });
+                return Err(Error::Unloaded);
             }
         }
         match response.await {
