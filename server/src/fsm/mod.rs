@@ -296,17 +296,8 @@ fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env) -> 
         return Err(Rejection::Undecided { ids: undecided });
     }
 
-    let mut next_seq = ctx.next_seq();
-    let denials: Vec<Message> = message
-        .tool_calls
-        .iter()
-        .filter(|c| c.approval == Approval::Denied)
-        .map(|c| {
-            let answer = tool_message(c, &ToolResult::error(DENIED), next_seq, env);
-            next_seq += 1;
-            answer
-        })
-        .collect();
+    let denied = message.tool_calls.iter().filter(|c| c.approval == Approval::Denied);
+    let denials = error_answers(ctx, denied, DENIED, env);
     let calls = runnable(&message.tool_calls);
     let outcome = if calls.is_empty() {
         Outcome::to(Phase::GeneratingResponse).effect(Effect::Continue)
@@ -323,6 +314,17 @@ fn tool_message(call: &ToolCall, result: &ToolResult, seq: u64, env: &Env) -> Me
     message
 }
 
+/// Error answers to `calls`, appended in order after the context's last message.
+fn error_answers<'a>(
+    ctx: &Context,
+    calls: impl IntoIterator<Item = &'a ToolCall>,
+    text: &str,
+    env: &Env,
+) -> Vec<Message> {
+    let error = ToolResult::error(text);
+    calls.into_iter().zip(ctx.next_seq()..).map(|(call, seq)| tool_message(call, &error, seq, env)).collect()
+}
+
 fn tool_finished(ctx: &Context, call_id: &str, result: ToolResult, env: &Env) -> Outcome {
     let Phase::ExecutingTools { message: seq } = ctx.phase else {
         return Outcome::none();
@@ -333,9 +335,11 @@ fn tool_finished(ctx: &Context, call_id: &str, result: ToolResult, env: &Env) ->
         return Outcome::none();
     };
     let answer = tool_message(call, &result, ctx.next_seq(), env);
-    let phase = if pending.len() == 1 { Phase::ProcessingToolResults } else { Phase::ExecutingTools { message: seq } };
-    let outcome = Outcome::to(phase.clone()).with(answer);
-    if phase == Phase::ProcessingToolResults { outcome.effect(Effect::Continue) } else { outcome }
+    if pending.len() == 1 {
+        Outcome::to(Phase::ProcessingToolResults).with(answer).effect(Effect::Continue)
+    } else {
+        Outcome::to(Phase::ExecutingTools { message: seq }).with(answer)
+    }
 }
 
 fn submit(ctx: &Context, call_id: String, result: ToolResult, env: &Env) -> Result<Outcome, Rejection> {
@@ -378,8 +382,7 @@ fn close_open_calls(ctx: &Context, seq: u64, text: &str, env: &Env) -> Vec<Messa
         }
         changed.push(message);
     }
-    let first = ctx.next_seq();
-    changed.extend(open.iter().zip(first..).map(|(call, seq)| tool_message(call, &ToolResult::error(text), seq, env)));
+    changed.extend(error_answers(ctx, open, text, env));
     changed
 }
 
@@ -428,10 +431,7 @@ fn resume(ctx: &Context, env: &Env) -> Outcome {
             if lost.is_empty() {
                 return Outcome::none().effect(Effect::RunTools { calls: rerun });
             }
-            let answers = lost
-                .iter()
-                .zip(ctx.next_seq()..)
-                .map(|(c, seq)| tool_message(c, &ToolResult::error(INTERRUPTED), seq, env));
+            let answers = error_answers(ctx, &lost, INTERRUPTED, env);
             if rerun.is_empty() {
                 Outcome::to(Phase::ProcessingToolResults).with_all(answers).effect(Effect::Continue)
             } else {
