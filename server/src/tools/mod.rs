@@ -94,14 +94,6 @@ impl ToolRegistry {
         self.tools.values().map(|r| (r.tool.definition().clone(), r.tool.policy())).collect()
     }
 
-    pub fn limits(&self) -> &ToolLimits {
-        &self.limits
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.tools.contains_key(name)
-    }
-
     pub fn definitions(&self) -> Arc<[ToolDefinition]> {
         Arc::clone(&self.definitions)
     }
