@@ -80,7 +80,7 @@ fn basic_send(id: &str, content: &str, wait: bool) -> pb::SendMessageRequest {
 /// waiting (through its watch stream) for the turn to end before sending again.
 pub async fn action(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
     let levels = scale.pick(vec![1, 4], vec![1, 16, 64, 256]);
-    let mut rows = Vec::new();
+    let (mut rows, round_trip_p50) = round_trip(server, scale).await;
     for concurrency in levels {
         let per_client = scale.pick(10, (2000 / concurrency).max(20));
         let connections = connections(server, concurrency).await;
@@ -104,12 +104,33 @@ pub async fn action(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
         let samples: Vec<Duration> = join_all(clients).await.into_iter().flatten().collect();
         let summary = Summary::of(samples, started.elapsed());
         let ratio = summary.p50_us / floor_p50;
+        let beyond = (summary.p50_us - round_trip_p50) / floor_p50;
         rows.push(
             Row::new("action", format!("SendMessage(wait=false, BASIC), concurrency {concurrency}"), summary)
-                .note("p50_vs_floor", format!("{ratio:.2}")),
+                .note("p50_vs_floor", format!("{ratio:.2}"))
+                .note("p50_minus_round_trip_vs_floor", format!("{beyond:.2}")),
         );
     }
     rows
+}
+
+/// The second floor of every action: a unary gRPC call that writes nothing (`GetState`,
+/// BASIC view, a live context), through the same client, connection and server.
+async fn round_trip(server: &Server, scale: Scale) -> (Vec<Row>, f64) {
+    let mut client = server.client().await;
+    let id = create(&mut client, "round trip").await;
+    let request = pb::GetStateRequest { context_id: id, view: pb::StateView::Basic as i32 };
+    let calls = scale.pick(20, 2000);
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        client.get_state(request.clone()).await.expect("get state");
+        samples.push(t.elapsed());
+    }
+    let summary = Summary::of(samples, started.elapsed());
+    let p50 = summary.p50_us;
+    (vec![Row::new("action", "GetState(BASIC), concurrency 1: the round trip, no write", summary)], p50)
 }
 
 /// Several HTTP/2 connections, as many clients would have, 100 streams each at most.
@@ -138,11 +159,15 @@ pub async fn turn(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
         }
         let after = ctxd_tests::get(&mut client, &id).await.revision;
         let transitions = (after - before) as f64 / turns as f64;
+        // One log line per save (write batch); the creation is one of them.
+        let saved = server.log_matching(&["auto-saved", &id, &format!("revision={after} ")], 1).await;
+        let saves = (server.log_matching(&["auto-saved", &id], saved.len()).await.len() - 1) as f64 / turns as f64;
         let summary = Summary::of(samples, started.elapsed());
         let ratio = summary.p50_us / floor_p50;
         rows.push(
             Row::new("turn", format!("SendMessage(wait=true, BASIC), {case}"), summary)
-                .note("saves_per_turn", transitions)
+                .note("transitions_per_turn", transitions)
+                .note("saves_per_turn", saves)
                 .note("p50_vs_floor", format!("{ratio:.2}")),
         );
     }

@@ -10,15 +10,22 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use super::batch::{Batch, Save, Step};
 use super::feed::{self, EventKind, Feed};
 use super::{ActorHandle, Error, Gone, ListEvent, Request, Result, Shared, Slot, prompt};
-use crate::domain::{Context, ContextId, Message, MessageId, Phase, Timestamp};
-use crate::fsm::{self, Change, Command, Effect, Env, LlmReply, ToolResult};
+use crate::domain::{Context, ContextId, FsmState, MessageId, Timestamp};
+use crate::fsm::{Command, Effect, Env, LlmReply, ToolResult};
 use crate::llm::{LlmEvent, LlmStream};
 use crate::tools::ExternalTools;
 
 /// Effect results waiting to be applied can pile up this far before producers wait.
 const EVENT_CAPACITY: usize = 64;
+
+/// At most this many commands are saved in one batch, so a fast producer cannot hold
+/// back what has already happened.
+const MAX_BATCH: usize = 64;
+
+type Reply = oneshot::Sender<Result<Arc<Context>>>;
 
 type Event = (u64, Command);
 
@@ -164,32 +171,46 @@ impl Live {
         }
     }
 
-    /// Applies one command. Returns false when the actor had to stop.
-    async fn step(&mut self, command: Command, reply: Option<oneshot::Sender<Result<Arc<Context>>>>) -> bool {
-        let now = Timestamp::now();
-        let applied = {
-            let env = Env {
-                now,
-                tools: &*self.actor.shared.tools,
-                max_llm_attempts: self.actor.shared.settings.max_llm_attempts,
-                new_id: &MessageId::new,
-            };
-            fsm::apply(&self.ctx, command, &env)
+    /// Applies one command, and with it the transitions that follow in the same instant,
+    /// saves them as one batch, then publishes them. Returns false when the actor had to stop.
+    async fn step(&mut self, command: Command, reply: Option<Reply>) -> bool {
+        let shared = Arc::clone(&self.actor.shared);
+        let env = |now| Env {
+            now,
+            tools: &*shared.tools,
+            max_llm_attempts: shared.settings.max_llm_attempts,
+            new_id: &MessageId::new,
         };
-        let outcome = match applied {
-            Ok(outcome) => outcome,
-            Err(rejection) => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(rejection.into()));
-                }
-                return true;
+        let mut batch = Batch::new(Arc::clone(&self.ctx));
+        if let Err(rejection) = batch.apply(command, &env(Timestamp::now())) {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(rejection.into()));
             }
-        };
-        if let Some(text) = outcome.delta {
-            self.append_streamed(&text);
+            return true;
         }
-        if let Some(change) = outcome.change
-            && let Err(error) = self.save(change, now).await
+        // A client is answered with the state its own action produced.
+        let answer = reply.is_some().then(|| Arc::clone(batch.current()));
+        while batch.len() < MAX_BATCH {
+            if batch.take_continue() {
+                // A rejected automatic step changes nothing, as when it ran on its own.
+                let _ = batch.apply(Command::Continue, &env(Timestamp::now()));
+                continue;
+            }
+            // A client's action is saved on its own, so that its failure cannot take a run's
+            // results with it; effects start only once what asked for them is saved.
+            if reply.is_some() || batch.has_effects() {
+                break;
+            }
+            match self.actor.events.try_recv() {
+                Ok((generation, command)) if generation == self.actor.generation => {
+                    let _ = batch.apply(command, &env(Timestamp::now()));
+                }
+                Ok(_stale) => {}
+                Err(_) => break,
+            }
+        }
+        if let Some(save) = batch.save()
+            && let Err(error) = self.commit(save).await
         {
             match reply {
                 // The action fails and nothing changed: memory is still what is on disk.
@@ -207,61 +228,60 @@ impl Live {
                 }
             }
         }
-        if let Some(reply) = reply {
-            let _ = reply.send(Ok(Arc::clone(&self.ctx)));
+        let (ctx, steps, effects, continues) = batch.finish();
+        self.ctx = ctx;
+        // The caller first: readers of the state and the caller see the change before the
+        // watch feeds and the log get it, which matters less for latency.
+        self.actor.state.send_replace(Slot::Live(Arc::clone(&self.ctx)));
+        if let (Some(reply), Some(answer)) = (reply, answer) {
+            let _ = reply.send(Ok(answer));
         }
-        for effect in outcome.effects {
+        self.publish(steps);
+        self.actor.queue.extend(std::iter::repeat_n(Command::Continue, continues));
+        for effect in effects {
             self.start(effect);
         }
         true
     }
 
-    /// Saves `change` as one atomic batch, then makes it the current state.
-    async fn save(&mut self, change: Change, now: Timestamp) -> Result<()> {
-        let Change { phase, messages, title, config } = change;
-        let messages: Vec<Arc<Message>> = messages.into_iter().map(Arc::new).collect();
-        let mut next = self.ctx.with_change(phase, &messages, now);
-        if let Some(title) = title {
-            next.title = title;
-        }
-        if let Some(config) = config {
-            next.config = config;
-        }
-        let before = self.ctx.updated_at;
-        let store = self.actor.shared.store.clone();
-        let (next, messages) =
-            tokio::task::spawn_blocking(move || store.commit(before, &next, &messages).map(|()| (next, messages)))
-                .await
-                .map_err(|e| Error::Internal(format!("storage task failed: {e}")))??;
-        tracing::info!(
-            context = %self.actor.id,
-            revision = next.revision,
-            from = %self.ctx.state(),
-            to = %next.state(),
-            "auto-saved"
-        );
-        let events = feed::change_events(&self.ctx, &next, &messages);
-        self.ctx = Arc::new(next);
-        self.actor.state.send_replace(Slot::Live(Arc::clone(&self.ctx)));
-        self.actor.feed.saved(Arc::clone(&self.ctx), events);
-        self.actor.shared.list_changed(ListEvent::Upserted(self.ctx.summary()));
-        Ok(())
+    /// Writes one batch atomically (synced unless configured otherwise).
+    async fn commit(&self, save: Save) -> Result<()> {
+        let Save { before_updated_at, after, messages } = save;
+        Ok(self.actor.shared.writer.commit(before_updated_at, after, messages).await?)
     }
 
-    /// Streamed text lives in memory until the message is saved whole.
-    fn append_streamed(&mut self, text: &str) {
-        let Phase::StreamingLlmResponse { message, .. } = self.ctx.phase else {
+    /// Tells everyone about saved transitions and streamed text, in the order they happened.
+    fn publish(&self, steps: Vec<Step>) {
+        let mut path: Vec<FsmState> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Transition { before, after, messages } => {
+                    if path.is_empty() {
+                        path.push(before.state());
+                    }
+                    path.push(after.state());
+                    let events = feed::change_events(&before, &after, &messages);
+                    self.actor.feed.saved(after, events);
+                }
+                Step::Streamed { ctx, message_id, text } => {
+                    self.actor.feed.streamed(ctx, message_id, text);
+                }
+            }
+        }
+        let (Some(from), Some(to)) = (path.first(), path.last()) else {
             return;
         };
-        let ctx = Arc::make_mut(&mut self.ctx);
-        let Some(streaming) = usize::try_from(message).ok().and_then(|i| ctx.messages.get_mut(i)) else {
-            return;
-        };
-        let streaming = Arc::make_mut(streaming);
-        streaming.push_text(text);
-        let message_id = streaming.id;
-        self.actor.state.send_replace(Slot::Live(Arc::clone(&self.ctx)));
-        self.actor.feed.streamed(Arc::clone(&self.ctx), message_id, text.to_owned());
+        let (id, revision, transitions) = (self.actor.id, self.ctx.revision, path.len() - 1);
+        // One line per save; `via` names the states a save of several transitions went through.
+        if let [_, via @ .., _] = path.as_slice()
+            && !via.is_empty()
+        {
+            let via = via.iter().map(FsmState::to_string).collect::<Vec<_>>().join(",");
+            tracing::info!(context = %id, revision, transitions, %from, %to, %via, "auto-saved");
+        } else {
+            tracing::info!(context = %id, revision, transitions, %from, %to, "auto-saved");
+        }
+        self.actor.shared.list_changed(ListEvent::Upserted(self.ctx.summary()));
     }
 
     fn start(&mut self, effect: Effect) {

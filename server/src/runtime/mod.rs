@@ -2,6 +2,7 @@
 //! demand, resume runs interrupted by a restart, and unload after resting idle.
 
 mod actor;
+mod batch;
 mod feed;
 mod prompt;
 
@@ -19,7 +20,7 @@ use crate::domain::{Context, ContextConfig, ContextId, ContextSummary, Timestamp
 
 use crate::fsm::{Command, Rejection};
 use crate::llm::LlmProvider;
-use crate::store::{self, ListCursor, Store};
+use crate::store::{self, ListCursor, Store, Writer};
 use crate::tools::ToolRegistry;
 pub use feed::{Event, EventKind, Feed, Subscription, Update};
 
@@ -130,6 +131,8 @@ const LIST_CHANNEL_CAPACITY: usize = 1024;
 
 struct Shared {
     store: Store,
+    /// Every save of a running context goes through here (group commit).
+    writer: Writer,
     llm: Arc<dyn LlmProvider>,
     tools: Arc<ToolRegistry>,
     settings: Settings,
@@ -157,6 +160,8 @@ impl Contexts {
     ) -> Result<Self> {
         let contexts = Self {
             shared: Arc::new(Shared {
+                writer: Writer::start(store.clone())
+                    .map_err(|e| Error::Internal(format!("could not start the storage writer: {e}")))?,
                 store,
                 llm,
                 tools,
@@ -189,6 +194,11 @@ impl Contexts {
         self.shared.shutdown.cancel();
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
+        // Every actor has ended: no save can come any more.
+        let writer = self.shared.writer.clone();
+        if tokio::task::spawn_blocking(move || writer.stop()).await.is_err() {
+            tracing::error!("could not stop the storage writer");
+        }
     }
 
     async fn blocking<T: Send + 'static>(

@@ -6,6 +6,7 @@
 
 mod codec;
 mod keys;
+mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +16,9 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Read
 use crate::domain::{Context, ContextId, ContextSummary, Message, Timestamp};
 
 pub use keys::BY_UPDATED_KEY_LEN;
+pub use writer::Writer;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("data dir {path} is in use by another ctxd process")]
     Locked { path: String },
@@ -24,6 +26,8 @@ pub enum Error {
     Rocks(#[from] rocksdb::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the storage writer has stopped")]
+    WriterStopped,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

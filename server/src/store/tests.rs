@@ -100,3 +100,33 @@ fn list_pages_newest_first_and_a_second_open_is_refused() {
         Ok(_) => panic!("a second open of the same data dir must fail"),
     }
 }
+
+/// Saves of many contexts sent at once share writes, and each lands whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_groups_saves_of_many_contexts_and_each_lands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), true).expect("open");
+    let writer = Writer::start(store.clone()).expect("writer");
+    let contexts: Vec<Context> = (0..40).map(|n| context(n, 10)).collect();
+    for ctx in &contexts {
+        store.insert(ctx).expect("insert");
+    }
+    let saves = contexts.iter().map(|ctx| {
+        let changed = vec![message(0, &format!("reply to {}", ctx.title))];
+        let after = Arc::new(ctx.with_change(Phase::Idle, &changed, Timestamp::from_micros(30)));
+        let writer = writer.clone();
+        let before = ctx.updated_at;
+        async move { writer.commit(before, Arc::clone(&after), changed).await.map(|()| after) }
+    });
+    let saved = futures::future::join_all(saves).await;
+    for after in saved {
+        let after = after.expect("saved");
+        assert_eq!(store.load(after.id).expect("load").as_ref(), Some(&*after));
+    }
+    let (listed, _) = store.list(None, 100).expect("list");
+    assert_eq!(listed.len(), 40, "the by-updated index moved with each save");
+
+    writer.stop();
+    let late = writer.commit(contexts[0].updated_at, Arc::new(contexts[0].clone()), Vec::new()).await;
+    assert!(matches!(late, Err(Error::WriterStopped)), "{late:?}");
+}

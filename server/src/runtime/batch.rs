@@ -1,0 +1,240 @@
+//! Transitions of one context that happen in the same instant, staged in memory and then
+//! saved as one atomic batch: a command's automatic follow-ups (`Effect::Continue`), and
+//! results of the run's tasks that were already waiting when the actor got to them.
+//!
+//! Every transition keeps its own revision and its own events; only the fsync is shared.
+//! Nothing staged is visible to anyone before the batch is on disk, so "saved after every
+//! transition" still holds for everything a client can observe.
+
+use std::sync::Arc;
+
+use crate::domain::{Context, Message, MessageId, Phase, Timestamp};
+use crate::fsm::{self, Change, Command, Effect, Env, Rejection};
+
+/// What the batch did, in order, to publish once it is saved.
+pub(super) enum Step {
+    Transition {
+        before: Arc<Context>,
+        after: Arc<Context>,
+        messages: Vec<Arc<Message>>,
+    },
+    /// Streamed text, held in memory only; `ctx` already holds it.
+    Streamed {
+        ctx: Arc<Context>,
+        message_id: MessageId,
+        text: String,
+    },
+}
+
+/// What to write: the metadata of the last transition and the newest version of every
+/// message any transition of the batch changed.
+pub(super) struct Save {
+    /// What the by-updated index holds for the context now.
+    pub before_updated_at: Timestamp,
+    pub after: Arc<Context>,
+    pub messages: Vec<Arc<Message>>,
+}
+
+pub(super) struct Batch {
+    saved: Arc<Context>,
+    ctx: Arc<Context>,
+    steps: Vec<Step>,
+    /// Effects other than `Continue`, in the order the transitions asked for them.
+    effects: Vec<Effect>,
+    continues: usize,
+    commands: usize,
+}
+
+impl Batch {
+    /// A batch starting from `saved`, the state that is on disk.
+    pub fn new(saved: Arc<Context>) -> Self {
+        Self { ctx: Arc::clone(&saved), saved, steps: Vec::new(), effects: Vec::new(), continues: 0, commands: 0 }
+    }
+
+    /// Applies `command` to the staged state.
+    pub fn apply(&mut self, command: Command, env: &Env) -> Result<(), Rejection> {
+        let outcome = fsm::apply(&self.ctx, command, env)?;
+        self.commands += 1;
+        if let Some(text) = outcome.delta {
+            self.stream(text);
+        }
+        if let Some(change) = outcome.change {
+            self.transition(change, env.now);
+        }
+        for effect in outcome.effects {
+            match effect {
+                Effect::Continue => self.continues += 1,
+                other => self.effects.push(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one pending `Continue`, if a transition asked for one.
+    pub fn take_continue(&mut self) -> bool {
+        let pending = self.continues > 0;
+        self.continues = self.continues.saturating_sub(1);
+        pending
+    }
+
+    /// Commands applied so far.
+    pub fn len(&self) -> usize {
+        self.commands
+    }
+
+    /// True once a transition asked for work outside the actor (an LLM call, tools, an
+    /// abort): the batch ends there, because that work starts only once it is saved.
+    pub fn has_effects(&self) -> bool {
+        !self.effects.is_empty()
+    }
+
+    /// The staged state.
+    pub fn current(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// What to write, or `None` when nothing needs saving (only streamed text).
+    pub fn save(&self) -> Option<Save> {
+        let mut messages: Vec<Arc<Message>> = Vec::new();
+        let mut after = None;
+        for step in &self.steps {
+            if let Step::Transition { after: ctx, messages: changed, .. } = step {
+                for message in changed {
+                    match messages.iter_mut().find(|m| m.seq == message.seq) {
+                        Some(older) => *older = Arc::clone(message),
+                        None => messages.push(Arc::clone(message)),
+                    }
+                }
+                after = Some(Arc::clone(ctx));
+            }
+        }
+        Some(Save { before_updated_at: self.saved.updated_at, after: after?, messages })
+    }
+
+    /// The final state, the steps to publish and the effects to start, once saved.
+    pub fn finish(self) -> (Arc<Context>, Vec<Step>, Vec<Effect>, usize) {
+        (self.ctx, self.steps, self.effects, self.continues)
+    }
+
+    fn transition(&mut self, change: Change, now: Timestamp) {
+        let Change { phase, messages, title, config } = change;
+        let messages: Vec<Arc<Message>> = messages.into_iter().map(Arc::new).collect();
+        let mut next = self.ctx.with_change(phase, &messages, now);
+        if let Some(title) = title {
+            next.title = title;
+        }
+        if let Some(config) = config {
+            next.config = config;
+        }
+        let after = Arc::new(next);
+        let before = std::mem::replace(&mut self.ctx, Arc::clone(&after));
+        self.steps.push(Step::Transition { before, after, messages });
+    }
+
+    /// Streamed text lives in memory until the message is saved whole.
+    fn stream(&mut self, text: String) {
+        let Phase::StreamingLlmResponse { message, .. } = self.ctx.phase else {
+            return;
+        };
+        let ctx = Arc::make_mut(&mut self.ctx);
+        let Some(streaming) = usize::try_from(message).ok().and_then(|i| ctx.messages.get_mut(i)) else {
+            return;
+        };
+        let streaming = Arc::make_mut(streaming);
+        streaming.push_text(&text);
+        let message_id = streaming.id;
+        self.steps.push(Step::Streamed { ctx: Arc::clone(&self.ctx), message_id, text });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ContextConfig, ContextId, Role};
+    use crate::fsm::{LlmReply, ToolPolicies, ToolPolicy};
+
+    struct NoTools;
+    impl ToolPolicies for NoTools {
+        fn policy(&self, _: &str) -> Option<ToolPolicy> {
+            None
+        }
+    }
+
+    fn env(tools: &NoTools) -> Env<'_> {
+        Env { now: Timestamp::now(), tools, max_llm_attempts: 3, new_id: &MessageId::new }
+    }
+
+    fn send(text: &str) -> Command {
+        Command::Send { content: text.into(), client_message_id: None, expected_revision: None }
+    }
+
+    /// A whole plain turn in one batch: every transition keeps its revision, one save holds
+    /// the final metadata and the newest version of each message.
+    #[test]
+    fn a_turn_staged_in_one_batch_saves_each_message_once_in_its_final_form() {
+        let tools = NoTools;
+        let ctx = Arc::new(Context::new(ContextId::new(), "t".into(), ContextConfig::default(), Timestamp::now()));
+        let mut batch = Batch::new(Arc::clone(&ctx));
+        batch.apply(send("hi"), &env(&tools)).expect("send");
+        assert!(batch.take_continue());
+        batch.apply(Command::Continue, &env(&tools)).expect("continue");
+        assert!(batch.has_effects(), "the LLM call ends a batch");
+        for text in ["Hel", "lo"] {
+            batch.apply(Command::LlmDelta { text: text.into() }, &env(&tools)).expect("delta");
+        }
+        batch.apply(Command::LlmFinished { reply: LlmReply::default() }, &env(&tools)).expect("finished");
+        while batch.take_continue() {
+            batch.apply(Command::Continue, &env(&tools)).expect("continue");
+        }
+
+        let save = batch.save().expect("something to save");
+        assert_eq!(save.before_updated_at, ctx.updated_at);
+        assert_eq!(save.after.revision, ctx.revision + 5, "PUM, ALR, streaming, PLR, idle");
+        assert!(save.after.phase.is_resting());
+        assert_eq!(save.messages.len(), 2, "the user message and the reply, once each");
+        let reply = save.messages.iter().find(|m| m.role == Role::Assistant).expect("reply");
+        assert_eq!(reply.text_content(), "Hello");
+
+        let (last, steps, _, continues) = batch.finish();
+        assert_eq!(continues, 0);
+        assert_eq!(last.revision, ctx.revision + 5);
+        let revisions: Vec<u64> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Transition { after, .. } => Some(after.revision),
+                Step::Streamed { .. } => None,
+            })
+            .collect();
+        assert_eq!(revisions, (ctx.revision + 1..=ctx.revision + 5).collect::<Vec<_>>());
+        assert_eq!(steps.iter().filter(|s| matches!(s, Step::Streamed { .. })).count(), 1, "the first delta opens it");
+    }
+
+    #[test]
+    fn deltas_alone_need_no_save_but_are_published_in_order() {
+        let tools = NoTools;
+        let ctx = Arc::new(Context::new(ContextId::new(), "t".into(), ContextConfig::default(), Timestamp::now()));
+        let mut first = Batch::new(ctx);
+        for command in [send("hi"), Command::Continue, Command::LlmDelta { text: "a".into() }] {
+            first.apply(command, &env(&tools)).expect("apply");
+        }
+        let streaming = Arc::clone(first.current());
+
+        let mut batch = Batch::new(Arc::clone(&streaming));
+        for text in ["b", "c"] {
+            batch.apply(Command::LlmDelta { text: text.into() }, &env(&tools)).expect("delta");
+        }
+        assert!(batch.save().is_none());
+        let (last, steps, effects, _) = batch.finish();
+        assert_eq!(last.revision, streaming.revision);
+        assert!(effects.is_empty());
+        let texts: Vec<&str> = steps
+            .iter()
+            .map(|s| match s {
+                Step::Streamed { text, .. } => text.as_str(),
+                Step::Transition { .. } => "transition",
+            })
+            .collect();
+        assert_eq!(texts, ["b", "c"]);
+        assert_eq!(last.messages.last().map(|m| m.text_content()).as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,112 @@
+//! Group commit across contexts: one thread writes every save of a running context.
+//! Saves that arrive while it is writing wait for the next write and share it: their
+//! batches go into one `WriteBatch`, one WAL write and one fsync, and each caller learns
+//! the outcome. Each context's change stays atomic (it is wholly in one write), and a
+//! failed write fails every save in it, so no caller believes in a save that is not on disk.
+//!
+//! RocksDB groups concurrent writers by itself too, but each writer is then a thread that
+//! spins and sleeps in RocksDB's write queue; one writer thread costs fewer wake-ups.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use rocksdb::WriteBatch;
+use tokio::sync::oneshot;
+
+use super::{Error, Result, Store};
+use crate::domain::{Context, Message, Timestamp};
+
+/// Saves written together at most; more wait for the next write.
+const MAX_GROUP: usize = 256;
+
+enum Request {
+    Save(Job),
+    /// Finish what is queued, release the database and end the thread.
+    Stop,
+}
+
+struct Job {
+    before_updated_at: Timestamp,
+    after: Arc<Context>,
+    changed: Vec<Arc<Message>>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// The handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Request>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Writer {
+    pub fn start(store: Store) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel();
+        let thread = std::thread::Builder::new().name("ctxd-writer".into()).spawn(move || write_loop(store, &queue))?;
+        Ok(Self { jobs, thread: Arc::new(Mutex::new(Some(thread))) })
+    }
+
+    /// Ends the thread once what is queued is written, and waits for it, so that the
+    /// database is closed before the process exits. Later saves fail with `WriterStopped`.
+    pub fn stop(&self) {
+        let _ = self.jobs.send(Request::Stop);
+        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the storage writer thread panicked");
+        }
+    }
+
+    /// Saves one change atomically: `after`'s metadata plus the `changed` messages, in the
+    /// next write. `before_updated_at` is what the by-updated index holds for the context now.
+    pub async fn commit(
+        &self,
+        before_updated_at: Timestamp,
+        after: Arc<Context>,
+        changed: Vec<Arc<Message>>,
+    ) -> Result<()> {
+        let (done, outcome) = oneshot::channel();
+        let job = Job { before_updated_at, after, changed, done };
+        self.jobs.send(Request::Save(job)).map_err(|_| Error::WriterStopped)?;
+        outcome.await.map_err(|_| Error::WriterStopped)?
+    }
+}
+
+fn write_loop(store: Store, queue: &mpsc::Receiver<Request>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut stopping = false;
+    while !stopping && let Ok(first) = queue.recv() {
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Save(job) => group.push(job),
+                Request::Stop => stopping = true,
+            }
+            if group.len() < MAX_GROUP {
+                next = queue.try_recv().ok();
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
+        let outcome = write_group(&store, &group);
+        if group.len() > 1 {
+            tracing::debug!(saves = group.len(), "group commit");
+        }
+        for job in group.drain(..) {
+            // A caller that went away (its context was shut down) needs no answer.
+            let _ = job.done.send(outcome.clone());
+        }
+    }
+    drop(store);
+}
+
+fn write_group(store: &Store, group: &[Job]) -> Result<()> {
+    let mut batch = WriteBatch::default();
+    for job in group {
+        store.put_context(&mut batch, Some(job.before_updated_at), &job.after, &job.changed)?;
+    }
+    store.write(batch)
+}
