@@ -44,7 +44,7 @@ async fn main() {
     let wants = |name: &str| chosen.iter().any(|s| s == name);
 
     // The floor always runs: every other figure is read against it.
-    let (mut rows, floor_p50) = floor::measure(args.quick);
+    let (mut rows, floor) = floor::measure(args.quick);
     let server = scenarios::start_server(&[]).await;
     let mut add = |more: Vec<Row>| {
         for row in &more {
@@ -53,14 +53,14 @@ async fn main() {
         rows.extend(more);
     };
     if wants("action") {
-        add(scenarios::measured(&server, scenarios::action(&server, scale, floor_p50)).await);
+        add(scenarios::measured(&server, scenarios::action(&server, scale, floor)).await);
     }
     if wants("crosscheck") {
         let requests = if args.quick { 20 } else { 2000 };
         add(scenarios::measured(&server, crosscheck::create_context(&server, requests)).await);
     }
     if wants("turn") {
-        add(scenarios::measured(&server, scenarios::turn(&server, scale, floor_p50)).await);
+        add(scenarios::measured(&server, scenarios::turn(&server, scale, floor.p50_us)).await);
     }
     if wants("watch") {
         add(scenarios::measured(&server, scenarios::watch_latency(&server, scale)).await);

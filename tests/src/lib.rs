@@ -182,13 +182,7 @@ impl Server {
 
     /// CPU time the server has used (user + system).
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("proc stat");
-        // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-        let fields: Vec<u64> = after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
-        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-        // Linux reports CPU time in clock ticks of 1/100 s.
-        Duration::from_millis(ticks * 10)
+        cpu_time_of(&self.pid().to_string())
     }
 
     /// Everything the server logged so far (the most recent lines).
@@ -319,4 +313,15 @@ pub fn role(message: &pb::Message) -> pb::Role {
 
 pub fn status(message: &pb::Message) -> pb::MessageStatus {
     pb::MessageStatus::try_from(message.status).unwrap_or(pb::MessageStatus::Unspecified)
+}
+
+/// CPU time (user + system) of process `pid` ("self": this one).
+pub fn cpu_time_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<u64> = after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    // Linux reports CPU time in clock ticks of 1/100 s.
+    Duration::from_millis(ticks * 10)
 }
