@@ -28,9 +28,30 @@ impl Scale {
     }
 }
 
-/// A ctxd with the mock LLM at delay 0, durable (synced) writes.
+/// A ctxd with the mock LLM at delay 0, durable (synced) writes; its writer logs each write.
 pub async fn start_server(extra: &[&str]) -> Server {
-    Server::start(0, extra).await
+    Server::start_with_env(0, extra, &[("RUST_LOG", "info,ctxd::store::writer=debug")]).await
+}
+
+const SAVES_PER_FSYNC: &str = "saves_per_fsync";
+
+/// Saves per write (each write one fsync) since `before` was taken with [`writer_totals`].
+fn saves_per_fsync(server: &Server, before: (u64, u64)) -> f64 {
+    let (saves, writes) = writer_totals(server);
+    saves.saturating_sub(before.0) as f64 / writes.saturating_sub(before.1).max(1) as f64
+}
+
+/// The writer's running totals (saves, writes) from its last log line.
+fn writer_totals(server: &Server) -> (u64, u64) {
+    let lines = server.log_lines();
+    let Some(line) = lines.iter().rev().find(|l| l.contains(" wrote ")) else { return (0, 0) };
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("total_saves"), field("total_writes"))
 }
 
 /// Runs `case` and adds the server's CPU time and peak RSS during it to its rows.
@@ -38,7 +59,9 @@ pub async fn measured<F: Future<Output = Vec<Row>>>(server: &Server, case: F) ->
     server.reset_peak_rss();
     let cpu = server.cpu_time();
     let own_cpu = ctxd_tests::cpu_time_of("self");
+    let totals = writer_totals(server);
     let rows = case.await;
+    let per_write = saves_per_fsync(server, totals);
     let used = server.cpu_time().saturating_sub(cpu);
     let client_used = ctxd_tests::cpu_time_of("self").saturating_sub(own_cpu);
     let peak = server.peak_rss_kib();
@@ -46,6 +69,9 @@ pub async fn measured<F: Future<Output = Vec<Row>>>(server: &Server, case: F) ->
         .map(|mut row| {
             row.server_cpu_ms = Some(u64::try_from(used.as_millis()).unwrap_or(u64::MAX));
             row.server_peak_rss_kib = Some(peak);
+            if !row.notes.contains_key(SAVES_PER_FSYNC) {
+                row = row.note(SAVES_PER_FSYNC, format!("{per_write:.2}"));
+            }
             row.note("harness_cpu_ms", u64::try_from(client_used.as_millis()).unwrap_or(u64::MAX))
         })
         .collect()
@@ -87,6 +113,7 @@ pub async fn action(server: &Server, scale: Scale, floor: Floor) -> Vec<Row> {
     for concurrency in levels {
         let per_client = scale.pick(10, (2000 / concurrency).max(20));
         let connections = connections(server, concurrency).await;
+        let totals = writer_totals(server);
         let started = Instant::now();
         let clients = (0..concurrency).map(|n| {
             let mut client = connections[n % connections.len()].clone();
@@ -106,13 +133,15 @@ pub async fn action(server: &Server, scale: Scale, floor: Floor) -> Vec<Row> {
         });
         let samples: Vec<Duration> = join_all(clients).await.into_iter().flatten().collect();
         let summary = Summary::of(samples, started.elapsed());
+        let per_fsync = saves_per_fsync(server, totals);
         let ratio = summary.p50_us / floor.p50_us;
         // What an action cannot go below: a round trip and a write that follows idle time.
         let physical = summary.p50_us / (round_trip_p50 + floor.spaced_p50_us);
         rows.push(
             Row::new("action", format!("SendMessage(wait=false, BASIC), concurrency {concurrency}"), summary)
                 .note("p50_vs_floor", format!("{ratio:.2}"))
-                .note("p50_vs_round_trip_plus_spaced_write", format!("{physical:.2}")),
+                .note("p50_vs_round_trip_plus_spaced_write", format!("{physical:.2}"))
+                .note(SAVES_PER_FSYNC, format!("{per_fsync:.2}")),
         );
     }
     rows
@@ -134,7 +163,8 @@ async fn round_trip(server: &Server, scale: Scale) -> (Vec<Row>, f64) {
     }
     let summary = Summary::of(samples, started.elapsed());
     let p50 = summary.p50_us;
-    (vec![Row::new("action", "GetState(BASIC), concurrency 1: the round trip, no write", summary)], p50)
+    let row = Row::new("action", "GetState(BASIC), concurrency 1: the round trip, no write", summary);
+    (vec![row.note(SAVES_PER_FSYNC, "-")], p50)
 }
 
 /// Several HTTP/2 connections, as many clients would have, 100 streams each at most.
