@@ -35,10 +35,12 @@ pub async fn start_server(extra: &[&str]) -> Server {
 
 const SAVES_PER_FSYNC: &str = "saves_per_fsync";
 
-/// Saves per write (each write one fsync) since `before` was taken with [`writer_totals`].
-fn saves_per_fsync(server: &Server, before: (u64, u64)) -> f64 {
+/// Saves per write (each write one fsync) since `before` was taken with [`writer_totals`];
+/// `None` when nothing was written.
+fn saves_per_fsync(server: &Server, before: (u64, u64)) -> Option<f64> {
     let (saves, writes) = writer_totals(server);
-    saves.saturating_sub(before.0) as f64 / writes.saturating_sub(before.1).max(1) as f64
+    let writes = writes.saturating_sub(before.1);
+    (writes > 0).then(|| saves.saturating_sub(before.0) as f64 / writes as f64)
 }
 
 /// The writer's running totals (saves, writes) from its last log line.
@@ -69,7 +71,9 @@ pub async fn measured<F: Future<Output = Vec<Row>>>(server: &Server, case: F) ->
         .map(|mut row| {
             row.server_cpu_ms = Some(u64::try_from(used.as_millis()).unwrap_or(u64::MAX));
             row.server_peak_rss_kib = Some(peak);
-            if !row.notes.contains_key(SAVES_PER_FSYNC) {
+            if let Some(per_write) = per_write
+                && !row.notes.contains_key(SAVES_PER_FSYNC)
+            {
                 row = row.note(SAVES_PER_FSYNC, format!("{per_write:.2}"));
             }
             row.note("harness_cpu_ms", u64::try_from(client_used.as_millis()).unwrap_or(u64::MAX))
@@ -141,7 +145,7 @@ pub async fn action(server: &Server, scale: Scale, floor: Floor) -> Vec<Row> {
             Row::new("action", format!("SendMessage(wait=false, BASIC), concurrency {concurrency}"), summary)
                 .note("p50_vs_floor", format!("{ratio:.2}"))
                 .note("p50_vs_round_trip_plus_spaced_write", format!("{physical:.2}"))
-                .note(SAVES_PER_FSYNC, format!("{per_fsync:.2}")),
+                .note(SAVES_PER_FSYNC, per_fsync.map_or("-".into(), |n| format!("{n:.2}"))),
         );
     }
     rows
