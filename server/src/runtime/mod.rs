@@ -416,3 +416,6 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,44 @@
+//! The runtime in-process, where a failing disk can be arranged: what a failed save does
+//! to the action that caused it and to the state everyone else sees.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::domain::ContextConfig;
+use crate::llm::MockProvider;
+use crate::tools::{ToolLimits, ToolRegistry};
+
+async fn start(dir: &Path) -> Contexts {
+    let store = Store::open(dir, true).expect("open");
+    let limits = ToolLimits { timeout: Duration::from_secs(5), max_output_bytes: 4096 };
+    let tools = Arc::new(ToolRegistry::builtin(None, limits).expect("tools"));
+    let llm = Arc::new(MockProvider { chunk_delay: Duration::ZERO });
+    Contexts::start(store, llm, tools, Settings::default()).await.expect("start")
+}
+
+fn send(text: &str) -> Command {
+    Command::Send { content: text.into(), client_message_id: None, expected_revision: None }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_that_fails_fails_the_action_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contexts = start(dir.path()).await;
+    let id = contexts.create(None, "t".into(), ContextConfig::default()).await.expect("create").id;
+    let rested = contexts.act(id, send("first"), true, None).await.expect("first turn");
+    assert_eq!((rested.messages.len(), rested.phase.is_resting()), (2, true));
+    let mut watcher = contexts.watch(id, rested.revision).await.expect("watch").1;
+
+    // From here on no save reaches the disk.
+    contexts.shared.writer.stop();
+    let failed = contexts.act(id, send("second"), true, None).await;
+    assert!(matches!(failed, Err(Error::Storage(store::Error::WriterStopped))), "{failed:?}");
+
+    assert_eq!(contexts.get(id).await.expect("still there"), rested, "memory did not run ahead of disk");
+    let on_disk = contexts.shared.store.load(id).expect("load").expect("saved");
+    assert_eq!(on_disk, *rested, "what is shown is what is saved");
+    let published = tokio::time::timeout(Duration::from_millis(200), watcher.next()).await;
+    assert!(published.is_err(), "watchers were told nothing: {published:?}");
+}
