@@ -229,7 +229,22 @@ fn commit_to_receipt(event: &pb::WatchStateResponse) -> Option<Duration> {
 /// latencies of every user message appended. On one context the next message is sent once
 /// every watcher has read the whole previous turn, so each sample is one fan-out, not a
 /// queue behind the last one.
-async fn watchers_on(server: &Server, ids: &[String], watchers: usize, messages: usize) -> (Vec<Duration>, u64) {
+/// What the watched contexts are made to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// A whole turn (`SendMessage`, wait=true); the user message's event is sampled.
+    Turn,
+    /// A rename (`UpdateContext`): one save, one event, no run after it.
+    Rename,
+}
+
+async fn watchers_on(
+    server: &Server,
+    ids: &[String],
+    watchers: usize,
+    messages: usize,
+    trigger: Trigger,
+) -> (Vec<Duration>, u64) {
     let conns = connections(server, watchers).await;
     let rss_before = server.rss_kib();
     let samples = Arc::new(Mutex::new(Vec::with_capacity(watchers * messages)));
@@ -252,17 +267,18 @@ async fn watchers_on(server: &Server, ids: &[String], watchers: usize, messages:
             let mut turns = 0;
             while turns < expected {
                 let Ok(Some(event)) = events.message().await else { break };
-                match &event.kind {
-                    Some(Kind::MessageAppended(message)) if message.role == pb::Role::User as i32 => {
-                        if let Some(latency) = commit_to_receipt(&event) {
-                            samples.lock().expect("samples").push(latency);
-                        }
-                    }
-                    Some(Kind::StateChanged(changed)) if changed.state == FsmState::Idle as i32 => {
-                        turns += 1;
-                        turns_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    _ => {}
+                let (sampled, ends_turn) = match &event.kind {
+                    Some(Kind::MessageAppended(message)) => (message.role == pb::Role::User as i32, false),
+                    Some(Kind::StateChanged(changed)) => (false, changed.state == FsmState::Idle as i32),
+                    Some(Kind::ContextUpdated(_)) => (true, true),
+                    _ => (false, false),
+                };
+                if sampled && let Some(latency) = commit_to_receipt(&event) {
+                    samples.lock().expect("samples").push(latency);
+                }
+                if ends_turn {
+                    turns += 1;
+                    turns_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }));
@@ -270,7 +286,16 @@ async fn watchers_on(server: &Server, ids: &[String], watchers: usize, messages:
     let mut client = server.client().await;
     if ids.len() == 1 {
         for sent in 1..=messages {
-            client.send_message(basic_send(&ids[0], "to every watcher", true)).await.expect("send");
+            match trigger {
+                Trigger::Turn => {
+                    client.send_message(basic_send(&ids[0], "to every watcher", true)).await.expect("send");
+                }
+                Trigger::Rename => {
+                    let title = Some(format!("renamed {sent}"));
+                    let rename = pb::UpdateContextRequest { context_id: ids[0].clone(), title, ..Default::default() };
+                    client.update_context(rename).await.expect("rename");
+                }
+            }
             while turns_read.load(std::sync::atomic::Ordering::Relaxed) < sent * watchers {
                 tokio::time::sleep(Duration::from_micros(500)).await;
             }
@@ -294,11 +319,20 @@ pub async fn watch_latency(server: &Server, scale: Scale) -> Vec<Row> {
     for watchers in scale.pick(vec![1, 10], vec![1, 100, 1000, 10_000]) {
         let id = create(&mut client, "watched").await;
         let started = Instant::now();
-        let (samples, per_stream) = watchers_on(server, std::slice::from_ref(&id), watchers, messages).await;
+        let (samples, per_stream) =
+            watchers_on(server, std::slice::from_ref(&id), watchers, messages, Trigger::Turn).await;
         rows.push(
             Row::new("watch", format!("{watchers} watchers on one context"), Summary::of(samples, started.elapsed()))
                 .note("bytes_per_idle_stream", per_stream),
         );
+    }
+    // The fan-out alone: one event per save and no run competing with it for the cores.
+    for watchers in scale.pick(vec![10], vec![1000]) {
+        let id = create(&mut client, "renamed").await;
+        let started = Instant::now();
+        let (samples, _) = watchers_on(server, std::slice::from_ref(&id), watchers, messages, Trigger::Rename).await;
+        let case = format!("{watchers} watchers on one context, a rename (one event, no run)");
+        rows.push(Row::new("watch", case, Summary::of(samples, started.elapsed())));
     }
     let contexts = scale.pick(20, 1000);
     let mut ids = Vec::with_capacity(contexts);
@@ -306,7 +340,7 @@ pub async fn watch_latency(server: &Server, scale: Scale) -> Vec<Row> {
         ids.push(create(&mut client, "one watcher each").await);
     }
     let started = Instant::now();
-    let (samples, per_stream) = watchers_on(server, &ids, contexts, 1).await;
+    let (samples, per_stream) = watchers_on(server, &ids, contexts, 1, Trigger::Turn).await;
     rows.push(
         Row::new("watch", format!("{contexts} contexts, one watcher each"), Summary::of(samples, started.elapsed()))
             .note("bytes_per_idle_stream", per_stream),
