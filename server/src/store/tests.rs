@@ -130,3 +130,17 @@ async fn the_writer_groups_saves_of_many_contexts_and_each_lands() {
     let late = writer.commit(contexts[0].updated_at, Arc::new(contexts[0].clone()), Vec::new()).await;
     assert!(matches!(late, Err(Error::WriterStopped)), "{late:?}");
 }
+
+/// Dropping the last handle ends the thread and closes the database at once, so a server
+/// that ends on an error path never leaves RocksDB open under a live thread.
+#[test]
+fn dropping_the_writer_releases_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), true).expect("open");
+    let writer = Writer::start(store.clone()).expect("writer");
+    let copy = writer.clone();
+    drop((store, writer));
+    assert!(matches!(Store::open(dir.path(), true), Err(Error::Locked { .. })), "a handle is still alive");
+    drop(copy);
+    Store::open(dir.path(), true).expect("reopened: the writer let go of the database");
+}

@@ -33,30 +33,29 @@ struct Job {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// The handle to the writer thread.
+/// The handle to the writer thread. The thread ends, and the database is released, on
+/// [`Writer::stop`] or when the last handle is dropped.
 #[derive(Clone)]
 pub struct Writer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     jobs: mpsc::Sender<Request>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Writer {
     pub fn start(store: Store) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new().name("ctxd-writer".into()).spawn(move || write_loop(store, &queue))?;
-        Ok(Self { jobs, thread: Arc::new(Mutex::new(Some(thread))) })
+        Ok(Self { inner: Arc::new(Inner { jobs, thread: Mutex::new(Some(thread)) }) })
     }
 
     /// Ends the thread once what is queued is written, and waits for it, so that the
     /// database is closed before the process exits. Later saves fail with `WriterStopped`.
     pub fn stop(&self) {
-        let _ = self.jobs.send(Request::Stop);
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(thread) = thread
-            && thread.join().is_err()
-        {
-            tracing::error!("the storage writer thread panicked");
-        }
+        self.inner.stop();
     }
 
     /// Saves one change atomically: `after`'s metadata plus the `changed` messages, in the
@@ -69,8 +68,28 @@ impl Writer {
     ) -> Result<()> {
         let (done, outcome) = oneshot::channel();
         let job = Job { before_updated_at, after, changed, done };
-        self.jobs.send(Request::Save(job)).map_err(|_| Error::WriterStopped)?;
+        self.inner.jobs.send(Request::Save(job)).map_err(|_| Error::WriterStopped)?;
         outcome.await.map_err(|_| Error::WriterStopped)?
+    }
+}
+
+impl Inner {
+    fn stop(&self) {
+        let _ = self.jobs.send(Request::Stop);
+        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the storage writer thread panicked");
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// A server that ends on an error, without a shutdown, still closes the database
+    /// before the process exits (RocksDB must not be torn down under a live thread).
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
