@@ -228,7 +228,7 @@ impl Live {
                 }
             }
         }
-        let (ctx, steps, effects, continues) = batch.finish();
+        let (ctx, steps, effects) = batch.finish();
         self.ctx = ctx;
         // The caller first: readers of the state and the caller see the change before the
         // watch feeds and the log get it, which matters less for latency.
@@ -237,7 +237,6 @@ impl Live {
             let _ = reply.send(Ok(answer));
         }
         self.publish(steps);
-        self.actor.queue.extend(std::iter::repeat_n(Command::Continue, continues));
         for effect in effects {
             self.start(effect);
         }

@@ -111,9 +111,12 @@ impl Batch {
         Some(Save { before_updated_at: self.saved.updated_at, after: after?, messages })
     }
 
-    /// The final state, the steps to publish and the effects to start, once saved.
-    pub fn finish(self) -> (Arc<Context>, Vec<Step>, Vec<Effect>, usize) {
-        (self.ctx, self.steps, self.effects, self.continues)
+    /// The final state, the steps to publish and the effects to start once saved, with a
+    /// `Continue` for each automatic step the batch had no room left for.
+    pub fn finish(self) -> (Arc<Context>, Vec<Step>, Vec<Effect>) {
+        let mut effects = self.effects;
+        effects.extend(std::iter::repeat_n(Effect::Continue, self.continues));
+        (self.ctx, self.steps, effects)
     }
 
     fn transition(&mut self, change: Change, now: Timestamp) {
@@ -207,8 +210,8 @@ mod tests {
         let reply = save.messages.iter().find(|m| m.role == Role::Assistant).expect("reply");
         assert_eq!(reply.text_content(), "Hello");
 
-        let (last, steps, _, continues) = batch.finish();
-        assert_eq!(continues, 0);
+        let (last, steps, effects) = batch.finish();
+        assert!(effects.iter().all(|e| !matches!(e, Effect::Continue)), "no automatic step left: {effects:?}");
         assert_eq!(last.revision, ctx.revision + 5);
         let revisions: Vec<u64> = steps
             .iter()
@@ -236,7 +239,7 @@ mod tests {
             batch.apply(Command::LlmDelta { text: text.into() }, &env(&tools)).expect("delta");
         }
         assert!(batch.save().is_none());
-        let (last, steps, effects, _) = batch.finish();
+        let (last, steps, effects) = batch.finish();
         assert_eq!(last.revision, streaming.revision);
         assert!(effects.is_empty());
         let texts: Vec<&str> = steps
