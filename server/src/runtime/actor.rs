@@ -230,13 +230,14 @@ impl Live {
         }
         let (ctx, steps, effects) = batch.finish();
         self.ctx = ctx;
-        // The caller first: readers of the state and the caller see the change before the
-        // watch feeds and the log get it, which matters less for latency.
+        // The feed first: whoever learns of a revision (from the answer, a read or a wait)
+        // and then watches from it must find it there.
+        let path = self.publish(steps);
         self.actor.state.send_replace(Slot::Live(Arc::clone(&self.ctx)));
         if let (Some(reply), Some(answer)) = (reply, answer) {
             let _ = reply.send(Ok(answer));
         }
-        self.publish(steps);
+        self.announce(&path);
         for effect in effects {
             self.start(effect);
         }
@@ -249,8 +250,9 @@ impl Live {
         Ok(self.actor.shared.writer.commit(before_updated_at, after, messages).await?)
     }
 
-    /// Tells everyone about saved transitions and streamed text, in the order they happened.
-    fn publish(&self, steps: Vec<Step>) {
+    /// Tells watchers about saved transitions and streamed text, in the order they
+    /// happened. Returns the states the saved transitions went through (none: nothing saved).
+    fn publish(&self, steps: Vec<Step>) -> Vec<FsmState> {
         let mut path: Vec<FsmState> = Vec::new();
         for step in steps {
             match step {
@@ -267,12 +269,17 @@ impl Live {
                 }
             }
         }
+        path
+    }
+
+    /// Logs a save (one line, whatever the transitions in it) and updates context lists.
+    fn announce(&self, path: &[FsmState]) {
         let (Some(from), Some(to)) = (path.first(), path.last()) else {
             return;
         };
         let (id, revision, transitions) = (self.actor.id, self.ctx.revision, path.len() - 1);
-        // One line per save; `via` names the states a save of several transitions went through.
-        if let [_, via @ .., _] = path.as_slice()
+        // `via` names the states a save of several transitions went through.
+        if let [_, via @ .., _] = path
             && !via.is_empty()
         {
             let via = via.iter().map(FsmState::to_string).collect::<Vec<_>>().join(",");

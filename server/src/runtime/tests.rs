@@ -29,7 +29,8 @@ async fn a_save_that_fails_fails_the_action_and_changes_nothing() {
     let id = contexts.create(None, "t".into(), ContextConfig::default()).await.expect("create").id;
     let rested = contexts.act(id, send("first"), true, None).await.expect("first turn");
     assert_eq!((rested.messages.len(), rested.phase.is_resting()), (2, true));
-    let mut watcher = contexts.watch(id, rested.revision).await.expect("watch").1;
+    let (missed, mut watcher) = contexts.watch(id, rested.revision).await.expect("watch");
+    assert!(missed.is_empty(), "the feed already holds the revision the caller was given: {missed:?}");
 
     // From here on no save reaches the disk.
     contexts.shared.writer.stop();
