@@ -1,8 +1,9 @@
 //! The per-context state machine: pure transitions, no I/O.
 //!
 //! [`apply`] takes the current context and a [`Command`] and returns an [`Outcome`]: the
-//! change to save (at most one per command, saved as one atomic batch) and the effects to
-//! run once it is saved. Everything it needs from the outside world (time, ids, tool
+//! change to save (at most one per command; the runtime saves it atomically, together with
+//! the changes of commands that follow in the same instant) and the effects to run once it
+//! is saved. Everything it needs from the outside world (time, ids, tool
 //! policies) comes in through [`Env`], so the whole machine is testable without a server.
 
 mod command;
