@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ctxd::domain::{Context, ContextConfig, ContextId, Message, MessageId, Phase, Role, Timestamp};
+use ctxd::domain::{Change, Context, ContextConfig, ContextId, Message, MessageId, Phase, Role, Timestamp};
 use ctxd::store::Store;
 
 /// Creates `contexts` contexts of `messages` messages each (user and assistant turns);
@@ -22,7 +22,7 @@ pub fn fill(dir: &Path, contexts: usize, messages: u64) -> Vec<ContextId> {
                 Arc::new(Message::text(MessageId::new(), seq, role, text, now))
             })
             .collect();
-        let filled = ctx.with_change(Phase::Idle, &saved, now);
+        let filled = ctx.apply(&Change { messages: saved.clone(), ..Change::to(Phase::Idle) }, now);
         store.insert(&ctx).expect("insert");
         store.commit(ctx.updated_at, &filled, &saved).expect("commit");
         ids.push(ctx.id);

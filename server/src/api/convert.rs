@@ -2,12 +2,9 @@
 
 use ctxd_proto::v1 as pb;
 
-use crate::fsm::ToolPolicy;
-use crate::llm::ToolDefinition;
-
 use crate::domain::{
     Approval, ContentPart, Context, ContextConfig, ContextSummary, FsmState, Message, MessageStatus, Role, Timestamp,
-    ToolCall,
+    ToolCall, ToolDefinition, ToolPolicy,
 };
 
 /// The only branch until branching actions exist.

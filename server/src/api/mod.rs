@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status};
 
 pub use request::Limits;
 
-use crate::fsm::{Command, ToolPolicy};
-use crate::llm::ToolDefinition;
+use crate::domain::{ToolDefinition, ToolPolicy};
+use crate::fsm::Command;
 use crate::runtime::Contexts;
 
 pub struct ContextApi {

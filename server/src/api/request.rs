@@ -7,8 +7,8 @@ use tonic::Status;
 
 use std::sync::Arc;
 
+use crate::domain::ToolResult;
 use crate::domain::{ContextConfig, ContextId, ExternalTool};
-use crate::fsm::ToolResult;
 use crate::store::{BY_UPDATED_KEY_LEN, ListCursor};
 use crate::tools::{ArgumentSchema, truncate};
 

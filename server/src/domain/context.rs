@@ -147,30 +147,4 @@ impl Context {
             _ => Vec::new(),
         }
     }
-
-    /// Applies a saved change: replaces or appends `messages` (by seq) and moves to `phase`.
-    /// Returns the new context; `self` is untouched so a failed save leaves memory as it was.
-    pub fn with_change(&self, phase: Phase, messages: &[Arc<Message>], now: Timestamp) -> Self {
-        let mut next = self.clone();
-        for message in messages {
-            next.put_message(Arc::clone(message));
-        }
-        next.phase = phase;
-        next.revision += 1;
-        next.updated_at = now.max(self.updated_at);
-        next
-    }
-
-    /// Replaces the message with the same seq, or appends it when it is the next one.
-    pub fn put_message(&mut self, message: Arc<Message>) {
-        if let Some(client_id) = &message.client_message_id {
-            self.client_ids.insert(client_id.clone(), message.seq);
-        }
-        match usize::try_from(message.seq) {
-            Ok(i) if i < self.messages.len() => {
-                self.messages.set(i, message);
-            }
-            _ => self.messages.push_back(message),
-        }
-    }
 }

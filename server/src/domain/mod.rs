@@ -1,13 +1,17 @@
 //! The domain model: what a context is, independent of the wire (proto) and of storage.
 
+mod change;
 mod context;
 mod ids;
 mod message;
 mod phase;
 mod time;
+mod tool;
 
+pub use change::Change;
 pub use context::{Context, ContextConfig, ContextSummary, ExternalTool};
 pub use ids::{ContextId, InvalidId, MessageId};
 pub use message::{Approval, ContentPart, Message, MessageStatus, Role, ToolCall, Usage};
 pub use phase::{FsmState, Phase};
 pub use time::Timestamp;
+pub use tool::{RequestedToolCall, ToolDefinition, ToolPolicy, ToolResult};

@@ -1,4 +1,4 @@
-use crate::domain::{ContextConfig, Usage};
+use crate::domain::{ContextConfig, RequestedToolCall, ToolResult, Usage};
 
 /// Something that moves a context: a client's action, or the result of an effect.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,29 +60,4 @@ pub struct LlmReply {
     pub tool_calls: Vec<RequestedToolCall>,
     pub usage: Option<Usage>,
     pub duration_ms: u64,
-}
-
-/// A tool call as the model asked for it, before any approval.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestedToolCall {
-    pub id: String,
-    pub name: String,
-    pub arguments_json: String,
-}
-
-/// A tool's output as the model will see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolResult {
-    pub output: String,
-    pub is_error: bool,
-}
-
-impl ToolResult {
-    pub fn ok(output: impl Into<String>) -> Self {
-        Self { output: output.into(), is_error: false }
-    }
-
-    pub fn error(output: impl Into<String>) -> Self {
-        Self { output: output.into(), is_error: true }
-    }
 }

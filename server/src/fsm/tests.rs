@@ -1,12 +1,13 @@
-use std::cell::Cell;
-use std::sync::Arc;
-
 use super::*;
-use crate::domain::{ContextConfig, ContextId, FsmState, MessageStatus, Usage};
+use crate::domain::{
+    Approval, Context, ContextConfig, ContextId, FsmState, Message, MessageId, MessageStatus, Phase, RequestedToolCall,
+    Role, Timestamp, ToolPolicy, ToolResult, Usage,
+};
+use std::cell::Cell;
 
 struct Policies;
 
-impl ToolPolicies for Policies {
+impl ToolCatalog for Policies {
     fn policy(&self, name: &str) -> Option<ToolPolicy> {
         match name {
             "clock" => Some(ToolPolicy { requires_approval: false, idempotent: true, external: false }),
@@ -37,13 +38,12 @@ impl Harness {
         };
         let env = Env { now: Timestamp::from_micros(2), tools: &Policies, max_llm_attempts: 3, new_id: &new_id };
         let outcome = apply(&self.ctx, command, &env)?;
-        if let Some(text) = &outcome.delta {
-            let Phase::StreamingLlmResponse { message, .. } = self.ctx.phase else { panic!("delta outside streaming") };
-            Arc::make_mut(&mut self.ctx.messages[message as usize]).push_text(text);
+        // The same two functions the runtime applies outcomes with.
+        if let Some(text) = outcome.delta() {
+            self.ctx.append_delta(text).expect("a delta only while a message streams");
         }
-        if let Some(change) = &outcome.change {
-            let messages: Vec<Arc<Message>> = change.messages.iter().cloned().map(Arc::new).collect();
-            self.ctx = self.ctx.with_change(change.phase.clone(), &messages, Timestamp::from_micros(2));
+        if let Some(change) = outcome.change() {
+            self.ctx = self.ctx.apply(change, Timestamp::from_micros(2));
         }
         Ok(outcome)
     }
@@ -83,29 +83,29 @@ fn a_turn_walks_every_state_and_saves_each_step() {
 
     let sent = h.send("hello");
     assert_eq!(h.state(), FsmState::ProcessingUserMessage);
-    assert_eq!(sent.effects, vec![Effect::Continue]);
+    assert_eq!(sent.effects(), vec![Effect::Continue]);
     assert_eq!((h.last().role, h.last().text_content()), (Role::User, "hello".to_owned()));
     assert_eq!(h.ctx.revision, 2);
 
-    assert_eq!(h.apply(Command::Continue).effects, vec![Effect::CallLlm { attempt: 1 }]);
+    assert_eq!(h.apply(Command::Continue).effects(), vec![Effect::CallLlm { attempt: 1 }]);
     assert_eq!(h.state(), FsmState::AwaitingLlmResponse);
 
     let first = h.apply(Command::LlmDelta { text: "You ".into() });
-    assert!(first.change.is_some(), "the first piece creates the streaming message durably");
+    assert!(first.change().is_some(), "the first piece creates the streaming message durably");
     assert_eq!(h.state(), FsmState::StreamingLlmResponse);
     assert_eq!(h.last().status, MessageStatus::Streaming);
     let revision = h.ctx.revision;
 
     let next = h.apply(Command::LlmDelta { text: "said".into() });
-    assert!(next.change.is_none(), "later pieces are not saved one by one");
-    assert_eq!(next.delta.as_deref(), Some("said"));
+    assert!(next.change().is_none(), "later pieces are not saved one by one");
+    assert_eq!(next.delta(), Some("said"));
     assert_eq!(h.ctx.revision, revision);
     assert_eq!(h.last().text_content(), "You said");
 
     let usage = Usage { prompt_tokens: 3, completion_tokens: 2 };
     let done =
         h.apply(Command::LlmFinished { reply: LlmReply { usage: Some(usage), duration_ms: 7, ..LlmReply::default() } });
-    assert_eq!(done.effects, vec![Effect::Continue]);
+    assert_eq!(done.effects(), vec![Effect::Continue]);
     assert_eq!(h.state(), FsmState::ProcessingLlmResponse);
     let reply = h.last().clone();
     assert_eq!(
@@ -165,7 +165,7 @@ fn tools_needing_approval_wait_for_a_decision_of_every_call() {
 
     let decided = h.apply(approve(&["c1"], &["c3"]));
     assert_eq!(h.state(), FsmState::ExecutingTools);
-    let Some(Effect::RunTools { calls }) = decided.effects.first() else { panic!("tools must run") };
+    let Some(Effect::RunTools { calls }) = decided.effects().first() else { panic!("tools must run") };
     let running: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(running, ["c1", "c2"]);
     assert_eq!(
@@ -184,11 +184,11 @@ fn tools_needing_approval_wait_for_a_decision_of_every_call() {
         Outcome::default()
     );
     let finished = h.apply(Command::ToolFinished { call_id: "c1".into(), result: ToolResult::error("boom") });
-    assert_eq!(finished.effects, vec![Effect::Continue]);
+    assert_eq!(finished.effects(), vec![Effect::Continue]);
     assert_eq!(h.state(), FsmState::ProcessingToolResults);
     h.apply(Command::Continue);
     assert_eq!(h.state(), FsmState::GeneratingResponse);
-    assert_eq!(h.apply(Command::Continue).effects, vec![Effect::CallLlm { attempt: 1 }]);
+    assert_eq!(h.apply(Command::Continue).effects(), vec![Effect::CallLlm { attempt: 1 }]);
     let tool_messages = h.ctx.messages.iter().filter(|m| m.role == Role::Tool).count();
     assert_eq!(tool_messages, 3, "every call has exactly one answer");
 }
@@ -200,14 +200,14 @@ fn denying_everything_goes_straight_to_the_follow_up_and_auto_approval_skips_ask
     h.apply(Command::Continue);
     let denied = h.apply(Command::Approve { approved: vec![], denied: vec!["c1".into()] });
     assert_eq!(h.state(), FsmState::GeneratingResponse);
-    assert_eq!(denied.effects, vec![Effect::Continue]);
+    assert_eq!(denied.effects(), vec![Effect::Continue]);
 
     let config = ContextConfig { auto_approve_tools: vec!["read_file".into()], ..ContextConfig::default() };
     let mut h = Harness::new(config);
     h.reply_with_tools(&[("c1", "read_file"), ("c2", "no_such_tool")]);
     let started = h.apply(Command::Continue);
     assert_eq!(h.state(), FsmState::ExecutingTools);
-    assert!(matches!(&started.effects[..], [Effect::RunTools { calls }] if calls.len() == 2));
+    assert!(matches!(started.effects(), [Effect::RunTools { calls }] if calls.len() == 2));
 }
 
 #[test]
@@ -217,23 +217,23 @@ fn llm_failures_retry_then_fail_and_retry_run_starts_over() {
     h.apply(Command::Continue);
     h.apply(Command::LlmDelta { text: "partial".into() });
     let failed = h.apply(Command::LlmFailed { error: "503".into(), transient: true, retry_after_ms: None });
-    assert_eq!(failed.effects, vec![Effect::ScheduleRetry { attempt: 1, at_least_ms: None }]);
+    assert_eq!(failed.effects(), vec![Effect::ScheduleRetry { attempt: 1, at_least_ms: None }]);
     assert_eq!(h.state(), FsmState::TransientFailure);
     assert_eq!(h.ctx.phase.error(), Some("503"));
     assert_eq!(h.last().status, MessageStatus::Error, "text of a failed attempt is not an answer");
 
-    assert_eq!(h.apply(Command::RetryDue).effects, vec![Effect::CallLlm { attempt: 2 }]);
+    assert_eq!(h.apply(Command::RetryDue).effects(), vec![Effect::CallLlm { attempt: 2 }]);
     h.apply(Command::LlmFailed { error: "503".into(), transient: true, retry_after_ms: None });
     h.apply(Command::RetryDue);
     assert_eq!(h.ctx.phase, Phase::AwaitingLlmResponse { attempt: 3 });
     let gave_up = h.apply(Command::LlmFailed { error: "503".into(), transient: true, retry_after_ms: None });
-    assert!(gave_up.effects.is_empty());
+    assert!(gave_up.effects().is_empty());
     assert_eq!(h.ctx.phase, Phase::Failed { error: "503 (gave up after 3 attempts)".into() });
 
-    assert_eq!(h.apply(Command::Retry).effects, vec![Effect::CallLlm { attempt: 1 }]);
+    assert_eq!(h.apply(Command::Retry).effects(), vec![Effect::CallLlm { attempt: 1 }]);
     h.apply(Command::LlmFailed { error: "401 unauthorized".into(), transient: false, retry_after_ms: None });
     assert_eq!(h.ctx.phase, Phase::Failed { error: "401 unauthorized".into() }, "permanent errors are not retried");
-    assert_eq!(h.try_apply(Command::Retry).map(|o| o.effects), Ok(vec![Effect::CallLlm { attempt: 1 }]));
+    assert_eq!(h.try_apply(Command::Retry).map(|o| o.effects().to_vec()), Ok(vec![Effect::CallLlm { attempt: 1 }]));
     assert_eq!(
         h.try_apply(Command::Retry),
         Err(Rejection::WrongState { action: "RetryRun", state: FsmState::AwaitingLlmResponse })
@@ -249,7 +249,7 @@ fn cancel_keeps_partial_text_closes_open_calls_and_rests() {
     h.apply(Command::LlmDelta { text: "par".into() });
     h.apply(Command::LlmDelta { text: "tial".into() });
     let cancelled = h.apply(Command::Cancel);
-    assert_eq!(cancelled.effects, vec![Effect::AbortRun]);
+    assert_eq!(cancelled.effects(), vec![Effect::AbortRun]);
     assert_eq!(h.state(), FsmState::Idle);
     assert_eq!((h.last().status, h.last().text_content()), (MessageStatus::Cancelled, "partial".into()));
 
@@ -272,7 +272,7 @@ fn cancel_keeps_partial_text_closes_open_calls_and_rests() {
     h.apply(Command::Continue);
     h.apply(Command::LlmFailed { error: "bad".into(), transient: false, retry_after_ms: None });
     assert_eq!(h.state(), FsmState::Failed);
-    assert!(h.apply(Command::Cancel).effects.is_empty());
+    assert!(h.apply(Command::Cancel).effects().is_empty());
     assert_eq!(h.state(), FsmState::Idle);
 }
 
@@ -283,10 +283,10 @@ fn resume_reissues_llm_calls_and_reruns_only_idempotent_tools() {
     h.apply(Command::Continue);
     h.apply(Command::LlmDelta { text: "half".into() });
     let resumed = h.apply(Command::Resume);
-    assert_eq!(resumed.effects, vec![Effect::CallLlm { attempt: 1 }]);
+    assert_eq!(resumed.effects(), vec![Effect::CallLlm { attempt: 1 }]);
     assert_eq!(h.state(), FsmState::AwaitingLlmResponse);
     assert_eq!(h.last().status, MessageStatus::Error);
-    assert_eq!(h.apply(Command::Resume).effects, vec![Effect::CallLlm { attempt: 1 }]);
+    assert_eq!(h.apply(Command::Resume).effects(), vec![Effect::CallLlm { attempt: 1 }]);
 
     let mut h = Harness::new(ContextConfig::default());
     h.reply_with_tools(&[("c1", "launch"), ("c2", "read_file")]);
@@ -294,14 +294,14 @@ fn resume_reissues_llm_calls_and_reruns_only_idempotent_tools() {
     h.apply(Command::Approve { approved: vec!["c1".into(), "c2".into()], denied: vec![] });
     let resumed = h.apply(Command::Resume);
     assert_eq!(h.state(), FsmState::ExecutingTools);
-    let Some(Effect::RunTools { calls }) = resumed.effects.first() else { panic!("idempotent tools rerun") };
+    let Some(Effect::RunTools { calls }) = resumed.effects().first() else { panic!("idempotent tools rerun") };
     assert_eq!(calls.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c2"]);
     assert_eq!((h.last().tool_call_id.as_deref(), h.last().text_content()), (Some("c1"), INTERRUPTED.into()));
     assert!(
-        h.apply(Command::Resume).effects.iter().all(|e| matches!(e, Effect::RunTools { calls } if calls.len() == 1))
+        h.apply(Command::Resume).effects().iter().all(|e| matches!(e, Effect::RunTools { calls } if calls.len() == 1))
     );
 
     h.apply(Command::ToolFinished { call_id: "c2".into(), result: ToolResult::ok("text") });
     assert_eq!(h.state(), FsmState::ProcessingToolResults);
-    assert_eq!(h.apply(Command::Resume).effects, vec![Effect::Continue]);
+    assert_eq!(h.apply(Command::Resume).effects(), vec![Effect::Continue]);
 }

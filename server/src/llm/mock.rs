@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream};
+use crate::domain::RequestedToolCall;
 use crate::domain::Usage;
-use crate::fsm::RequestedToolCall;
 
 pub struct MockProvider {
     /// Pause before each streamed word.

@@ -17,7 +17,7 @@ pub use router::LlmRouter;
 use std::collections::HashMap;
 
 use crate::domain::{Message, MessageStatus, Role, Usage};
-use crate::fsm::RequestedToolCall;
+use crate::domain::{RequestedToolCall, ToolDefinition};
 
 /// One message of the conversation as sent to a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,15 +26,6 @@ pub enum LlmMessage {
     User { text: String },
     Assistant { text: String, tool_calls: Vec<RequestedToolCall> },
     Tool { tool_call_id: String, name: String, output: String },
-}
-
-/// A tool the model may call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolDefinition {
-    pub name: String,
-    pub description: String,
-    /// JSON schema of the arguments object.
-    pub parameters: serde_json::Value,
 }
 
 /// What a provider is asked. The conversation is the context's own persistent vector

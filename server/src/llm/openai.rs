@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream};
+use crate::domain::RequestedToolCall;
 use crate::domain::Usage;
-use crate::fsm::RequestedToolCall;
 
 /// The longest `Retry-After` honoured; a provider asking for more is retried after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);

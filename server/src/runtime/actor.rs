@@ -13,8 +13,9 @@ use tokio::task::JoinSet;
 use super::batch::{Batch, Save, Step};
 use super::feed::{self, EventKind, Feed};
 use super::{ActorHandle, Error, Gone, ListEvent, Request, Result, Shared, Slot, prompt};
+use crate::domain::ToolResult;
 use crate::domain::{Context, ContextId, FsmState, MessageId, Timestamp};
-use crate::fsm::{Command, Effect, Env, LlmReply, ToolResult};
+use crate::fsm::{Command, Effect, Env, LlmReply};
 use crate::llm::{LlmEvent, LlmStream};
 use crate::tools::ExternalTools;
 

@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Context, Message, MessageId, Phase, Timestamp};
-use crate::fsm::{self, Change, Command, Effect, Env, Rejection};
+use crate::domain::{Change, Context, Message, MessageId, Timestamp};
+use crate::fsm::{self, Command, Effect, Env, Outcome, Rejection};
 
 /// What the batch did, in order, to publish once it is saved.
 pub(super) enum Step {
@@ -55,13 +55,18 @@ impl Batch {
     pub fn apply(&mut self, command: Command, env: &Env) -> Result<(), Rejection> {
         let outcome = fsm::apply(&self.ctx, command, env)?;
         self.commands += 1;
-        if let Some(text) = outcome.delta {
-            self.stream(text);
-        }
-        if let Some(change) = outcome.change {
-            self.transition(change, env.now);
-        }
-        for effect in outcome.effects {
+        let effects = match outcome {
+            Outcome::Unchanged(effects) => effects,
+            Outcome::Streamed(text) => {
+                self.stream(text);
+                Vec::new()
+            }
+            Outcome::Changed(change, effects) => {
+                self.transition(change, env.now);
+                effects
+            }
+        };
+        for effect in effects {
             match effect {
                 Effect::Continue => self.continues += 1,
                 other => self.effects.push(other),
@@ -120,43 +125,27 @@ impl Batch {
     }
 
     fn transition(&mut self, change: Change, now: Timestamp) {
-        let Change { phase, messages, title, config } = change;
-        let messages: Vec<Arc<Message>> = messages.into_iter().map(Arc::new).collect();
-        let mut next = self.ctx.with_change(phase, &messages, now);
-        if let Some(title) = title {
-            next.title = title;
-        }
-        if let Some(config) = config {
-            next.config = config;
-        }
-        let after = Arc::new(next);
+        let after = Arc::new(self.ctx.apply(&change, now));
         let before = std::mem::replace(&mut self.ctx, Arc::clone(&after));
-        self.steps.push(Step::Transition { before, after, messages });
+        self.steps.push(Step::Transition { before, after, messages: change.messages });
     }
 
     /// Streamed text lives in memory until the message is saved whole. Text that arrives
     /// in the same instant as the previous delta joins it: watchers see the same text at
     /// the same moment, in one event instead of several.
     fn stream(&mut self, text: String) {
-        let Phase::StreamingLlmResponse { message, .. } = self.ctx.phase else {
-            return;
-        };
         let mut joined = String::new();
         if let Some(Step::Streamed { message_id, .. }) = self.steps.last()
-            && self.ctx.message(message).is_some_and(|m| m.id == *message_id)
+            && self.ctx.streaming_message_id() == Some(*message_id)
             && let Some(Step::Streamed { text: earlier, .. }) = self.steps.pop()
         {
             // Dropping the popped step's copy of the context leaves the one below unshared,
             // so appending does not copy the message.
             joined = earlier;
         }
-        let ctx = Arc::make_mut(&mut self.ctx);
-        let Some(streaming) = usize::try_from(message).ok().and_then(|i| ctx.messages.get_mut(i)) else {
+        let Some(message_id) = Arc::make_mut(&mut self.ctx).append_delta(&text) else {
             return;
         };
-        let streaming = Arc::make_mut(streaming);
-        streaming.push_text(&text);
-        let message_id = streaming.id;
         joined.push_str(&text);
         self.steps.push(Step::Streamed { ctx: Arc::clone(&self.ctx), message_id, text: joined });
     }
@@ -165,11 +154,12 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ToolPolicy;
     use crate::domain::{ContextConfig, ContextId, Role};
-    use crate::fsm::{LlmReply, ToolPolicies, ToolPolicy};
+    use crate::fsm::{LlmReply, ToolCatalog};
 
     struct NoTools;
-    impl ToolPolicies for NoTools {
+    impl ToolCatalog for NoTools {
         fn policy(&self, _: &str) -> Option<ToolPolicy> {
             None
         }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::domain::Context;
-use crate::llm::{LlmRequest, ToolDefinition};
+use crate::domain::{Context, ToolDefinition};
+use crate::llm::LlmRequest;
 use crate::tools::ExternalTools;
 
 /// `builtin`: the server's tools; the context's external tools are added to them. Costs

@@ -1,7 +1,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::domain::{Approval, ContextConfig, ExternalTool, MessageId, MessageStatus, Phase, Role, ToolCall, Usage};
+use crate::domain::{
+    Approval, Change, ContextConfig, ExternalTool, MessageId, MessageStatus, Phase, Role, ToolCall, Usage,
+};
 
 fn context(n: u8, at: i64) -> Context {
     let config = ContextConfig {
@@ -18,6 +20,10 @@ fn context(n: u8, at: i64) -> Context {
         }],
     };
     Context::new(ContextId::from_bytes([n; 16]), format!("ctx {n}"), config, Timestamp::from_micros(at))
+}
+
+fn change(phase: Phase, messages: &[Arc<Message>]) -> Change {
+    Change { messages: messages.to_vec(), ..Change::to(phase) }
 }
 
 fn message(seq: u64, text: &str) -> Arc<Message> {
@@ -44,8 +50,8 @@ fn commits_round_trip_and_write_only_what_changed() {
     assert_eq!(store.load(ctx.id).expect("load"), Some(ctx.clone()));
 
     let first = message(0, "one");
-    let streaming =
-        ctx.with_change(Phase::StreamingLlmResponse { attempt: 2, message: 0 }, &[first], Timestamp::from_micros(20));
+    let streaming = ctx
+        .apply(&change(Phase::StreamingLlmResponse { attempt: 2, message: 0 }, &[first]), Timestamp::from_micros(20));
     store.commit(ctx.updated_at, &streaming, &streaming.messages.iter().cloned().collect::<Vec<_>>()).expect("commit");
     assert_eq!(store.interrupted().expect("active"), vec![ctx.id], "a context saved mid-run is indexed");
 
@@ -53,7 +59,7 @@ fn commits_round_trip_and_write_only_what_changed() {
     let mut replaced = (*message(0, "one, final")).clone();
     replaced.status = MessageStatus::Cancelled;
     let changed = [Arc::new(replaced), message(1, "two")];
-    let idle = streaming.with_change(Phase::Failed { error: "x".into() }, &changed, Timestamp::from_micros(30));
+    let idle = streaming.apply(&change(Phase::Failed { error: "x".into() }, &changed), Timestamp::from_micros(30));
     store.commit(streaming.updated_at, &idle, &changed).expect("commit");
     let loaded = store.load(ctx.id).expect("load").expect("exists");
     assert_eq!(loaded, idle);
@@ -113,7 +119,7 @@ async fn the_writer_groups_saves_of_many_contexts_and_each_lands() {
     }
     let saves = contexts.iter().map(|ctx| {
         let changed = vec![message(0, &format!("reply to {}", ctx.title))];
-        let after = Arc::new(ctx.with_change(Phase::Idle, &changed, Timestamp::from_micros(30)));
+        let after = Arc::new(ctx.apply(&change(Phase::Idle, &changed), Timestamp::from_micros(30)));
         let writer = writer.clone();
         let before = ctx.updated_at;
         async move { writer.commit(before, Arc::clone(&after), changed).await.map(|()| after) }

@@ -2,8 +2,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::{Tool, ToolError};
-use crate::fsm::ToolPolicy;
-use crate::llm::ToolDefinition;
+use crate::domain::{ToolDefinition, ToolPolicy};
 
 /// Evaluates an arithmetic expression (`+ - * / % ^`, parentheses, `math::` functions).
 pub struct Calculator {

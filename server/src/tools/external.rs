@@ -1,8 +1,7 @@
 //! Tools a context declares and another service executes: their definitions for the model
 //! and the check of a call's arguments before the service is asked.
 
-use crate::domain::{ContextConfig, ExternalTool};
-use crate::llm::ToolDefinition;
+use crate::domain::{ContextConfig, ExternalTool, ToolDefinition};
 
 use super::ArgumentSchema;
 

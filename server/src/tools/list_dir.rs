@@ -5,8 +5,7 @@ use serde_json::json;
 
 use super::read_file::resolve_in;
 use super::{Tool, ToolError};
-use crate::fsm::ToolPolicy;
-use crate::llm::ToolDefinition;
+use crate::domain::{ToolDefinition, ToolPolicy};
 
 /// More entries than this are cut, with a note saying so.
 const MAX_ENTRIES: usize = 1000;

@@ -24,8 +24,8 @@ pub use read_file::ReadFile;
 pub use schema::ArgumentSchema;
 pub use write_file::WriteFile;
 
-use crate::fsm::{ToolPolicies, ToolPolicy, ToolResult};
-use crate::llm::ToolDefinition;
+use crate::domain::{ToolDefinition, ToolPolicy, ToolResult};
+use crate::fsm::ToolCatalog;
 
 /// Why a tool call produced no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,7 +115,7 @@ impl ToolRegistry {
     }
 }
 
-impl ToolPolicies for ToolRegistry {
+impl ToolCatalog for ToolRegistry {
     fn policy(&self, name: &str) -> Option<ToolPolicy> {
         self.tools.get(name).map(|r| r.tool.policy())
     }

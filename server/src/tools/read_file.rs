@@ -4,8 +4,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::{Tool, ToolError};
-use crate::fsm::ToolPolicy;
-use crate::llm::ToolDefinition;
+use crate::domain::{ToolDefinition, ToolPolicy};
 
 /// Files larger than this are refused rather than read into memory.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;

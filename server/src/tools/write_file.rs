@@ -5,8 +5,7 @@ use serde_json::json;
 
 use super::read_file::resolve_in;
 use super::{Tool, ToolError};
-use crate::fsm::ToolPolicy;
-use crate::llm::ToolDefinition;
+use crate::domain::{ToolDefinition, ToolPolicy};
 
 /// Writes a UTF-8 text file under the workspace root (its directory must exist).
 pub struct WriteFile {

@@ -1,0 +1,140 @@
+//! A change to a context, and the one place that applies it.
+
+use std::sync::Arc;
+
+use super::{Context, ContextConfig, Message, MessageId, Phase, Timestamp};
+
+/// One saved transition: the new phase, the messages that are new or changed, and a new
+/// title or config when those change. Messages can only be added to a change, so nothing
+/// can carry messages without the transition that saves them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub phase: Phase,
+    pub messages: Vec<Arc<Message>>,
+    pub title: Option<String>,
+    pub config: Option<ContextConfig>,
+}
+
+impl Change {
+    /// A move to `phase` that changes nothing else (yet).
+    pub fn to(phase: Phase) -> Self {
+        Self { phase, messages: Vec::new(), title: None, config: None }
+    }
+
+    /// Also saves `message` (new, or replacing the one with the same seq).
+    pub fn with(mut self, message: Message) -> Self {
+        self.messages.push(Arc::new(message));
+        self
+    }
+
+    pub fn with_all(self, messages: impl IntoIterator<Item = Message>) -> Self {
+        messages.into_iter().fold(self, Change::with)
+    }
+
+    pub fn titled(mut self, title: Option<String>) -> Self {
+        self.title = title;
+        self
+    }
+
+    pub fn configured(mut self, config: Option<ContextConfig>) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+impl Context {
+    /// The context after `change`, saved at `now`: one revision more. `self` is untouched,
+    /// so a save that fails leaves memory as it was.
+    pub fn apply(&self, change: &Change, now: Timestamp) -> Self {
+        let mut next = self.clone();
+        for message in &change.messages {
+            next.put_message(Arc::clone(message));
+        }
+        next.phase = change.phase.clone();
+        if let Some(title) = &change.title {
+            next.title.clone_from(title);
+        }
+        if let Some(config) = &change.config {
+            next.config = config.clone();
+        }
+        next.revision += 1;
+        next.updated_at = now.max(self.updated_at);
+        next
+    }
+
+    /// Appends streamed text, in memory only, to the message that is streaming; returns its
+    /// id, or `None` when no message streams. Copies the message only if a reader shares it.
+    pub fn append_delta(&mut self, text: &str) -> Option<MessageId> {
+        let Phase::StreamingLlmResponse { message, .. } = self.phase else {
+            return None;
+        };
+        let streaming = usize::try_from(message).ok().and_then(|i| self.messages.get_mut(i))?;
+        let streaming = Arc::make_mut(streaming);
+        streaming.push_text(text);
+        Some(streaming.id)
+    }
+
+    /// The id of the message that is streaming, if one is.
+    pub fn streaming_message_id(&self) -> Option<MessageId> {
+        let Phase::StreamingLlmResponse { message, .. } = self.phase else {
+            return None;
+        };
+        self.message(message).map(|m| m.id)
+    }
+
+    /// Replaces the message with the same seq, or appends it when it is the next one.
+    pub fn put_message(&mut self, message: Arc<Message>) {
+        if let Some(client_id) = &message.client_message_id {
+            self.client_ids.insert(client_id.clone(), message.seq);
+        }
+        match usize::try_from(message.seq) {
+            Ok(i) if i < self.messages.len() => {
+                self.messages.set(i, message);
+            }
+            _ => self.messages.push_back(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ContextId, MessageStatus, Role};
+
+    fn message(seq: u64, text: &str) -> Message {
+        Message::text(MessageId::new(), seq, Role::Assistant, text.into(), Timestamp::from_micros(3))
+    }
+
+    #[test]
+    fn a_change_moves_phase_messages_title_and_config_and_one_revision() {
+        let ctx = Context::new(ContextId::new(), "old".into(), ContextConfig::default(), Timestamp::from_micros(5));
+        let config = ContextConfig { system_prompt: "brief".into(), ..ContextConfig::default() };
+        let change = Change::to(Phase::StreamingLlmResponse { attempt: 1, message: 0 })
+            .with(message(0, "a"))
+            .titled(Some("new".into()))
+            .configured(Some(config.clone()));
+        let next = ctx.apply(&change, Timestamp::from_micros(4));
+        assert_eq!((next.revision, next.title.as_str(), &next.config), (2, "new", &config));
+        assert_eq!(next.updated_at, ctx.updated_at, "time never goes back");
+        assert_eq!(ctx.revision, 1, "the original is untouched");
+
+        let mut streaming = next.clone();
+        assert_eq!(streaming.append_delta("bc"), Some(next.messages[0].id));
+        assert_eq!(streaming.messages[0].text_content(), "abc");
+        assert_eq!(next.messages[0].text_content(), "a", "a reader's copy is not changed under it");
+        assert_eq!(streaming.revision, next.revision, "deltas are not saved changes");
+
+        let mut replaced = message(0, "abc, done");
+        replaced.status = MessageStatus::Complete;
+        let done = streaming
+            .apply(&Change::to(Phase::Idle).with(replaced).with(message(1, "more")), Timestamp::from_micros(9));
+        assert_eq!(done.messages.iter().map(|m| m.text_content()).collect::<Vec<_>>(), ["abc, done", "more"]);
+        assert_eq!(
+            (done.title.as_str(), done.updated_at),
+            ("new", Timestamp::from_micros(9)),
+            "unchanged unless named"
+        );
+        let mut idle = done.clone();
+        assert_eq!(idle.append_delta("x"), None, "no message streams");
+    }
+}

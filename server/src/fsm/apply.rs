@@ -1,0 +1,203 @@
+//! [`apply`]: one command against one context, and the transitions of a run.
+
+use super::command::{Command, LlmReply};
+use super::effect::Effect;
+use super::env::Env;
+use super::outcome::Outcome;
+use super::rejection::Rejection;
+use super::tool_calls::{self, CANCELLED, INTERRUPTED};
+use crate::domain::{Approval, Change, Context, Message, MessageStatus, Phase, Role, ToolCall};
+
+/// Applies `command` to `ctx`. Deterministic: the same inputs give the same outcome.
+pub fn apply(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, Rejection> {
+    match command {
+        Command::Send { content, client_message_id, expected_revision } => {
+            send(ctx, content, client_message_id, expected_revision, env)
+        }
+        Command::Approve { approved, denied } => tool_calls::approve(ctx, &approved, &denied, env),
+        Command::Update { title, config, expected_revision } => {
+            check_revision(ctx, expected_revision)?;
+            Ok(Change::to(ctx.phase.clone()).titled(title).configured(config).into())
+        }
+        Command::Cancel => cancel(ctx, env),
+        Command::Retry => match ctx.phase {
+            Phase::Failed { .. } => Ok(call_llm(1)),
+            _ => Err(Rejection::WrongState { action: "RetryRun", state: ctx.state() }),
+        },
+        Command::Continue => Ok(continue_run(ctx)),
+        Command::Resume => Ok(resume(ctx, env)),
+        Command::LlmDelta { text } => Ok(delta(ctx, text, env)),
+        Command::LlmFinished { reply } => Ok(finished(ctx, reply, env)),
+        Command::LlmFailed { error, transient, retry_after_ms } => {
+            Ok(failed(ctx, error, transient, retry_after_ms, env))
+        }
+        Command::SubmitToolResult { call_id, result } => tool_calls::submit(ctx, call_id, result, env),
+        Command::ToolFinished { call_id, result } => Ok(tool_calls::tool_finished(ctx, &call_id, result, env)),
+        Command::RetryDue => Ok(match ctx.phase {
+            Phase::TransientFailure { attempt, .. } => call_llm(attempt + 1),
+            _ => Outcome::default(),
+        }),
+    }
+}
+
+fn call_llm(attempt: u32) -> Outcome {
+    call_llm_with(Change::to(Phase::AwaitingLlmResponse { attempt }), attempt)
+}
+
+/// `change` (which moves to AWAITING_LLM_RESPONSE), then the LLM call.
+fn call_llm_with(change: Change, attempt: u32) -> Outcome {
+    Outcome::then(change, Effect::CallLlm { attempt })
+}
+
+fn send(
+    ctx: &Context,
+    content: String,
+    client_message_id: Option<String>,
+    expected_revision: Option<u64>,
+    env: &Env,
+) -> Result<Outcome, Rejection> {
+    // A resend of a message that was saved is answered with the current state, whatever
+    // happened since: that is what makes retrying a send safe.
+    if client_message_id.as_ref().is_some_and(|id| ctx.client_ids.contains_key(id)) {
+        return Ok(Outcome::default());
+    }
+    check_revision(ctx, expected_revision)?;
+    if !matches!(ctx.phase, Phase::Idle | Phase::Failed { .. }) {
+        return Err(Rejection::Busy { state: ctx.state() });
+    }
+    let mut message = Message::text((env.new_id)(), ctx.next_seq(), Role::User, content, env.now);
+    message.client_message_id = client_message_id;
+    Ok(Outcome::then(Change::to(Phase::ProcessingUserMessage).with(message), Effect::Continue))
+}
+
+fn check_revision(ctx: &Context, expected_revision: Option<u64>) -> Result<(), Rejection> {
+    match expected_revision {
+        Some(expected) if expected != ctx.revision => Err(Rejection::StaleRevision { expected, actual: ctx.revision }),
+        _ => Ok(()),
+    }
+}
+
+fn continue_run(ctx: &Context) -> Outcome {
+    match ctx.phase {
+        Phase::ProcessingUserMessage | Phase::GeneratingResponse => call_llm(1),
+        Phase::ProcessingToolResults => Outcome::then(Change::to(Phase::GeneratingResponse), Effect::Continue),
+        Phase::ProcessingLlmResponse { message } => {
+            let calls = ctx.message(message).map(|m| m.tool_calls.as_slice()).unwrap_or_default();
+            if calls.is_empty() {
+                Change::to(Phase::Idle).into()
+            } else if calls.iter().any(|c| c.approval == Approval::Pending) {
+                Change::to(Phase::AwaitingToolApproval { message }).into()
+            } else {
+                let calls = tool_calls::runnable(calls);
+                Outcome::then(Change::to(Phase::ExecutingTools { message }), Effect::RunTools { calls })
+            }
+        }
+        _ => Outcome::default(),
+    }
+}
+
+fn delta(ctx: &Context, text: String, env: &Env) -> Outcome {
+    match ctx.phase {
+        Phase::AwaitingLlmResponse { attempt } => {
+            let message = ctx.next_seq();
+            let mut reply = Message::text((env.new_id)(), message, Role::Assistant, text, env.now);
+            reply.status = MessageStatus::Streaming;
+            Change::to(Phase::StreamingLlmResponse { attempt, message }).with(reply).into()
+        }
+        Phase::StreamingLlmResponse { .. } => Outcome::Streamed(text),
+        _ => Outcome::default(),
+    }
+}
+
+fn finished(ctx: &Context, reply: LlmReply, env: &Env) -> Outcome {
+    let mut message = match ctx.phase {
+        Phase::AwaitingLlmResponse { .. } => {
+            let mut message = Message::text((env.new_id)(), ctx.next_seq(), Role::Assistant, String::new(), env.now);
+            message.content.clear();
+            message
+        }
+        Phase::StreamingLlmResponse { message, .. } => match ctx.message(message) {
+            Some(streamed) => streamed.clone(),
+            None => return Outcome::default(),
+        },
+        _ => return Outcome::default(),
+    };
+    message.status = MessageStatus::Complete;
+    message.usage = reply.usage;
+    message.duration_ms = reply.duration_ms;
+    message.tool_calls = tool_calls::decide(ctx, reply.tool_calls, env);
+    let seq = message.seq;
+    Outcome::then(Change::to(Phase::ProcessingLlmResponse { message: seq }).with(message), Effect::Continue)
+}
+
+fn failed(ctx: &Context, error: String, transient: bool, retry_after_ms: Option<u64>, env: &Env) -> Outcome {
+    let (attempt, streamed) = match ctx.phase {
+        Phase::AwaitingLlmResponse { attempt } => (attempt, None),
+        Phase::StreamingLlmResponse { attempt, message } => (attempt, ctx.message(message)),
+        _ => return Outcome::default(),
+    };
+    // Text of a failed attempt stays visible but is never taken as the answer.
+    let discarded = streamed.map(|m| Message { status: MessageStatus::Error, ..m.clone() });
+    if transient && attempt < env.max_llm_attempts {
+        let change = Change::to(Phase::TransientFailure { attempt, error }).with_all(discarded);
+        Outcome::then(change, Effect::ScheduleRetry { attempt, at_least_ms: retry_after_ms })
+    } else {
+        let error = if transient { format!("{error} (gave up after {attempt} attempts)") } else { error };
+        Change::to(Phase::Failed { error }).with_all(discarded).into()
+    }
+}
+
+fn cancel(ctx: &Context, env: &Env) -> Result<Outcome, Rejection> {
+    let messages = match ctx.phase {
+        Phase::Idle => return Err(Rejection::WrongState { action: "CancelRun", state: ctx.state() }),
+        // Nothing runs in FAILED; cancelling dismisses the error.
+        Phase::Failed { .. } => return Ok(Change::to(Phase::Idle).into()),
+        Phase::StreamingLlmResponse { message, .. } => ctx
+            .message(message)
+            .map(|m| vec![Message { status: MessageStatus::Cancelled, ..m.clone() }])
+            .unwrap_or_default(),
+        Phase::ProcessingLlmResponse { message }
+        | Phase::AwaitingToolApproval { message }
+        | Phase::ExecutingTools { message } => tool_calls::close_open_calls(ctx, message, CANCELLED, env),
+        Phase::ProcessingUserMessage
+        | Phase::AwaitingLlmResponse { .. }
+        | Phase::ProcessingToolResults
+        | Phase::GeneratingResponse
+        | Phase::TransientFailure { .. } => Vec::new(),
+    };
+    Ok(Outcome::then(Change::to(Phase::Idle).with_all(messages), Effect::AbortRun))
+}
+
+fn resume(ctx: &Context, env: &Env) -> Outcome {
+    match ctx.phase {
+        Phase::ProcessingUserMessage
+        | Phase::ProcessingLlmResponse { .. }
+        | Phase::ProcessingToolResults
+        | Phase::GeneratingResponse => Outcome::run(Effect::Continue),
+        Phase::AwaitingLlmResponse { attempt } => Outcome::run(Effect::CallLlm { attempt }),
+        Phase::StreamingLlmResponse { attempt, message } => {
+            // The streamed text was not saved past its first piece: ask again from the
+            // saved conversation and keep the interrupted reply out of it.
+            let interrupted = ctx.message(message).map(|m| Message { status: MessageStatus::Error, ..m.clone() });
+            call_llm_with(Change::to(Phase::AwaitingLlmResponse { attempt }).with_all(interrupted), attempt)
+        }
+        Phase::TransientFailure { attempt, .. } => Outcome::run(Effect::ScheduleRetry { attempt, at_least_ms: None }),
+        Phase::ExecutingTools { message } => {
+            let (rerun, lost): (Vec<ToolCall>, Vec<ToolCall>) = ctx
+                .pending_tool_calls()
+                .into_iter()
+                .partition(|c| env.policy(ctx, &c.name).is_none_or(|p| p.idempotent));
+            if lost.is_empty() {
+                return Outcome::run(Effect::RunTools { calls: rerun });
+            }
+            let answers = tool_calls::error_answers(ctx, &lost, INTERRUPTED, env);
+            if rerun.is_empty() {
+                Outcome::then(Change::to(Phase::ProcessingToolResults).with_all(answers), Effect::Continue)
+            } else {
+                let change = Change::to(Phase::ExecutingTools { message }).with_all(answers);
+                Outcome::then(change, Effect::RunTools { calls: rerun })
+            }
+        }
+        Phase::Idle | Phase::AwaitingToolApproval { .. } | Phase::Failed { .. } => Outcome::default(),
+    }
+}

@@ -1,0 +1,31 @@
+//! The outside world, as far as the state machine sees it.
+
+use crate::domain::{Context, MessageId, Timestamp, ToolPolicy};
+
+/// What the state machine may ask about tools.
+pub trait ToolCatalog {
+    /// The policy of a server tool; `None` for tools the server does not have.
+    fn policy(&self, name: &str) -> Option<ToolPolicy>;
+}
+
+pub struct Env<'a> {
+    pub now: Timestamp,
+    pub tools: &'a dyn ToolCatalog,
+    /// LLM attempts per call before the run fails (the first try included).
+    pub max_llm_attempts: u32,
+    pub new_id: &'a dyn Fn() -> MessageId,
+}
+
+impl Env<'_> {
+    /// A tool's policy: the context's external tools first, then the server's tools.
+    pub fn policy(&self, ctx: &Context, name: &str) -> Option<ToolPolicy> {
+        match ctx.config.external_tool(name) {
+            Some(tool) => Some(ToolPolicy {
+                requires_approval: tool.requires_approval,
+                idempotent: tool.idempotent,
+                external: true,
+            }),
+            None => self.tools.policy(name),
+        }
+    }
+}

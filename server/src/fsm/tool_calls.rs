@@ -1,0 +1,162 @@
+//! Transitions of the tool calls a reply asked for: approvals, results from the server's
+//! tools and from other services, and the answers written for calls that will not run.
+
+use std::collections::HashSet;
+
+use super::effect::Effect;
+use super::env::Env;
+use super::outcome::Outcome;
+use super::rejection::Rejection;
+use crate::domain::{Approval, Change, Context, Message, Phase, RequestedToolCall, Role, ToolCall, ToolResult};
+
+/// Text of the tool message that answers a denied call.
+pub const DENIED: &str = "denied by the user";
+/// Text of the tool message that answers a call left open by CancelRun.
+pub const CANCELLED: &str = "cancelled by the user";
+/// Text of the tool message that answers a non-idempotent call a restart interrupted.
+pub const INTERRUPTED: &str = "interrupted by restart";
+
+/// The calls of a finished reply, each with its approval decided by its tool's policy.
+pub fn decide(ctx: &Context, requested: Vec<RequestedToolCall>, env: &Env) -> Vec<ToolCall> {
+    requested
+        .into_iter()
+        .map(|call| {
+            let policy = env.policy(ctx, &call.name);
+            let external = policy.is_some_and(|p| p.external);
+            let approval = match policy {
+                Some(policy) if policy.requires_approval && !ctx.config.auto_approve_tools.contains(&call.name) => {
+                    Approval::Pending
+                }
+                // Unknown tools need no approval: running one only yields an error result.
+                _ => Approval::AutoApproved,
+            };
+            ToolCall { id: call.id, name: call.name, arguments_json: call.arguments_json, approval, external }
+        })
+        .collect()
+}
+
+/// Calls that may run (or ran).
+pub fn runnable(calls: &[ToolCall]) -> Vec<ToolCall> {
+    calls.iter().filter(|c| c.approval.allows_run()).cloned().collect()
+}
+
+pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env) -> Result<Outcome, Rejection> {
+    let Phase::AwaitingToolApproval { message: seq } = ctx.phase else {
+        return Err(Rejection::WrongState { action: "ApproveTools", state: ctx.state() });
+    };
+    let Some(original) = ctx.message(seq) else {
+        return Err(Rejection::WrongState { action: "ApproveTools", state: ctx.state() });
+    };
+    let mut message = original.clone();
+    let mut seen = HashSet::new();
+    let decisions =
+        approved.iter().map(|id| (id, Approval::Approved)).chain(denied.iter().map(|id| (id, Approval::Denied)));
+    for (id, decision) in decisions {
+        if !seen.insert(id.as_str()) {
+            return Err(Rejection::DuplicateDecision { id: id.clone() });
+        }
+        let call = message
+            .tool_calls
+            .iter_mut()
+            .find(|c| &c.id == id)
+            .ok_or_else(|| Rejection::UnknownToolCall { id: id.clone() })?;
+        if call.approval != Approval::Pending {
+            return Err(Rejection::AlreadyDecided { id: id.clone() });
+        }
+        call.approval = decision;
+    }
+    let undecided: Vec<String> =
+        message.tool_calls.iter().filter(|c| c.approval == Approval::Pending).map(|c| c.id.clone()).collect();
+    if !undecided.is_empty() {
+        return Err(Rejection::Undecided { ids: undecided });
+    }
+
+    let denied = message.tool_calls.iter().filter(|c| c.approval == Approval::Denied);
+    let denials = error_answers(ctx, denied, DENIED, env);
+    let calls = runnable(&message.tool_calls);
+    Ok(if calls.is_empty() {
+        Outcome::then(Change::to(Phase::GeneratingResponse).with(message).with_all(denials), Effect::Continue)
+    } else {
+        let change = Change::to(Phase::ExecutingTools { message: seq }).with(message).with_all(denials);
+        Outcome::then(change, Effect::RunTools { calls })
+    })
+}
+
+fn tool_message(call: &ToolCall, result: &ToolResult, seq: u64, env: &Env) -> Message {
+    let mut message = Message::text((env.new_id)(), seq, Role::Tool, result.output.clone(), env.now);
+    message.tool_call_id = Some(call.id.clone());
+    message.is_error = result.is_error;
+    message
+}
+
+/// Error answers to `calls`, appended in order after the context's last message.
+pub fn error_answers<'a>(
+    ctx: &Context,
+    calls: impl IntoIterator<Item = &'a ToolCall>,
+    text: &str,
+    env: &Env,
+) -> Vec<Message> {
+    let error = ToolResult::error(text);
+    calls.into_iter().zip(ctx.next_seq()..).map(|(call, seq)| tool_message(call, &error, seq, env)).collect()
+}
+
+pub fn tool_finished(ctx: &Context, call_id: &str, result: ToolResult, env: &Env) -> Outcome {
+    let Phase::ExecutingTools { message: seq } = ctx.phase else {
+        return Outcome::default();
+    };
+    let pending = ctx.pending_tool_calls();
+    let Some(call) = pending.iter().find(|c| c.id == call_id) else {
+        // Already answered (a duplicate) or never runnable: nothing to record.
+        return Outcome::default();
+    };
+    let answer = tool_message(call, &result, ctx.next_seq(), env);
+    if pending.len() == 1 {
+        Outcome::then(Change::to(Phase::ProcessingToolResults).with(answer), Effect::Continue)
+    } else {
+        Change::to(Phase::ExecutingTools { message: seq }).with(answer).into()
+    }
+}
+
+pub fn submit(ctx: &Context, call_id: String, result: ToolResult, env: &Env) -> Result<Outcome, Rejection> {
+    let answer =
+        ctx.messages.iter().rev().find(|m| m.role == Role::Tool && m.tool_call_id.as_deref() == Some(&call_id));
+    if let Some(answer) = answer {
+        // The same result again is a retry of a delivery that worked.
+        return if answer.text_content() == result.output && answer.is_error == result.is_error {
+            Ok(Outcome::default())
+        } else {
+            Err(Rejection::ToolCallAnswered { id: call_id })
+        };
+    }
+    let waiting = matches!(ctx.phase, Phase::ExecutingTools { .. })
+        && ctx.pending_tool_calls().iter().any(|c| c.id == call_id && c.external);
+    if !waiting {
+        return Err(Rejection::NoResultExpected { id: call_id, state: ctx.state() });
+    }
+    Ok(tool_finished(ctx, &call_id, result, env))
+}
+
+/// Answers every call of message `seq` that has no result yet with `text`, marking calls
+/// that were still waiting for approval as denied.
+pub fn close_open_calls(ctx: &Context, seq: u64, text: &str, env: &Env) -> Vec<Message> {
+    let Some(original) = ctx.message(seq) else {
+        return Vec::new();
+    };
+    let answered = ctx.answered_calls(seq);
+    let open: Vec<&ToolCall> = original.tool_calls.iter().filter(|c| !answered.contains(c.id.as_str())).collect();
+    if open.is_empty() {
+        return Vec::new();
+    }
+    let mut changed = Vec::with_capacity(open.len() + 1);
+    if original.tool_calls.iter().any(|c| c.approval == Approval::Pending) {
+        let mut message = original.clone();
+        for call in &mut message.tool_calls {
+            if call.approval == Approval::Pending {
+                call.approval = Approval::Denied;
+            }
+        }
+        changed.push(message);
+    }
+    changed.extend(error_answers(ctx, open, text, env));
+    changed
+}
