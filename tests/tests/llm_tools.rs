@@ -276,6 +276,44 @@ async fn external_tools_wait_for_another_service_and_time_out() {
     assert!(tools.iter().any(|t| t.name == "calculator" && !t.requires_approval), "{tools:?}");
 }
 
+/// A delivered result ends the wait for it: the timer of an answered call neither keeps the
+/// context loaded nor sends anything later.
+#[tokio::test]
+async fn an_answered_external_call_leaves_nothing_running() {
+    // The default wait (10 minutes) is far beyond this test's patience: an answered call
+    // whose timer kept running would keep its context from unloading.
+    let server = Server::start(0, &["--idle-unload-secs", "1", "--external-tool-timeout-ms", "600000"]).await;
+    let mut client = server.client().await;
+    let config = pb::ContextConfig { external_tools: vec![deploy_tool(false, 0)], ..Default::default() };
+    let id = create_with(&mut client, config).await;
+    let waiting = send(&mut client, &id, r#"/tool deploy {"service": "api"}"#).await;
+    let call = waiting.pending_tool_calls[0].id.clone();
+    let done = client.submit_tool_result(submit(&id, &call, r#""deployed""#)).await.expect("submit");
+    assert_eq!(state_of(&done.into_inner().state.expect("state")), FsmState::Idle);
+    let unloaded = server.log_matching(&["unloaded idle context", &id], 1).await;
+    assert_eq!(unloaded.len(), 1, "the context unloads on the idle timer once the run ends:\n{}", server.log());
+
+    // A watched context stays loaded; past its call's timeout nothing more arrives.
+    let config = pb::ContextConfig { external_tools: vec![deploy_tool(false, 500)], ..Default::default() };
+    let watched = create_with(&mut client, config).await;
+    let waiting = send(&mut client, &watched, r#"/tool deploy {"service": "db"}"#).await;
+    let call = waiting.pending_tool_calls[0].id.clone();
+    let mut events = client
+        .watch_state(pb::WatchStateRequest { context_id: watched.clone(), from_revision: waiting.revision })
+        .await
+        .expect("watch")
+        .into_inner();
+    let done = client.submit_tool_result(submit(&watched, &call, r#""deployed""#)).await.expect("submit");
+    let done = done.into_inner().state.expect("state");
+    let mut last = waiting.revision;
+    while last < done.revision {
+        last = events.message().await.expect("stream").expect("event").revision;
+    }
+    let late = tokio::time::timeout(Duration::from_millis(1500), events.message()).await;
+    assert!(late.is_err(), "nothing arrives after the run ended: {late:?}");
+    assert_eq!(get(&mut client, &watched).await, done, "and nothing changed");
+}
+
 #[tokio::test]
 async fn a_restart_mid_tool_reruns_only_idempotent_tools() {
     let mut server = Server::start(0, &[]).await;

@@ -1,34 +1,29 @@
 //! The actor of one live context: the only writer of that context. It applies commands
 //! through the state machine, saves each change before anything else sees it, publishes
-//! the new state, then runs the effects the change asked for.
+//! the new state, then hands the effects the change asked for to its driver.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
 
 use super::batch::{Batch, Save, Step};
+use super::driver::{Driver, Event};
+use super::error::{Error, Result};
 use super::feed::{self, EventKind, Feed};
-use super::{ActorHandle, Error, Gone, ListEvent, Request, Result, Shared, Slot, prompt};
-use crate::domain::ToolResult;
+use super::handle::{ActorHandle, Gone, Request, Slot};
+use super::shared::{ListEvent, Shared};
 use crate::domain::{Context, ContextId, FsmState, MessageId, Timestamp};
-use crate::fsm::{Command, Effect, Env, LlmReply};
-use crate::llm::{LlmEvent, LlmStream};
-use crate::tools::ExternalTools;
-
-/// Effect results waiting to be applied can pile up this far before producers wait.
-const EVENT_CAPACITY: usize = 64;
+use crate::fsm::{Command, Effect, Env};
 
 /// At most this many commands are saved in one batch, so a fast producer cannot hold
 /// back what has already happened.
 const MAX_BATCH: usize = 64;
 
-type Reply = oneshot::Sender<Result<Arc<Context>>>;
+/// Actions that may wait in one context's queue.
+const MAILBOX_CAPACITY: usize = 256;
 
-type Event = (u64, Command);
+type Reply = oneshot::Sender<Result<Arc<Context>>>;
 
 pub(super) struct Actor {
     id: ContextId,
@@ -37,36 +32,21 @@ pub(super) struct Actor {
     mailbox: mpsc::Receiver<Request>,
     state: watch::Sender<Slot>,
     feed: Arc<Feed>,
-    events_tx: mpsc::Sender<Event>,
-    events: mpsc::Receiver<Event>,
-    /// Tasks of the current run: the LLM call, tools, the retry timer.
-    run: JoinSet<()>,
-    /// Bumped when a run is aborted, so late results of its tasks are ignored.
-    generation: u64,
+    /// Runs the effects; their results arrive on `results`.
+    driver: Driver,
+    results: mpsc::Receiver<Event>,
     /// Commands to apply before taking the next request (automatic steps of a run).
     queue: VecDeque<Command>,
 }
 
 impl Actor {
     pub(super) fn new(id: ContextId, instance: u64, shared: Arc<Shared>) -> (ActorHandle, Self) {
-        let (mailbox_tx, mailbox) = mpsc::channel(shared.settings.mailbox_capacity);
+        let (mailbox_tx, mailbox) = mpsc::channel(MAILBOX_CAPACITY);
         let (state, state_rx) = watch::channel(Slot::Loading);
-        let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let feed = Arc::new(Feed::new());
         let handle = ActorHandle { mailbox: mailbox_tx, state: state_rx, feed: Arc::clone(&feed), instance };
-        let actor = Self {
-            id,
-            instance,
-            shared,
-            mailbox,
-            state,
-            feed,
-            events_tx,
-            events,
-            run: JoinSet::new(),
-            generation: 0,
-            queue: VecDeque::new(),
-        };
+        let (driver, results) = Driver::new(Arc::clone(&shared));
+        let actor = Self { id, instance, shared, mailbox, state, feed, driver, results, queue: VecDeque::new() };
         (handle, actor)
     }
 
@@ -78,8 +58,7 @@ impl Actor {
     pub(super) async fn run(mut self) {
         let store = self.shared.store.clone();
         let id = self.id;
-        let loaded = tokio::task::spawn_blocking(move || store.load(id)).await;
-        match loaded {
+        match tokio::task::spawn_blocking(move || store.load(id)).await {
             Ok(Ok(Some(ctx))) => {
                 let ctx = Arc::new(ctx);
                 self.feed.start(Arc::clone(&ctx));
@@ -89,14 +68,16 @@ impl Actor {
             Ok(Ok(None)) => self.stop(Gone::NotFound, Error::NotFound),
             Ok(Err(e)) => {
                 tracing::error!(context = %id, error = %e, "could not load context");
-                let reason = format!("could not load: {e}");
-                self.stop(Gone::Stopped(reason.clone()), |id| Error::Stopped { id, reason: reason.clone() });
+                self.fail(format!("could not load: {e}"));
             }
-            Err(e) => {
-                let reason = format!("load task failed: {e}");
-                self.stop(Gone::Stopped(reason.clone()), |id| Error::Stopped { id, reason: reason.clone() });
-            }
+            Err(e) => self.fail(format!("load task failed: {e}")),
         }
+    }
+
+    /// Stops because something failed; callers are told `reason`, and the next access
+    /// starts a new actor that loads what is saved.
+    fn fail(&mut self, reason: String) {
+        self.stop(Gone::Stopped(reason.clone()), |id| Error::Stopped { id, reason: reason.clone() });
     }
 
     /// Leaves the registry, answers every queued request with `error`, and tells watchers.
@@ -110,7 +91,7 @@ impl Actor {
                 Request::Delete { reply } => reply.send(Err(error(self.id))).map_err(drop),
             };
         }
-        self.run.abort_all();
+        self.driver.abort_all();
         self.feed.end(if matches!(gone, Gone::Deleted) { EventKind::Deleted } else { EventKind::Closed });
         self.state.send_replace(Slot::Gone(gone));
     }
@@ -137,15 +118,16 @@ impl Live {
                     return;
                 }
             }
-            let idle = self.ctx.phase.is_resting() && self.actor.run.is_empty();
+            let idle = self.ctx.phase.is_resting() && self.actor.driver.is_idle();
             let unload_after = self.actor.shared.settings.idle_unload;
+            let actor = &mut self.actor;
             tokio::select! {
                 biased;
-                () = self.actor.shared.shutdown.cancelled() => {
-                    self.actor.stop(Gone::Stopped("the server is shutting down".into()), |_| Error::ShuttingDown);
+                () = actor.shared.shutdown.cancelled() => {
+                    actor.stop(Gone::Stopped("the server is shutting down".into()), |_| Error::ShuttingDown);
                     return;
                 }
-                request = self.actor.mailbox.recv() => match request {
+                request = actor.mailbox.recv() => match request {
                     Some(Request::Act { command, reply }) => {
                         if !self.step(command, Some(reply)).await {
                             return;
@@ -157,12 +139,12 @@ impl Live {
                     }
                     None => return,
                 },
-                Some((generation, command)) = self.actor.events.recv() => {
-                    if generation == self.actor.generation && !self.step(command, None).await {
+                Some((generation, command)) = actor.results.recv() => {
+                    if actor.driver.is_current(generation) && !self.step(command, None).await {
                         return;
                     }
                 }
-                Some(_) = self.actor.run.join_next(), if !self.actor.run.is_empty() => {}
+                () = actor.driver.reap() => {}
                 () = tokio::time::sleep(unload_after), if idle => {
                     if self.try_unload() {
                         return;
@@ -202,8 +184,8 @@ impl Live {
             if reply.is_some() || batch.has_effects() {
                 break;
             }
-            match self.actor.events.try_recv() {
-                Ok((generation, command)) if generation == self.actor.generation => {
+            match self.actor.results.try_recv() {
+                Ok((generation, command)) if self.actor.driver.is_current(generation) => {
                     let _ = batch.apply(command, &env(Timestamp::now()));
                 }
                 Ok(_stale) => {}
@@ -223,8 +205,7 @@ impl Live {
                 // the context from disk and resumes from its last saved transition.
                 None => {
                     tracing::error!(context = %self.actor.id, %error, "save failed; unloading the context");
-                    let reason = format!("a save failed: {error}");
-                    self.actor.stop(Gone::Stopped(reason.clone()), |id| Error::Stopped { id, reason: reason.clone() });
+                    self.actor.fail(format!("a save failed: {error}"));
                     return false;
                 }
             }
@@ -239,8 +220,12 @@ impl Live {
             let _ = reply.send(Ok(answer));
         }
         self.announce(&path);
+        self.actor.driver.settle(&self.ctx);
         for effect in effects {
-            self.start(effect);
+            match effect {
+                Effect::Continue => self.actor.queue.push_back(Command::Continue),
+                other => self.actor.driver.start(other, &self.ctx),
+            }
         }
         true
     }
@@ -291,75 +276,8 @@ impl Live {
         self.actor.shared.list_changed(ListEvent::Upserted(self.ctx.summary()));
     }
 
-    fn start(&mut self, effect: Effect) {
-        let actor = &mut self.actor;
-        let events = actor.events_tx.clone();
-        let generation = actor.generation;
-        match effect {
-            Effect::Continue => actor.queue.push_back(Command::Continue),
-            Effect::CallLlm { attempt } => {
-                let settings = &actor.shared.settings;
-                let request =
-                    prompt::request(&self.ctx, &settings.default_model, actor.shared.tools.definitions(), attempt);
-                let stream = actor.shared.llm.stream(request);
-                actor.run.spawn(pump_llm(stream, events, generation));
-            }
-            Effect::ScheduleRetry { attempt, at_least_ms } => {
-                let delay = backoff(attempt, actor.shared.settings.retry_base, actor.shared.settings.retry_max)
-                    .max(Duration::from_millis(at_least_ms.unwrap_or(0)));
-                actor.run.spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = events.send((generation, Command::RetryDue)).await;
-                });
-            }
-            Effect::RunTools { calls } => {
-                for call in calls {
-                    let events = events.clone();
-                    let external = call.external.then(|| self.ctx.config.external_tool(&call.name)).flatten();
-                    match external {
-                        // Another service runs it: wait for SubmitToolResult, up to the timeout.
-                        Some(tool) => {
-                            let checked = ExternalTools::check(tool, &call.arguments_json);
-                            let timeout = match tool.timeout_ms {
-                                0 => actor.shared.settings.external_tool_timeout,
-                                ms => Duration::from_millis(u64::from(ms)),
-                            };
-                            actor.run.spawn(async move {
-                                let result = match checked {
-                                    Err(problem) => ToolResult::error(problem),
-                                    Ok(()) => {
-                                        tokio::time::sleep(timeout).await;
-                                        ToolResult::error(format!(
-                                            "no result from the external tool within {} ms",
-                                            timeout.as_millis()
-                                        ))
-                                    }
-                                };
-                                let _ =
-                                    events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
-                            });
-                        }
-                        None => {
-                            let tools = Arc::clone(&actor.shared.tools);
-                            actor.run.spawn(async move {
-                                let result = tools.run(&call.name, &call.arguments_json).await;
-                                let _ =
-                                    events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
-                            });
-                        }
-                    }
-                }
-            }
-            Effect::AbortRun => {
-                actor.run.abort_all();
-                actor.generation += 1;
-            }
-        }
-    }
-
     async fn delete(&mut self, reply: oneshot::Sender<Result<()>>) {
-        self.actor.run.abort_all();
-        self.actor.generation += 1;
+        self.actor.driver.abort_all();
         let store = self.actor.shared.store.clone();
         let ctx = Arc::clone(&self.ctx);
         let deleted = tokio::task::spawn_blocking(move || store.delete(&ctx))
@@ -378,7 +296,7 @@ impl Live {
                 // access reloads it and resumes the run from what is saved.
                 let reason = format!("delete failed: {error}");
                 let _ = reply.send(Err(error));
-                self.actor.stop(Gone::Stopped(reason.clone()), |id| Error::Stopped { id, reason: reason.clone() });
+                self.actor.fail(reason);
             }
         }
     }
@@ -392,58 +310,5 @@ impl Live {
         self.actor.stop(Gone::Unloaded, |_| Error::Unloaded);
         tracing::info!(context = %self.actor.id, revision = self.ctx.revision, "unloaded idle context");
         true
-    }
-}
-
-/// Turns a provider's stream into commands for the actor.
-async fn pump_llm(mut stream: LlmStream, events: mpsc::Sender<Event>, generation: u64) {
-    let started = Instant::now();
-    let mut reply = LlmReply::default();
-    while let Some(event) = stream.next().await {
-        let command = match event {
-            Ok(LlmEvent::Text(text)) if text.is_empty() => continue,
-            Ok(LlmEvent::Text(text)) => Command::LlmDelta { text },
-            Ok(LlmEvent::ToolCall(call)) => {
-                reply.tool_calls.push(call);
-                continue;
-            }
-            Ok(LlmEvent::Usage(usage)) => {
-                reply.usage = Some(usage);
-                continue;
-            }
-            Err(error) => {
-                let retry_after_ms = error.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                let failed = Command::LlmFailed { error: error.message, transient: error.transient, retry_after_ms };
-                let _ = events.send((generation, failed)).await;
-                return;
-            }
-        };
-        if events.send((generation, command)).await.is_err() {
-            return;
-        }
-    }
-    reply.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let _ = events.send((generation, Command::LlmFinished { reply })).await;
-}
-
-/// Exponential backoff with jitter: base × 2^(attempt-1), capped, then scaled by 50–100 %.
-fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let exponential = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    exponential.min(max).mul_f64(rand::random_range(0.5..=1.0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_capped() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        for attempt in 1..40 {
-            let delay = backoff(attempt, base, max);
-            let ceiling = base.saturating_mul(1 << (attempt - 1).min(16)).min(max);
-            assert!(delay <= ceiling && delay >= ceiling / 2, "attempt {attempt}: {delay:?}");
-        }
     }
 }

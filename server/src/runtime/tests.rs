@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::domain::ContextConfig;
+use crate::fsm::Command;
 use crate::llm::MockProvider;
+use crate::store::{self, Store};
 use crate::tools::{ToolLimits, ToolRegistry};
 
 async fn start(dir: &Path) -> Contexts {

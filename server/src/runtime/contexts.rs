@@ -1,0 +1,273 @@
+//! The registry of live contexts: the entry point the API layer talks to. It starts an
+//! actor per context on demand, routes requests to it, and waits on it for callers.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::actor::Actor;
+use super::error::{Error, Result};
+use super::feed::{Subscription, Update};
+use super::handle::{ActorHandle, Gone, Request, Slot};
+use super::settings::Settings;
+use super::shared::{ListEvent, Shared};
+use crate::domain::{Context, ContextConfig, ContextId, ContextSummary, Timestamp};
+use crate::fsm::Command;
+use crate::llm::LlmProvider;
+use crate::store::{self, ListCursor, Store, Writer};
+use crate::tools::ToolRegistry;
+
+/// All contexts: the entry point the API layer talks to.
+#[derive(Clone)]
+pub struct Contexts {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Contexts {
+    /// Starts the runtime and resumes every context that was saved in the middle of a run.
+    pub async fn start(
+        store: Store,
+        llm: Arc<dyn LlmProvider>,
+        tools: Arc<ToolRegistry>,
+        settings: Settings,
+    ) -> Result<Self> {
+        let contexts = Self {
+            shared: Arc::new(Shared::new(
+                store.clone(),
+                Writer::start(store)
+                    .map_err(|e| Error::Internal(format!("could not start the storage writer: {e}")))?,
+                llm,
+                tools,
+                settings,
+            )),
+        };
+        let interrupted = contexts.blocking(|store| store.interrupted()).await?;
+        if !interrupted.is_empty() {
+            tracing::info!(count = interrupted.len(), "resuming contexts interrupted mid-run");
+        }
+        for id in interrupted {
+            contexts.handle(id);
+        }
+        Ok(contexts)
+    }
+
+    /// Cancelled when the server starts shutting down; long-lived calls end then.
+    pub fn stopping(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
+    /// Stops every actor after the transition it is saving, and waits for them.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+        // Every actor has ended: no save can come any more.
+        let writer = self.shared.writer.clone();
+        if tokio::task::spawn_blocking(move || writer.stop()).await.is_err() {
+            tracing::error!("could not stop the storage writer");
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> store::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("storage task failed: {e}")))?
+            .map_err(Error::from)
+    }
+
+    pub async fn create(&self, id: Option<ContextId>, title: String, config: ContextConfig) -> Result<Arc<Context>> {
+        let id = id.unwrap_or_default();
+        let ctx = Context::new(id, title, config, Timestamp::now());
+        // Creation is rare; one lock makes "exists? then insert" atomic.
+        let _guard = self.shared.create_lock.lock().await;
+        let saved = ctx.clone();
+        let created = self
+            .blocking(move |store| {
+                if store.exists(saved.id)? {
+                    return Ok(false);
+                }
+                store.insert(&saved).map(|()| true)
+            })
+            .await?;
+        if !created {
+            return Err(Error::AlreadyExists(id));
+        }
+        tracing::info!(context = %id, revision = ctx.revision, from = "-", to = %ctx.state(), "auto-saved");
+        self.shared.list_changed(ListEvent::Upserted(ctx.summary()));
+        Ok(Arc::new(ctx))
+    }
+
+    pub async fn list(
+        &self,
+        cursor: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<(Vec<ContextSummary>, Option<ListCursor>)> {
+        self.blocking(move |store| store.list(cursor, limit)).await
+    }
+
+    /// The current state of a context (loading it if needed).
+    pub async fn get(&self, id: ContextId) -> Result<Arc<Context>> {
+        self.loaded(id).await.map(|(_, ctx)| ctx)
+    }
+
+    /// The live actor of a context once it has loaded, with its state then.
+    async fn loaded(&self, id: ContextId) -> Result<(ActorHandle, Arc<Context>)> {
+        loop {
+            let handle = self.handle(id);
+            let mut state = handle.state.clone();
+            let slot = state
+                .wait_for(|slot| !matches!(slot, Slot::Loading))
+                .await
+                .map(|slot| slot.clone())
+                .unwrap_or_else(|_| Slot::Gone(Gone::Unloaded));
+            match slot {
+                Slot::Live(ctx) => return Ok((handle, ctx)),
+                Slot::Loading => continue,
+                Slot::Gone(gone) => self.gone_error(id, gone)?,
+            }
+        }
+    }
+
+    /// Follows a context: the first updates (a snapshot, or the saved events after
+    /// `from_revision`), then a subscription to every later change.
+    pub async fn watch(&self, id: ContextId, from_revision: u64) -> Result<(Vec<Update>, Subscription)> {
+        loop {
+            let (handle, _) = self.loaded(id).await?;
+            match handle.feed.subscribe(from_revision) {
+                Some(subscription) => return Ok(subscription),
+                // The actor ended between the two looks; its successor is found next turn.
+                None => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    /// Follows the list of contexts: a receiver of every later change, then the first page.
+    /// Subscribing first means no change between the two is missed (some may repeat what
+    /// the page already shows; summaries carry revisions for that).
+    pub async fn watch_list(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<ContextSummary>, tokio::sync::broadcast::Receiver<ListEvent>)> {
+        let events = self.shared.list_events.subscribe();
+        let (page, _) = self.list(None, limit).await?;
+        Ok((page, events))
+    }
+
+    /// Turns a departed actor into an error, or `Ok` when the caller should try the next one.
+    fn gone_error(&self, id: ContextId, gone: Gone) -> Result<()> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        match gone {
+            Gone::NotFound | Gone::Deleted => Err(Error::NotFound(id)),
+            Gone::Unloaded => Ok(()),
+            Gone::Stopped(reason) => Err(Error::Stopped { id, reason }),
+        }
+    }
+
+    pub async fn delete(&self, id: ContextId) -> Result<()> {
+        loop {
+            let (reply, response) = oneshot::channel();
+            match self.send(id, Request::Delete { reply }, response).await {
+                Err(Error::Unloaded) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    }
+
+    /// Dispatches an action. Returns once its first transition is saved, or with `wait`, once
+    /// the context rests (bounded by `deadline`).
+    pub async fn act(
+        &self,
+        id: ContextId,
+        command: Command,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Context>> {
+        let (ctx, mut state) = loop {
+            let (reply, response) = oneshot::channel();
+            match self.send(id, Request::Act { command: command.clone(), reply }, response).await {
+                Err(Error::Unloaded) => continue,
+                other => break other?,
+            }
+        };
+        if !wait || ctx.awaits_client() {
+            return Ok(ctx);
+        }
+        let revision = ctx.revision;
+        let rested = state.wait_for(|slot| match slot {
+            Slot::Live(now) => now.revision >= revision && now.awaits_client(),
+            Slot::Loading => false,
+            Slot::Gone(_) => true,
+        });
+        let slot = match deadline {
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline, rested).await.map_err(|_| Error::DeadlineExceeded { id, revision })?
+            }
+            None => rested.await,
+        }
+        .map(|slot| slot.clone())
+        .map_err(|_| Error::ShuttingDown)?;
+        match slot {
+            Slot::Live(ctx) => Ok(ctx),
+            Slot::Gone(Gone::NotFound | Gone::Deleted) => Err(Error::NotFound(id)),
+            // It came to rest and was unloaded: what it saved is what the caller waited for.
+            Slot::Gone(Gone::Unloaded) => self.get(id).await,
+            Slot::Gone(Gone::Stopped(reason)) if !self.shared.shutdown.is_cancelled() => {
+                Err(Error::Stopped { id, reason })
+            }
+            _ => Err(Error::ShuttingDown),
+        }
+    }
+
+    async fn send<T>(
+        &self,
+        id: ContextId,
+        request: Request,
+        response: oneshot::Receiver<Result<T>>,
+    ) -> Result<(T, watch::Receiver<Slot>)> {
+        let handle = self.handle(id);
+        match handle.mailbox.try_send(request) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::Overloaded(id)),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                if self.shared.shutdown.is_cancelled() {
+                    return Err(Error::ShuttingDown);
+                }
+                return Err(Error::Unloaded);
+            }
+        }
+        match response.await {
+            Ok(result) => result.map(|value| (value, handle.state)),
+            Err(_) if self.shared.shutdown.is_cancelled() => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::Internal(format!("context {id} dropped a request"))),
+        }
+    }
+
+    /// The live actor of a context, started if there is none.
+    fn handle(&self, id: ContextId) -> ActorHandle {
+        let mut actors = self.shared.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = actors.get(&id)
+            && !handle.mailbox.is_closed()
+        {
+            return handle.clone();
+        }
+        let instance = self.shared.next_instance.fetch_add(1, Ordering::Relaxed);
+        let (handle, actor) = Actor::new(id, instance, Arc::clone(&self.shared));
+        actors.insert(id, handle.clone());
+        if self.shared.shutdown.is_cancelled() {
+            // No new work once stopping; the actor reports that at once.
+            self.shared.tasks.spawn(actor.refuse());
+        } else {
+            self.shared.tasks.spawn(actor.run());
+        }
+        handle
+    }
+}

@@ -1,0 +1,209 @@
+//! The effect driver: runs what a saved transition asked for (the LLM call, tool calls, the
+//! wait for an external tool's result, the retry timer) as tasks whose results come back
+//! to the actor as commands. Every task belongs to a run's generation; aborting a run
+//! bumps it, so results of the old run that were already on their way are ignored.
+//!
+//! Each tool call has a handle of its own: a call stops as soon as no state waits for it
+//! any more (a result delivered by SubmitToolResult ends the external call's timer), so an
+//! idle context holds no task and nothing late arrives from a call that was answered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::prompt;
+use super::shared::Shared;
+use crate::domain::{Context, Phase, ToolCall, ToolResult};
+use crate::fsm::{Command, Effect, LlmReply};
+use crate::llm::{LlmEvent, LlmStream};
+use crate::tools::ExternalTools;
+
+/// Effect results waiting to be applied can pile up this far before producers wait.
+const EVENT_CAPACITY: usize = 64;
+
+/// A command for the actor, tagged with the generation of the run that produced it.
+pub(super) type Event = (u64, Command);
+
+pub(super) struct Driver {
+    shared: Arc<Shared>,
+    events: mpsc::Sender<Event>,
+    tasks: JoinSet<()>,
+    /// The running tool calls (and external waits), by call id.
+    calls: HashMap<String, AbortHandle>,
+    generation: u64,
+}
+
+impl Driver {
+    /// A driver and the receiver its results arrive on.
+    pub fn new(shared: Arc<Shared>) -> (Self, mpsc::Receiver<Event>) {
+        let (events, results) = mpsc::channel(EVENT_CAPACITY);
+        (Self { shared, events, tasks: JoinSet::new(), calls: HashMap::new(), generation: 0 }, results)
+    }
+
+    /// Whether a result belongs to the current run (not to one that was aborted).
+    pub fn is_current(&self, generation: u64) -> bool {
+        generation == self.generation
+    }
+
+    /// Nothing is running.
+    pub fn is_idle(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Waits for the next task to end (for the actor's select; pending while idle).
+    pub async fn reap(&mut self) {
+        if self.tasks.join_next().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Starts the work `effect` asks for on `ctx`, which is saved. `Continue` is the
+    /// actor's own and never reaches here.
+    pub fn start(&mut self, effect: Effect, ctx: &Context) {
+        match effect {
+            Effect::Continue => {}
+            Effect::CallLlm { attempt } => {
+                let settings = &self.shared.settings;
+                let request = prompt::request(ctx, &settings.default_model, self.shared.tools.definitions(), attempt);
+                let stream = self.shared.llm.stream(request);
+                self.tasks.spawn(pump_llm(stream, self.events.clone(), self.generation));
+            }
+            Effect::ScheduleRetry { attempt, at_least_ms } => {
+                let settings = &self.shared.settings;
+                let delay = backoff(attempt, settings.retry_base, settings.retry_max)
+                    .max(Duration::from_millis(at_least_ms.unwrap_or(0)));
+                let (events, generation) = (self.events.clone(), self.generation);
+                self.tasks.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = events.send((generation, Command::RetryDue)).await;
+                });
+            }
+            Effect::RunTools { calls } => {
+                for call in calls {
+                    self.run_tool(call, ctx);
+                }
+            }
+            Effect::AbortRun => self.abort_all(),
+        }
+    }
+
+    /// Stops everything the run has in flight; results already on their way are ignored.
+    pub fn abort_all(&mut self) {
+        self.tasks.abort_all();
+        self.calls.clear();
+        self.generation += 1;
+    }
+
+    /// Stops the tool calls `ctx` no longer waits for: answered, or of a run that moved on.
+    pub fn settle(&mut self, ctx: &Context) {
+        if self.calls.is_empty() {
+            return;
+        }
+        let waiting: Vec<String> = match ctx.phase {
+            Phase::ExecutingTools { .. } => ctx.pending_tool_calls().into_iter().map(|c| c.id).collect(),
+            _ => Vec::new(),
+        };
+        self.calls.retain(|id, task| {
+            let keep = waiting.contains(id) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+
+    fn run_tool(&mut self, call: ToolCall, ctx: &Context) {
+        let (events, generation) = (self.events.clone(), self.generation);
+        let id = call.id.clone();
+        let external = call.external.then(|| ctx.config.external_tool(&call.name)).flatten();
+        let task = match external {
+            // Another service runs it: wait for SubmitToolResult, up to the timeout.
+            Some(tool) => {
+                let checked = ExternalTools::check(tool, &call.arguments_json);
+                let timeout = match tool.timeout_ms {
+                    0 => self.shared.settings.external_tool_timeout,
+                    ms => Duration::from_millis(u64::from(ms)),
+                };
+                self.tasks.spawn(async move {
+                    let result = match checked {
+                        Err(problem) => ToolResult::error(problem),
+                        Ok(()) => {
+                            tokio::time::sleep(timeout).await;
+                            ToolResult::error(format!(
+                                "no result from the external tool within {} ms",
+                                timeout.as_millis()
+                            ))
+                        }
+                    };
+                    let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
+                })
+            }
+            None => {
+                let tools = Arc::clone(&self.shared.tools);
+                self.tasks.spawn(async move {
+                    let result = tools.run(&call.name, &call.arguments_json).await;
+                    let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
+                })
+            }
+        };
+        self.calls.insert(id, task);
+    }
+}
+
+/// Turns a provider's stream into commands for the actor.
+async fn pump_llm(mut stream: LlmStream, events: mpsc::Sender<Event>, generation: u64) {
+    let started = Instant::now();
+    let mut reply = LlmReply::default();
+    while let Some(event) = stream.next().await {
+        let command = match event {
+            Ok(LlmEvent::Text(text)) if text.is_empty() => continue,
+            Ok(LlmEvent::Text(text)) => Command::LlmDelta { text },
+            Ok(LlmEvent::ToolCall(call)) => {
+                reply.tool_calls.push(call);
+                continue;
+            }
+            Ok(LlmEvent::Usage(usage)) => {
+                reply.usage = Some(usage);
+                continue;
+            }
+            Err(error) => {
+                let retry_after_ms = error.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let failed = Command::LlmFailed { error: error.message, transient: error.transient, retry_after_ms };
+                let _ = events.send((generation, failed)).await;
+                return;
+            }
+        };
+        if events.send((generation, command)).await.is_err() {
+            return;
+        }
+    }
+    reply.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let _ = events.send((generation, Command::LlmFinished { reply })).await;
+}
+
+/// Exponential backoff with jitter: base × 2^(attempt-1), capped, then scaled by 50–100 %.
+fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exponential = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    exponential.min(max).mul_f64(rand::random_range(0.5..=1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for attempt in 1..40 {
+            let delay = backoff(attempt, base, max);
+            let ceiling = base.saturating_mul(1 << (attempt - 1).min(16));
+            let ceiling = ceiling.min(max);
+            assert!(delay <= ceiling && delay >= ceiling / 2, "attempt {attempt}: {delay:?}");
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! How the registry and callers reach a live context's actor, and what it publishes.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::error::Result;
+use super::feed::Feed;
+use crate::domain::Context;
+use crate::fsm::Command;
+
+/// What a live context's watchers see.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    Loading,
+    Live(Arc<Context>),
+    Gone(Gone),
+}
+
+#[derive(Debug, Clone)]
+pub enum Gone {
+    NotFound,
+    Deleted,
+    /// Unloaded while idle: the next request starts a new actor.
+    Unloaded,
+    /// The server is stopping, or a load or save failed.
+    Stopped(String),
+}
+
+pub(super) enum Request {
+    Act { command: Command, reply: oneshot::Sender<Result<Arc<Context>>> },
+    Delete { reply: oneshot::Sender<Result<()>> },
+}
+
+#[derive(Clone)]
+pub(super) struct ActorHandle {
+    pub mailbox: mpsc::Sender<Request>,
+    pub state: watch::Receiver<Slot>,
+    pub feed: Arc<Feed>,
+    pub instance: u64,
+}

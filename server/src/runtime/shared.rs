@@ -1,0 +1,79 @@
+//! What every actor shares: storage, the LLM and tools, settings, the registry of live
+//! actors and the list watchers' channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::handle::ActorHandle;
+use super::settings::Settings;
+use crate::domain::{ContextId, ContextSummary};
+use crate::llm::LlmProvider;
+use crate::store::{Store, Writer};
+use crate::tools::ToolRegistry;
+
+/// A change to the list of contexts, for list watchers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListEvent {
+    /// A context was created or saved; replaces any older summary of it.
+    Upserted(ContextSummary),
+    Removed(ContextId),
+}
+
+/// List events a list watcher may fall behind by before it is sent the list again.
+const LIST_CHANNEL_CAPACITY: usize = 1024;
+
+pub(super) struct Shared {
+    pub(super) store: Store,
+    /// Every save of a running context goes through here (group commit).
+    pub(super) writer: Writer,
+    pub(super) llm: Arc<dyn LlmProvider>,
+    pub(super) tools: Arc<ToolRegistry>,
+    pub(super) settings: Settings,
+    pub(super) actors: Mutex<HashMap<ContextId, ActorHandle>>,
+    pub(super) next_instance: AtomicU64,
+    pub(super) create_lock: tokio::sync::Mutex<()>,
+    pub(super) shutdown: CancellationToken,
+    pub(super) tasks: TaskTracker,
+    pub(super) list_events: tokio::sync::broadcast::Sender<ListEvent>,
+}
+
+impl Shared {
+    pub(super) fn new(
+        store: Store,
+        writer: Writer,
+        llm: Arc<dyn LlmProvider>,
+        tools: Arc<ToolRegistry>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            store,
+            writer,
+            llm,
+            tools,
+            settings,
+            actors: Mutex::new(HashMap::new()),
+            next_instance: AtomicU64::new(1),
+            create_lock: tokio::sync::Mutex::new(()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            list_events: tokio::sync::broadcast::channel(LIST_CHANNEL_CAPACITY).0,
+        }
+    }
+
+    pub(super) fn list_changed(&self, event: ListEvent) {
+        // Nobody watching the list is fine.
+        let _ = self.list_events.send(event);
+    }
+
+    /// Forgets `instance` as the actor of `id`, if it still is.
+    pub(super) fn unregister(&self, id: ContextId, instance: u64) {
+        let mut actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        if actors.get(&id).is_some_and(|h| h.instance == instance) {
+            actors.remove(&id);
+        }
+    }
+}
