@@ -3,6 +3,7 @@
 
 mod convert;
 mod deadline;
+mod page_token;
 mod request;
 mod status;
 mod watch;
@@ -73,11 +74,11 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::ListContextsResponse>, Status> {
         let pb::ListContextsRequest { page_size, page_token } = request.into_inner();
         let limit = request::page_size(page_size)?;
-        let cursor = request::page_token(&page_token)?;
-        let (summaries, next) = self.contexts.list(cursor, limit).await?;
+        let after = page_token::decode(&page_token)?;
+        let (summaries, next) = self.contexts.list(after, limit).await?;
         Ok(Response::new(pb::ListContextsResponse {
             contexts: summaries.iter().map(convert::summary).collect(),
-            next_page_token: request::next_page_token(next),
+            next_page_token: page_token::encode(next),
         }))
     }
 

@@ -1,7 +1,5 @@
 //! Wire → domain: validates each request and names the field that is wrong.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ctxd_proto::v1 as pb;
 use tonic::Status;
 
@@ -9,7 +7,6 @@ use std::sync::Arc;
 
 use crate::domain::ToolResult;
 use crate::domain::{ContextConfig, ContextId, ExternalTool};
-use crate::store::{BY_UPDATED_KEY_LEN, ListCursor};
 use crate::tools::{ArgumentSchema, truncate};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -160,20 +157,6 @@ pub fn page_size(value: i32) -> Result<usize, Status> {
     }
 }
 
-pub fn page_token(value: &str) -> Result<Option<ListCursor>, Status> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    let invalid = || Status::invalid_argument("page_token is not a token this server issued");
-    let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| invalid())?;
-    let key: [u8; BY_UPDATED_KEY_LEN] = bytes.try_into().map_err(|_| invalid())?;
-    Ok(Some(ListCursor(key)))
-}
-
-pub fn next_page_token(cursor: Option<ListCursor>) -> String {
-    cursor.map(|ListCursor(key)| URL_SAFE_NO_PAD.encode(key)).unwrap_or_default()
-}
-
 /// Tool call ids of an ApproveTools request.
 pub fn tool_call_ids(field: &str, ids: Vec<String>) -> Result<Vec<String>, Status> {
     if let Some(bad) = ids.iter().find(|id| id.is_empty() || id.len() > MAX_ID_BYTES) {
@@ -185,17 +168,6 @@ pub fn tool_call_ids(field: &str, ids: Vec<String>) -> Result<Vec<String>, Statu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn page_tokens_round_trip_and_bad_ones_are_refused() {
-        let cursor = ListCursor([9; BY_UPDATED_KEY_LEN]);
-        let token = next_page_token(Some(cursor));
-        assert_eq!(page_token(&token).ok().flatten(), Some(cursor));
-        assert_eq!(next_page_token(None), "");
-        for bad in ["%%%", "AAAA", "not-a-token"] {
-            assert_eq!(page_token(bad).err().map(|s| s.code()), Some(tonic::Code::InvalidArgument), "{bad}");
-        }
-    }
 
     #[test]
     fn page_sizes_default_and_are_bounded() {

@@ -65,6 +65,20 @@ pub struct ContextSummary {
     pub updated_at: Timestamp,
 }
 
+/// Where a context stands in a list of contexts: most recently updated first, ties broken
+/// by id. A page of a list ends at a position; the next page starts after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListPosition {
+    pub updated_at: Timestamp,
+    pub id: ContextId,
+}
+
+impl ContextSummary {
+    pub fn position(&self) -> ListPosition {
+        ListPosition { updated_at: self.updated_at, id: self.id }
+    }
+}
+
 impl Context {
     /// A new, empty context at revision 1 (its creation is its first saved change).
     pub fn new(id: ContextId, title: String, config: ContextConfig, now: Timestamp) -> Self {

@@ -9,7 +9,7 @@ mod time;
 mod tool;
 
 pub use change::Change;
-pub use context::{Context, ContextConfig, ContextSummary, ExternalTool};
+pub use context::{Context, ContextConfig, ContextSummary, ExternalTool, ListPosition};
 pub use ids::{ContextId, InvalidId, MessageId};
 pub use message::{Approval, ContentPart, Message, MessageStatus, Role, ToolCall, Usage};
 pub use phase::{FsmState, Phase};

@@ -14,10 +14,10 @@ use super::feed::{Subscription, Update};
 use super::handle::{ActorHandle, Gone, Request, Slot};
 use super::settings::Settings;
 use super::shared::{ListEvent, Shared};
-use crate::domain::{Context, ContextConfig, ContextId, ContextSummary, Timestamp};
+use crate::domain::{Context, ContextConfig, ContextId, ContextSummary, ListPosition, Timestamp};
 use crate::fsm::Command;
 use crate::llm::LlmProvider;
-use crate::store::{self, ListCursor, Store, Writer};
+use crate::store::{self, Store, Writer};
 use crate::tools::ToolRegistry;
 
 /// All contexts: the entry point the API layer talks to.
@@ -106,10 +106,10 @@ impl Contexts {
 
     pub async fn list(
         &self,
-        cursor: Option<ListCursor>,
+        after: Option<ListPosition>,
         limit: usize,
-    ) -> Result<(Vec<ContextSummary>, Option<ListCursor>)> {
-        self.blocking(move |store| store.list(cursor, limit)).await
+    ) -> Result<(Vec<ContextSummary>, Option<ListPosition>)> {
+        self.blocking(move |store| store.list(after, limit)).await
     }
 
     /// The current state of a context (loading it if needed).

@@ -2,7 +2,7 @@
 //! one contiguous, ordered range and prefix scans work. Each column family holds one
 //! kind of key; never reuse a family's name for another layout.
 
-use crate::domain::{ContextId, Timestamp};
+use crate::domain::{ContextId, ListPosition, Timestamp};
 
 /// context id → the context's metadata (everything but its messages).
 pub const CF_CONTEXTS: &str = "contexts";
@@ -65,10 +65,15 @@ pub fn by_updated_key(updated_at: Timestamp, id: ContextId) -> [u8; BY_UPDATED_K
     key
 }
 
-/// The context id of a `by_updated` key.
-pub fn by_updated_id(key: &[u8]) -> Option<ContextId> {
-    let bytes: [u8; 16] = key.get(8..BY_UPDATED_KEY_LEN)?.try_into().ok()?;
-    (key.len() == BY_UPDATED_KEY_LEN).then(|| ContextId::from_bytes(bytes))
+/// The list position a `by_updated` key stands for.
+pub fn by_updated_position(key: &[u8]) -> Option<ListPosition> {
+    if key.len() != BY_UPDATED_KEY_LEN {
+        return None;
+    }
+    let inverted = u64::from_be_bytes(key[..8].try_into().ok()?);
+    let micros = i64::try_from(u64::MAX - inverted).ok()?;
+    let id = ContextId::from_bytes(key[8..].try_into().ok()?);
+    Some(ListPosition { updated_at: Timestamp::from_micros(micros), id })
 }
 
 #[cfg(test)]
@@ -100,7 +105,8 @@ mod tests {
         let old = by_updated_key(Timestamp::from_micros(1_000), id);
         let new = by_updated_key(Timestamp::from_micros(2_000), id);
         assert!(new < old);
-        assert_eq!(by_updated_id(&new), Some(id));
-        assert_eq!(by_updated_id(&new[..10]), None);
+        let position = ListPosition { updated_at: Timestamp::from_micros(2_000), id };
+        assert_eq!(by_updated_position(&new), Some(position));
+        assert_eq!(by_updated_position(&new[..10]), None);
     }
 }

@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
 
-use crate::domain::{Context, ContextId, ContextSummary, Message, Timestamp};
+use crate::domain::{Context, ContextId, ContextSummary, ListPosition, Message, Timestamp};
 
-pub use keys::BY_UPDATED_KEY_LEN;
 pub use writer::Writer;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,10 +30,6 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Where a page of `list` starts: the `by_updated` key of the last context of the previous page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListCursor(pub [u8; BY_UPDATED_KEY_LEN]);
 
 #[derive(Clone)]
 pub struct Store {
@@ -168,42 +163,40 @@ impl Store {
         self.write(batch)
     }
 
-    /// Up to `limit` contexts, most recently updated first, starting after `cursor`.
-    /// Returns the cursor of the next page, if there may be one.
-    pub fn list(&self, cursor: Option<ListCursor>, limit: usize) -> Result<(Vec<ContextSummary>, Option<ListCursor>)> {
+    /// Up to `limit` contexts, most recently updated first, starting after `after`.
+    /// Returns the position of the page's end, if there may be a next page.
+    pub fn list(
+        &self,
+        after: Option<ListPosition>,
+        limit: usize,
+    ) -> Result<(Vec<ContextSummary>, Option<ListPosition>)> {
         let by_updated = self.family(keys::CF_BY_UPDATED)?;
-        let mode = match &cursor {
-            Some(ListCursor(key)) => IteratorMode::From(key, Direction::Forward),
+        let start = after.map(|p| keys::by_updated_key(p.updated_at, p.id));
+        let mode = match &start {
+            Some(key) => IteratorMode::From(key, Direction::Forward),
             None => IteratorMode::Start,
         };
-        let mut ids = Vec::with_capacity(limit);
-        let mut last_key = None;
+        let mut positions = Vec::with_capacity(limit);
         for item in self.db.iterator_cf(by_updated, mode) {
             let (key, _) = item?;
-            if cursor.is_some_and(|ListCursor(after)| *key == after) {
+            if start.is_some_and(|start| *key == start) {
                 continue;
             }
-            if ids.len() == limit {
+            if positions.len() == limit {
                 break;
             }
-            ids.push(keys::by_updated_id(&key).ok_or_else(|| Error::Corrupt("bad by_updated key".into()))?);
-            last_key = Some(key);
+            positions.push(keys::by_updated_position(&key).ok_or_else(|| Error::Corrupt("bad by_updated key".into()))?);
         }
-        let has_more = ids.len() == limit;
+        let next = if positions.len() == limit { positions.last().copied() } else { None };
         let contexts = self.family(keys::CF_CONTEXTS)?;
-        let metas = self.db.batched_multi_get_cf(contexts, ids.iter().map(|id| keys::context_key(*id)), false);
-        let mut summaries = Vec::with_capacity(ids.len());
-        for (id, meta) in ids.iter().zip(metas) {
+        let metas = self.db.batched_multi_get_cf(contexts, positions.iter().map(|p| keys::context_key(p.id)), false);
+        let mut summaries = Vec::with_capacity(positions.len());
+        for (position, meta) in positions.iter().zip(metas) {
             // A context deleted between the two reads is simply not listed.
             let Some(meta) = meta? else { continue };
             let stored: codec::StoredContext = codec::decode("context", &meta)?;
-            summaries.push(codec::summary_from_stored(*id, &stored)?);
+            summaries.push(codec::summary_from_stored(position.id, &stored)?);
         }
-        let next = if has_more {
-            last_key.and_then(|key| <[u8; BY_UPDATED_KEY_LEN]>::try_from(&*key).ok()).map(ListCursor)
-        } else {
-            None
-        };
         Ok((summaries, next))
     }
 
