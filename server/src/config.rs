@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
-use serde::Deserialize;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -19,7 +19,7 @@ pub enum Error {
 }
 
 /// Everything ctxd can be configured with.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Config {
     /// Address (IP:port) to serve gRPC on; port 0 picks a free one.
@@ -39,6 +39,8 @@ pub struct Config {
     pub llm_max_attempts: u32,
     /// Backoff before the first LLM retry, in milliseconds; doubles per attempt, with jitter.
     pub llm_retry_base_ms: u64,
+    /// Longest backoff between two LLM attempts, in milliseconds (before jitter).
+    pub llm_retry_max_ms: u64,
     /// How long one tool call may run, in milliseconds.
     pub tool_timeout_ms: u64,
     /// Tool output beyond this many bytes is cut.
@@ -78,6 +80,7 @@ impl Default for Config {
             sync_writes: true,
             llm_max_attempts: 3,
             llm_retry_base_ms: 500,
+            llm_retry_max_ms: 10_000,
             tool_timeout_ms: 30_000,
             tool_max_output_bytes: 64 * 1024,
             idle_unload_secs: 300,
@@ -108,69 +111,113 @@ pub struct Args {
     /// TOML file with settings (kebab-case keys, e.g. `data-dir = "/var/lib/ctxd"`).
     #[arg(long, env = "CTXD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address (IP:port) to serve on [default: 127.0.0.1:50051].
+    /// Address (IP:port) to serve on.
     #[arg(long, env = "CTXD_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Data directory [default: ./data].
+    /// Data directory.
     #[arg(long, env = "CTXD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Mock LLM delay per streamed word, ms [default: 20].
+    /// Mock LLM delay per streamed word, ms.
     #[arg(long, env = "CTXD_MOCK_DELAY_MS")]
     pub mock_delay_ms: Option<u64>,
-    /// Root directory of the file tools [default: none, file tools off].
+    /// Root directory of the file tools (none: file tools off).
     #[arg(long, env = "CTXD_WORKSPACE")]
     pub workspace: Option<PathBuf>,
-    /// Largest accepted message, bytes [default: 262144].
+    /// Largest accepted message, bytes.
     #[arg(long, env = "CTXD_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
-    /// Sync the WAL on every save [default: true].
+    /// Sync the WAL on every save.
     #[arg(long, env = "CTXD_SYNC_WRITES")]
     pub sync_writes: Option<bool>,
-    /// LLM attempts per call before failing [default: 3].
+    /// LLM attempts per call before failing.
     #[arg(long, env = "CTXD_LLM_MAX_ATTEMPTS")]
     pub llm_max_attempts: Option<u32>,
-    /// Backoff before the first LLM retry, ms [default: 500].
+    /// Backoff before the first LLM retry, ms.
     #[arg(long, env = "CTXD_LLM_RETRY_BASE_MS")]
     pub llm_retry_base_ms: Option<u64>,
-    /// Tool call timeout, ms [default: 30000].
+    /// Longest backoff between LLM attempts, ms.
+    #[arg(long, env = "CTXD_LLM_RETRY_MAX_MS")]
+    pub llm_retry_max_ms: Option<u64>,
+    /// Tool call timeout, ms.
     #[arg(long, env = "CTXD_TOOL_TIMEOUT_MS")]
     pub tool_timeout_ms: Option<u64>,
-    /// Tool output limit, bytes [default: 65536].
+    /// Tool output limit, bytes.
     #[arg(long, env = "CTXD_TOOL_MAX_OUTPUT_BYTES")]
     pub tool_max_output_bytes: Option<usize>,
-    /// Unload idle contexts after this many seconds [default: 300].
+    /// Unload idle contexts after this many seconds.
     #[arg(long, env = "CTXD_IDLE_UNLOAD_SECS")]
     pub idle_unload_secs: Option<u64>,
-    /// Log filter [default: info].
+    /// Log filter.
     #[arg(long, env = "CTXD_LOG")]
     pub log: Option<String>,
-    /// Directory to serve at / (the web client) [default: none].
+    /// Directory to serve at / (the web client).
     #[arg(long, env = "CTXD_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
-    /// Comma-separated origins allowed to call over grpc-web, or * [default: Vite's localhost dev origins].
+    /// Comma-separated origins allowed to call over grpc-web, or * for any.
     #[arg(long, env = "CTXD_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
-    /// Model of contexts that name none [default: mock].
+    /// Model of contexts that name none.
     #[arg(long, env = "CTXD_DEFAULT_MODEL")]
     pub default_model: Option<String>,
-    /// Base URL of an OpenAI-compatible API, e.g. http://localhost:11434/v1 [default: none].
+    /// Base URL of an OpenAI-compatible API, e.g. http://localhost:11434/v1.
     #[arg(long, env = "CTXD_OPENAI_BASE_URL")]
     pub openai_base_url: Option<String>,
-    /// Comma-separated models served by that API [default: every model but mock].
+    /// Comma-separated models served by that API (none: every model but mock).
     #[arg(long, env = "CTXD_OPENAI_MODELS", value_delimiter = ',')]
     pub openai_models: Option<Vec<String>>,
-    /// LLM connect timeout, ms [default: 10000].
+    /// LLM connect timeout, ms.
     #[arg(long, env = "CTXD_LLM_CONNECT_TIMEOUT_MS")]
     pub llm_connect_timeout_ms: Option<u64>,
-    /// Longest silence between streamed chunks, ms [default: 60000].
+    /// Longest silence between streamed chunks, ms.
     #[arg(long, env = "CTXD_LLM_IDLE_TIMEOUT_MS")]
     pub llm_idle_timeout_ms: Option<u64>,
-    /// Default wait for an external tool's result, ms [default: 300000].
+    /// Default wait for an external tool's result, ms.
     #[arg(long, env = "CTXD_EXTERNAL_TOOL_TIMEOUT_MS")]
     pub external_tool_timeout_ms: Option<u64>,
 }
 
+impl Args {
+    /// Parses the command line (and environment); `--help` shows each flag's default as
+    /// [`Config::default`] has it, the one place defaults are written.
+    pub fn parse_with_defaults() -> Self {
+        let matches = Self::command_with_defaults().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
+
+    /// The command, with every flag's help naming its default.
+    pub fn command_with_defaults() -> clap::Command {
+        let defaults = Config::defaults_shown();
+        Self::command().mut_args(|arg| match arg.get_long().and_then(|long| defaults.get(long)) {
+            Some(value) => {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {value}]"))
+            }
+            None => arg,
+        })
+    }
+}
+
 impl Config {
+    /// Each setting's default as a person reads it (lists comma-separated), by its
+    /// kebab-case name; settings that default to nothing are left out.
+    pub fn defaults_shown() -> std::collections::BTreeMap<String, String> {
+        let Ok(toml::Value::Table(table)) = toml::Value::try_from(Self::default()) else {
+            return Default::default();
+        };
+        let shown = |value: &toml::Value| match value {
+            toml::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        table
+            .into_iter()
+            .filter_map(|(name, value)| match &value {
+                toml::Value::Array(items) if items.is_empty() => None,
+                toml::Value::Array(items) => Some((name, items.iter().map(shown).collect::<Vec<_>>().join(","))),
+                other => Some((name, shown(other))),
+            })
+            .collect()
+    }
+
     /// Defaults, then the config file, then flags and environment.
     pub fn load(args: Args) -> Result<Self, Error> {
         let mut config = match &args.config {
@@ -187,6 +234,7 @@ impl Config {
             sync_writes,
             llm_max_attempts,
             llm_retry_base_ms,
+            llm_retry_max_ms,
             tool_timeout_ms,
             tool_max_output_bytes,
             idle_unload_secs,
@@ -211,6 +259,7 @@ impl Config {
             sync_writes,
             llm_max_attempts,
             llm_retry_base_ms,
+            llm_retry_max_ms,
             tool_timeout_ms,
             tool_max_output_bytes,
             idle_unload_secs,
@@ -299,5 +348,37 @@ mod tests {
         std::fs::write(&file, "no-such-key = 1\n").expect("write");
         let args = Args::parse_from(["ctxd", "--config", file.to_str().expect("utf-8")]);
         assert!(matches!(Config::load(args), Err(Error::Parse { .. })));
+    }
+
+    /// The README's configuration table lists every flag, with its environment variable and,
+    /// where it shows one in backticks, the default `Config::default()` has.
+    #[test]
+    fn the_readme_lists_every_flag_with_its_default() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+        let rows: Vec<Vec<&str>> = readme
+            .lines()
+            .filter(|line| line.starts_with("| `--"))
+            .map(|line| line.trim_matches('|').split(" | ").map(str::trim).collect())
+            .collect();
+        let defaults = Config::defaults_shown();
+        let command = Args::command_with_defaults();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "config" {
+                continue;
+            }
+            let row = rows.iter().find(|row| row[0] == format!("`--{long}`"));
+            let row = row.unwrap_or_else(|| panic!("--{long} is missing from the README's configuration table"));
+            let env = format!("`CTXD_{}`", long.to_uppercase().replace('-', "_"));
+            assert_eq!(row[1], env, "--{long}");
+            if let Some(shown) = row[2].strip_prefix('`').and_then(|d| d.strip_suffix('`')) {
+                assert_eq!(Some(shown), defaults.get(long).map(String::as_str), "--{long}'s default");
+            }
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            match defaults.get(long) {
+                Some(value) => assert!(help.ends_with(&format!("[default: {value}]")), "--{long}: {help}"),
+                None => assert!(!help.contains("[default:"), "--{long}: {help}"),
+            }
+        }
     }
 }

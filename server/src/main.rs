@@ -1,12 +1,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use ctxd::config::{Args, Config};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = match Config::load(Args::parse()) {
+    let config = match Config::load(Args::parse_with_defaults()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("ctxd: {error}");

@@ -80,14 +80,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
     )?);
     let llm = Arc::new(llm_router(&config)?);
-    let settings = Settings {
-        max_llm_attempts: config.llm_max_attempts,
-        retry_base: Duration::from_millis(config.llm_retry_base_ms),
-        idle_unload: Duration::from_secs(config.idle_unload_secs),
-        default_model: config.default_model.clone(),
-        external_tool_timeout: Duration::from_millis(config.external_tool_timeout_ms),
-        ..Settings::default()
-    };
+    let settings = Settings::from(&config);
     let router = Arc::clone(&llm);
     let limits = Limits {
         max_message_bytes: config.max_message_bytes,

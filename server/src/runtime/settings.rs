@@ -1,14 +1,16 @@
-//! The runtime's knobs.
+//! The runtime's knobs, taken from the configuration (which holds every default).
 
 use std::time::Duration;
 
-/// Knobs of the runtime.
+use crate::config::Config;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// LLM attempts per call (the first try included) before a run fails.
     pub max_llm_attempts: u32,
     /// Backoff before the first retry; doubles each attempt, with jitter.
     pub retry_base: Duration,
+    /// The longest backoff.
     pub retry_max: Duration,
     /// A resting context with no watchers unloads after this long.
     pub idle_unload: Duration,
@@ -18,15 +20,15 @@ pub struct Settings {
     pub external_tool_timeout: Duration,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
         Self {
-            max_llm_attempts: 3,
-            retry_base: Duration::from_millis(500),
-            retry_max: Duration::from_secs(10),
-            idle_unload: Duration::from_secs(300),
-            default_model: "mock".into(),
-            external_tool_timeout: Duration::from_secs(300),
+            max_llm_attempts: config.llm_max_attempts,
+            retry_base: Duration::from_millis(config.llm_retry_base_ms),
+            retry_max: Duration::from_millis(config.llm_retry_max_ms),
+            idle_unload: Duration::from_secs(config.idle_unload_secs),
+            default_model: config.default_model.clone(),
+            external_tool_timeout: Duration::from_millis(config.external_tool_timeout_ms),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::config::Config;
 use crate::domain::ContextConfig;
 use crate::fsm::Command;
 use crate::llm::MockProvider;
@@ -17,7 +18,7 @@ async fn start(dir: &Path) -> Contexts {
     let limits = ToolLimits { timeout: Duration::from_secs(5), max_output_bytes: 4096 };
     let tools = Arc::new(ToolRegistry::builtin(None, limits).expect("tools"));
     let llm = Arc::new(MockProvider { chunk_delay: Duration::ZERO });
-    Contexts::start(store, llm, tools, Settings::default()).await.expect("start")
+    Contexts::start(store, llm, tools, Settings::from(&Config::default())).await.expect("start")
 }
 
 fn send(text: &str) -> Command {
