@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use super::{Context, ContextConfig, Message, MessageId, Phase, Timestamp};
+use super::context::{Context, ContextConfig};
+use super::ids::MessageId;
+use super::message::Message;
+use super::phase::Phase;
+use super::time::Timestamp;
 
 /// One saved transition: the new phase, the messages that are new or changed, and a new
 /// title or config when those change. Messages can only be added to a change, so nothing

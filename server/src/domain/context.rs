@@ -1,6 +1,9 @@
 use std::sync::Arc;
 
-use super::{Approval, ContextId, FsmState, Message, Phase, Role, Timestamp, ToolCall};
+use super::ids::ContextId;
+use super::message::{Approval, Message, Role, ToolCall};
+use super::phase::{FsmState, Phase};
+use super::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContextConfig {

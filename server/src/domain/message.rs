@@ -1,4 +1,5 @@
-use super::{MessageId, Timestamp};
+use super::ids::MessageId;
+use super::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream};
+use super::provider::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream};
 use crate::domain::RequestedToolCall;
 use crate::domain::Usage;
 

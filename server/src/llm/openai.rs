@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream};
+use super::provider::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream};
 use crate::domain::RequestedToolCall;
 use crate::domain::Usage;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use super::{LlmError, LlmProvider, LlmRequest, LlmStream};
+use super::provider::{LlmError, LlmProvider, LlmRequest, LlmStream};
 
 /// The model name that always means the built-in mock.
 pub const MOCK_MODEL: &str = "mock";

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::Error;
+use super::error::Error;
 use crate::domain::{
     Approval, ContentPart, Context, ContextConfig, ContextId, ExternalTool, Message, MessageId, MessageStatus, Phase,
     Role, Timestamp, ToolCall, Usage,

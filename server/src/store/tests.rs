@@ -1,8 +1,12 @@
 use std::sync::Arc;
 
-use super::*;
+use ::rocksdb::{Direction, IteratorMode};
+
+use super::keys;
+use super::{Error, Store, Writer};
 use crate::domain::{
-    Approval, Change, ContextConfig, ExternalTool, MessageId, MessageStatus, Phase, Role, ToolCall, Usage,
+    Approval, Change, Context, ContextConfig, ContextId, ExternalTool, Message, MessageId, MessageStatus, Phase, Role,
+    Timestamp, ToolCall, Usage,
 };
 
 fn context(n: u8, at: i64) -> Context {

@@ -14,7 +14,8 @@ use std::thread::JoinHandle;
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
-use super::{Error, Result, Store};
+use super::error::{Error, Result};
+use super::rocksdb::Store;
 use crate::domain::{Context, Message, Timestamp};
 
 /// Saves written together at most; more wait for the next write.

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{Tool, ToolError};
+use super::tool::{Tool, ToolError};
 use crate::domain::{ToolDefinition, ToolPolicy};
 
 /// The current UTC time, RFC 3339.

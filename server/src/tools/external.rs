@@ -3,7 +3,7 @@
 
 use crate::domain::{ContextConfig, ExternalTool, ToolDefinition};
 
-use super::ArgumentSchema;
+use super::schema::ArgumentSchema;
 
 pub struct ExternalTools;
 

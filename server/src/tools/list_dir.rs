@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::read_file::resolve_in;
-use super::{Tool, ToolError};
+use super::tool::{Tool, ToolError};
 use crate::domain::{ToolDefinition, ToolPolicy};
 
 /// More entries than this are cut, with a note saying so.

@@ -1,163 +1,22 @@
-//! Tools the model may call, each with its approval policy. The registry runs a call with a
-//! timeout and an output limit and turns every failure into an error result the model sees.
+//! Tools the model may call, each with its approval policy: the server's own (clock,
+//! calculator, the file tools) in a registry, and the external tools a context declares.
 
 mod calculator;
 mod clock;
 mod external;
 mod list_dir;
 mod read_file;
+mod registry;
 mod schema;
+mod tool;
 mod write_file;
-
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
-use async_trait::async_trait;
 
 pub use calculator::Calculator;
 pub use clock::Clock;
 pub use external::ExternalTools;
 pub use list_dir::ListDir;
 pub use read_file::ReadFile;
+pub use registry::{InvalidTool, ToolLimits, ToolRegistry, truncate};
 pub use schema::ArgumentSchema;
+pub use tool::{Tool, ToolError};
 pub use write_file::WriteFile;
-
-use crate::domain::{ToolDefinition, ToolPolicy, ToolResult};
-use crate::fsm::ToolCatalog;
-
-/// Why a tool call produced no result.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ToolError(pub String);
-
-#[async_trait]
-pub trait Tool: Send + Sync + 'static {
-    fn definition(&self) -> &ToolDefinition;
-    fn policy(&self) -> ToolPolicy;
-    async fn call(&self, arguments: serde_json::Value) -> Result<String, ToolError>;
-}
-
-#[derive(Debug, Clone)]
-pub struct ToolLimits {
-    pub timeout: Duration,
-    /// Longer output is cut, with a note saying so.
-    pub max_output_bytes: usize,
-}
-
-struct Registered {
-    tool: Arc<dyn Tool>,
-    schema: ArgumentSchema,
-}
-
-pub struct ToolRegistry {
-    tools: BTreeMap<String, Registered>,
-    definitions: Arc<[ToolDefinition]>,
-    limits: ToolLimits,
-}
-
-/// A tool whose argument schema does not compile (a programming error in the tool).
-#[derive(Debug, thiserror::Error)]
-#[error("tool {name}: invalid argument schema: {reason}")]
-pub struct InvalidTool {
-    pub name: String,
-    pub reason: String,
-}
-
-impl ToolRegistry {
-    pub fn new(tools: Vec<Arc<dyn Tool>>, limits: ToolLimits) -> Result<Self, InvalidTool> {
-        let mut registered = BTreeMap::new();
-        for tool in tools {
-            let definition = tool.definition();
-            let schema = ArgumentSchema::compile(&definition.parameters)
-                .map_err(|reason| InvalidTool { name: definition.name.clone(), reason })?;
-            registered.insert(definition.name.clone(), Registered { tool, schema });
-        }
-        let definitions = registered.values().map(|r| r.tool.definition().clone()).collect();
-        Ok(Self { tools: registered, definitions, limits })
-    }
-
-    /// The built-in tools; file tools only when a workspace is configured.
-    pub fn builtin(workspace: Option<PathBuf>, limits: ToolLimits) -> Result<Self, InvalidTool> {
-        let mut tools: Vec<Arc<dyn Tool>> = vec![Arc::new(Clock::new()), Arc::new(Calculator::new())];
-        if let Some(root) = workspace {
-            tools.push(Arc::new(ReadFile::new(root.clone())));
-            tools.push(Arc::new(ListDir::new(root.clone())));
-            tools.push(Arc::new(WriteFile::new(root)));
-        }
-        Self::new(tools, limits)
-    }
-
-    /// Every tool with its policy, for listing.
-    pub fn catalog(&self) -> Vec<(ToolDefinition, ToolPolicy)> {
-        self.tools.values().map(|r| (r.tool.definition().clone(), r.tool.policy())).collect()
-    }
-
-    pub fn definitions(&self) -> Arc<[ToolDefinition]> {
-        Arc::clone(&self.definitions)
-    }
-
-    /// Runs one call. Never fails: problems become error results for the model.
-    pub async fn run(&self, name: &str, arguments_json: &str) -> ToolResult {
-        let Some(Registered { tool, schema }) = self.tools.get(name) else {
-            return ToolResult::error(format!("no tool named {name:?}"));
-        };
-        let arguments = match schema.check(arguments_json) {
-            Ok(arguments) => arguments,
-            Err(problem) => return ToolResult::error(problem),
-        };
-        match tokio::time::timeout(self.limits.timeout, tool.call(arguments)).await {
-            Ok(Ok(output)) => ToolResult::ok(truncate(output, self.limits.max_output_bytes)),
-            Ok(Err(ToolError(message))) => ToolResult::error(message),
-            Err(_) => ToolResult::error(format!("timed out after {} ms", self.limits.timeout.as_millis())),
-        }
-    }
-}
-
-impl ToolCatalog for ToolRegistry {
-    fn policy(&self, name: &str) -> Option<ToolPolicy> {
-        self.tools.get(name).map(|r| r.tool.policy())
-    }
-}
-
-/// Cuts `output` to `max` bytes (on a char boundary) and says so.
-pub fn truncate(mut output: String, max: usize) -> String {
-    if output.len() <= max {
-        return output;
-    }
-    let mut end = max;
-    while !output.is_char_boundary(end) {
-        end -= 1;
-    }
-    let total = output.len();
-    output.truncate(end);
-    output.push_str(&format!("\n[output truncated: {total} bytes, limit {max}]"));
-    output
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncate_cuts_on_a_char_boundary_and_says_so() {
-        assert_eq!(truncate("short".into(), 10), "short");
-        let cut = truncate("héllo wörld".into(), 2);
-        assert!(cut.starts_with('h') && !cut.starts_with("hé"), "{cut}");
-        assert!(cut.contains("output truncated"));
-    }
-
-    #[tokio::test]
-    async fn bad_calls_become_error_results() {
-        let limits = ToolLimits { timeout: Duration::from_secs(1), max_output_bytes: 1024 };
-        let registry = ToolRegistry::builtin(None, limits).expect("built-in schemas compile");
-        assert!(registry.run("nope", "{}").await.is_error);
-        assert!(registry.run("calculator", r#"{"expr": "1"}"#).await.output.contains("invalid arguments"));
-        assert_eq!(registry.run("calculator", r#"{"expression": "6 * 7"}"#).await.output, "42");
-        assert!(registry.run("clock", "not json").await.is_error);
-        assert!(registry.run("clock", "[1]").await.is_error);
-        let ok = registry.run("clock", "{}").await;
-        assert!(!ok.is_error && ok.output.ends_with('Z'), "{ok:?}");
-    }
-}

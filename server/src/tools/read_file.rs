@@ -3,7 +3,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{Tool, ToolError};
+use super::tool::{Tool, ToolError};
 use crate::domain::{ToolDefinition, ToolPolicy};
 
 /// Files larger than this are refused rather than read into memory.

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::read_file::resolve_in;
-use super::{Tool, ToolError};
+use super::tool::{Tool, ToolError};
 use crate::domain::{ToolDefinition, ToolPolicy};
 
 /// Writes a UTF-8 text file under the workspace root (its directory must exist).

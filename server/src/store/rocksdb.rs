@@ -1,0 +1,204 @@
+//! RocksDB persistence. Every change of a context is one atomic, (by default) synced
+//! `WriteBatch` holding its metadata and only the messages that changed, so saving
+//! message N costs the same at N = 10 and N = 100,000.
+//!
+//! All calls block on disk: call them from blocking threads, never on the async executor.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
+
+use super::codec;
+use super::error::{Error, Result};
+use super::keys;
+use crate::domain::{Context, ContextId, ContextSummary, ListPosition, Message, Timestamp};
+
+#[derive(Clone)]
+pub struct Store {
+    pub(super) db: Arc<DB>,
+    sync: bool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir`. With `sync`, every write waits for
+    /// the WAL to reach the disk.
+    pub fn open(dir: &Path, sync: bool) -> Result<Self> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_keep_log_file_num(4);
+        options.set_max_background_jobs(2);
+        let families = keys::ALL_FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| {
+            // RocksDB reports a held LOCK file as an IO error naming the file; say what it means.
+            if e.as_ref().starts_with("IO error") && e.as_ref().contains("/LOCK") {
+                Error::Locked { path: dir.display().to_string() }
+            } else {
+                Error::Rocks(e)
+            }
+        })?;
+        Ok(Self { db: Arc::new(db), sync })
+    }
+
+    pub(super) fn family(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| Error::Corrupt(format!("column family {name} is missing")))
+    }
+
+    pub(super) fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(self.sync);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    pub fn exists(&self, id: ContextId) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(id))?.is_some())
+    }
+
+    /// Saves a new context (no messages yet).
+    pub fn insert(&self, ctx: &Context) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.put_context(&mut batch, None, ctx, &[])?;
+        self.write(batch)
+    }
+
+    /// Saves one change atomically: `after`'s metadata plus the `changed` messages.
+    /// `before_updated_at` is what the by-updated index holds for the context now.
+    pub fn commit(&self, before_updated_at: Timestamp, after: &Context, changed: &[Arc<Message>]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.put_context(&mut batch, Some(before_updated_at), after, changed)?;
+        self.write(batch)
+    }
+
+    pub(super) fn put_context(
+        &self,
+        batch: &mut WriteBatch,
+        before_updated_at: Option<Timestamp>,
+        ctx: &Context,
+        changed: &[Arc<Message>],
+    ) -> Result<()> {
+        let id = ctx.id;
+        batch.put_cf(
+            self.family(keys::CF_CONTEXTS)?,
+            keys::context_key(id),
+            codec::encode(&codec::context_to_stored(ctx)),
+        );
+        let messages = self.family(keys::CF_MESSAGES)?;
+        for message in changed {
+            batch.put_cf(
+                messages,
+                keys::message_key(id, message.seq),
+                codec::encode(&codec::message_to_stored(message)),
+            );
+        }
+        let by_updated = self.family(keys::CF_BY_UPDATED)?;
+        if let Some(before) = before_updated_at
+            && before != ctx.updated_at
+        {
+            batch.delete_cf(by_updated, keys::by_updated_key(before, id));
+        }
+        batch.put_cf(by_updated, keys::by_updated_key(ctx.updated_at, id), []);
+        let active = self.family(keys::CF_ACTIVE)?;
+        if ctx.phase.is_resting() {
+            batch.delete_cf(active, keys::context_key(id));
+        } else {
+            batch.put_cf(active, keys::context_key(id), []);
+        }
+        Ok(())
+    }
+
+    /// Loads a context with all its messages; `None` if there is no such context.
+    pub fn load(&self, id: ContextId) -> Result<Option<Context>> {
+        let Some(meta) = self.db.get_pinned_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(id))? else {
+            return Ok(None);
+        };
+        let stored: codec::StoredContext = codec::decode("context", &meta)?;
+        let (start, end) = keys::message_range(id);
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(end.to_vec());
+        let mut messages = Vec::with_capacity(usize::try_from(stored.message_count).unwrap_or(0));
+        let iter = self.db.iterator_cf_opt(
+            self.family(keys::CF_MESSAGES)?,
+            read,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            let seq = keys::message_seq(id, &key).ok_or_else(|| Error::Corrupt("message key out of range".into()))?;
+            if seq != messages.len() as u64 {
+                return Err(Error::Corrupt(format!("context {id}: message {} is missing", messages.len())));
+            }
+            messages.push(codec::message_from_stored(seq, codec::decode("message", &value)?)?);
+        }
+        codec::context_from_stored(id, stored, messages).map(Some)
+    }
+
+    /// Deletes every key of the context atomically.
+    pub fn delete(&self, ctx: &Context) -> Result<()> {
+        let id = ctx.id;
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(id));
+        let (start, end) = keys::message_range(id);
+        batch.delete_range_cf(self.family(keys::CF_MESSAGES)?, start, end);
+        batch.delete_cf(self.family(keys::CF_BY_UPDATED)?, keys::by_updated_key(ctx.updated_at, id));
+        batch.delete_cf(self.family(keys::CF_ACTIVE)?, keys::context_key(id));
+        self.write(batch)
+    }
+
+    /// Up to `limit` contexts, most recently updated first, starting after `after`.
+    /// Returns the position of the page's end, if there may be a next page.
+    pub fn list(
+        &self,
+        after: Option<ListPosition>,
+        limit: usize,
+    ) -> Result<(Vec<ContextSummary>, Option<ListPosition>)> {
+        let by_updated = self.family(keys::CF_BY_UPDATED)?;
+        let start = after.map(|p| keys::by_updated_key(p.updated_at, p.id));
+        let mode = match &start {
+            Some(key) => IteratorMode::From(key, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut positions = Vec::with_capacity(limit);
+        for item in self.db.iterator_cf(by_updated, mode) {
+            let (key, _) = item?;
+            if start.is_some_and(|start| *key == start) {
+                continue;
+            }
+            if positions.len() == limit {
+                break;
+            }
+            positions.push(keys::by_updated_position(&key).ok_or_else(|| Error::Corrupt("bad by_updated key".into()))?);
+        }
+        let next = if positions.len() == limit { positions.last().copied() } else { None };
+        let contexts = self.family(keys::CF_CONTEXTS)?;
+        let metas = self.db.batched_multi_get_cf(contexts, positions.iter().map(|p| keys::context_key(p.id)), false);
+        let mut summaries = Vec::with_capacity(positions.len());
+        for (position, meta) in positions.iter().zip(metas) {
+            // A context deleted between the two reads is simply not listed.
+            let Some(meta) = meta? else { continue };
+            let stored: codec::StoredContext = codec::decode("context", &meta)?;
+            summaries.push(codec::summary_from_stored(position.id, &stored)?);
+        }
+        Ok((summaries, next))
+    }
+
+    /// Writes memtables to SST files, so the next open has no log to replay.
+    pub fn flush(&self) -> Result<()> {
+        for name in keys::ALL_FAMILIES {
+            self.db.flush_cf(self.family(name)?)?;
+        }
+        Ok(())
+    }
+
+    /// Contexts saved in the middle of a run, to resume after a restart.
+    pub fn interrupted(&self) -> Result<Vec<ContextId>> {
+        let mut ids = Vec::new();
+        for item in self.db.iterator_cf(self.family(keys::CF_ACTIVE)?, IteratorMode::Start) {
+            let (key, _) = item?;
+            let bytes: [u8; 16] = (*key).try_into().map_err(|_| Error::Corrupt("bad active key".into()))?;
+            ids.push(ContextId::from_bytes(bytes));
+        }
+        Ok(ids)
+    }
+}
