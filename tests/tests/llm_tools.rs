@@ -276,6 +276,52 @@ async fn external_tools_wait_for_another_service_and_time_out() {
     assert!(tools.iter().any(|t| t.name == "calculator" && !t.requires_approval), "{tools:?}");
 }
 
+/// A call whose arguments break its external tool's schema is answered with the error in
+/// the same save as the reply that asked for it: no watcher ever sees it pending, and
+/// `wait=true` does not stop on it.
+#[tokio::test]
+async fn an_external_call_with_bad_arguments_is_never_pending() {
+    let server = Server::start(0, &[]).await;
+    let mut client = server.client().await;
+    let crm_lookup = pb::ExternalTool {
+        name: "crm_lookup".into(),
+        description: "Looks a customer up".into(),
+        parameters_json_schema: r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#.into(),
+        requires_approval: false,
+        idempotent: true,
+        timeout_ms: 0,
+    };
+    let id =
+        create_with(&mut client, pb::ContextConfig { external_tools: vec![crm_lookup], ..Default::default() }).await;
+    let mut events = client
+        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+
+    let done = send(&mut client, &id, r#"/tool crm_lookup {"id": "x"}"#).await;
+    assert_eq!(state_of(&done), FsmState::Idle, "wait=true runs on to the end: {done:?}");
+    assert!(done.pending_tool_calls.is_empty());
+    let answer = done.messages.iter().find(|m| role(m) == pb::Role::Tool).expect("tool answer");
+    assert!(answer.is_error && text(answer).contains("invalid arguments"), "{answer:?}");
+    let reply = text(done.messages.last().expect("reply"));
+    assert!(reply.starts_with("Tool crm_lookup returned: invalid arguments"), "{reply}");
+
+    let mut folded = Folded::default();
+    let mut states = Vec::new();
+    while folded.revision < done.revision {
+        let event = tokio::time::timeout(PATIENCE, events.message()).await.expect("in time").expect("stream");
+        let event = event.expect("event");
+        if let Some(Kind::StateChanged(changed)) = &event.kind {
+            assert!(changed.pending_tool_calls.is_empty(), "a watcher saw the bad call pending: {changed:?}");
+            states.push(changed.state);
+        }
+        folded.apply(&event).expect("consistent");
+    }
+    assert!(!states.contains(&(FsmState::ExecutingTools as i32)), "nothing waited for the service: {states:?}");
+    assert_eq!(folded.state.as_ref(), Some(&done));
+}
+
 /// A delivered result ends the wait for it: the timer of an answered call neither keeps the
 /// context loaded nor sends anything later.
 #[tokio::test]

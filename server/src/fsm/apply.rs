@@ -88,8 +88,13 @@ fn continue_run(ctx: &Context) -> Outcome {
             } else if calls.iter().any(|c| c.approval == Approval::Pending) {
                 Change::to(Phase::AwaitingToolApproval { message }).into()
             } else {
-                let calls = tool_calls::runnable(calls);
-                Outcome::then(Change::to(Phase::ExecutingTools { message }), Effect::RunTools { calls })
+                match tool_calls::open_calls(ctx, message, calls) {
+                    // Every call was answered before it could run.
+                    open if open.is_empty() => {
+                        Outcome::then(Change::to(Phase::ProcessingToolResults), Effect::Continue)
+                    }
+                    calls => Outcome::then(Change::to(Phase::ExecutingTools { message }), Effect::RunTools { calls }),
+                }
             }
         }
         _ => Outcome::default(),
@@ -125,9 +130,11 @@ fn finished(ctx: &Context, reply: LlmReply, env: &Env) -> Outcome {
     message.status = MessageStatus::Complete;
     message.usage = reply.usage;
     message.duration_ms = reply.duration_ms;
-    message.tool_calls = tool_calls::decide(ctx, reply.tool_calls, env);
     let seq = message.seq;
-    Outcome::then(Change::to(Phase::ProcessingLlmResponse { message: seq }).with(message), Effect::Continue)
+    let (calls, refused) = tool_calls::decide(ctx, seq, reply.tool_calls, env);
+    message.tool_calls = calls;
+    let change = Change::to(Phase::ProcessingLlmResponse { message: seq }).with(message).with_all(refused);
+    Outcome::then(change, Effect::Continue)
 }
 
 fn failed(ctx: &Context, error: String, transient: bool, retry_after_ms: Option<u64>, env: &Env) -> Outcome {

@@ -16,6 +16,11 @@ impl ToolCatalog for Policies {
             _ => None,
         }
     }
+
+    /// Every call passes but one whose arguments are not JSON.
+    fn check_call(&self, _: &ContextConfig, _: &str, arguments_json: &str) -> Result<(), String> {
+        if arguments_json == "not json" { Err("invalid arguments: not JSON".into()) } else { Ok(()) }
+    }
 }
 
 /// Drives a context through commands the way the actor does, minus the I/O.
@@ -304,4 +309,45 @@ fn resume_reissues_llm_calls_and_reruns_only_idempotent_tools() {
     h.apply(Command::ToolFinished { call_id: "c2".into(), result: ToolResult::ok("text") });
     assert_eq!(h.state(), FsmState::ProcessingToolResults);
     assert_eq!(h.apply(Command::Resume).effects(), vec![Effect::Continue]);
+}
+
+#[test]
+fn calls_refused_before_saving_are_answered_in_the_same_change_and_never_pending() {
+    let mut h = Harness::new(ContextConfig::default());
+    h.send("use tools");
+    h.apply(Command::Continue);
+    let call = |id: &str, name: &str, arguments: &str| RequestedToolCall {
+        id: id.into(),
+        name: name.into(),
+        arguments_json: arguments.into(),
+    };
+    let tool_calls =
+        vec![call("c1", "read_file", "not json"), call("c2", "read_file", "{}"), call("c3", "clock", "{}")];
+    let finished = h.apply(Command::LlmFinished { reply: LlmReply { tool_calls, ..LlmReply::default() } });
+    let saved = finished.change().expect("a change");
+    assert_eq!(saved.messages.len(), 2, "the reply and the answer to the refused call, together");
+    let answer = &saved.messages[1];
+    assert_eq!((answer.tool_call_id.as_deref(), answer.is_error), (Some("c1"), true));
+    assert_eq!(answer.text_content(), "invalid arguments: not JSON");
+    let reply = h.ctx.message(saved.messages[0].seq).expect("reply").clone();
+    let approvals: Vec<Approval> = reply.tool_calls.iter().map(|c| c.approval).collect();
+    assert_eq!(approvals, [Approval::AutoApproved, Approval::Pending, Approval::AutoApproved]);
+
+    h.apply(Command::Continue);
+    assert_eq!(h.state(), FsmState::AwaitingToolApproval);
+    let pending: Vec<String> = h.ctx.pending_tool_calls().into_iter().map(|c| c.id).collect();
+    assert_eq!(pending, ["c2"], "a refused call is never pending");
+    let approved = h.apply(Command::Approve { approved: vec!["c2".into()], denied: vec![] });
+    let Some(Effect::RunTools { calls }) = approved.effects().first() else { panic!("tools run") };
+    assert_eq!(calls.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c2", "c3"], "the answered call does not run");
+    assert_eq!(h.ctx.pending_tool_calls().len(), 2);
+
+    // Every call refused: straight on to the follow-up, nothing to run or wait for.
+    let mut h = Harness::new(ContextConfig::default());
+    h.send("use tools");
+    h.apply(Command::Continue);
+    let tool_calls = vec![call("c1", "clock", "not json")];
+    h.apply(Command::LlmFinished { reply: LlmReply { tool_calls, ..LlmReply::default() } });
+    assert_eq!(h.apply(Command::Continue).effects(), [Effect::Continue]);
+    assert_eq!(h.state(), FsmState::ProcessingToolResults);
 }

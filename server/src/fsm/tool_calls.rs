@@ -16,28 +16,43 @@ pub const CANCELLED: &str = "cancelled by the user";
 /// Text of the tool message that answers a non-idempotent call a restart interrupted.
 pub const INTERRUPTED: &str = "interrupted by restart";
 
-/// The calls of a finished reply, each with its approval decided by its tool's policy.
-pub fn decide(ctx: &Context, requested: Vec<RequestedToolCall>, env: &Env) -> Vec<ToolCall> {
-    requested
+/// The calls of a finished reply in message `seq`, each with its approval decided by its
+/// tool's policy, and the error answers (from `seq + 1` on) of the calls refused before
+/// saving: those are never pending, whatever their tool's policy.
+pub fn decide(ctx: &Context, seq: u64, requested: Vec<RequestedToolCall>, env: &Env) -> (Vec<ToolCall>, Vec<Message>) {
+    let mut answers = Vec::new();
+    let calls = requested
         .into_iter()
         .map(|call| {
             let policy = env.policy(ctx, &call.name);
-            let external = policy.is_some_and(|p| p.external);
+            let refused = env.tools.check_call(&ctx.config, &call.name, &call.arguments_json).err();
             let approval = match policy {
-                Some(policy) if policy.requires_approval && !ctx.config.auto_approve_tools.contains(&call.name) => {
+                Some(policy)
+                    if refused.is_none()
+                        && policy.requires_approval
+                        && !ctx.config.auto_approve_tools.contains(&call.name) =>
+                {
                     Approval::Pending
                 }
-                // Unknown tools need no approval: running one only yields an error result.
                 _ => Approval::AutoApproved,
             };
-            ToolCall { id: call.id, name: call.name, arguments_json: call.arguments_json, approval, external }
+            let external = policy.is_some_and(|p| p.external);
+            let call =
+                ToolCall { id: call.id, name: call.name, arguments_json: call.arguments_json, approval, external };
+            if let Some(problem) = refused {
+                let next = seq + 1 + answers.len() as u64;
+                answers.push(tool_message(&call, &ToolResult::error(problem), next, env));
+            }
+            call
         })
-        .collect()
+        .collect();
+    (calls, answers)
 }
 
-/// Calls that may run (or ran).
-pub fn runnable(calls: &[ToolCall]) -> Vec<ToolCall> {
-    calls.iter().filter(|c| c.approval.allows_run()).cloned().collect()
+/// The calls of message `seq` that may run and have no result yet.
+pub fn open_calls(ctx: &Context, seq: u64, calls: &[ToolCall]) -> Vec<ToolCall> {
+    let answered = ctx.answered_calls(seq);
+    calls.iter().filter(|c| c.approval.allows_run() && !answered.contains(c.id.as_str())).cloned().collect()
 }
 
 pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env) -> Result<Outcome, Rejection> {
@@ -73,7 +88,7 @@ pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env)
 
     let denied = message.tool_calls.iter().filter(|c| c.approval == Approval::Denied);
     let denials = error_answers(ctx, denied, DENIED, env);
-    let calls = runnable(&message.tool_calls);
+    let calls = open_calls(ctx, seq, &message.tool_calls);
     Ok(if calls.is_empty() {
         Outcome::then(Change::to(Phase::GeneratingResponse).with(message).with_all(denials), Effect::Continue)
     } else {

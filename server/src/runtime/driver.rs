@@ -20,7 +20,6 @@ use super::shared::Shared;
 use crate::domain::{Context, Phase, ToolCall, ToolResult};
 use crate::fsm::{Command, Effect, LlmReply};
 use crate::llm::{LlmEvent, LlmStream};
-use crate::tools::ExternalTools;
 
 /// Effect results waiting to be applied can pile up this far before producers wait.
 const EVENT_CAPACITY: usize = 64;
@@ -123,22 +122,17 @@ impl Driver {
         let task = match external {
             // Another service runs it: wait for SubmitToolResult, up to the timeout.
             Some(tool) => {
-                let checked = ExternalTools::check(tool, &call.arguments_json);
                 let timeout = match tool.timeout_ms {
                     0 => self.shared.settings.external_tool_timeout,
                     ms => Duration::from_millis(u64::from(ms)),
                 };
                 self.tasks.spawn(async move {
-                    let result = match checked {
-                        Err(problem) => ToolResult::error(problem),
-                        Ok(()) => {
-                            tokio::time::sleep(timeout).await;
-                            ToolResult::error(format!(
-                                "no result from the external tool within {} ms",
-                                timeout.as_millis()
-                            ))
-                        }
-                    };
+                    // Its arguments were checked before the call was saved.
+                    tokio::time::sleep(timeout).await;
+                    let result = ToolResult::error(format!(
+                        "no result from the external tool within {} ms",
+                        timeout.as_millis()
+                    ));
                     let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
                 })
             }

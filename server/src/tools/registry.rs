@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use super::calculator::Calculator;
 use super::clock::Clock;
+use super::external::ExternalTools;
 use super::list_dir::ListDir;
 use super::read_file::ReadFile;
 use super::schema::ArgumentSchema;
 use super::tool::{Tool, ToolError};
 use super::write_file::WriteFile;
-use crate::domain::{ToolDefinition, ToolPolicy, ToolResult};
+use crate::domain::{ContextConfig, ToolDefinition, ToolPolicy, ToolResult};
 use crate::fsm::ToolCatalog;
 
 #[derive(Debug, Clone)]
@@ -78,7 +79,7 @@ impl ToolRegistry {
     /// Runs one call. Never fails: problems become error results for the model.
     pub async fn run(&self, name: &str, arguments_json: &str) -> ToolResult {
         let Some(Registered { tool, schema }) = self.tools.get(name) else {
-            return ToolResult::error(format!("no tool named {name:?}"));
+            return ToolResult::error(unknown(name));
         };
         let arguments = match schema.check(arguments_json) {
             Ok(arguments) => arguments,
@@ -96,6 +97,20 @@ impl ToolCatalog for ToolRegistry {
     fn policy(&self, name: &str) -> Option<ToolPolicy> {
         self.tools.get(name).map(|r| r.tool.policy())
     }
+
+    fn check_call(&self, config: &ContextConfig, name: &str, arguments_json: &str) -> Result<(), String> {
+        if let Some(tool) = config.external_tool(name) {
+            return ExternalTools::check(tool, arguments_json);
+        }
+        match self.tools.get(name) {
+            Some(Registered { schema, .. }) => schema.check(arguments_json).map(drop),
+            None => Err(unknown(name)),
+        }
+    }
+}
+
+fn unknown(name: &str) -> String {
+    format!("no tool named {name:?}")
 }
 
 /// Cuts `output` to `max` bytes (on a char boundary) and says so.
