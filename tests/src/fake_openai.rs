@@ -149,8 +149,11 @@ pub fn split_every(bytes: &[u8], n: usize) -> Vec<Vec<u8>> {
     bytes.chunks(n).map(<[u8]>::to_vec).collect()
 }
 
+/// The model the fake says is answering (as OpenAI names a snapshot of the model asked for).
+pub const REPORTED_MODEL: &str = "gpt-test-0001";
+
 pub fn text_chunk(text: &str) -> Value {
-    json!({"choices": [{"index": 0, "delta": {"content": text}}]})
+    json!({"model": REPORTED_MODEL, "choices": [{"index": 0, "delta": {"content": text}}]})
 }
 
 pub fn usage_chunk(prompt: u32, completion: u32) -> Value {

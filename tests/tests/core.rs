@@ -108,6 +108,7 @@ async fn a_turn_streams_the_reply_and_saves_every_transition_once() {
     assert!(!user.client_message_id.is_empty());
     assert_eq!((role(reply), status(reply)), (pb::Role::Assistant, pb::MessageStatus::Complete));
     assert_eq!(text(reply), "You said: hello there world");
+    assert_eq!((reply.model.as_str(), user.model.as_str()), ("mock", ""), "the model that wrote the reply");
     assert!(reply.usage.is_some_and(|u| u.completion_tokens == 5));
     // created, PROCESSING_USER_MESSAGE, AWAITING_LLM, STREAMING, PROCESSING_LLM, IDLE
     assert_eq!(done.revision, 6);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ctxd_tests::fake_openai::{FakeOpenAi, Reply, split_every, sse, text_chunk, text_reply, tool_reply};
+use ctxd_tests::fake_openai::{self, FakeOpenAi, Reply, split_every, sse, text_chunk, text_reply, tool_reply};
 use ctxd_tests::v1 as pb;
 use ctxd_tests::*;
 use pb::FsmState;
@@ -58,6 +58,8 @@ async fn replies_stream_as_deltas_and_tool_calls_are_assembled_from_fragments() 
     let reply = done.messages.last().expect("reply");
     assert_eq!(text(reply), answer.concat(), "text survives chunks split mid-UTF-8");
     assert_eq!(reply.usage.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((11, 5)));
+    assert_eq!(reply.model, fake_openai::REPORTED_MODEL, "the model as the provider reported it");
+    assert_eq!(done.config.as_ref().map(|c| c.model.as_str()), Some("gpt-test"), "the default, pinned at creation");
 
     let mut deltas = Vec::new();
     while deltas.concat() != answer.concat() {

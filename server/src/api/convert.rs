@@ -113,6 +113,7 @@ pub fn message(message: &Message) -> pb::Message {
             .usage
             .map(|u| pb::Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }),
         duration_ms: message.duration_ms,
+        model: message.model.clone(),
     }
 }
 

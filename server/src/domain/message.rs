@@ -76,6 +76,9 @@ pub struct Message {
     pub is_error: bool,
     pub usage: Option<Usage>,
     pub duration_ms: u64,
+    /// On assistant messages: the model that wrote it, as the provider reported it (as it
+    /// was asked for until the provider says).
+    pub model: String,
     pub created_at: Timestamp,
 }
 
@@ -94,6 +97,7 @@ impl Message {
             is_error: false,
             usage: None,
             duration_ms: 0,
+            model: String::new(),
             created_at: now,
         }
     }

@@ -107,6 +107,7 @@ fn delta(ctx: &Context, text: String, env: &Env) -> Outcome {
             let message = ctx.next_seq();
             let mut reply = Message::text((env.new_id)(), message, Role::Assistant, text, env.now);
             reply.status = MessageStatus::Streaming;
+            reply.model = env.model(ctx).to_owned();
             Change::to(Phase::StreamingLlmResponse { attempt, message }).with(reply).into()
         }
         Phase::StreamingLlmResponse { .. } => Outcome::Streamed(text),
@@ -130,6 +131,7 @@ fn finished(ctx: &Context, reply: LlmReply, env: &Env) -> Outcome {
     message.status = MessageStatus::Complete;
     message.usage = reply.usage;
     message.duration_ms = reply.duration_ms;
+    message.model = reply.model.unwrap_or_else(|| env.model(ctx).to_owned());
     let seq = message.seq;
     let (calls, refused) = tool_calls::decide(ctx, seq, reply.tool_calls, env);
     message.tool_calls = calls;

@@ -60,4 +60,6 @@ pub struct LlmReply {
     pub tool_calls: Vec<RequestedToolCall>,
     pub usage: Option<Usage>,
     pub duration_ms: u64,
+    /// The model that answered, as the provider reported it.
+    pub model: Option<String>,
 }

@@ -18,10 +18,17 @@ pub struct Env<'a> {
     pub tools: &'a dyn ToolCatalog,
     /// LLM attempts per call before the run fails (the first try included).
     pub max_llm_attempts: u32,
+    /// The model of contexts whose config names none.
+    pub default_model: &'a str,
     pub new_id: &'a dyn Fn() -> MessageId,
 }
 
 impl Env<'_> {
+    /// The model `ctx` asks for.
+    pub fn model<'c>(&'c self, ctx: &'c Context) -> &'c str {
+        if ctx.config.model.is_empty() { self.default_model } else { &ctx.config.model }
+    }
+
     /// A tool's policy: the context's external tools first, then the server's tools.
     pub fn policy(&self, ctx: &Context, name: &str) -> Option<ToolPolicy> {
         match ctx.config.external_tool(name) {

@@ -41,7 +41,13 @@ impl Harness {
             self.ids.set(next);
             MessageId::from_bytes(next.to_be_bytes())
         };
-        let env = Env { now: Timestamp::from_micros(2), tools: &Policies, max_llm_attempts: 3, new_id: &new_id };
+        let env = Env {
+            now: Timestamp::from_micros(2),
+            tools: &Policies,
+            max_llm_attempts: 3,
+            default_model: "m",
+            new_id: &new_id,
+        };
         let outcome = apply(&self.ctx, command, &env)?;
         // The same two functions the runtime applies outcomes with.
         if let Some(text) = outcome.delta() {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::provider::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream};
+use super::router::MOCK_MODEL;
 use crate::domain::RequestedToolCall;
 use crate::domain::Usage;
 
@@ -35,7 +36,7 @@ impl LlmProvider for MockProvider {
 }
 
 fn reply_for(request: &LlmRequest) -> Vec<Result<LlmEvent, LlmError>> {
-    let mut events = Vec::new();
+    let mut events = vec![Ok(LlmEvent::Model(MOCK_MODEL.to_owned()))];
     // Answer the tool results that end the conversation, if any.
     let mut recent = request.recent().peekable();
     let mut results = Vec::new();

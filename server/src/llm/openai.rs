@@ -79,6 +79,7 @@ impl LlmProvider for OpenAiProvider {
             }
             let mut events = response.bytes_stream().eventsource();
             let mut calls = ToolCalls::default();
+            let mut named = false;
             loop {
                 let event = match tokio::time::timeout(idle, events.next()).await {
                     Err(_) => {
@@ -112,6 +113,10 @@ impl LlmProvider for OpenAiProvider {
                 if let Some(error) = chunk.error {
                     yield Err(LlmError::permanent(format!("the LLM provider reported: {error}")));
                     return;
+                }
+                if let Some(model) = chunk.model.filter(|m| !m.is_empty() && !named) {
+                    named = true;
+                    yield Ok(LlmEvent::Model(model));
                 }
                 for choice in chunk.choices {
                     if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
@@ -204,6 +209,8 @@ struct Chunk {
     choices: Vec<Choice>,
     usage: Option<ChunkUsage>,
     error: Option<Value>,
+    /// The model answering; OpenAI names the exact snapshot (`gpt-4o-mini-2024-07-18`).
+    model: Option<String>,
 }
 
 #[derive(Deserialize)]

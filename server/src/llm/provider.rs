@@ -91,6 +91,8 @@ fn convert(message: &Message, tool_name: impl Fn(&str) -> String) -> Option<LlmM
 /// A piece of a streamed reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LlmEvent {
+    /// The model that is answering, as the provider names it (sent once, first).
+    Model(String),
     Text(String),
     ToolCall(RequestedToolCall),
     Usage(Usage),

@@ -162,6 +162,7 @@ impl Live {
             now,
             tools: &*shared.tools,
             max_llm_attempts: shared.settings.max_llm_attempts,
+            default_model: &shared.settings.default_model,
             new_id: &MessageId::new,
         };
         let mut batch = Batch::new(Arc::clone(&self.ctx));

@@ -169,7 +169,7 @@ mod tests {
     }
 
     fn env(tools: &NoTools) -> Env<'_> {
-        Env { now: Timestamp::now(), tools, max_llm_attempts: 3, new_id: &MessageId::new }
+        Env { now: Timestamp::now(), tools, max_llm_attempts: 3, default_model: "m", new_id: &MessageId::new }
     }
 
     fn send(text: &str) -> Command {

@@ -82,8 +82,18 @@ impl Contexts {
             .map_err(Error::from)
     }
 
-    pub async fn create(&self, id: Option<ContextId>, title: String, config: ContextConfig) -> Result<Arc<Context>> {
+    /// Creates a context. A config that names no model gets the server's default model now,
+    /// so a later change of the default does not switch existing conversations.
+    pub async fn create(
+        &self,
+        id: Option<ContextId>,
+        title: String,
+        mut config: ContextConfig,
+    ) -> Result<Arc<Context>> {
         let id = id.unwrap_or_default();
+        if config.model.is_empty() {
+            config.model.clone_from(&self.shared.settings.default_model);
+        }
         let ctx = Context::new(id, title, config, Timestamp::now());
         // Creation is rare; one lock makes "exists? then insert" atomic.
         let _guard = self.shared.create_lock.lock().await;

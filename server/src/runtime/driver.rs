@@ -164,6 +164,10 @@ async fn pump_llm(mut stream: LlmStream, events: mpsc::Sender<Event>, generation
                 reply.usage = Some(usage);
                 continue;
             }
+            Ok(LlmEvent::Model(model)) => {
+                reply.model = Some(model);
+                continue;
+            }
             Err(error) => {
                 let retry_after_ms = error.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
                 let failed = Command::LlmFailed { error: error.message, transient: error.transient, retry_after_ms };

@@ -90,6 +90,8 @@ pub struct StoredMessage {
     pub duration_ms: u64,
     #[prost(int64, tag = "11")]
     pub created_at_us: i64,
+    #[prost(string, tag = "12")]
+    pub model: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -306,6 +308,7 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
             .usage
             .map(|u| StoredUsage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }),
         duration_ms: message.duration_ms,
+        model: message.model.clone(),
         created_at_us: message.created_at.as_micros(),
     }
 }
@@ -323,6 +326,7 @@ pub fn message_from_stored(seq: u64, stored: StoredMessage) -> Result<Message, E
         usage,
         duration_ms,
         created_at_us,
+        model,
     } = stored;
     let corrupt = |what: &str, value: i32| Error::Corrupt(format!("message {seq}: unknown {what} {value}"));
     let id: [u8; 16] = id.try_into().map_err(|_| Error::Corrupt(format!("message {seq}: bad id")))?;
@@ -369,6 +373,7 @@ pub fn message_from_stored(seq: u64, stored: StoredMessage) -> Result<Message, E
         is_error,
         usage: usage.map(|u| Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }),
         duration_ms,
+        model,
         created_at: Timestamp::from_micros(created_at_us),
     })
 }
