@@ -1,7 +1,7 @@
 // Stream pumps, outside components: each follows a server stream into the store and
 // reconnects with backoff, resuming from the last revision it holds.
 
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 
 import { ctxd } from "./api";
 import { type Connection, useStore } from "./store";
@@ -13,13 +13,16 @@ function backoff(attempt: number): number {
   return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 
+/** Waits `ms`, or less if `signal` aborts; leaves no listener behind either way. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
+    const done = () => {
       clearTimeout(timer);
+      signal.removeEventListener("abort", done);
       resolve();
-    });
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
   });
 }
 
@@ -66,7 +69,7 @@ export function followContext(id: string, signal: AbortSignal): void {
     },
     (connection) => store().setConnection(connection),
     // A context that does not exist (any more) is not worth reconnecting to.
-    (error) => error instanceof ConnectError && error.code === 5 /* NOT_FOUND */,
+    (error) => error instanceof ConnectError && error.code === Code.NotFound,
   );
 }
 

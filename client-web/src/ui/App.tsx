@@ -1,20 +1,10 @@
 import { useEffect, useState } from "react";
 
+import { idFromPath } from "../navigation";
 import { followContext, followList } from "../stream";
 import { useStore } from "../store";
 import { ConversationView } from "./ConversationView";
 import { Sidebar } from "./Sidebar";
-
-/** The context id in the address (`/c/<id>`), so a reload or a shared link opens it again. */
-function idFromPath(): string | null {
-  const match = /^\/c\/([0-9a-fA-F-]{36})$/.exec(window.location.pathname);
-  return match ? match[1] : null;
-}
-
-export function navigate(id: string | null) {
-  window.history.pushState(null, "", id ? `/c/${id}` : "/");
-  window.dispatchEvent(new PopStateEvent("popstate"));
-}
 
 export function App() {
   const [openId, setOpenId] = useState(idFromPath);

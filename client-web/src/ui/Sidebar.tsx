@@ -1,8 +1,8 @@
 import { useState } from "react";
 
 import { createContext, deleteContext, describe, renameContext } from "../actions";
+import { navigate } from "../navigation";
 import { useStore } from "../store";
-import { navigate } from "./App";
 import { ConnectionIndicator } from "./ConnectionIndicator";
 import { StateBadge } from "./StateBadge";
 
