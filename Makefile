@@ -25,11 +25,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Arguments for `make run`, e.g. make run ARGS="--listen 0.0.0.0:50051".
 ARGS ?=
 
-.PHONY: run test bench setup lint fmt web web-deps
-run: setup web
+# The Node.js the web client's tools accept (Vite's engines; vitest and protoc-gen-es accept
+# 20 and up): checked first, so an older Node stops `make run` / `make test` at once.
+NODE_ENGINES := 20.19+ (20.x) or 22.12+
+
+.PHONY: run test bench setup lint fmt web web-deps node-check
+run: node-check setup web
 	cargo run --release -p ctxd -- --web-dir client-web/dist $(ARGS)
 
-web-deps:
+node-check:
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit((a === 20 && b >= 19) || (a === 22 && b >= 12) || a > 22 ? 0 : 1)' 2>/dev/null \
+		|| { echo "ctxd's web client needs Node.js $(NODE_ENGINES); found $$(node --version 2>/dev/null || echo no node). Install a newer one (e.g. NodeSource's nodejs)." >&2; exit 1; }
+
+web-deps: node-check
 	cd client-web && { [ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; }
 
 # The web client, built when its sources changed since the last build.
@@ -40,7 +48,7 @@ web: web-deps
 
 # The benchmark harness runs first in its quick mode (seconds, no timing assertions) so it
 # cannot rot; the tests' summary stays the last thing printed.
-test: setup lint web-deps
+test: node-check setup lint web-deps
 	cd client-web && npm test && npm run build
 	cargo build -p ctxd -p ctxd-bench
 	target/debug/ctxd-bench --quick

@@ -57,7 +57,7 @@ async fn main() {
     }
     if wants("crosscheck") {
         let requests = if args.quick { 20 } else { 2000 };
-        add(scenarios::measured(&server, crosscheck::create_context(&server, requests)).await);
+        add(scenarios::measured(&server, crosscheck::create_context(&server, requests, args.quick)).await);
     }
     if wants("turn") {
         add(scenarios::measured(&server, scenarios::turn(&server, scale, floor.p50_us)).await);
