@@ -90,6 +90,9 @@ test("a sent message streams a reply, and a reload shows the same conversation",
   const marks = await page.evaluate(() => window.__marks);
   console.log(`Enter → pending message visible: ${(marks.pending - marks.enter).toFixed(1)} ms; → first streamed token: ${(marks.token - marks.enter).toFixed(1)} ms`);
   assert.equal(await page.locator(".message.assistant .body").innerText(), "You said: hello from the browser");
+  // Named by the server after its first message, in the sidebar too.
+  await page.locator(".sidebar li.current .title", { hasText: "hello from the browser" }).waitFor();
+  assert.equal(await page.locator("h1").innerText(), "hello from the browser");
   await page.screenshot({ path: join(shots, "conversation.png") });
   const before = await messageIds(page);
   await page.reload();

@@ -622,3 +622,43 @@ async fn update_context_renames_and_reconfigures_and_watchers_see_it() {
     };
     assert_eq!(summary.title, "after");
 }
+
+#[tokio::test]
+async fn an_untitled_context_takes_its_first_message_as_title_and_watchers_see_it() {
+    let server = Server::start(0, &[]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "").await;
+    let mut events = client
+        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut folded = Folded::default();
+    let mut list = client.watch_contexts(pb::WatchContextsRequest::default()).await.expect("list").into_inner();
+    list.message().await.expect("stream").expect("reset");
+
+    let done = send(&mut client, &id, "Plan the trip to Lisbon\nwith all the details").await;
+    assert_eq!(done.title, "Plan the trip to Lisbon");
+    while folded.revision < done.revision {
+        folded.apply(&events.message().await.expect("stream").expect("event")).expect("consistent");
+    }
+    assert_eq!(folded.state.as_ref(), Some(&done), "watchers fold the new title");
+    use pb::watch_contexts_response::Kind as ListKind;
+    let Some(ListKind::Upserted(summary)) = list.message().await.expect("stream").expect("event").kind else {
+        panic!("an upsert");
+    };
+    assert_eq!(summary.title, "Plan the trip to Lisbon");
+
+    // Named once; a client's title is never replaced.
+    client
+        .update_context(pb::UpdateContextRequest {
+            context_id: id.clone(),
+            title: Some("Lisbon".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("rename");
+    assert_eq!(send(&mut client, &id, "and Porto").await.title, "Lisbon");
+    let titled = create(&mut client, "chosen").await;
+    assert_eq!(send(&mut client, &titled, "hello").await.title, "chosen");
+}

@@ -20,7 +20,8 @@ export function Sidebar({ openId, onPicked }: { openId: string | null; onPicked:
 
   const startNew = async () => {
     try {
-      const id = await createContext("New conversation");
+      // Untitled: the server names it after its first message, for every client.
+      const id = await createContext("");
       navigate(id);
       onPicked();
     } catch (e) {

@@ -65,9 +65,40 @@ fn send(
     if !matches!(ctx.phase, Phase::Idle | Phase::Failed { .. }) {
         return Err(Rejection::Busy { state: ctx.state() });
     }
+    // A context nobody named is named after its first message, once: a title a client set
+    // (at creation or with UpdateContext) is never replaced.
+    let first = ctx.title.is_empty() && !ctx.messages.iter().any(|m| m.role == Role::User);
+    let title = first.then(|| title_from(&content)).filter(|t| !t.is_empty());
     let mut message = Message::text((env.new_id)(), ctx.next_seq(), Role::User, content, env.now);
     message.client_message_id = client_message_id;
-    Ok(Outcome::then(Change::to(Phase::ProcessingUserMessage).with(message), Effect::Continue))
+    let change = Change::to(Phase::ProcessingUserMessage).with(message).titled(title);
+    Ok(Outcome::then(change, Effect::Continue))
+}
+
+/// Longest title taken from a message, in characters.
+const MAX_TITLE_CHARS: usize = 60;
+
+/// A title from a message: its first line, spaces folded, cut at a word near
+/// [`MAX_TITLE_CHARS`] with an ellipsis.
+fn title_from(content: &str) -> String {
+    let line = content.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut title = String::new();
+    for word in words {
+        let len = title.chars().count() + usize::from(!title.is_empty()) + word.chars().count();
+        if len > MAX_TITLE_CHARS {
+            if title.is_empty() {
+                title = word.chars().take(MAX_TITLE_CHARS).collect();
+            }
+            title.push('…');
+            return title;
+        }
+        if !title.is_empty() {
+            title.push(' ');
+        }
+        title.push_str(word);
+    }
+    title
 }
 
 fn check_revision(ctx: &Context, expected_revision: Option<u64>) -> Result<(), Rejection> {

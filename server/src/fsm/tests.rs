@@ -357,3 +357,28 @@ fn calls_refused_before_saving_are_answered_in_the_same_change_and_never_pending
     assert_eq!(h.apply(Command::Continue).effects(), [Effect::Continue]);
     assert_eq!(h.state(), FsmState::ProcessingToolResults);
 }
+
+#[test]
+fn an_untitled_context_is_named_after_its_first_message_once() {
+    let mut h = Harness::new(ContextConfig::default());
+    h.ctx.title = String::new();
+    let sent = h.send("  \n  Plan   the trip to Lisbon\nwith details");
+    assert_eq!(sent.change().and_then(|c| c.title.as_deref()), Some("Plan the trip to Lisbon"));
+    assert_eq!(h.ctx.title, "Plan the trip to Lisbon");
+    h.apply(Command::Cancel);
+    assert!(h.send("a second message").change().is_some_and(|c| c.title.is_none()), "named once");
+
+    let mut h = Harness::new(ContextConfig::default());
+    h.ctx.title = String::new();
+    let long = "word ".repeat(30);
+    h.send(&long);
+    assert!(h.ctx.title.ends_with('…') && h.ctx.title.chars().count() <= 61, "{}", h.ctx.title);
+    let mut h = Harness::new(ContextConfig::default());
+    h.ctx.title = String::new();
+    h.send(&"x".repeat(100));
+    assert_eq!(h.ctx.title.chars().count(), 61, "one long word is cut too");
+
+    let mut titled = Harness::new(ContextConfig::default());
+    titled.send("hello");
+    assert_eq!(titled.ctx.title, "t", "a title a client chose stays");
+}
