@@ -269,15 +269,20 @@ pub async fn send(client: &mut Client, id: &str, content: &str) -> pb::ContextSt
     client.send_message(send_request(id, content, true)).await.expect("send").into_inner().state.expect("state")
 }
 
+/// Opens a WatchState stream of context `id` from `from_revision` (0: a snapshot first).
+pub async fn watch(client: &mut Client, id: &str, from_revision: u64) -> tonic::Streaming<pb::WatchStateResponse> {
+    client
+        .watch_state(pb::WatchStateRequest { context_id: id.into(), from_revision })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
 /// Watches the context until `done` holds for its state (folded from the events), and
 /// returns that state.
 pub async fn wait_until(client: &mut Client, id: &str, done: impl Fn(&pb::ContextState) -> bool) -> pb::ContextState {
     let watch = async {
-        let mut stream = client
-            .watch_state(pb::WatchStateRequest { context_id: id.into(), from_revision: 0 })
-            .await
-            .expect("watch")
-            .into_inner();
+        let mut stream = watch(client, id, 0).await;
         let mut folded = Folded::default();
         while let Some(event) = stream.message().await.expect("watch stream") {
             folded.apply(&event).expect("a consistent event");

@@ -561,11 +561,7 @@ async fn update_context_renames_and_reconfigures_and_watchers_see_it() {
     let server = Server::start(0, &[]).await;
     let mut client = server.client().await;
     let id = create(&mut client, "before").await;
-    let mut events = client
-        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut events = watch(&mut client, &id, 0).await;
     let mut folded = Folded::default();
     folded.apply(&events.message().await.expect("stream").expect("snapshot")).expect("snapshot");
     let mut list = client.watch_contexts(pb::WatchContextsRequest::default()).await.expect("list").into_inner();
@@ -628,11 +624,7 @@ async fn an_untitled_context_takes_its_first_message_as_title_and_watchers_see_i
     let server = Server::start(0, &[]).await;
     let mut client = server.client().await;
     let id = create(&mut client, "").await;
-    let mut events = client
-        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut events = watch(&mut client, &id, 0).await;
     let mut folded = Folded::default();
     let mut list = client.watch_contexts(pb::WatchContextsRequest::default()).await.expect("list").into_inner();
     list.message().await.expect("stream").expect("reset");

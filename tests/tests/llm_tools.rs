@@ -38,11 +38,7 @@ async fn replies_stream_as_deltas_and_tool_calls_are_assembled_from_fragments() 
     let answer = ["Il est ", "l'heure; ", "6×7 = 42 ", "✓ ", "déjà."];
     fake.push(text_reply(&answer, 7, Duration::ZERO));
 
-    let mut events = client
-        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut events = watch(&mut client, &id, 0).await;
     let done = send(&mut client, &id, "what time is it, and 6*7?").await;
     assert_eq!(state_of(&done), FsmState::Idle, "{:?}", done.last_error);
 
@@ -295,11 +291,7 @@ async fn an_external_call_with_bad_arguments_is_never_pending() {
     };
     let id =
         create_with(&mut client, pb::ContextConfig { external_tools: vec![crm_lookup], ..Default::default() }).await;
-    let mut events = client
-        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut events = watch(&mut client, &id, 0).await;
 
     let done = send(&mut client, &id, r#"/tool crm_lookup {"id": "x"}"#).await;
     assert_eq!(state_of(&done), FsmState::Idle, "wait=true runs on to the end: {done:?}");
@@ -346,11 +338,7 @@ async fn an_answered_external_call_leaves_nothing_running() {
     let watched = create_with(&mut client, config).await;
     let waiting = send(&mut client, &watched, r#"/tool deploy {"service": "db"}"#).await;
     let call = waiting.pending_tool_calls[0].id.clone();
-    let mut events = client
-        .watch_state(pb::WatchStateRequest { context_id: watched.clone(), from_revision: waiting.revision })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut events = watch(&mut client, &watched, waiting.revision).await;
     let done = client.submit_tool_result(submit(&watched, &call, r#""deployed""#)).await.expect("submit");
     let done = done.into_inner().state.expect("state");
     let mut last = waiting.revision;

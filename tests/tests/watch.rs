@@ -12,14 +12,6 @@ use tonic::Code;
 
 type Events = tonic::Streaming<pb::WatchStateResponse>;
 
-async fn watch(client: &mut Client, id: &str, from_revision: u64) -> Events {
-    client
-        .watch_state(pb::WatchStateRequest { context_id: id.into(), from_revision })
-        .await
-        .expect("watch")
-        .into_inner()
-}
-
 /// Reads events into `folded` (and `seen`) until the folded state satisfies `done`.
 async fn follow(
     events: &mut Events,
