@@ -199,8 +199,11 @@ test("a conversation is renamed from the sidebar and configured from its setting
   await settings.waitFor({ state: "detached" });
   await page.reload();
   await page.getByRole("button", { name: "Settings" }).click();
-  assert.equal(await page.getByLabel("System prompt").inputValue(), "Answer in French.");
-  assert.equal(await page.getByLabel("read_file").isChecked(), true);
+  // Within the form: conversations named after a message about read_file (the server names
+  // untitled ones after their first message) have sidebar buttons whose labels mention it.
+  const reopened = page.getByRole("form", { name: "Conversation settings" });
+  assert.equal(await reopened.getByLabel("System prompt").inputValue(), "Answer in French.");
+  assert.equal(await reopened.getByLabel("read_file").isChecked(), true);
   await page.close();
 });
 
