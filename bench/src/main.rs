@@ -28,6 +28,10 @@ struct Args {
     /// Print JSON instead of a Markdown table.
     #[arg(long)]
     json: bool,
+    /// An argument for the ctxd under test, e.g. `--server-arg=--metrics-listen --server-arg=127.0.0.1:0`
+    /// (repeat for each; by default the metrics listener is off, as in the tests).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 const ALL: [&str; 8] = ["floor", "action", "crosscheck", "turn", "watch", "history", "restart", "mixed"];
@@ -45,7 +49,8 @@ async fn main() {
 
     // The floor always runs: every other figure is read against it.
     let (mut rows, floor) = floor::measure(args.quick);
-    let server = scenarios::start_server(&[]).await;
+    let server_args: Vec<&str> = args.server_args.iter().map(String::as_str).collect();
+    let server = scenarios::start_server(&server_args).await;
     let mut add = |more: Vec<Row>| {
         for row in &more {
             eprintln!("done: {} / {}", row.scenario, row.case);

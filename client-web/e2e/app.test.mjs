@@ -27,7 +27,7 @@ let browser;
 function startServer(listen = "127.0.0.1:0") {
   const child = spawn(binary, [
     "--listen", listen, "--data-dir", dataDir, "--web-dir", resolve(here, "dist"),
-    "--mock-delay-ms", "40", "--workspace", workspace,
+    "--mock-delay-ms", "40", "--workspace", workspace, "--metrics-listen", "off",
   ], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "info" } });
   return new Promise((resolveAddr, reject) => {
     const lines = createInterface({ input: child.stderr });

@@ -67,6 +67,8 @@ pub struct Config {
     pub llm_idle_timeout_ms: u64,
     /// How long an external tool call waits for its result unless its tool says, in milliseconds.
     pub external_tool_timeout_ms: u64,
+    /// Where Prometheus metrics are served (`GET /metrics`), a listener of their own; `off`: none.
+    pub metrics_listen: String,
 }
 
 impl Default for Config {
@@ -100,6 +102,7 @@ impl Default for Config {
             llm_connect_timeout_ms: 10_000,
             llm_idle_timeout_ms: 60_000,
             external_tool_timeout_ms: 300_000,
+            metrics_listen: "127.0.0.1:9464".into(),
         }
     }
 }
@@ -174,6 +177,9 @@ pub struct Args {
     /// Default wait for an external tool's result, ms.
     #[arg(long, env = "CTXD_EXTERNAL_TOOL_TIMEOUT_MS")]
     pub external_tool_timeout_ms: Option<u64>,
+    /// Address (IP:port) of the Prometheus metrics listener, or off.
+    #[arg(long, env = "CTXD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 impl Args {
@@ -247,6 +253,7 @@ impl Config {
             llm_connect_timeout_ms,
             llm_idle_timeout_ms,
             external_tool_timeout_ms,
+            metrics_listen,
         } = args;
         macro_rules! overlay {
             ($($field:ident),*) => { $( if let Some(value) = $field { config.$field = value; } )* };
@@ -269,7 +276,8 @@ impl Config {
             openai_models,
             llm_connect_timeout_ms,
             llm_idle_timeout_ms,
-            external_tool_timeout_ms
+            external_tool_timeout_ms,
+            metrics_listen
         );
         if openai_base_url.is_some() {
             config.openai_base_url = openai_base_url;
@@ -301,6 +309,7 @@ impl Config {
                 self.default_model
             )));
         }
+        self.metrics_addr()?;
         if self.llm_max_attempts == 0 {
             return Err(Error::Invalid("llm-max-attempts must be at least 1".into()));
         }
@@ -315,6 +324,17 @@ impl Config {
             return Err(Error::Invalid(format!("web-dir {} has no index.html", web_dir.display())));
         }
         Ok(())
+    }
+
+    /// The metrics listener's address; `None` when metrics are off.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, Error> {
+        match self.metrics_listen.as_str() {
+            "off" => Ok(None),
+            addr => addr
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::Invalid(format!("metrics-listen {addr:?} is neither an IP:port nor \"off\""))),
+        }
     }
 
     pub fn mock_delay(&self) -> Duration {

@@ -10,6 +10,8 @@ use tower::ServiceExt;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
+use crate::telemetry::GrpcMetricsLayer;
+
 /// Headers a browser client must be allowed to read to see a call's outcome.
 const EXPOSED: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
@@ -57,7 +59,14 @@ pub fn add_reflection(routes: Routes) -> Result<Routes, Error> {
 /// grpc-web wraps the gRPC routes only: it refuses plain HTTP/1.1 requests, which the
 /// static files need.
 pub fn with_web(routes: Routes, web_dir: Option<&Path>) -> Routes {
-    let router = routes.into_axum_router().layer(tonic_web::GrpcWebLayer::new());
+    // Metrics inside grpc-web: a browser's call is counted as the method it calls.
+    let metrics = GrpcMetricsLayer::new(&[
+        ctxd_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]);
+    let router = routes.into_axum_router().layer(metrics).layer(tonic_web::GrpcWebLayer::new());
     let Some(dir) = web_dir else {
         return Routes::from(router);
     };

@@ -11,4 +11,5 @@ pub mod llm;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tools;

@@ -16,6 +16,7 @@ use crate::http;
 use crate::llm::{LlmProvider, LlmRouter, MockProvider, OpenAiConfig, OpenAiProvider};
 use crate::runtime::{self, Contexts, Settings};
 use crate::store::{self, Store};
+use crate::telemetry::{self, Exporter};
 use crate::tools::{InvalidTool, ToolLimits, ToolRegistry};
 
 /// How long shutdown waits for open calls once every context has stopped.
@@ -39,6 +40,10 @@ pub enum Error {
     Tool(#[from] InvalidTool),
     #[error("cannot set up the LLM client: {0}")]
     LlmClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error(transparent)]
+    Metrics(#[from] telemetry::MetricsError),
 }
 
 /// The mock, plus the OpenAI-compatible provider when one is configured.
@@ -63,6 +68,25 @@ fn llm_router(config: &Config) -> Result<LlmRouter, Error> {
 /// Runs ctxd until `shutdown` completes, then stops accepting, lets every context finish
 /// saving the transition it is in, and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    // Metrics first: what happens at start-up (runs resumed, contexts loaded) counts too.
+    let stop = CancellationToken::new();
+    let metrics = match config.metrics_addr()? {
+        Some(metrics_addr) => {
+            let exporter = Exporter::install()?;
+            let listener = TcpListener::bind(metrics_addr)
+                .await
+                .map_err(|source| Error::Listen { addr: metrics_addr.to_string(), source })?;
+            let bound =
+                listener.local_addr().map_err(|source| Error::Listen { addr: metrics_addr.to_string(), source })?;
+            tracing::info!("metrics listening on {bound}");
+            Some(tokio::spawn(telemetry::serve(listener, exporter, stop.clone())))
+        }
+        None => {
+            tracing::info!("metrics off");
+            None
+        }
+    };
+
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| Error::DataDir { path: config.data_dir.display().to_string(), source })?;
     let store = {
@@ -107,7 +131,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     routes = http::add_reflection(routes)?;
     let routes = http::with_web(routes, config.web_dir.as_deref());
 
-    let stop = CancellationToken::new();
     let serve = tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(http::cors(&config.cors_origins)?)
@@ -130,6 +153,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 Ok(result) => result?,
                 Err(_) => tracing::warn!("some calls were still open after {DRAIN_TIMEOUT:?}; closing them"),
             }
+        }
+    }
+    stop.cancel();
+    if let Some(metrics) = metrics {
+        match metrics.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the metrics listener failed"),
+            Err(error) => tracing::warn!(%error, "the metrics listener task failed"),
         }
     }
     tracing::info!("stopped");

@@ -51,6 +51,8 @@ pub struct Server {
     log: Arc<Mutex<VecDeque<String>>>,
     /// From spawning the process to its "listening" line, for the last start.
     pub ready_after: Duration,
+    /// Where the metrics listener is, when one was asked for (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -76,6 +78,10 @@ impl Server {
         if !extra.contains(&"--llm-retry-base-ms") {
             args.extend(["--llm-retry-base-ms".into(), "10".into()]);
         }
+        // Many servers run at once: no metrics listener on the default port unless asked.
+        if !extra.contains(&"--metrics-listen") {
+            args.extend(["--metrics-listen".into(), "off".into()]);
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let mut server = Self {
@@ -86,6 +92,7 @@ impl Server {
             env,
             log: Arc::default(),
             ready_after: Duration::ZERO,
+            metrics_addr: None,
         };
         server.launch().await;
         server
@@ -140,6 +147,13 @@ impl Server {
             .unwrap_or_else(|_| panic!("ctxd exited at start; log:\n{}", self.log()));
         self.ready_after = started.elapsed();
         self.addr = addr.parse().expect("listen address");
+        // The metrics listener starts before the API's, so its line is already there.
+        self.metrics_addr = self
+            .log_lines()
+            .iter()
+            .rev()
+            .find_map(|line| line.split("metrics listening on ").nth(1).map(str::to_owned))
+            .and_then(|addr| addr.split_whitespace().next().and_then(|a| a.parse().ok()));
         self.child = Some(child);
     }
 

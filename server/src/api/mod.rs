@@ -17,6 +17,7 @@ pub use request::Limits;
 use crate::domain::{ToolDefinition, ToolPolicy};
 use crate::fsm::Command;
 use crate::runtime::Contexts;
+use crate::telemetry::names;
 
 pub struct ContextApi {
     contexts: Contexts,
@@ -162,6 +163,7 @@ impl ContextService for ContextApi {
         let call_id = request::tool_call_ids("tool_call_id", vec![tool_call_id])?.remove(0);
         let result = request::tool_result(outcome, &self.limits)?;
         let state = self.act(&context_id, Command::SubmitToolResult { call_id, result }, wait, view, &metadata).await?;
+        metrics::counter!(names::EXTERNAL_RESULTS).increment(1);
         Ok(Response::new(pb::SubmitToolResultResponse { state }))
     }
 

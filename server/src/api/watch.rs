@@ -4,6 +4,7 @@ use std::pin::Pin;
 
 use ctxd_proto::v1 as pb;
 use futures::Stream;
+use metrics::{counter, gauge};
 use pb::watch_contexts_response::Kind as ListKind;
 use pb::watch_state_response::Kind;
 use tokio::sync::broadcast;
@@ -12,8 +13,35 @@ use tonic::Status;
 use super::convert;
 use crate::domain::{ContextId, ContextSummary};
 use crate::runtime::{Contexts, EventKind, ListEvent, Subscription, Update};
+use crate::telemetry::names;
 
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// One open stream in the metrics: counted while it lives, and each message it sends.
+struct Open {
+    method: &'static str,
+}
+
+impl Open {
+    fn new(method: &'static str) -> Self {
+        gauge!(names::WATCH_STREAMS, "grpc_method" => method).increment(1.0);
+        Self { method }
+    }
+
+    fn sent(&self) {
+        let labels = [("grpc_type", "server_stream"), ("grpc_service", SERVICE), ("grpc_method", self.method)];
+        counter!(names::GRPC_MSG_SENT, &labels).increment(1);
+        counter!(names::WATCH_EVENTS_SENT, "grpc_method" => self.method).increment(1);
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        gauge!(names::WATCH_STREAMS, "grpc_method" => self.method).decrement(1.0);
+    }
+}
+
+const SERVICE: &str = "ctxd.v1.ContextService";
 
 /// The wire form of one update; `None` for updates that end the stream unseen.
 fn state_response(context_id: &str, update: &Update) -> Option<pb::WatchStateResponse> {
@@ -65,8 +93,9 @@ pub async fn state(
         pending: std::vec::IntoIter<Update>,
         subscription: Subscription,
         ended: bool,
+        open: Open,
     }
-    let pump = Pump { pending: first.into_iter(), subscription, ended: false };
+    let pump = Pump { pending: first.into_iter(), subscription, ended: false, open: Open::new("WatchState") };
     // The stream produces only when the client reads, so a client that stops reading
     // holds a place in the feed's ring and nothing else; when it reads again after
     // falling behind, it gets a snapshot.
@@ -83,6 +112,7 @@ pub async fn state(
                 };
                 pump.ended = ends_feed(&update);
                 if let Some(response) = state_response(&context_id, &update) {
+                    pump.open.sent();
                     return Some((Ok(response), pump));
                 }
             }
@@ -101,12 +131,13 @@ pub async fn list(contexts: &Contexts, limit: usize) -> Result<ResponseStream<pb
     let (page, events) = contexts.watch_list(limit).await?;
     let first = summaries(&page);
     let stopping = contexts.stopping();
-    let state = (Some(first), events, contexts.clone());
-    let stream = futures::stream::unfold(state, move |(first, mut events, contexts)| {
+    let state = (Some(first), events, contexts.clone(), Open::new("WatchContexts"));
+    let stream = futures::stream::unfold(state, move |(first, mut events, contexts, open)| {
         let stopping = stopping.clone();
         async move {
             if let Some(first) = first {
-                return Some((Ok(first), (None, events, contexts)));
+                open.sent();
+                return Some((Ok(first), (None, events, contexts, open)));
             }
             let event = tokio::select! {
                 () = stopping.cancelled() => return None,
@@ -120,13 +151,17 @@ pub async fn list(contexts: &Contexts, limit: usize) -> Result<ResponseStream<pb
                     pb::WatchContextsResponse { kind: Some(ListKind::RemovedContextId(id.to_string())) }
                 }
                 // Too far behind: send the list again instead of what was missed.
-                Err(broadcast::error::RecvError::Lagged(_)) => match contexts.list(None, limit).await {
-                    Ok((page, _)) => summaries(&page),
-                    Err(error) => return Some((Err(Status::from(error)), (None, events, contexts))),
-                },
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    counter!(names::WATCH_LAGGED, "grpc_method" => "WatchContexts").increment(1);
+                    match contexts.list(None, limit).await {
+                        Ok((page, _)) => summaries(&page),
+                        Err(error) => return Some((Err(Status::from(error)), (None, events, contexts, open))),
+                    }
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            Some((Ok(response), (None, events, contexts)))
+            open.sent();
+            Some((Ok(response), (None, events, contexts, open)))
         }
     });
     Ok(Box::pin(stream))

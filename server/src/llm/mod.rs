@@ -9,4 +9,4 @@ mod router;
 pub use mock::MockProvider;
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use provider::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream};
-pub use router::LlmRouter;
+pub use router::{LlmRouter, MOCK_MODEL};

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use metrics::{counter, gauge};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::{Batch, Save, Step};
@@ -13,8 +14,9 @@ use super::error::{Error, Result};
 use super::feed::{self, EventKind, Feed};
 use super::handle::{ActorHandle, Gone, Request, Slot};
 use super::shared::{ListEvent, Shared};
-use crate::domain::{Context, ContextId, FsmState, MessageId, Timestamp};
-use crate::fsm::{Command, Effect, Env};
+use crate::domain::{Context, ContextId, FsmState, Message, MessageId, Role, Timestamp};
+use crate::fsm::{CANCELLED, Command, DENIED, Effect, Env, INTERRUPTED};
+use crate::telemetry::names;
 
 /// At most this many commands are saved in one batch, so a fast producer cannot hold
 /// back what has already happened.
@@ -37,6 +39,10 @@ pub(super) struct Actor {
     results: mpsc::Receiver<Event>,
     /// Commands to apply before taking the next request (automatic steps of a run).
     queue: VecDeque<Command>,
+    /// Counted in the loaded-contexts gauge.
+    loaded: bool,
+    /// The state this context is counted under in the active-runs gauge, mid-run.
+    counted_run: Option<FsmState>,
 }
 
 impl Actor {
@@ -46,7 +52,19 @@ impl Actor {
         let feed = Arc::new(Feed::new());
         let handle = ActorHandle { mailbox: mailbox_tx, state: state_rx, feed: Arc::clone(&feed), instance };
         let (driver, results) = Driver::new(Arc::clone(&shared));
-        let actor = Self { id, instance, shared, mailbox, state, feed, driver, results, queue: VecDeque::new() };
+        let actor = Self {
+            id,
+            instance,
+            shared,
+            mailbox,
+            state,
+            feed,
+            driver,
+            results,
+            queue: VecDeque::new(),
+            loaded: false,
+            counted_run: None,
+        };
         (handle, actor)
     }
 
@@ -61,6 +79,9 @@ impl Actor {
         match tokio::task::spawn_blocking(move || store.load(id)).await {
             Ok(Ok(Some(ctx))) => {
                 let ctx = Arc::new(ctx);
+                self.loaded = true;
+                gauge!(names::CONTEXTS_LOADED).increment(1.0);
+                self.count_run(ctx.state());
                 self.feed.start(Arc::clone(&ctx));
                 self.state.send_replace(Slot::Live(Arc::clone(&ctx)));
                 Live { actor: self, ctx }.serve().await;
@@ -80,8 +101,29 @@ impl Actor {
         self.stop(Gone::Stopped(reason.clone()), |id| Error::Stopped { id, reason: reason.clone() });
     }
 
+    /// Keeps the active-runs gauge at `state` for this context (nothing while it rests).
+    fn count_run(&mut self, state: FsmState) {
+        let next = (!state.is_resting()).then_some(state);
+        if next == self.counted_run {
+            return;
+        }
+        if let Some(old) = self.counted_run {
+            gauge!(names::RUNS_ACTIVE, "state" => old.name()).decrement(1.0);
+        }
+        if let Some(new) = next {
+            gauge!(names::RUNS_ACTIVE, "state" => new.name()).increment(1.0);
+        }
+        self.counted_run = next;
+    }
+
     /// Leaves the registry, answers every queued request with `error`, and tells watchers.
     fn stop(&mut self, gone: Gone, error: impl Fn(ContextId) -> Error) {
+        if std::mem::take(&mut self.loaded) {
+            gauge!(names::CONTEXTS_LOADED).decrement(1.0);
+        }
+        if let Some(state) = self.counted_run.take() {
+            gauge!(names::RUNS_ACTIVE, "state" => state.name()).decrement(1.0);
+        }
         self.shared.unregister(self.id, self.instance);
         self.mailbox.close();
         while let Ok(request) = self.mailbox.try_recv() {
@@ -108,6 +150,7 @@ impl Live {
     async fn serve(mut self) {
         if !self.ctx.phase.is_resting() {
             tracing::info!(context = %self.actor.id, state = %self.ctx.state(), "resuming interrupted run");
+            counter!(names::RUNS_RESUMED).increment(1);
             if !self.step(Command::Resume, None).await {
                 return;
             }
@@ -244,10 +287,16 @@ impl Live {
         for step in steps {
             match step {
                 Step::Transition { before, after, messages } => {
+                    let (from, to) = (before.state(), after.state());
                     if path.is_empty() {
-                        path.push(before.state());
+                        path.push(from);
                     }
-                    path.push(after.state());
+                    path.push(to);
+                    counter!(names::TRANSITIONS, "from" => from.name(), "to" => to.name()).increment(1);
+                    if to == FsmState::Failed && from != FsmState::Failed {
+                        counter!(names::RUNS_FAILED).increment(1);
+                    }
+                    count_tool_answers(&after, &messages, &self.actor.shared);
                     let events = feed::change_events(&before, &after, &messages);
                     self.actor.feed.saved(after, events);
                 }
@@ -260,10 +309,11 @@ impl Live {
     }
 
     /// Logs a save (one line, whatever the transitions in it) and updates context lists.
-    fn announce(&self, path: &[FsmState]) {
+    fn announce(&mut self, path: &[FsmState]) {
         let (Some(from), Some(to)) = (path.first(), path.last()) else {
             return;
         };
+        self.actor.count_run(*to);
         let (id, revision, transitions) = (self.actor.id, self.ctx.revision, path.len() - 1);
         // `via` names the states a save of several transitions went through.
         if let [_, via @ .., _] = path
@@ -311,5 +361,36 @@ impl Live {
         self.actor.stop(Gone::Unloaded, |_| Error::Unloaded);
         tracing::info!(context = %self.actor.id, revision = self.ctx.revision, "unloaded idle context");
         true
+    }
+}
+
+/// Counts the answers to tool calls among the messages a transition saved, by tool and
+/// outcome. Tools other services run are counted as `external`, so clients cannot grow
+/// the label set with the names they declare.
+fn count_tool_answers(ctx: &Context, saved: &[Arc<Message>], shared: &Shared) {
+    for answer in saved.iter().filter(|m| m.role == Role::Tool) {
+        let Some(call_id) = answer.tool_call_id.as_deref() else { continue };
+        let outcome = match answer.text_content().as_str() {
+            _ if !answer.is_error => "ok",
+            DENIED => "denied",
+            CANCELLED => "cancelled",
+            INTERRUPTED => "interrupted",
+            text if text.starts_with("timed out after") || text.starts_with("no result from the external tool") => {
+                "timeout"
+            }
+            _ => "error",
+        };
+        let name = ctx
+            .messages
+            .iter()
+            .rev()
+            .find_map(|m| m.tool_calls.iter().find(|c| c.id == call_id))
+            .map(|call| match call.name.as_str() {
+                builtin if shared.tools.has(builtin) => builtin.to_owned(),
+                _ if call.external => "external".to_owned(),
+                _ => "unknown".to_owned(),
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        counter!(names::TOOL_CALLS, "tool" => name, "outcome" => outcome).increment(1);
     }
 }

@@ -18,6 +18,7 @@ use crate::domain::{Context, ContextConfig, ContextId, ContextSummary, ListPosit
 use crate::fsm::Command;
 use crate::llm::LlmProvider;
 use crate::store::{self, Store, Writer};
+use crate::telemetry::names;
 use crate::tools::ToolRegistry;
 
 /// All contexts: the entry point the API layer talks to.
@@ -110,6 +111,7 @@ impl Contexts {
             return Err(Error::AlreadyExists(id));
         }
         tracing::info!(context = %id, revision = ctx.revision, from = "-", to = %ctx.state(), "auto-saved");
+        metrics::counter!(names::SAVES).increment(1);
         self.shared.list_changed(ListEvent::Upserted(ctx.summary()));
         Ok(Arc::new(ctx))
     }

@@ -12,14 +12,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use metrics::{counter, histogram};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::prompt;
+use super::settings::Settings;
 use super::shared::Shared;
 use crate::domain::{Context, Phase, ToolCall, ToolResult};
 use crate::fsm::{Command, Effect, LlmReply};
-use crate::llm::{LlmEvent, LlmStream};
+use crate::llm::{LlmEvent, LlmStream, MOCK_MODEL};
+use crate::telemetry::names;
 
 /// Effect results waiting to be applied can pile up this far before producers wait.
 const EVENT_CAPACITY: usize = 64;
@@ -68,13 +71,19 @@ impl Driver {
             Effect::CallLlm { attempt } => {
                 let settings = &self.shared.settings;
                 let request = prompt::request(ctx, &settings.default_model, self.shared.tools.definitions(), attempt);
+                let labels = LlmLabels::of(&request.model, settings);
                 let stream = self.shared.llm.stream(request);
-                self.tasks.spawn(pump_llm(stream, self.events.clone(), self.generation));
+                self.tasks.spawn(pump_llm(stream, labels, self.events.clone(), self.generation));
             }
             Effect::ScheduleRetry { attempt, at_least_ms } => {
                 let settings = &self.shared.settings;
-                let delay = backoff(attempt, settings.retry_base, settings.retry_max)
-                    .max(Duration::from_millis(at_least_ms.unwrap_or(0)));
+                let backoff = backoff(attempt, settings.retry_base, settings.retry_max);
+                let asked = Duration::from_millis(at_least_ms.unwrap_or(0));
+                counter!(names::LLM_RETRIES).increment(1);
+                if asked > backoff {
+                    counter!(names::LLM_RETRY_AFTER_SECONDS).increment(asked.as_secs());
+                }
+                let delay = backoff.max(asked);
                 let (events, generation) = (self.events.clone(), self.generation);
                 self.tasks.spawn(async move {
                     tokio::time::sleep(delay).await;
@@ -139,7 +148,10 @@ impl Driver {
             None => {
                 let tools = Arc::clone(&self.shared.tools);
                 self.tasks.spawn(async move {
+                    let started = Instant::now();
                     let result = tools.run(&call.name, &call.arguments_json).await;
+                    histogram!(names::TOOL_SECONDS, "tool" => call.name.clone())
+                        .record(started.elapsed().as_secs_f64());
                     let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
                 })
             }
@@ -148,14 +160,41 @@ impl Driver {
     }
 }
 
+/// The labels of one LLM call's metrics.
+struct LlmLabels {
+    provider: &'static str,
+    model: String,
+}
+
+impl LlmLabels {
+    fn of(model: &str, settings: &Settings) -> Self {
+        let provider = if model == MOCK_MODEL { "mock" } else { "openai" };
+        let model = if settings.metered_models.iter().any(|m| m == model) { model } else { "other" };
+        Self { provider, model: model.to_owned() }
+    }
+
+    fn request(&self, outcome: &'static str) {
+        let labels =
+            [("provider", self.provider.to_owned()), ("model", self.model.clone()), ("outcome", outcome.into())];
+        counter!(names::LLM_REQUESTS, &labels).increment(1);
+    }
+}
+
 /// Turns a provider's stream into commands for the actor.
-async fn pump_llm(mut stream: LlmStream, events: mpsc::Sender<Event>, generation: u64) {
+async fn pump_llm(mut stream: LlmStream, labels: LlmLabels, events: mpsc::Sender<Event>, generation: u64) {
     let started = Instant::now();
+    let mut first_text = true;
     let mut reply = LlmReply::default();
     while let Some(event) = stream.next().await {
         let command = match event {
             Ok(LlmEvent::Text(text)) if text.is_empty() => continue,
-            Ok(LlmEvent::Text(text)) => Command::LlmDelta { text },
+            Ok(LlmEvent::Text(text)) => {
+                if std::mem::take(&mut first_text) {
+                    let labels = [("provider", labels.provider.to_owned()), ("model", labels.model.clone())];
+                    histogram!(names::LLM_FIRST_TOKEN_SECONDS, &labels).record(started.elapsed().as_secs_f64());
+                }
+                Command::LlmDelta { text }
+            }
             Ok(LlmEvent::ToolCall(call)) => {
                 reply.tool_calls.push(call);
                 continue;
@@ -169,6 +208,14 @@ async fn pump_llm(mut stream: LlmStream, events: mpsc::Sender<Event>, generation
                 continue;
             }
             Err(error) => {
+                labels.request(if error.transient { "transient_error" } else { "error" });
+                tracing::warn!(
+                    provider = labels.provider,
+                    model = %labels.model,
+                    transient = error.transient,
+                    error = %error.message,
+                    "LLM call failed"
+                );
                 let retry_after_ms = error.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
                 let failed = Command::LlmFailed { error: error.message, transient: error.transient, retry_after_ms };
                 let _ = events.send((generation, failed)).await;
@@ -178,6 +225,17 @@ async fn pump_llm(mut stream: LlmStream, events: mpsc::Sender<Event>, generation
         if events.send((generation, command)).await.is_err() {
             return;
         }
+    }
+    labels.request("ok");
+    let seconds = started.elapsed().as_secs_f64();
+    let timed = [("provider", labels.provider.to_owned()), ("model", labels.model.clone())];
+    histogram!(names::LLM_STREAM_SECONDS, &timed).record(seconds);
+    if let Some(usage) = reply.usage {
+        let tokens = |kind: &'static str| {
+            [("provider", labels.provider.to_owned()), ("model", labels.model.clone()), ("kind", kind.to_owned())]
+        };
+        counter!(names::LLM_TOKENS, &tokens("prompt")).increment(u64::from(usage.prompt_tokens));
+        counter!(names::LLM_TOKENS, &tokens("completion")).increment(u64::from(usage.completion_tokens));
     }
     reply.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let _ = events.send((generation, Command::LlmFinished { reply })).await;

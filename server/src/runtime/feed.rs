@@ -10,9 +10,11 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use metrics::counter;
 use tokio::sync::broadcast;
 
 use crate::domain::{Context, ContextConfig, FsmState, Message, MessageId, Phase, Timestamp, ToolCall};
+use crate::telemetry::names;
 
 /// Events a watcher may fall behind by before it is sent a snapshot instead.
 const CHANNEL_CAPACITY: usize = 256;
@@ -209,6 +211,7 @@ impl Subscription {
                     return Some(Update::Event(event));
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
+                    counter!(names::WATCH_LAGGED, "grpc_method" => "WatchState").increment(1);
                     // Too far behind: what was queued is gone; start again from the present.
                     let inner = self.feed.lock();
                     self.last_seq = inner.seq;

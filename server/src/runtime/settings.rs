@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::llm::MOCK_MODEL;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -18,6 +19,9 @@ pub struct Settings {
     pub default_model: String,
     /// How long an external tool call waits for SubmitToolResult unless its tool says.
     pub external_tool_timeout: Duration,
+    /// Models named in metric labels as they are (the mock, the default, the configured
+    /// ones); any other is `other`, so clients cannot grow the label set.
+    pub metered_models: Vec<String>,
 }
 
 impl From<&Config> for Settings {
@@ -29,6 +33,10 @@ impl From<&Config> for Settings {
             idle_unload: Duration::from_secs(config.idle_unload_secs),
             default_model: config.default_model.clone(),
             external_tool_timeout: Duration::from_millis(config.external_tool_timeout_ms),
+            metered_models: [MOCK_MODEL.to_owned(), config.default_model.clone()]
+                .into_iter()
+                .chain(config.openai_models.iter().cloned())
+                .collect(),
         }
     }
 }

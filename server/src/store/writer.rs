@@ -11,12 +11,16 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
+use std::time::Instant;
+
+use metrics::{counter, histogram};
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
 use super::error::{Error, Result};
 use super::rocksdb::Store;
 use crate::domain::{Context, Message, Timestamp};
+use crate::telemetry::names;
 
 /// Saves written together at most; more wait for the next write.
 const MAX_GROUP: usize = 256;
@@ -126,9 +130,28 @@ fn write_loop(store: Store, queue: &mpsc::Receiver<Request>) {
 }
 
 fn write_group(store: &Store, group: &[Job]) -> Result<()> {
-    let mut batch = WriteBatch::default();
-    for job in group {
-        store.put_context(&mut batch, Some(job.before_updated_at), &job.after, &job.changed)?;
+    let saves = group.len() as u64;
+    let written = (|| {
+        let mut batch = WriteBatch::default();
+        for job in group {
+            store.put_context(&mut batch, Some(job.before_updated_at), &job.after, &job.changed)?;
+        }
+        let bytes = batch.size_in_bytes();
+        let started = Instant::now();
+        store.write(batch)?;
+        histogram!(names::SAVE_SECONDS).record(started.elapsed().as_secs_f64());
+        histogram!(names::SAVE_BYTES).record(bytes as f64);
+        Ok(())
+    })();
+    match &written {
+        Ok(()) => {
+            counter!(names::SAVES).increment(saves);
+            histogram!(names::SAVES_PER_WRITE).record(saves as f64);
+        }
+        Err(error) => {
+            counter!(names::SAVE_FAILURES).increment(saves);
+            tracing::error!(%error, saves, "a write failed; its saves fail with it");
+        }
     }
-    store.write(batch)
+    written
 }

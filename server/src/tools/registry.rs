@@ -72,6 +72,11 @@ impl ToolRegistry {
         self.tools.values().map(|r| (r.tool.definition().clone(), r.tool.policy())).collect()
     }
 
+    /// Whether the server has a tool of this name.
+    pub fn has(&self, name: &str) -> bool {
+        self.tools.contains_key(name)
+    }
+
     pub fn definitions(&self) -> Arc<[ToolDefinition]> {
         Arc::clone(&self.definitions)
     }

@@ -1,0 +1,83 @@
+//! Every metric ctxd records, with its help text. Names follow what Prometheus users already
+//! graph: grpc-ecosystem's `grpc_server_*` for calls, `ctxd_*` with the unit in the name for
+//! the rest. Labels are bounded: no context or tenant ids, model names only as configured.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+pub const GRPC_STARTED: &str = "grpc_server_started_total";
+pub const GRPC_HANDLED: &str = "grpc_server_handled_total";
+pub const GRPC_HANDLING_SECONDS: &str = "grpc_server_handling_seconds";
+pub const GRPC_MSG_SENT: &str = "grpc_server_msg_sent_total";
+
+pub const SAVES: &str = "ctxd_saves_total";
+pub const SAVE_FAILURES: &str = "ctxd_save_failures_total";
+pub const SAVE_SECONDS: &str = "ctxd_save_duration_seconds";
+pub const SAVES_PER_WRITE: &str = "ctxd_saves_per_write";
+pub const SAVE_BYTES: &str = "ctxd_save_bytes";
+
+pub const CONTEXTS_LOADED: &str = "ctxd_contexts_loaded";
+pub const RUNS_ACTIVE: &str = "ctxd_runs_active";
+pub const TRANSITIONS: &str = "ctxd_transitions_total";
+pub const RUNS_RESUMED: &str = "ctxd_runs_resumed_total";
+pub const RUNS_FAILED: &str = "ctxd_runs_failed_total";
+
+pub const WATCH_STREAMS: &str = "ctxd_watch_streams";
+pub const WATCH_EVENTS_SENT: &str = "ctxd_watch_events_sent_total";
+pub const WATCH_LAGGED: &str = "ctxd_watch_lagged_total";
+
+pub const LLM_REQUESTS: &str = "ctxd_llm_requests_total";
+pub const LLM_FIRST_TOKEN_SECONDS: &str = "ctxd_llm_time_to_first_token_seconds";
+pub const LLM_STREAM_SECONDS: &str = "ctxd_llm_stream_duration_seconds";
+pub const LLM_TOKENS: &str = "ctxd_llm_tokens_total";
+pub const LLM_RETRIES: &str = "ctxd_llm_retries_total";
+pub const LLM_RETRY_AFTER_SECONDS: &str = "ctxd_llm_retry_after_wait_seconds_total";
+
+pub const TOOL_CALLS: &str = "ctxd_tool_calls_total";
+pub const TOOL_SECONDS: &str = "ctxd_tool_call_duration_seconds";
+pub const EXTERNAL_RESULTS: &str = "ctxd_external_tool_results_total";
+
+/// Histograms of seconds share these buckets: 100 µs (a save) to 60 s (a long reply).
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Saves that shared one write (group commit).
+pub const SAVES_PER_WRITE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// Bytes written by one save.
+pub const BYTES_BUCKETS: &[f64] = &[128.0, 512.0, 1024.0, 4096.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0];
+
+/// Registers every metric's help text and unit with the recorder.
+pub fn describe() {
+    describe_counter!(GRPC_STARTED, "RPCs started on the server.");
+    describe_counter!(GRPC_HANDLED, "RPCs completed on the server, by status code.");
+    describe_histogram!(GRPC_HANDLING_SECONDS, Unit::Seconds, "Time to answer a unary RPC (streams are left out).");
+    describe_counter!(GRPC_MSG_SENT, "Messages sent by the server on streams.");
+    describe_counter!(SAVES, "Saves of a context (each one atomic, holding one or more transitions).");
+    describe_counter!(SAVE_FAILURES, "Saves that failed; the action or run that asked for them changed nothing.");
+    describe_histogram!(SAVE_SECONDS, Unit::Seconds, "Duration of one synced write (a group of saves).");
+    describe_histogram!(SAVES_PER_WRITE, Unit::Count, "Saves that shared one write and one fsync.");
+    describe_histogram!(SAVE_BYTES, Unit::Bytes, "Bytes one write put into the store.");
+    describe_gauge!(CONTEXTS_LOADED, "Contexts held in memory by a live actor.");
+    describe_gauge!(RUNS_ACTIVE, "Contexts in the middle of a run, by FSM state.");
+    describe_counter!(TRANSITIONS, "State machine transitions saved, by from and to state.");
+    describe_counter!(RUNS_RESUMED, "Runs resumed after a restart.");
+    describe_counter!(RUNS_FAILED, "Runs that ended in FAILED.");
+    describe_gauge!(WATCH_STREAMS, "Open WatchState and WatchContexts streams.");
+    describe_counter!(WATCH_EVENTS_SENT, "Events sent to watchers.");
+    describe_counter!(WATCH_LAGGED, "Watchers that fell behind and were sent a snapshot instead.");
+    describe_counter!(LLM_REQUESTS, "LLM requests, by provider, model and outcome.");
+    describe_histogram!(LLM_FIRST_TOKEN_SECONDS, Unit::Seconds, "Time from an LLM request to its first text.");
+    describe_histogram!(LLM_STREAM_SECONDS, Unit::Seconds, "Time from an LLM request to the end of its stream.");
+    describe_counter!(LLM_TOKENS, "Tokens the LLM providers reported, by kind (prompt, completion).");
+    describe_counter!(LLM_RETRIES, "LLM attempts scheduled again after a transient failure.");
+    describe_counter!(
+        LLM_RETRY_AFTER_SECONDS,
+        Unit::Seconds,
+        "Time spent waiting because a provider asked (Retry-After)."
+    );
+    describe_counter!(
+        TOOL_CALLS,
+        "Tool calls, by tool and outcome (ok, error, denied, timeout, interrupted, cancelled)."
+    );
+    describe_histogram!(TOOL_SECONDS, Unit::Seconds, "Duration of a tool call the server ran.");
+    describe_counter!(EXTERNAL_RESULTS, "Results of external tools delivered with SubmitToolResult.");
+}

@@ -1,0 +1,166 @@
+//! Prometheus metrics against the real binary: counters move by exactly what a session of
+//! calls did, histograms fill, the text parses as Prometheus exposition, and the metrics
+//! listener and the API never answer for each other.
+
+use bytes::Bytes;
+use ctxd_tests::v1 as pb;
+use ctxd_tests::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use pb::FsmState;
+use prometheus_parse::{Sample, Scrape, Value};
+
+/// GET `path` on `addr`: the status and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let client = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: http::Uri = format!("http://{addr}{path}").parse().expect("uri");
+    let response = client.get(uri).await.expect("http get");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn scrape(server: &Server) -> Scrape {
+    let (status, text) = http_get(server.metrics_addr.expect("a metrics listener"), "/metrics").await;
+    assert_eq!(status, 200);
+    Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("Prometheus text exposition")
+}
+
+fn matching<'a>(scrape: &'a Scrape, name: &'a str, labels: &'a [(&str, &str)]) -> impl Iterator<Item = &'a Sample> {
+    scrape.samples.iter().filter(move |s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+}
+
+/// The sum of the counters or gauges named `name` whose labels include `labels`.
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    matching(scrape, name, labels)
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name} is not a counter or gauge: {other:?}"),
+        })
+        .sum()
+}
+
+/// How many observations the histograms named `name` with `labels` hold.
+fn observations(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    matching(scrape, name, labels)
+        .map(|s| match &s.value {
+            Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+            other => panic!("{name} is not a histogram: {other:?}"),
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn counters_move_by_what_happened_and_the_text_parses() {
+    let workspace = tempfile::tempdir().expect("workspace");
+    std::fs::write(workspace.path().join("a.txt"), "alpha").expect("fixture");
+    let ws = workspace.path().to_str().expect("utf-8");
+    let server = Server::start(0, &["--metrics-listen", "127.0.0.1:0", "--workspace", ws]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "metered").await;
+    let mut events = watch(&mut client, &id, 0).await;
+    let open = scrape(&server).await;
+    assert_eq!(value(&open, "ctxd_watch_streams", &[("grpc_method", "WatchState")]), 1.0);
+
+    // A tool call that runs, one a person denies, and an LLM attempt that fails once.
+    send(&mut client, &id, "/tool clock {}").await;
+    let asked = send(&mut client, &id, r#"/tool read_file {"path": "a.txt"}"#).await;
+    let call = asked.pending_tool_calls[0].id.clone();
+    let deny = pb::ApproveToolsRequest {
+        context_id: id.clone(),
+        denied_tool_call_ids: vec![call],
+        wait: true,
+        ..Default::default()
+    };
+    client.approve_tools(deny).await.expect("deny");
+    let done = send(&mut client, &id, "/fail-once").await;
+    assert_eq!(state_of(&done), FsmState::Idle);
+    let bad = client.get_state(pb::GetStateRequest { context_id: "nope".into(), ..Default::default() }).await;
+    assert_eq!(bad.expect_err("bad id").code(), tonic::Code::InvalidArgument);
+
+    // The watcher reads everything up to the final state.
+    let mut received = 0.0;
+    let mut folded = Folded::default();
+    while folded.revision < done.revision || folded.state.as_ref().is_none_or(|s| state_of(s) != FsmState::Idle) {
+        folded.apply(&events.message().await.expect("stream").expect("event")).expect("consistent");
+        received += 1.0;
+    }
+
+    let metrics = scrape(&server).await;
+    let service = ("grpc_service", "ctxd.v1.ContextService");
+    let unary = ("grpc_type", "unary");
+    let send_ok = [service, unary, ("grpc_method", "SendMessage"), ("grpc_code", "OK")];
+    assert_eq!(value(&metrics, "grpc_server_started_total", &send_ok[..3]), 3.0);
+    assert_eq!(value(&metrics, "grpc_server_handled_total", &send_ok), 3.0);
+    assert_eq!(observations(&metrics, "grpc_server_handling_seconds", &send_ok[..3]), 3.0);
+    let approve = [service, ("grpc_method", "ApproveTools"), ("grpc_code", "OK")];
+    assert_eq!(value(&metrics, "grpc_server_handled_total", &approve), 1.0);
+    let refused = [service, ("grpc_method", "GetState"), ("grpc_code", "InvalidArgument")];
+    assert_eq!(value(&metrics, "grpc_server_handled_total", &refused), 1.0);
+    let streamed = [("grpc_type", "server_stream"), service, ("grpc_method", "WatchState")];
+    assert_eq!(value(&metrics, "grpc_server_msg_sent_total", &streamed), received, "every event sent is counted");
+    assert_eq!(observations(&metrics, "grpc_server_handling_seconds", &streamed), 0.0, "streams are not timed");
+
+    let tools = |tool, outcome| value(&metrics, "ctxd_tool_calls_total", &[("tool", tool), ("outcome", outcome)]);
+    assert_eq!((tools("clock", "ok"), tools("read_file", "denied")), (1.0, 1.0));
+    let llm = |outcome| value(&metrics, "ctxd_llm_requests_total", &[("provider", "mock"), ("outcome", outcome)]);
+    // Two calls per tool turn (the call, then the answer), and /fail-once's failure and retry.
+    assert_eq!((llm("ok"), llm("transient_error")), (5.0, 1.0));
+    assert_eq!(value(&metrics, "ctxd_llm_retries_total", &[]), 1.0);
+    let to_transient = [("from", "AWAITING_LLM_RESPONSE"), ("to", "TRANSIENT_FAILURE")];
+    assert_eq!(value(&metrics, "ctxd_transitions_total", &to_transient), 1.0);
+    // The three replies with text (a reply that only asks for a tool has no first token).
+    assert_eq!(observations(&metrics, "ctxd_llm_time_to_first_token_seconds", &[]), 3.0);
+    assert!(value(&metrics, "ctxd_llm_tokens_total", &[("kind", "completion")]) > 0.0);
+    assert!(observations(&metrics, "ctxd_save_duration_seconds", &[]) > 0.0);
+    assert!(observations(&metrics, "ctxd_saves_per_write", &[]) > 0.0);
+    assert_eq!(value(&metrics, "ctxd_contexts_loaded", &[]), 1.0);
+    assert_eq!(value(&metrics, "ctxd_runs_active", &[]), 0.0, "every run has ended");
+
+    // One save per "auto-saved" line: exact, however transitions shared saves.
+    let saves = value(&metrics, "ctxd_saves_total", &[]);
+    let lines = server.log_matching(&["auto-saved"], saves as usize).await;
+    assert_eq!(lines.len() as f64, saves, "{}", server.log());
+
+    drop(events);
+    let closed = async {
+        while value(&scrape(&server).await, "ctxd_watch_streams", &[("grpc_method", "WatchState")]) != 0.0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, closed).await.expect("a closed stream leaves the gauge");
+}
+
+#[tokio::test]
+async fn the_metrics_port_serves_no_api_and_the_api_port_no_metrics_and_off_opens_none() {
+    let server = Server::start(0, &["--metrics-listen", "127.0.0.1:0"]).await;
+    let metrics_addr = server.metrics_addr.expect("a metrics listener");
+    let (status, body) = http_get(server.addr, "/metrics").await;
+    assert!(status != 200 || !body.contains("# TYPE"), "the API port serves no metrics: {status} {body}");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{metrics_addr}")).expect("uri");
+    let api_on_metrics = match channel.connect().await {
+        Ok(channel) => pb::context_service_client::ContextServiceClient::new(channel)
+            .list_tools(pb::ListToolsRequest {})
+            .await
+            .map(drop),
+        Err(error) => Err(tonic::Status::unavailable(error.to_string())),
+    };
+    assert!(api_on_metrics.is_err(), "the metrics port serves no API");
+    let (status, _) = http_get(metrics_addr, "/anything-else").await;
+    assert_eq!(status, 404);
+
+    // A browser's call (grpc-web over HTTP/1.1) is counted as the method it calls.
+    let http1 = HttpClient::builder(TokioExecutor::new()).build_http::<tonic_web::GrpcWebCall<tonic::body::Body>>();
+    let web = tower::ServiceBuilder::new().layer(tonic_web::GrpcWebClientLayer::new()).service(http1);
+    let origin = format!("http://{}", server.addr).parse().expect("uri");
+    let mut web_client = pb::context_service_client::ContextServiceClient::with_origin(web, origin);
+    web_client.list_tools(pb::ListToolsRequest {}).await.expect("grpc-web call");
+    let labels = [("grpc_type", "unary"), ("grpc_method", "ListTools"), ("grpc_code", "OK")];
+    assert_eq!(value(&scrape(&server).await, "grpc_server_handled_total", &labels), 1.0);
+
+    let off = Server::start(0, &["--metrics-listen", "off"]).await;
+    assert!(off.metrics_addr.is_none());
+    assert_eq!(off.log_matching(&["metrics off"], 1).await.len(), 1);
+    assert!(!off.log().contains("metrics listening"), "{}", off.log());
+}
