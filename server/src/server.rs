@@ -1,6 +1,7 @@
 //! Assembles the server: storage, runtime, gRPC, and a clean shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,28 +66,31 @@ fn llm_router(config: &Config) -> Result<LlmRouter, Error> {
     Ok(LlmRouter::new(mock, remote))
 }
 
+/// Installs the metrics recorder (with the process's and the store's figures) and serves it
+/// on its own listener at `addr`.
+async fn serve_metrics(
+    addr: SocketAddr,
+    store: &Store,
+    config: &Config,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, Error> {
+    let mut exporter = Exporter::install()?;
+    let (store, dir) = (store.clone(), config.data_dir.clone());
+    exporter.collect_with(Arc::new(move || {
+        for (name, value) in store.figures(&dir) {
+            metrics::gauge!(name).set(value as f64);
+        }
+    }));
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr: addr.to_string(), source })?;
+    let bound = listener.local_addr().map_err(|source| Error::Listen { addr: addr.to_string(), source })?;
+    tracing::info!("metrics listening on {bound}");
+    Ok(tokio::spawn(telemetry::serve(listener, exporter, stop)))
+}
+
 /// Runs ctxd until `shutdown` completes, then stops accepting, lets every context finish
 /// saving the transition it is in, and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    // Metrics first: what happens at start-up (runs resumed, contexts loaded) counts too.
-    let stop = CancellationToken::new();
-    let metrics = match config.metrics_addr()? {
-        Some(metrics_addr) => {
-            let exporter = Exporter::install()?;
-            let listener = TcpListener::bind(metrics_addr)
-                .await
-                .map_err(|source| Error::Listen { addr: metrics_addr.to_string(), source })?;
-            let bound =
-                listener.local_addr().map_err(|source| Error::Listen { addr: metrics_addr.to_string(), source })?;
-            tracing::info!("metrics listening on {bound}");
-            Some(tokio::spawn(telemetry::serve(listener, exporter, stop.clone())))
-        }
-        None => {
-            tracing::info!("metrics off");
-            None
-        }
-    };
-
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| Error::DataDir { path: config.data_dir.display().to_string(), source })?;
     let store = {
@@ -95,6 +99,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::task::spawn_blocking(move || Store::open(&dir, sync))
             .await
             .map_err(|e| runtime::Error::Internal(format!("open task failed: {e}")))??
+    };
+    // Metrics before the runtime starts: what happens at start-up (runs resumed, contexts
+    // loaded) counts too.
+    let stop = CancellationToken::new();
+    let metrics = match config.metrics_addr()? {
+        Some(metrics_addr) => Some(serve_metrics(metrics_addr, &store, &config, stop.clone()).await?),
+        None => {
+            tracing::info!("metrics off");
+            None
+        }
     };
     let tools = Arc::new(ToolRegistry::builtin(
         config.workspace.clone(),

@@ -117,6 +117,13 @@ async fn counters_move_by_what_happened_and_the_text_parses() {
     assert!(observations(&metrics, "ctxd_saves_per_write", &[]) > 0.0);
     assert_eq!(value(&metrics, "ctxd_contexts_loaded", &[]), 1.0);
     assert_eq!(value(&metrics, "ctxd_runs_active", &[]), 0.0, "every run has ended");
+    for figure in ["process_resident_memory_bytes", "process_open_fds", "process_threads"] {
+        assert!(value(&metrics, figure, &[]) > 0.0, "{figure}");
+    }
+    assert_eq!(matching(&metrics, "process_cpu_seconds_total", &[]).count(), 1, "CPU time (whole seconds)");
+    for figure in ["ctxd_rocksdb_memtable_bytes", "ctxd_rocksdb_wal_bytes", "ctxd_rocksdb_estimated_keys"] {
+        assert!(value(&metrics, figure, &[]) > 0.0, "{figure}");
+    }
 
     // One save per "auto-saved" line: exact, however transitions shared saves.
     let saves = value(&metrics, "ctxd_saves_total", &[]);

@@ -14,6 +14,15 @@ use super::error::{Error, Result};
 use super::keys;
 use crate::domain::{Context, ContextId, ContextSummary, ListPosition, Message, Timestamp};
 
+/// RocksDB properties exported as metrics: (metric name, property).
+const FIGURES: &[(&str, &str)] = &[
+    ("ctxd_rocksdb_pending_compaction_bytes", "rocksdb.estimate-pending-compaction-bytes"),
+    ("ctxd_rocksdb_memtable_bytes", "rocksdb.cur-size-all-mem-tables"),
+    ("ctxd_rocksdb_sst_bytes", "rocksdb.live-sst-files-size"),
+    ("ctxd_rocksdb_block_cache_bytes", "rocksdb.block-cache-usage"),
+    ("ctxd_rocksdb_estimated_keys", "rocksdb.estimate-num-keys"),
+];
+
 #[derive(Clone)]
 pub struct Store {
     pub(super) db: Arc<DB>,
@@ -181,6 +190,32 @@ impl Store {
             summaries.push(codec::summary_from_stored(position.id, &stored)?);
         }
         Ok((summaries, next))
+    }
+
+    /// RocksDB's own figures worth watching, summed over the column families, plus the size
+    /// of the write-ahead log files in `dir`.
+    pub fn figures(&self, dir: &Path) -> Vec<(&'static str, u64)> {
+        let mut figures = Vec::with_capacity(FIGURES.len() + 1);
+        for (metric, property) in FIGURES {
+            let total = keys::ALL_FAMILIES
+                .iter()
+                .filter_map(|name| self.db.cf_handle(name))
+                .filter_map(|cf| self.db.property_int_value_cf(cf, *property).ok().flatten())
+                .sum();
+            figures.push((*metric, total));
+        }
+        let wal = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        figures.push(("ctxd_rocksdb_wal_bytes", wal));
+        figures
     }
 
     /// Writes memtables to SST files, so the next open has no log to replay.

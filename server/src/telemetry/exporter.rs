@@ -2,6 +2,7 @@
 //! format at `GET /metrics` on a listener of its own, never the API's, so metrics are not
 //! exposed with the API by accident (and the API never answers there).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::header;
@@ -26,10 +27,14 @@ pub enum Error {
     AlreadyInstalled,
 }
 
+/// Something that sets gauges from a source read when scraped (the process, the store).
+pub type Collector = Arc<dyn Fn() + Send + Sync>;
+
 /// The installed recorder's handle.
 #[derive(Clone)]
 pub struct Exporter {
     handle: PrometheusHandle,
+    collectors: Vec<Collector>,
 }
 
 impl Exporter {
@@ -44,11 +49,22 @@ impl Exporter {
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).map_err(|_| Error::AlreadyInstalled)?;
         names::describe();
-        Ok(Self { handle })
+        let process = Arc::new(metrics_process::Collector::default());
+        process.describe();
+        Ok(Self { handle, collectors: vec![Arc::new(move || process.collect())] })
     }
 
-    /// Everything recorded so far, in the text exposition format.
+    /// Adds a collector, run before every scrape.
+    pub fn collect_with(&mut self, collector: Collector) {
+        self.collectors.push(collector);
+    }
+
+    /// Everything recorded so far, in the text exposition format, with every collector's
+    /// figures read now.
     pub fn render(&self) -> String {
+        for collect in &self.collectors {
+            collect();
+        }
         self.handle.render()
     }
 }
@@ -71,7 +87,11 @@ pub async fn serve(listener: TcpListener, exporter: Exporter, stop: Cancellation
         "/metrics",
         get(move || {
             let exporter = exporter.clone();
-            async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], exporter.render()) }
+            // Collectors read /proc and RocksDB's properties: quick, but not for the executor.
+            async move {
+                let text = tokio::task::spawn_blocking(move || exporter.render()).await.unwrap_or_default();
+                ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)
+            }
         }),
     );
     let served = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;

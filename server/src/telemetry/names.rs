@@ -36,6 +36,16 @@ pub const TOOL_CALLS: &str = "ctxd_tool_calls_total";
 pub const TOOL_SECONDS: &str = "ctxd_tool_call_duration_seconds";
 pub const EXTERNAL_RESULTS: &str = "ctxd_external_tool_results_total";
 
+/// RocksDB's figures, read at each scrape (see `Store::figures`).
+pub const ROCKSDB_FIGURES: &[(&str, &str)] = &[
+    ("ctxd_rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates compaction has to rewrite."),
+    ("ctxd_rocksdb_memtable_bytes", "Bytes in memtables."),
+    ("ctxd_rocksdb_sst_bytes", "Bytes of live SST files."),
+    ("ctxd_rocksdb_block_cache_bytes", "Bytes the block cache holds."),
+    ("ctxd_rocksdb_estimated_keys", "Keys RocksDB estimates it holds."),
+    ("ctxd_rocksdb_wal_bytes", "Bytes of write-ahead log files."),
+];
+
 /// Histograms of seconds share these buckets: 100 µs (a save) to 60 s (a long reply).
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -80,4 +90,7 @@ pub fn describe() {
     );
     describe_histogram!(TOOL_SECONDS, Unit::Seconds, "Duration of a tool call the server ran.");
     describe_counter!(EXTERNAL_RESULTS, "Results of external tools delivered with SubmitToolResult.");
+    for (name, help) in ROCKSDB_FIGURES {
+        describe_gauge!(*name, *help);
+    }
 }
