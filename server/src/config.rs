@@ -18,6 +18,16 @@ pub enum Error {
     Invalid(String),
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object a line, with the same fields.
+    Json,
+}
+
 /// Everything ctxd can be configured with.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -49,6 +59,8 @@ pub struct Config {
     pub idle_unload_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// How log lines are written: `text` for people, `json` (one object a line) for collectors.
+    pub log_format: LogFormat,
     /// Directory served at `/` on the gRPC port (the web client); none: no static files.
     pub web_dir: Option<PathBuf>,
     /// Origins whose pages may call ctxd over grpc-web (`*`: any). Pages served by ctxd
@@ -87,6 +99,7 @@ impl Default for Config {
             tool_max_output_bytes: 64 * 1024,
             idle_unload_secs: 300,
             log: "info".into(),
+            log_format: LogFormat::Text,
             web_dir: None,
             cors_origins: [
                 "http://localhost:5173",
@@ -153,6 +166,9 @@ pub struct Args {
     /// Log filter.
     #[arg(long, env = "CTXD_LOG")]
     pub log: Option<String>,
+    /// Log line format.
+    #[arg(long, env = "CTXD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Directory to serve at / (the web client).
     #[arg(long, env = "CTXD_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
@@ -245,6 +261,7 @@ impl Config {
             tool_max_output_bytes,
             idle_unload_secs,
             log,
+            log_format,
             web_dir,
             cors_origins,
             default_model,
@@ -271,6 +288,7 @@ impl Config {
             tool_max_output_bytes,
             idle_unload_secs,
             log,
+            log_format,
             cors_origins,
             default_model,
             openai_models,

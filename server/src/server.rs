@@ -81,8 +81,7 @@ async fn serve_metrics(
             metrics::gauge!(name).set(value as f64);
         }
     }));
-    let listener =
-        TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr: addr.to_string(), source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr: addr.to_string(), source })?;
     let bound = listener.local_addr().map_err(|source| Error::Listen { addr: addr.to_string(), source })?;
     tracing::info!("metrics listening on {bound}");
     Ok(tokio::spawn(telemetry::serve(listener, exporter, stop)))

@@ -132,7 +132,9 @@ impl Server {
                 if let Some(addr) = line.split("ctxd listening on ").nth(1)
                     && let Some(ready) = ready.take()
                 {
-                    let _ = ready.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
+                    // A text line ends the address with a space, a JSON line with a quote.
+                    let addr = addr.split(|c: char| c.is_whitespace() || c == '"').next().unwrap_or_default();
+                    let _ = ready.send(addr.to_owned());
                 }
                 let mut log = log.lock().expect("log");
                 if log.len() == LOG_LINES_KEPT {
@@ -153,7 +155,7 @@ impl Server {
             .iter()
             .rev()
             .find_map(|line| line.split("metrics listening on ").nth(1).map(str::to_owned))
-            .and_then(|addr| addr.split_whitespace().next().and_then(|a| a.parse().ok()));
+            .and_then(|addr| addr.split(|c: char| c.is_whitespace() || c == '"').next().and_then(|a| a.parse().ok()));
         self.child = Some(child);
     }
 

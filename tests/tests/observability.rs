@@ -1,6 +1,6 @@
-//! Prometheus metrics against the real binary: counters move by exactly what a session of
-//! calls did, histograms fill, the text parses as Prometheus exposition, and the metrics
-//! listener and the API never answer for each other.
+//! Observability against the real binary: Prometheus counters move by exactly what a session
+//! of calls did, histograms fill, the text parses as Prometheus exposition, the metrics
+//! listener and the API never answer for each other, and JSON logs are one object a line.
 
 use bytes::Bytes;
 use ctxd_tests::v1 as pb;
@@ -170,4 +170,22 @@ async fn the_metrics_port_serves_no_api_and_the_api_port_no_metrics_and_off_open
     assert!(off.metrics_addr.is_none());
     assert_eq!(off.log_matching(&["metrics off"], 1).await.len(), 1);
     assert!(!off.log().contains("metrics listening"), "{}", off.log());
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_same_fields_one_object_a_line() {
+    let server = Server::start(0, &["--log-format", "json"]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "json").await;
+    let done = send(&mut client, &id, "hello").await;
+    let revision = done.revision.to_string();
+    let saved = server.log_matching(&["auto-saved", &id, &format!("\"revision\":{revision}")], 1).await;
+    assert_eq!(saved.len(), 1, "{}", server.log());
+    for line in server.log_lines().iter().filter(|l| l.starts_with('{')) {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(object["message"].is_string() && object["level"].is_string(), "{line}");
+    }
+    let line: serde_json::Value = serde_json::from_str(&saved[0]).expect("json");
+    assert_eq!((line["context"].as_str(), line["to"].as_str()), (Some(id.as_str()), Some("IDLE")), "{line}");
+    assert_eq!(line["revision"].as_u64(), Some(done.revision));
 }
