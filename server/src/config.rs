@@ -81,6 +81,8 @@ pub struct Config {
     pub external_tool_timeout_ms: u64,
     /// Where Prometheus metrics are served (`GET /metrics`), a listener of their own; `off`: none.
     pub metrics_listen: String,
+    /// OTLP/gRPC endpoint that receives traces (e.g. `http://127.0.0.1:4317`); none: no traces.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -116,6 +118,7 @@ impl Default for Config {
             llm_idle_timeout_ms: 60_000,
             external_tool_timeout_ms: 300_000,
             metrics_listen: "127.0.0.1:9464".into(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -196,6 +199,9 @@ pub struct Args {
     /// Address (IP:port) of the Prometheus metrics listener, or off.
     #[arg(long, env = "CTXD_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// OTLP/gRPC endpoint to export traces to (none: no traces).
+    #[arg(long, env = "CTXD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Args {
@@ -271,6 +277,7 @@ impl Config {
             llm_idle_timeout_ms,
             external_tool_timeout_ms,
             metrics_listen,
+            otlp_endpoint,
         } = args;
         macro_rules! overlay {
             ($($field:ident),*) => { $( if let Some(value) = $field { config.$field = value; } )* };
@@ -305,6 +312,9 @@ impl Config {
         }
         if web_dir.is_some() {
             config.web_dir = web_dir;
+        }
+        if otlp_endpoint.is_some() {
+            config.otlp_endpoint = otlp_endpoint;
         }
         config.validate()?;
         Ok(config)

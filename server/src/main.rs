@@ -2,7 +2,10 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use ctxd::config::{Args, Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use ctxd::telemetry::traces::Exporting;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, fmt};
 
 fn main() -> ExitCode {
     let config = match Config::load(Args::parse_with_defaults()) {
@@ -12,18 +15,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
-    // Log lines (one per save) are written by a thread of their own, so a slow terminal or
-    // pipe never holds up a context; lossless: a full buffer waits rather than drops a line.
-    let (writer, _flush_on_exit) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    match config.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        // Fields at the top level of each object, beside "message", as log collectors expect.
-        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
-    }
-
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -31,14 +22,49 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ctxd::server::run(config, shutdown_signal())) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
+    // Log lines (one per save) are written by a thread of their own, so a slow terminal or
+    // pipe never holds up a context; lossless: a full buffer waits rather than drops a line.
+    let (writer, _flush_on_exit) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    let text = (config.log_format == LogFormat::Text)
+        .then(|| fmt::layer().with_writer(writer.clone()).with_ansi(std::io::stderr().is_terminal()));
+    // Fields at the top level of each object, beside "message", as log collectors expect.
+    let json = (config.log_format == LogFormat::Json)
+        .then(|| fmt::layer().json().flatten_event(true).with_current_span(false).with_writer(writer));
+    // The OTLP exporter's gRPC client lives on this runtime.
+    let traces = match &config.otlp_endpoint {
+        Some(endpoint) => {
+            let node = format!("{}:{}", config.listen, std::process::id());
+            match runtime.block_on(async { Exporting::start(endpoint, &node) }) {
+                Ok((exporting, layer)) => Some((exporting, layer)),
+                Err(error) => {
+                    eprintln!("ctxd: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
+    let (exporting, otel) = traces.map_or((None, None), |(exporting, layer)| (Some(exporting), Some(layer)));
+    tracing_subscriber::registry().with(filter).with(text).with(json).with(otel).init();
+    if let Some(endpoint) = &config.otlp_endpoint {
+        tracing::info!(%endpoint, "exporting traces over OTLP");
+    }
+
+    let code = match runtime.block_on(ctxd::server::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("ctxd: {error}");
             ExitCode::FAILURE
         }
+    };
+    if let Some(exporting) = exporting {
+        // Flushing exports on the runtime; leave its context first.
+        runtime.block_on(async { tokio::task::spawn_blocking(move || exporting.shutdown()).await.ok() });
     }
+    code
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

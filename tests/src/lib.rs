@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 pub use ctxd_proto::v1;
 
 pub mod fake_openai;
+pub mod otlp;
 mod fold;
 pub use fold::Folded;
 

@@ -189,3 +189,49 @@ async fn json_logs_carry_the_same_fields_one_object_a_line() {
     assert_eq!((line["context"].as_str(), line["to"].as_str()), (Some(id.as_str()), Some("IDLE")), "{line}");
     assert_eq!(line["revision"].as_u64(), Some(done.revision));
 }
+
+/// The span of an RPC continues the caller's `traceparent`; the run it starts is a span
+/// inside it, and the run's LLM call and saves are spans inside the run.
+#[tokio::test]
+async fn a_turn_is_traced_from_the_callers_traceparent_through_its_llm_call() {
+    let collector = ctxd_tests::otlp::OtlpCollector::start().await;
+    let endpoint = collector.endpoint();
+    let server =
+        Server::start_with_env(0, &["--otlp-endpoint", &endpoint], &[("OTEL_BSP_SCHEDULE_DELAY", "100")]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "traced").await;
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER: &str = "00f067aa0ba902b7";
+    let mut request = tonic::Request::new(send_request(&id, "hello tracing", true));
+    request.metadata_mut().insert("traceparent", format!("00-{TRACE}-{CALLER}-01").parse().expect("header"));
+    let done = client.send_message(request).await.expect("send").into_inner().state.expect("state");
+    assert_eq!(state_of(&done), FsmState::Idle);
+
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let ours = |spans: &[ctxd_tests::otlp::Received], name: &str| {
+        spans.iter().find(|s| s.span.name == name && hex(&s.span.trace_id) == TRACE).cloned()
+    };
+    let spans = collector
+        .wait_for(|spans| {
+            ["ctxd.v1.ContextService/SendMessage", "run", "llm_call", "save"].iter().all(|n| ours(spans, n).is_some())
+        })
+        .await;
+    let rpc = ours(&spans, "ctxd.v1.ContextService/SendMessage").expect("the RPC's span");
+    assert_eq!(hex(&rpc.span.parent_span_id), CALLER, "the RPC continues the caller's trace");
+    assert_eq!(rpc.attribute("context_id"), Some(id.clone()));
+    assert_eq!(rpc.attribute("rpc.grpc.status_code").as_deref(), Some("0"));
+    assert_eq!(rpc.resource_attribute("service.name").as_deref(), Some("ctxd"));
+
+    let run = ours(&spans, "run").expect("the run's span");
+    assert_eq!(run.span.parent_span_id, rpc.span.span_id, "the run belongs to the action that started it");
+    let llm = ours(&spans, "llm_call").expect("the LLM call's span");
+    assert_eq!(llm.span.parent_span_id, run.span.span_id, "the LLM call is inside the run");
+    assert_eq!(
+        (llm.attribute("llm.model").as_deref(), llm.attribute("outcome").as_deref()),
+        (Some("mock"), Some("ok"))
+    );
+    assert!(llm.attribute("llm.time_to_first_token_ms").is_some(), "{llm:?}");
+    let saves = spans.iter().filter(|s| s.span.name == "save" && hex(&s.span.trace_id) == TRACE).count();
+    assert!(saves >= 2, "the action's save and the run's: {saves}");
+}

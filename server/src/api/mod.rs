@@ -14,10 +14,21 @@ use tonic::{Request, Response, Status};
 
 pub use request::Limits;
 
-use crate::domain::{ToolDefinition, ToolPolicy};
+use crate::domain::{ContextId, ToolDefinition, ToolPolicy};
 use crate::fsm::Command;
 use crate::runtime::Contexts;
 use crate::telemetry::names;
+
+/// The `context_id` of a request, named on the call's span (when tracing is on).
+fn parse_context_id(value: &str) -> Result<ContextId, Status> {
+    let id = request::context_id("context_id", value)?;
+    traced(id);
+    Ok(id)
+}
+
+fn traced(id: ContextId) {
+    tracing::Span::current().record("context_id", tracing::field::display(id));
+}
 
 pub struct ContextApi {
     contexts: Contexts,
@@ -39,7 +50,7 @@ impl ContextApi {
         view: i32,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Option<pb::ContextState>, Status> {
-        let id = request::context_id("context_id", context_id)?;
+        let id = parse_context_id(context_id)?;
         let view = request::view(view)?;
         let deadline = deadline::from_metadata(metadata);
         let ctx = self.contexts.act(id, command, wait, deadline).await?;
@@ -58,12 +69,13 @@ impl ContextService for ContextApi {
         let title = request::title(title)?;
         let config = request::config(config, &self.limits)?;
         let ctx = self.contexts.create(id, title, config).await?;
+        traced(ctx.id);
         Ok(Response::new(pb::CreateContextResponse { state: Some(convert::context_state(&ctx)) }))
     }
 
     async fn get_state(&self, request: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
         let pb::GetStateRequest { context_id, view } = request.into_inner();
-        let id = request::context_id("context_id", &context_id)?;
+        let id = parse_context_id(&context_id)?;
         let view = request::view(view)?;
         let ctx = self.contexts.get(id).await?;
         Ok(Response::new(pb::GetStateResponse { state: Some(convert::context_state_view(&ctx, view)) }))
@@ -103,7 +115,7 @@ impl ContextService for ContextApi {
         request: Request<pb::DeleteContextRequest>,
     ) -> Result<Response<pb::DeleteContextResponse>, Status> {
         let pb::DeleteContextRequest { context_id } = request.into_inner();
-        let id = request::context_id("context_id", &context_id)?;
+        let id = parse_context_id(&context_id)?;
         self.contexts.delete(id).await?;
         Ok(Response::new(pb::DeleteContextResponse {}))
     }
@@ -183,7 +195,7 @@ impl ContextService for ContextApi {
         request: Request<pb::WatchStateRequest>,
     ) -> Result<Response<Self::WatchStateStream>, Status> {
         let pb::WatchStateRequest { context_id, from_revision } = request.into_inner();
-        let id = request::context_id("context_id", &context_id)?;
+        let id = parse_context_id(&context_id)?;
         watch::state(&self.contexts, id, from_revision).await.map(Response::new)
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use metrics::{counter, gauge};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{Instrument as _, Span};
 
 use super::batch::{Batch, Save, Step};
 use super::driver::{Driver, Event};
@@ -16,7 +17,7 @@ use super::handle::{ActorHandle, Gone, Request, Slot};
 use super::shared::{ListEvent, Shared};
 use crate::domain::{Context, ContextId, FsmState, Message, MessageId, Role, Timestamp};
 use crate::fsm::{CANCELLED, Command, DENIED, Effect, Env, INTERRUPTED};
-use crate::telemetry::names;
+use crate::telemetry::{names, traces};
 
 /// At most this many commands are saved in one batch, so a fast producer cannot hold
 /// back what has already happened.
@@ -84,7 +85,7 @@ impl Actor {
                 self.count_run(ctx.state());
                 self.feed.start(Arc::clone(&ctx));
                 self.state.send_replace(Slot::Live(Arc::clone(&ctx)));
-                Live { actor: self, ctx }.serve().await;
+                Live { actor: self, ctx, run_span: Span::none() }.serve().await;
             }
             Ok(Ok(None)) => self.stop(Gone::NotFound, Error::NotFound),
             Ok(Err(e)) => {
@@ -144,6 +145,8 @@ struct Live {
     actor: Actor,
     /// Always what is saved, plus the text of a message that is streaming.
     ctx: Arc<Context>,
+    /// The span of the run in progress (none while resting, or with tracing off).
+    run_span: Span,
 }
 
 impl Live {
@@ -151,13 +154,13 @@ impl Live {
         if !self.ctx.phase.is_resting() {
             tracing::info!(context = %self.actor.id, state = %self.ctx.state(), "resuming interrupted run");
             counter!(names::RUNS_RESUMED).increment(1);
-            if !self.step(Command::Resume, None).await {
+            if !self.step(Command::Resume, None, Span::none()).await {
                 return;
             }
         }
         loop {
             while let Some(command) = self.actor.queue.pop_front() {
-                if !self.step(command, None).await {
+                if !self.step(command, None, Span::none()).await {
                     return;
                 }
             }
@@ -171,8 +174,8 @@ impl Live {
                     return;
                 }
                 request = actor.mailbox.recv() => match request {
-                    Some(Request::Act { command, reply }) => {
-                        if !self.step(command, Some(reply)).await {
+                    Some(Request::Act { command, reply, span }) => {
+                        if !self.step(command, Some(reply), span).await {
                             return;
                         }
                     }
@@ -183,7 +186,7 @@ impl Live {
                     None => return,
                 },
                 Some((generation, command)) = actor.results.recv() => {
-                    if actor.driver.is_current(generation) && !self.step(command, None).await {
+                    if actor.driver.is_current(generation) && !self.step(command, None, Span::none()).await {
                         return;
                     }
                 }
@@ -199,7 +202,8 @@ impl Live {
 
     /// Applies one command, and with it the transitions that follow in the same instant,
     /// saves them as one batch, then publishes them. Returns false when the actor had to stop.
-    async fn step(&mut self, command: Command, reply: Option<Reply>) -> bool {
+    /// `cause` is the span of the client's call behind the command, if any.
+    async fn step(&mut self, command: Command, reply: Option<Reply>, cause: Span) -> bool {
         let shared = Arc::clone(&self.actor.shared);
         let env = |now| Env {
             now,
@@ -236,8 +240,15 @@ impl Live {
                 Err(_) => break,
             }
         }
+        let parent = if self.run_span.is_none() { &cause } else { &self.run_span };
+        let save_span = match batch.save() {
+            Some(_) if traces::enabled() => {
+                tracing::info_span!(parent: parent, "save", transitions = batch.transitions(), context_id = %self.actor.id)
+            }
+            _ => Span::none(),
+        };
         if let Some(save) = batch.save()
-            && let Err(error) = self.commit(save).await
+            && let Err(error) = self.commit(save).instrument(save_span).await
         {
             match reply {
                 // The action fails and nothing changed: memory is still what is on disk.
@@ -256,6 +267,12 @@ impl Live {
         }
         let (ctx, steps, effects) = batch.finish();
         self.ctx = ctx;
+        // A run is one span from the action that starts it to rest; its calls nest in it.
+        if self.ctx.phase.is_resting() {
+            self.run_span = Span::none();
+        } else if self.run_span.is_none() && traces::enabled() {
+            self.run_span = tracing::info_span!(parent: &cause, "run", context_id = %self.actor.id);
+        }
         // The feed first: whoever learns of a revision (from the answer, a read or a wait)
         // and then watches from it must find it there.
         let path = self.publish(steps);
@@ -268,7 +285,7 @@ impl Live {
         for effect in effects {
             match effect {
                 Effect::Continue => self.actor.queue.push_back(Command::Continue),
-                other => self.actor.driver.start(other, &self.ctx),
+                other => self.actor.driver.start(other, &self.ctx, &self.run_span),
             }
         }
         true

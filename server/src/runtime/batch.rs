@@ -82,6 +82,11 @@ impl Batch {
         pending
     }
 
+    /// Transitions staged so far.
+    pub fn transitions(&self) -> usize {
+        self.steps.iter().filter(|s| matches!(s, Step::Transition { .. })).count()
+    }
+
     /// Commands applied so far.
     pub fn len(&self) -> usize {
         self.commands

@@ -205,7 +205,10 @@ impl Contexts {
     ) -> Result<Arc<Context>> {
         let (ctx, mut state) = loop {
             let (reply, response) = oneshot::channel();
-            match self.send(id, Request::Act { command: command.clone(), reply }, response).await {
+            match self
+                .send(id, Request::Act { command: command.clone(), reply, span: tracing::Span::current() }, response)
+                .await
+            {
                 Err(Error::Unloaded) => continue,
                 other => break other?,
             }

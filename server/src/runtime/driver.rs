@@ -15,6 +15,7 @@ use futures::StreamExt;
 use metrics::{counter, histogram};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
+use tracing::{Instrument as _, Span};
 
 use super::prompt;
 use super::settings::Settings;
@@ -22,7 +23,7 @@ use super::shared::Shared;
 use crate::domain::{Context, Phase, ToolCall, ToolResult};
 use crate::fsm::{Command, Effect, LlmReply};
 use crate::llm::{LlmEvent, LlmStream, MOCK_MODEL};
-use crate::telemetry::names;
+use crate::telemetry::{names, traces};
 
 /// Effect results waiting to be applied can pile up this far before producers wait.
 const EVENT_CAPACITY: usize = 64;
@@ -65,15 +66,31 @@ impl Driver {
 
     /// Starts the work `effect` asks for on `ctx`, which is saved. `Continue` is the
     /// actor's own and never reaches here.
-    pub fn start(&mut self, effect: Effect, ctx: &Context) {
+    /// `run` is the run's span; the calls made for it are spans inside it.
+    pub fn start(&mut self, effect: Effect, ctx: &Context, run: &Span) {
         match effect {
             Effect::Continue => {}
             Effect::CallLlm { attempt } => {
                 let settings = &self.shared.settings;
                 let request = prompt::request(ctx, &settings.default_model, self.shared.tools.definitions(), attempt);
                 let labels = LlmLabels::of(&request.model, settings);
+                let span = if traces::enabled() {
+                    tracing::info_span!(
+                        parent: run,
+                        "llm_call",
+                        llm.provider = labels.provider,
+                        llm.model = %request.model,
+                        llm.attempt = attempt,
+                        llm.time_to_first_token_ms = tracing::field::Empty,
+                        llm.prompt_tokens = tracing::field::Empty,
+                        llm.completion_tokens = tracing::field::Empty,
+                        outcome = tracing::field::Empty,
+                    )
+                } else {
+                    Span::none()
+                };
                 let stream = self.shared.llm.stream(request);
-                self.tasks.spawn(pump_llm(stream, labels, self.events.clone(), self.generation));
+                self.tasks.spawn(pump_llm(stream, labels, self.events.clone(), self.generation).instrument(span));
             }
             Effect::ScheduleRetry { attempt, at_least_ms } => {
                 let settings = &self.shared.settings;
@@ -92,7 +109,13 @@ impl Driver {
             }
             Effect::RunTools { calls } => {
                 for call in calls {
-                    self.run_tool(call, ctx);
+                    let span = if traces::enabled() {
+                        let tool = if call.external { "external" } else { call.name.as_str() };
+                        tracing::info_span!(parent: run, "tool_call", tool, tool.call_id = %call.id, outcome = tracing::field::Empty)
+                    } else {
+                        Span::none()
+                    };
+                    self.run_tool(call, ctx, span);
                 }
             }
             Effect::AbortRun => self.abort_all(),
@@ -124,7 +147,7 @@ impl Driver {
         });
     }
 
-    fn run_tool(&mut self, call: ToolCall, ctx: &Context) {
+    fn run_tool(&mut self, call: ToolCall, ctx: &Context, span: Span) {
         let (events, generation) = (self.events.clone(), self.generation);
         let id = call.id.clone();
         let external = call.external.then(|| ctx.config.external_tool(&call.name)).flatten();
@@ -135,15 +158,19 @@ impl Driver {
                     0 => self.shared.settings.external_tool_timeout,
                     ms => Duration::from_millis(u64::from(ms)),
                 };
-                self.tasks.spawn(async move {
-                    // Its arguments were checked before the call was saved.
-                    tokio::time::sleep(timeout).await;
-                    let result = ToolResult::error(format!(
-                        "no result from the external tool within {} ms",
-                        timeout.as_millis()
-                    ));
-                    let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
-                })
+                self.tasks.spawn(
+                    async move {
+                        // Its arguments were checked before the call was saved.
+                        tokio::time::sleep(timeout).await;
+                        let result = ToolResult::error(format!(
+                            "no result from the external tool within {} ms",
+                            timeout.as_millis()
+                        ));
+                        Span::current().record("outcome", "timeout");
+                        let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
+                    }
+                    .instrument(span),
+                )
             }
             None => {
                 let tools = Arc::clone(&self.shared.tools);
@@ -190,8 +217,10 @@ async fn pump_llm(mut stream: LlmStream, labels: LlmLabels, events: mpsc::Sender
             Ok(LlmEvent::Text(text)) if text.is_empty() => continue,
             Ok(LlmEvent::Text(text)) => {
                 if std::mem::take(&mut first_text) {
+                    let first = started.elapsed();
                     let labels = [("provider", labels.provider.to_owned()), ("model", labels.model.clone())];
-                    histogram!(names::LLM_FIRST_TOKEN_SECONDS, &labels).record(started.elapsed().as_secs_f64());
+                    histogram!(names::LLM_FIRST_TOKEN_SECONDS, &labels).record(first.as_secs_f64());
+                    Span::current().record("llm.time_to_first_token_ms", first.as_millis() as u64);
                 }
                 Command::LlmDelta { text }
             }
@@ -208,7 +237,9 @@ async fn pump_llm(mut stream: LlmStream, labels: LlmLabels, events: mpsc::Sender
                 continue;
             }
             Err(error) => {
-                labels.request(if error.transient { "transient_error" } else { "error" });
+                let outcome = if error.transient { "transient_error" } else { "error" };
+                labels.request(outcome);
+                Span::current().record("outcome", outcome);
                 tracing::warn!(
                     provider = labels.provider,
                     model = %labels.model,
@@ -227,6 +258,7 @@ async fn pump_llm(mut stream: LlmStream, labels: LlmLabels, events: mpsc::Sender
         }
     }
     labels.request("ok");
+    Span::current().record("outcome", "ok");
     let seconds = started.elapsed().as_secs_f64();
     let timed = [("provider", labels.provider.to_owned()), ("model", labels.model.clone())];
     histogram!(names::LLM_STREAM_SECONDS, &timed).record(seconds);
@@ -236,6 +268,8 @@ async fn pump_llm(mut stream: LlmStream, labels: LlmLabels, events: mpsc::Sender
         };
         counter!(names::LLM_TOKENS, &tokens("prompt")).increment(u64::from(usage.prompt_tokens));
         counter!(names::LLM_TOKENS, &tokens("completion")).increment(u64::from(usage.completion_tokens));
+        Span::current().record("llm.prompt_tokens", usage.prompt_tokens);
+        Span::current().record("llm.completion_tokens", usage.completion_tokens);
     }
     reply.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let _ = events.send((generation, Command::LlmFinished { reply })).await;

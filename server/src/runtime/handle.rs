@@ -28,8 +28,15 @@ pub enum Gone {
 }
 
 pub(super) enum Request {
-    Act { command: Command, reply: oneshot::Sender<Result<Arc<Context>>> },
-    Delete { reply: oneshot::Sender<Result<()>> },
+    /// `span`: the caller's (its RPC's), so the run the action starts continues its trace.
+    Act {
+        command: Command,
+        reply: oneshot::Sender<Result<Arc<Context>>>,
+        span: tracing::Span,
+    },
+    Delete {
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 #[derive(Clone)]

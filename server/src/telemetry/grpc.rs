@@ -15,8 +15,10 @@ use http_body::{Body, Frame, SizeHint};
 use metrics::{counter, histogram};
 use prost::Message as _;
 use tower::{Layer, Service};
+use tracing::{Instrument as _, Span};
 
 use super::names::{GRPC_HANDLED, GRPC_HANDLING_SECONDS, GRPC_STARTED};
+use super::traces;
 
 /// One RPC's labels.
 #[derive(Debug, Clone)]
@@ -105,21 +107,42 @@ where
             counter!(GRPC_STARTED, &method.labels()).increment(1);
         }
         let started = Instant::now();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            let Some(method) = method else {
-                return Ok(response.map(|body| CountedBody { body, call: None }));
-            };
-            // A call that fails before any message answers "trailers-only": the status is
-            // in the headers.
-            let status = grpc_status(response.headers());
-            let mut call = Call { method, started, done: false };
-            if let Some(code) = status {
-                call.finish(code);
+        let span = match &method {
+            Some(method) if traces::enabled() => {
+                let span = tracing::info_span!(
+                    "grpc",
+                    otel.name = %format_args!("{}/{}", method.service, method.name),
+                    otel.kind = "server",
+                    rpc.system = "grpc",
+                    rpc.service = %method.service,
+                    rpc.method = %method.name,
+                    rpc.grpc.status_code = tracing::field::Empty,
+                    context_id = tracing::field::Empty,
+                );
+                traces::continue_trace(&span, request.headers());
+                span
             }
-            Ok(response.map(|body| CountedBody { body, call: Some(call) }))
-        })
+            _ => Span::none(),
+        };
+        let response = span.in_scope(|| self.inner.call(request));
+        let span_for_body = span.clone();
+        Box::pin(
+            async move {
+                let response = response.await?;
+                let Some(method) = method else {
+                    return Ok(response.map(|body| CountedBody { body, call: None }));
+                };
+                // A call that fails before any message answers "trailers-only": the status is
+                // in the headers.
+                let status = grpc_status(response.headers());
+                let mut call = Call { method, started, done: false, span: span_for_body };
+                if let Some(code) = status {
+                    call.finish(code);
+                }
+                Ok(response.map(|body| CountedBody { body, call: Some(call) }))
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -139,6 +162,8 @@ struct Call {
     method: Method,
     started: Instant,
     done: bool,
+    /// The RPC's span (disabled without tracing): it ends when the response does.
+    span: Span,
 }
 
 impl Call {
@@ -146,6 +171,7 @@ impl Call {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        self.span.record("rpc.grpc.status_code", code);
         let [kind, service, name] = self.method.labels();
         counter!(
             GRPC_HANDLED,

@@ -1,9 +1,11 @@
 //! What a running ctxd shows of itself: Prometheus metrics on their own listener, and the
-//! gRPC layer that counts every call (native and grpc-web alike).
+//! gRPC layer that counts (and, with tracing on, traces) every call, native and grpc-web
+//! alike; OpenTelemetry trace export.
 
 mod exporter;
 mod grpc;
 pub mod names;
+pub mod traces;
 
 pub use exporter::{Error as MetricsError, Exporter, serve};
 pub use grpc::GrpcMetricsLayer;

@@ -1,0 +1,93 @@
+//! OpenTelemetry traces, exported over OTLP/gRPC when `--otlp-endpoint` is set: a span per
+//! RPC (continuing a caller's W3C `traceparent`), and for each run a span with its LLM
+//! calls, tool calls and saves inside it. Export happens on the SDK's batch thread: a full
+//! queue drops spans, it never blocks or slows an action. With no endpoint no span is made.
+
+use std::sync::OnceLock;
+
+use http::HeaderMap;
+use opentelemetry::KeyValue;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+static ENABLED: OnceLock<bool> = OnceLock::new();
+
+/// Whether spans are made (an OTLP endpoint is configured).
+pub fn enabled() -> bool {
+    ENABLED.get().copied().unwrap_or(false)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up trace export to {endpoint}: {source}")]
+pub struct Error {
+    endpoint: String,
+    source: opentelemetry_otlp::ExporterBuildError,
+}
+
+/// The exporting provider; [`Exporting::shutdown`] flushes what is queued.
+pub struct Exporting {
+    provider: SdkTracerProvider,
+}
+
+impl Exporting {
+    /// Starts exporting to `endpoint` (e.g. `http://127.0.0.1:4317`). Must be called inside
+    /// the Tokio runtime the gRPC exporter will use. Returns the layer that turns `tracing`
+    /// spans into OpenTelemetry spans.
+    pub fn start<S>(
+        endpoint: &str,
+        node: &str,
+    ) -> Result<(Self, tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>), Error>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|source| Error { endpoint: endpoint.to_owned(), source })?;
+        let resource = Resource::builder()
+            .with_service_name("ctxd")
+            .with_attributes([
+                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+                KeyValue::new("service.instance.id", node.to_owned()),
+            ])
+            .build();
+        let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("ctxd"));
+        let _ = ENABLED.set(true);
+        Ok((Self { provider }, layer))
+    }
+
+    /// Exports what is still queued, then stops.
+    pub fn shutdown(self) {
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("ctxd: trace export did not shut down cleanly: {error}");
+        }
+    }
+}
+
+/// Makes `span` continue the trace a caller named in its `traceparent` header, if any.
+pub fn continue_trace(span: &Span, headers: &HeaderMap) {
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+    // A span that is disabled (no subscriber wants it) has nothing to attach to.
+    let _ = span.set_parent(parent);
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
