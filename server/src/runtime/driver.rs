@@ -167,6 +167,7 @@ impl Driver {
                             timeout.as_millis()
                         ));
                         Span::current().record("outcome", "timeout");
+                        tracing::warn!(tool = %call.name, call = %call.id, "no result from the external tool in time");
                         let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
                     }
                     .instrument(span),
