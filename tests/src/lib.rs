@@ -18,8 +18,8 @@ use tonic::transport::Channel;
 pub use ctxd_proto::v1;
 
 pub mod fake_openai;
-pub mod otlp;
 mod fold;
+pub mod otlp;
 pub use fold::Folded;
 
 pub type Client = ContextServiceClient<Channel>;

@@ -207,6 +207,9 @@ async fn a_turn_is_traced_from_the_callers_traceparent_through_its_llm_call() {
     request.metadata_mut().insert("traceparent", format!("00-{TRACE}-{CALLER}-01").parse().expect("header"));
     let done = client.send_message(request).await.expect("send").into_inner().state.expect("state");
     assert_eq!(state_of(&done), FsmState::Idle);
+    let mut request = tonic::Request::new(send_request(&id, "/tool clock {}", true));
+    request.metadata_mut().insert("traceparent", format!("00-{TRACE}-{CALLER}-01").parse().expect("header"));
+    client.send_message(request).await.expect("send a tool call");
 
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let ours = |spans: &[ctxd_tests::otlp::Received], name: &str| {
@@ -214,7 +217,9 @@ async fn a_turn_is_traced_from_the_callers_traceparent_through_its_llm_call() {
     };
     let spans = collector
         .wait_for(|spans| {
-            ["ctxd.v1.ContextService/SendMessage", "run", "llm_call", "save"].iter().all(|n| ours(spans, n).is_some())
+            ["ctxd.v1.ContextService/SendMessage", "run", "llm_call", "save", "tool_call"]
+                .iter()
+                .all(|n| ours(spans, n).is_some())
         })
         .await;
     let rpc = ours(&spans, "ctxd.v1.ContextService/SendMessage").expect("the RPC's span");
@@ -232,6 +237,9 @@ async fn a_turn_is_traced_from_the_callers_traceparent_through_its_llm_call() {
         (Some("mock"), Some("ok"))
     );
     assert!(llm.attribute("llm.time_to_first_token_ms").is_some(), "{llm:?}");
+    let tool = ours(&spans, "tool_call").expect("the tool call's span");
+    assert_eq!((tool.attribute("tool").as_deref(), tool.attribute("outcome").as_deref()), (Some("clock"), Some("ok")));
+    assert!(spans.iter().any(|s| s.span.name == "run" && s.span.span_id == tool.span.parent_span_id), "inside a run");
     let saves = spans.iter().filter(|s| s.span.name == "save" && hex(&s.span.trace_id) == TRACE).count();
     assert!(saves >= 2, "the action's save and the run's: {saves}");
 }

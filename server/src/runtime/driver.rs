@@ -175,13 +175,20 @@ impl Driver {
             }
             None => {
                 let tools = Arc::clone(&self.shared.tools);
-                self.tasks.spawn(async move {
-                    let started = Instant::now();
-                    let result = tools.run(&call.name, &call.arguments_json).await;
-                    histogram!(names::TOOL_SECONDS, "tool" => call.name.clone())
-                        .record(started.elapsed().as_secs_f64());
-                    let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
-                })
+                self.tasks.spawn(
+                    async move {
+                        let started = Instant::now();
+                        let result = tools.run(&call.name, &call.arguments_json).await;
+                        histogram!(names::TOOL_SECONDS, "tool" => call.name.clone())
+                            .record(started.elapsed().as_secs_f64());
+                        Span::current().record("outcome", if result.is_error { "error" } else { "ok" });
+                        if result.is_error {
+                            tracing::warn!(tool = %call.name, call = %call.id, error = %result.output, "tool call failed");
+                        }
+                        let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
+                    }
+                    .instrument(span),
+                )
             }
         };
         self.calls.insert(id, task);
