@@ -196,8 +196,12 @@ async fn json_logs_carry_the_same_fields_one_object_a_line() {
 async fn a_turn_is_traced_from_the_callers_traceparent_through_its_llm_call() {
     let collector = ctxd_tests::otlp::OtlpCollector::start().await;
     let endpoint = collector.endpoint();
-    let server =
-        Server::start_with_env(0, &["--otlp-endpoint", &endpoint], &[("OTEL_BSP_SCHEDULE_DELAY", "100")]).await;
+    let server = Server::start_with_env(
+        0,
+        &["--otlp-endpoint", &endpoint, "--metrics-listen", "127.0.0.1:0"],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
     let mut client = server.client().await;
     let id = create(&mut client, "traced").await;
 
@@ -242,4 +246,21 @@ async fn a_turn_is_traced_from_the_callers_traceparent_through_its_llm_call() {
     assert!(spans.iter().any(|s| s.span.name == "run" && s.span.span_id == tool.span.parent_span_id), "inside a run");
     let saves = spans.iter().filter(|s| s.span.name == "save" && hex(&s.span.trace_id) == TRACE).count();
     assert!(saves >= 2, "the action's save and the run's: {saves}");
+
+    // Every span the collector holds was counted as exported, and as ended before that.
+    // (The exporter counts a batch once the collector has answered for it.)
+    let received = collector.spans().len() as f64;
+    let counted = async {
+        loop {
+            let metrics = scrape(&server).await;
+            if value(&metrics, "ctxd_trace_spans_exported_total", &[]) >= received {
+                return metrics;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let metrics = tokio::time::timeout(PATIENCE, counted).await.expect("the exported spans are counted");
+    let exported = value(&metrics, "ctxd_trace_spans_exported_total", &[]);
+    assert!(value(&metrics, "ctxd_trace_spans_ended_total", &[]) >= exported);
+    assert_eq!(value(&metrics, "ctxd_trace_spans_failed_total", &[]), 0.0);
 }

@@ -36,6 +36,10 @@ pub const TOOL_CALLS: &str = "ctxd_tool_calls_total";
 pub const TOOL_SECONDS: &str = "ctxd_tool_call_duration_seconds";
 pub const EXTERNAL_RESULTS: &str = "ctxd_external_tool_results_total";
 
+pub const TRACE_SPANS_ENDED: &str = "ctxd_trace_spans_ended_total";
+pub const TRACE_SPANS_EXPORTED: &str = "ctxd_trace_spans_exported_total";
+pub const TRACE_SPANS_FAILED: &str = "ctxd_trace_spans_failed_total";
+
 /// RocksDB's figures, read at each scrape (see `Store::figures`).
 pub const ROCKSDB_FIGURES: &[(&str, &str)] = &[
     ("ctxd_rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates compaction has to rewrite."),
@@ -90,6 +94,9 @@ pub fn describe() {
     );
     describe_histogram!(TOOL_SECONDS, Unit::Seconds, "Duration of a tool call the server ran.");
     describe_counter!(EXTERNAL_RESULTS, "Results of external tools delivered with SubmitToolResult.");
+    describe_counter!(TRACE_SPANS_ENDED, "Spans that ended and were queued for export (with --otlp-endpoint).");
+    describe_counter!(TRACE_SPANS_EXPORTED, "Spans the OTLP endpoint accepted.");
+    describe_counter!(TRACE_SPANS_FAILED, "Spans in batches the OTLP endpoint refused or did not answer.");
     for (name, help) in ROCKSDB_FIGURES {
         describe_gauge!(*name, *help);
     }

@@ -3,18 +3,24 @@
 //! calls, tool calls and saves inside it. Export happens on the SDK's batch thread: a full
 //! queue drops spans, it never blocks or slows an action. With no endpoint no span is made.
 
+use std::future::Future;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use http::HeaderMap;
+use metrics::counter;
 use opentelemetry::KeyValue;
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use super::names;
 
 static ENABLED: OnceLock<bool> = OnceLock::new();
 
@@ -58,7 +64,9 @@ impl Exporting {
                 KeyValue::new("service.instance.id", node.to_owned()),
             ])
             .build();
-        let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+        let batch = BatchSpanProcessor::builder(Counting(exporter)).build();
+        let provider =
+            SdkTracerProvider::builder().with_span_processor(Counting(batch)).with_resource(resource).build();
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("ctxd"));
         let _ = ENABLED.set(true);
@@ -89,5 +97,59 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Counts spans on their way out: as a processor, the spans that ended (handed to the batch
+/// queue); as an exporter, the spans sent or refused. The SDK's queue drops spans when full
+/// rather than block, so ended − exported − failed is what was dropped or is still queued.
+#[derive(Debug)]
+struct Counting<T>(T);
+
+impl<P: SpanProcessor> SpanProcessor for Counting<P> {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.0.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        counter!(names::TRACE_SPANS_ENDED).increment(1);
+        self.0.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for Counting<E> {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        let spans = batch.len() as u64;
+        let export = self.0.export(batch);
+        async move {
+            let result = export.await;
+            let name = if result.is_ok() { names::TRACE_SPANS_EXPORTED } else { names::TRACE_SPANS_FAILED };
+            counter!(name).increment(spans);
+            result
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
     }
 }
