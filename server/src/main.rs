@@ -29,9 +29,11 @@ fn main() -> ExitCode {
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
     let text = (config.log_format == LogFormat::Text)
         .then(|| fmt::layer().with_writer(writer.clone()).with_ansi(std::io::stderr().is_terminal()));
-    // Fields at the top level of each object, beside "message", as log collectors expect.
-    let json = (config.log_format == LogFormat::Json)
-        .then(|| fmt::layer().json().flatten_event(true).with_current_span(false).with_writer(writer));
+    // Fields at the top level of each object, beside "message", as log collectors expect;
+    // with tracing on, "span" names the run or call (and its trace_id) a line belongs to.
+    let json = (config.log_format == LogFormat::Json).then(|| {
+        fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).with_writer(writer)
+    });
     // The OTLP exporter's gRPC client lives on this runtime.
     let traces = match &config.otlp_endpoint {
         Some(endpoint) => {

@@ -198,7 +198,7 @@ async fn a_turn_is_traced_from_the_callers_traceparent_through_its_llm_call() {
     let endpoint = collector.endpoint();
     let server = Server::start_with_env(
         0,
-        &["--otlp-endpoint", &endpoint, "--metrics-listen", "127.0.0.1:0"],
+        &["--otlp-endpoint", &endpoint, "--metrics-listen", "127.0.0.1:0", "--log-format", "json"],
         &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
     )
     .await;
@@ -246,6 +246,15 @@ async fn a_turn_is_traced_from_the_callers_traceparent_through_its_llm_call() {
     assert!(spans.iter().any(|s| s.span.name == "run" && s.span.span_id == tool.span.parent_span_id), "inside a run");
     let saves = spans.iter().filter(|s| s.span.name == "save" && hex(&s.span.trace_id) == TRACE).count();
     assert!(saves >= 2, "the action's save and the run's: {saves}");
+    let save = ours(&spans, "save").expect("a save's span");
+    assert!(save.attribute("bytes").and_then(|b| b.parse::<u64>().ok()).is_some_and(|b| b > 0), "{save:?}");
+    assert!(save.attribute("transitions").is_some(), "{save:?}");
+
+    // The run's log lines name its trace.
+    let saved = server.log_matching(&["auto-saved", &id, TRACE], 1).await;
+    let line: serde_json::Value = serde_json::from_str(&saved[0]).expect("json");
+    assert_eq!(line["span"]["trace_id"].as_str(), Some(TRACE), "{line}");
+    assert_eq!(line["context"].as_str(), Some(id.as_str()));
 
     // Every span the collector holds was counted as exported, and as ended before that.
     // (The exporter counts a batch once the collector has answered for it.)

@@ -243,7 +243,13 @@ impl Live {
         let parent = if self.run_span.is_none() { &cause } else { &self.run_span };
         let save_span = match batch.save() {
             Some(_) if traces::enabled() => {
-                tracing::info_span!(parent: parent, "save", transitions = batch.transitions(), context_id = %self.actor.id)
+                tracing::info_span!(
+                    parent: parent,
+                    "save",
+                    transitions = batch.transitions(),
+                    context_id = %self.actor.id,
+                    bytes = tracing::field::Empty,
+                )
             }
             _ => Span::none(),
         };
@@ -271,7 +277,9 @@ impl Live {
         if self.ctx.phase.is_resting() {
             self.run_span = Span::none();
         } else if self.run_span.is_none() && traces::enabled() {
-            self.run_span = tracing::info_span!(parent: &cause, "run", context_id = %self.actor.id);
+            let run = tracing::info_span!(parent: &cause, "run", context_id = %self.actor.id, trace_id = tracing::field::Empty);
+            run.record("trace_id", traces::trace_id(&run));
+            self.run_span = run;
         }
         // The feed first: whoever learns of a revision (from the answer, a read or a wait)
         // and then watches from it must find it there.
@@ -280,7 +288,9 @@ impl Live {
         if let (Some(reply), Some(answer)) = (reply, answer) {
             let _ = reply.send(Ok(answer));
         }
-        self.announce(&path);
+        // Inside the run's span (or the action's), so the line names its trace when tracing is on.
+        let scope = if self.run_span.is_none() { cause } else { self.run_span.clone() };
+        scope.in_scope(|| self.announce(&path));
         self.actor.driver.settle(&self.ctx);
         for effect in effects {
             match effect {
@@ -294,7 +304,9 @@ impl Live {
     /// Writes one batch atomically (synced unless configured otherwise).
     async fn commit(&self, save: Save) -> Result<()> {
         let Save { before_updated_at, after, messages } = save;
-        Ok(self.actor.shared.writer.commit(before_updated_at, after, messages).await?)
+        let bytes = self.actor.shared.writer.commit(before_updated_at, after, messages).await?;
+        Span::current().record("bytes", bytes);
+        Ok(())
     }
 
     /// Tells watchers about saved transitions and streamed text, in the order they

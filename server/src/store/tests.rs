@@ -126,7 +126,7 @@ async fn the_writer_groups_saves_of_many_contexts_and_each_lands() {
         let after = Arc::new(ctx.apply(&change(Phase::Idle, &changed), Timestamp::from_micros(30)));
         let writer = writer.clone();
         let before = ctx.updated_at;
-        async move { writer.commit(before, Arc::clone(&after), changed).await.map(|()| after) }
+        async move { writer.commit(before, Arc::clone(&after), changed).await.map(|_bytes| after) }
     });
     let saved = futures::future::join_all(saves).await;
     for after in saved {

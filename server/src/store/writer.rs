@@ -35,7 +35,8 @@ struct Job {
     before_updated_at: Timestamp,
     after: Arc<Context>,
     changed: Vec<Arc<Message>>,
-    done: oneshot::Sender<Result<()>>,
+    /// Answered with the bytes this save put into the write.
+    done: oneshot::Sender<Result<usize>>,
 }
 
 /// The handle to the writer thread. The thread ends, and the database is released, on
@@ -65,12 +66,13 @@ impl Writer {
 
     /// Saves one change atomically: `after`'s metadata plus the `changed` messages, in the
     /// next write. `before_updated_at` is what the by-updated index holds for the context now.
+    /// Returns the bytes the save wrote.
     pub async fn commit(
         &self,
         before_updated_at: Timestamp,
         after: Arc<Context>,
         changed: Vec<Arc<Message>>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let (done, outcome) = oneshot::channel();
         let job = Job { before_updated_at, after, changed, done };
         self.inner.jobs.send(Request::Save(job)).map_err(|_| Error::WriterStopped)?;
@@ -120,31 +122,35 @@ fn write_loop(store: Store, queue: &mpsc::Receiver<Request>) {
         (saves, writes) = (saves + group.len() as u64, writes + 1);
         // Running totals, so that a reader of any two lines knows the saves per fsync between.
         tracing::debug!(saves = group.len(), total_saves = saves, total_writes = writes, "wrote");
-        for job in group.drain(..) {
+        for (n, job) in group.drain(..).enumerate() {
             // A caller that went away (its context was shut down) needs no answer.
-            let _ = job.done.send(outcome.clone());
+            let _ = job.done.send(outcome.as_ref().map(|sizes| sizes[n]).map_err(Clone::clone));
         }
     }
     tracing::info!(saves, writes, "storage writer stopped");
     drop(store);
 }
 
-fn write_group(store: &Store, group: &[Job]) -> Result<()> {
+/// Writes the group as one batch; returns the bytes each save put into it.
+fn write_group(store: &Store, group: &[Job]) -> Result<Vec<usize>> {
     let saves = group.len() as u64;
     let written = (|| {
         let mut batch = WriteBatch::default();
+        let mut sizes = Vec::with_capacity(group.len());
         for job in group {
+            let before = batch.size_in_bytes();
             store.put_context(&mut batch, Some(job.before_updated_at), &job.after, &job.changed)?;
+            sizes.push(batch.size_in_bytes() - before);
         }
         let bytes = batch.size_in_bytes();
         let started = Instant::now();
         store.write(batch)?;
         histogram!(names::SAVE_SECONDS).record(started.elapsed().as_secs_f64());
         histogram!(names::SAVE_BYTES).record(bytes as f64);
-        Ok(())
+        Ok(sizes)
     })();
     match &written {
-        Ok(()) => {
+        Ok(_) => {
             counter!(names::SAVES).increment(saves);
             histogram!(names::SAVES_PER_WRITE).record(saves as f64);
         }

@@ -118,8 +118,10 @@ where
                     rpc.method = %method.name,
                     rpc.grpc.status_code = tracing::field::Empty,
                     context_id = tracing::field::Empty,
+                    trace_id = tracing::field::Empty,
                 );
                 traces::continue_trace(&span, request.headers());
+                span.record("trace_id", traces::trace_id(&span));
                 span
             }
             _ => Span::none(),

@@ -81,6 +81,12 @@ impl Exporting {
     }
 }
 
+/// The id of the trace `span` belongs to, as logs show it (32 hex digits).
+pub fn trace_id(span: &Span) -> String {
+    use opentelemetry::trace::TraceContextExt as _;
+    span.context().span().span_context().trace_id().to_string()
+}
+
 /// Makes `span` continue the trace a caller named in its `traceparent` header, if any.
 pub fn continue_trace(span: &Span, headers: &HeaderMap) {
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
