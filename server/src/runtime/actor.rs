@@ -240,20 +240,20 @@ impl Live {
                 Err(_) => break,
             }
         }
+        let save = batch.save();
         let parent = if self.run_span.is_none() { &cause } else { &self.run_span };
-        let save_span = match batch.save() {
-            Some(_) if traces::enabled() => {
-                tracing::info_span!(
-                    parent: parent,
-                    "save",
-                    transitions = batch.transitions(),
-                    context_id = %self.actor.id,
-                    bytes = tracing::field::Empty,
-                )
-            }
-            _ => Span::none(),
+        let save_span = if save.is_some() && traces::enabled() {
+            tracing::info_span!(
+                parent: parent,
+                "save",
+                transitions = batch.transitions(),
+                context_id = %self.actor.id,
+                bytes = tracing::field::Empty,
+            )
+        } else {
+            Span::none()
         };
-        if let Some(save) = batch.save()
+        if let Some(save) = save
             && let Err(error) = self.commit(save).instrument(save_span).await
         {
             match reply {
