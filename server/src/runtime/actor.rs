@@ -14,9 +14,10 @@ use super::driver::{Driver, Event};
 use super::error::{Error, Result};
 use super::feed::{self, EventKind, Feed};
 use super::handle::{ActorHandle, Gone, Request, Slot};
+use super::meters;
 use super::shared::{ListEvent, Shared};
-use crate::domain::{Context, ContextId, FsmState, Message, MessageId, Role, Timestamp};
-use crate::fsm::{CANCELLED, Command, DENIED, Effect, Env, INTERRUPTED};
+use crate::domain::{Context, ContextId, FsmState, MessageId, Timestamp};
+use crate::fsm::{Command, Effect, Env};
 use crate::telemetry::{names, traces};
 
 /// At most this many commands are saved in one batch, so a fast producer cannot hold
@@ -325,7 +326,7 @@ impl Live {
                     if to == FsmState::Failed && from != FsmState::Failed {
                         counter!(names::RUNS_FAILED).increment(1);
                     }
-                    count_tool_answers(&after, &messages, &self.actor.shared);
+                    meters::count_tool_answers(&after, &messages, &self.actor.shared.tools);
                     let events = feed::change_events(&before, &after, &messages);
                     self.actor.feed.saved(after, events);
                 }
@@ -390,36 +391,5 @@ impl Live {
         self.actor.stop(Gone::Unloaded, |_| Error::Unloaded);
         tracing::info!(context = %self.actor.id, revision = self.ctx.revision, "unloaded idle context");
         true
-    }
-}
-
-/// Counts the answers to tool calls among the messages a transition saved, by tool and
-/// outcome. Tools other services run are counted as `external`, so clients cannot grow
-/// the label set with the names they declare.
-fn count_tool_answers(ctx: &Context, saved: &[Arc<Message>], shared: &Shared) {
-    for answer in saved.iter().filter(|m| m.role == Role::Tool) {
-        let Some(call_id) = answer.tool_call_id.as_deref() else { continue };
-        let outcome = match answer.text_content().as_str() {
-            _ if !answer.is_error => "ok",
-            DENIED => "denied",
-            CANCELLED => "cancelled",
-            INTERRUPTED => "interrupted",
-            text if text.starts_with("timed out after") || text.starts_with("no result from the external tool") => {
-                "timeout"
-            }
-            _ => "error",
-        };
-        let name = ctx
-            .messages
-            .iter()
-            .rev()
-            .find_map(|m| m.tool_calls.iter().find(|c| c.id == call_id))
-            .map(|call| match call.name.as_str() {
-                builtin if shared.tools.has(builtin) => builtin.to_owned(),
-                _ if call.external => "external".to_owned(),
-                _ => "unknown".to_owned(),
-            })
-            .unwrap_or_else(|| "unknown".to_owned());
-        counter!(names::TOOL_CALLS, "tool" => name, "outcome" => outcome).increment(1);
     }
 }

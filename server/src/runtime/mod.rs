@@ -12,6 +12,7 @@ mod driver;
 mod error;
 mod feed;
 mod handle;
+mod meters;
 mod prompt;
 mod settings;
 mod shared;
