@@ -130,11 +130,9 @@ impl Server {
             let mut ready = Some(ready_tx);
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.split("ctxd listening on ").nth(1)
+                if let Some(addr) = address_after(&line, "ctxd listening on ")
                     && let Some(ready) = ready.take()
                 {
-                    // A text line ends the address with a space, a JSON line with a quote.
-                    let addr = addr.split(|c: char| c.is_whitespace() || c == '"').next().unwrap_or_default();
                     let _ = ready.send(addr.to_owned());
                 }
                 let mut log = log.lock().expect("log");
@@ -155,8 +153,7 @@ impl Server {
             .log_lines()
             .iter()
             .rev()
-            .find_map(|line| line.split("metrics listening on ").nth(1).map(str::to_owned))
-            .and_then(|addr| addr.split(|c: char| c.is_whitespace() || c == '"').next().and_then(|a| a.parse().ok()));
+            .find_map(|line| address_after(line, "metrics listening on ").and_then(|a| a.parse().ok()));
         self.child = Some(child);
     }
 
@@ -249,6 +246,12 @@ impl Server {
         self.log.lock().expect("log").push_back("---- restart ----".into());
         self.launch().await;
     }
+}
+
+/// The address a log line names after `marker`: a text line ends it with a space, a JSON
+/// line with a quote.
+fn address_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.split(marker).nth(1)?.split(|c: char| c.is_whitespace() || c == '"').next()
 }
 
 /// Creates a context and returns its id.
