@@ -24,6 +24,7 @@ use crate::domain::{Context, Phase, ToolCall, ToolResult};
 use crate::fsm::{Command, Effect, LlmReply};
 use crate::llm::{LlmEvent, LlmStream, MOCK_MODEL};
 use crate::telemetry::{names, traces};
+use crate::tools::NO_EXTERNAL_RESULT;
 
 /// Effect results waiting to be applied can pile up this far before producers wait.
 const EVENT_CAPACITY: usize = 64;
@@ -162,10 +163,7 @@ impl Driver {
                     async move {
                         // Its arguments were checked before the call was saved.
                         tokio::time::sleep(timeout).await;
-                        let result = ToolResult::error(format!(
-                            "no result from the external tool within {} ms",
-                            timeout.as_millis()
-                        ));
+                        let result = ToolResult::error(format!("{NO_EXTERNAL_RESULT} {} ms", timeout.as_millis()));
                         Span::current().record("outcome", "timeout");
                         tracing::warn!(tool = %call.name, call = %call.id, "no result from the external tool in time");
                         let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
@@ -208,10 +206,19 @@ impl LlmLabels {
         Self { provider, model: model.to_owned() }
     }
 
+    /// Provider and model: the labels of the call's timings.
+    fn pair(&self) -> [(&'static str, String); 2] {
+        [("provider", self.provider.to_owned()), ("model", self.model.clone())]
+    }
+
+    /// The pair and one more label.
+    fn with(&self, key: &'static str, value: &'static str) -> [(&'static str, String); 3] {
+        let [provider, model] = self.pair();
+        [provider, model, (key, value.to_owned())]
+    }
+
     fn request(&self, outcome: &'static str) {
-        let labels =
-            [("provider", self.provider.to_owned()), ("model", self.model.clone()), ("outcome", outcome.into())];
-        counter!(names::LLM_REQUESTS, &labels).increment(1);
+        counter!(names::LLM_REQUESTS, &self.with("outcome", outcome)).increment(1);
     }
 }
 
@@ -226,8 +233,7 @@ async fn pump_llm(mut stream: LlmStream, labels: LlmLabels, events: mpsc::Sender
             Ok(LlmEvent::Text(text)) => {
                 if std::mem::take(&mut first_text) {
                     let first = started.elapsed();
-                    let labels = [("provider", labels.provider.to_owned()), ("model", labels.model.clone())];
-                    histogram!(names::LLM_FIRST_TOKEN_SECONDS, &labels).record(first.as_secs_f64());
+                    histogram!(names::LLM_FIRST_TOKEN_SECONDS, &labels.pair()).record(first.as_secs_f64());
                     Span::current().record("llm.time_to_first_token_ms", first.as_millis() as u64);
                 }
                 Command::LlmDelta { text }
@@ -267,15 +273,10 @@ async fn pump_llm(mut stream: LlmStream, labels: LlmLabels, events: mpsc::Sender
     }
     labels.request("ok");
     Span::current().record("outcome", "ok");
-    let seconds = started.elapsed().as_secs_f64();
-    let timed = [("provider", labels.provider.to_owned()), ("model", labels.model.clone())];
-    histogram!(names::LLM_STREAM_SECONDS, &timed).record(seconds);
+    histogram!(names::LLM_STREAM_SECONDS, &labels.pair()).record(started.elapsed().as_secs_f64());
     if let Some(usage) = reply.usage {
-        let tokens = |kind: &'static str| {
-            [("provider", labels.provider.to_owned()), ("model", labels.model.clone()), ("kind", kind.to_owned())]
-        };
-        counter!(names::LLM_TOKENS, &tokens("prompt")).increment(u64::from(usage.prompt_tokens));
-        counter!(names::LLM_TOKENS, &tokens("completion")).increment(u64::from(usage.completion_tokens));
+        counter!(names::LLM_TOKENS, &labels.with("kind", "prompt")).increment(u64::from(usage.prompt_tokens));
+        counter!(names::LLM_TOKENS, &labels.with("kind", "completion")).increment(u64::from(usage.completion_tokens));
         Span::current().record("llm.prompt_tokens", usage.prompt_tokens);
         Span::current().record("llm.completion_tokens", usage.completion_tokens);
     }

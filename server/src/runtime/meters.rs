@@ -7,7 +7,7 @@ use metrics::counter;
 use crate::domain::{Context, Message, Role};
 use crate::fsm::{CANCELLED, DENIED, INTERRUPTED};
 use crate::telemetry::names;
-use crate::tools::ToolRegistry;
+use crate::tools::{NO_EXTERNAL_RESULT, TIMED_OUT, ToolRegistry};
 
 /// Counts the answers to tool calls among the messages a transition saved, by tool and
 /// outcome. Tools other services run are counted as `external`, so clients cannot grow
@@ -20,9 +20,7 @@ pub(super) fn count_tool_answers(ctx: &Context, saved: &[Arc<Message>], tools: &
             DENIED => "denied",
             CANCELLED => "cancelled",
             INTERRUPTED => "interrupted",
-            text if text.starts_with("timed out after") || text.starts_with("no result from the external tool") => {
-                "timeout"
-            }
+            text if text.starts_with(TIMED_OUT) || text.starts_with(NO_EXTERNAL_RESULT) => "timeout",
             _ => "error",
         };
         let name = ctx

@@ -5,6 +5,9 @@ use crate::domain::{ContextConfig, ExternalTool, ToolDefinition};
 
 use super::schema::ArgumentSchema;
 
+/// How the error result of an external call whose result never came begins.
+pub const NO_EXTERNAL_RESULT: &str = "no result from the external tool within";
+
 pub struct ExternalTools;
 
 impl ExternalTools {

@@ -13,10 +13,10 @@ mod write_file;
 
 pub use calculator::Calculator;
 pub use clock::Clock;
-pub use external::ExternalTools;
+pub use external::{ExternalTools, NO_EXTERNAL_RESULT};
 pub use list_dir::ListDir;
 pub use read_file::ReadFile;
-pub use registry::{InvalidTool, ToolLimits, ToolRegistry, truncate};
+pub use registry::{InvalidTool, TIMED_OUT, ToolLimits, ToolRegistry, truncate};
 pub use schema::ArgumentSchema;
 pub use tool::{Tool, ToolError};
 pub use write_file::WriteFile;

@@ -35,6 +35,9 @@ pub struct ToolRegistry {
     limits: ToolLimits,
 }
 
+/// How the error result of a server tool that ran out of time begins.
+pub const TIMED_OUT: &str = "timed out after";
+
 /// A tool whose argument schema does not compile (a programming error in the tool).
 #[derive(Debug, thiserror::Error)]
 #[error("tool {name}: invalid argument schema: {reason}")]
@@ -93,7 +96,7 @@ impl ToolRegistry {
         match tokio::time::timeout(self.limits.timeout, tool.call(arguments)).await {
             Ok(Ok(output)) => ToolResult::ok(truncate(output, self.limits.max_output_bytes)),
             Ok(Err(ToolError(message))) => ToolResult::error(message),
-            Err(_) => ToolResult::error(format!("timed out after {} ms", self.limits.timeout.as_millis())),
+            Err(_) => ToolResult::error(format!("{TIMED_OUT} {} ms", self.limits.timeout.as_millis())),
         }
     }
 }
