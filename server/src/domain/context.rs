@@ -150,18 +150,16 @@ impl Context {
                 .map(|m| m.tool_calls.iter().filter(|c| c.approval == Approval::Pending).cloned().collect())
                 .unwrap_or_default(),
             Phase::ExecutingTools { message } => {
-                let answered = self.answered_calls(message);
-                self.message(message)
-                    .map(|m| {
-                        m.tool_calls
-                            .iter()
-                            .filter(|c| c.approval.allows_run() && !answered.contains(c.id.as_str()))
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default()
+                self.message(message).map(|m| self.open_calls(message, &m.tool_calls)).unwrap_or_default()
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Those of `calls` (the calls of message `seq`, perhaps with new decisions) that may run
+    /// and have no result yet.
+    pub fn open_calls(&self, seq: u64, calls: &[ToolCall]) -> Vec<ToolCall> {
+        let answered = self.answered_calls(seq);
+        calls.iter().filter(|c| c.approval.allows_run() && !answered.contains(c.id.as_str())).cloned().collect()
     }
 }

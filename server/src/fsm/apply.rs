@@ -119,7 +119,7 @@ fn continue_run(ctx: &Context) -> Outcome {
             } else if calls.iter().any(|c| c.approval == Approval::Pending) {
                 Change::to(Phase::AwaitingToolApproval { message }).into()
             } else {
-                match tool_calls::open_calls(ctx, message, calls) {
+                match ctx.open_calls(message, calls) {
                     // Every call was answered before it could run.
                     open if open.is_empty() => {
                         Outcome::then(Change::to(Phase::ProcessingToolResults), Effect::Continue)

@@ -49,12 +49,6 @@ pub fn decide(ctx: &Context, seq: u64, requested: Vec<RequestedToolCall>, env: &
     (calls, answers)
 }
 
-/// The calls of message `seq` that may run and have no result yet.
-pub fn open_calls(ctx: &Context, seq: u64, calls: &[ToolCall]) -> Vec<ToolCall> {
-    let answered = ctx.answered_calls(seq);
-    calls.iter().filter(|c| c.approval.allows_run() && !answered.contains(c.id.as_str())).cloned().collect()
-}
-
 pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env) -> Result<Outcome, Rejection> {
     let Phase::AwaitingToolApproval { message: seq } = ctx.phase else {
         return Err(Rejection::WrongState { action: "ApproveTools", state: ctx.state() });
@@ -88,7 +82,7 @@ pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env)
 
     let denied = message.tool_calls.iter().filter(|c| c.approval == Approval::Denied);
     let denials = error_answers(ctx, denied, DENIED, env);
-    let calls = open_calls(ctx, seq, &message.tool_calls);
+    let calls = ctx.open_calls(seq, &message.tool_calls);
     Ok(if calls.is_empty() {
         Outcome::then(Change::to(Phase::GeneratingResponse).with(message).with_all(denials), Effect::Continue)
     } else {
