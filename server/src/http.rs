@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use axum::body::Body;
-use http::{HeaderName, HeaderValue, Method, Request, header};
+use http::{HeaderName, HeaderValue, Method, Request};
 use tonic::service::Routes;
 use tower::ServiceExt;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::telemetry::GrpcMetricsLayer;
+use crate::telemetry::{GrpcMetricsLayer, is_grpc};
 
 /// Headers a browser client must be allowed to read to see a call's outcome.
 const EXPOSED: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
@@ -74,7 +74,7 @@ pub fn with_web(routes: Routes, web_dir: Option<&Path>) -> Routes {
     let router = router.fallback(move |request: Request<Body>| {
         let files = files.clone();
         async move {
-            if is_grpc(&request) {
+            if is_grpc(request.headers()) {
                 return tonic::Status::unimplemented(format!("no method {}", request.uri().path())).into_http::<Body>();
             }
             match files.oneshot(request).await {
@@ -84,12 +84,4 @@ pub fn with_web(routes: Routes, web_dir: Option<&Path>) -> Routes {
         }
     });
     Routes::from(router)
-}
-
-fn is_grpc(request: &Request<Body>) -> bool {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
 }

@@ -144,7 +144,8 @@ where
     }
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
+/// Whether a request is a gRPC call (native, or grpc-web once translated).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -8,4 +8,4 @@ pub mod names;
 pub mod traces;
 
 pub use exporter::{Error as MetricsError, Exporter, serve};
-pub use grpc::GrpcMetricsLayer;
+pub use grpc::{GrpcMetricsLayer, is_grpc};
