@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ctxd::domain::{Change, Context, ContextConfig, ContextId, Message, MessageId, Phase, Role, Timestamp};
+use ctxd::domain::{
+    Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Phase, Role, TenantId, Timestamp,
+};
 use ctxd::store::Store;
 
 /// Creates `contexts` contexts of `messages` messages each (user and assistant turns);
@@ -14,7 +16,13 @@ pub fn fill(dir: &Path, contexts: usize, messages: u64) -> Vec<ContextId> {
     let mut ids = Vec::with_capacity(contexts);
     for n in 0..contexts {
         let now = Timestamp::now();
-        let ctx = Context::new(ContextId::new(), format!("bench {n}"), ContextConfig::default(), now);
+        let ctx = Context::new(
+            ContextKey::new(TenantId::default_tenant(), ContextId::new()),
+            String::new(),
+            format!("bench {n}"),
+            ContextConfig::default(),
+            now,
+        );
         let saved: Vec<Arc<Message>> = (0..messages)
             .map(|seq| {
                 let role = if seq % 2 == 0 { Role::User } else { Role::Assistant };

@@ -10,10 +10,15 @@ use tower::ServiceExt;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
+use crate::auth::AuthLayer;
 use crate::telemetry::{GrpcMetricsLayer, is_grpc};
 
 /// Headers a browser client must be allowed to read to see a call's outcome.
 const EXPOSED: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+
+/// Headers a browser client may send: grpc-web's own, its credentials, and trace context.
+const ALLOWED: [&str; 7] =
+    ["content-type", "x-grpc-web", "x-user-agent", "grpc-timeout", "authorization", "traceparent", "tracestate"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,7 +42,7 @@ pub fn cors(origins: &[String]) -> Result<CorsLayer, Error> {
     Ok(CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
-        .allow_headers(AllowHeaders::mirror_request())
+        .allow_headers(AllowHeaders::list(ALLOWED.map(HeaderName::from_static)))
         .expose_headers(EXPOSED.map(HeaderName::from_static))
         .max_age(std::time::Duration::from_secs(24 * 3600)))
 }
@@ -52,21 +57,22 @@ pub fn add_reflection(routes: Routes) -> Result<Routes, Error> {
     Ok(routes.add_service(configure().build_v1()?).add_service(configure().build_v1alpha()?))
 }
 
-/// Adds grpc-web to the gRPC routes and, with `web_dir`, serves that directory to every
-/// request that is not gRPC; unknown paths get `index.html`, so a single-page app can
-/// route on the client. Unknown gRPC methods still get UNIMPLEMENTED.
+/// Adds authentication and grpc-web to the gRPC routes and, with `web_dir`, serves that
+/// directory to every request that is not gRPC; unknown paths get `index.html`, so a
+/// single-page app can route on the client. Unknown gRPC methods still get UNIMPLEMENTED.
 ///
-/// grpc-web wraps the gRPC routes only: it refuses plain HTTP/1.1 requests, which the
-/// static files need.
-pub fn with_web(routes: Routes, web_dir: Option<&Path>) -> Routes {
-    // Metrics inside grpc-web: a browser's call is counted as the method it calls.
+/// The layers wrap the gRPC routes only: grpc-web refuses plain HTTP/1.1 requests, which the
+/// static files need, and the static files hold no data, so they need no credentials.
+pub fn with_web(routes: Routes, auth: AuthLayer, web_dir: Option<&Path>) -> Routes {
+    // Metrics inside grpc-web: a browser's call is counted as the method it calls. Auth inside
+    // metrics: a refused call is counted with its code.
     let metrics = GrpcMetricsLayer::new(&[
         ctxd_proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ]);
-    let router = routes.into_axum_router().layer(metrics).layer(tonic_web::GrpcWebLayer::new());
+    let router = routes.into_axum_router().layer(auth).layer(metrics).layer(tonic_web::GrpcWebLayer::new());
     let Some(dir) = web_dir else {
         return Routes::from(router);
     };

@@ -3,6 +3,7 @@
 //! LLM and tools itself, and saves every transition to RocksDB before anyone sees it.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod fsm;

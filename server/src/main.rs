@@ -1,14 +1,20 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use ctxd::config::{Args, Config, LogFormat};
+use ctxd::auth::{Scope, new_key};
+use ctxd::config::{ApiKeyCommand, Args, Command, Config, LogFormat};
+use ctxd::domain::TenantId;
 use ctxd::telemetry::traces::Exporting;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, fmt};
 
 fn main() -> ExitCode {
-    let config = match Config::load(Args::parse_with_defaults()) {
+    let mut args = Args::parse_with_defaults();
+    if let Some(command) = args.command.take() {
+        return run_command(command);
+    }
+    let config = match Config::load(args) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("ctxd: {error}");
@@ -67,6 +73,40 @@ fn main() -> ExitCode {
         runtime.block_on(async { tokio::task::spawn_blocking(move || exporting.shutdown()).await.ok() });
     }
     code
+}
+
+/// A subcommand: everything but serving.
+fn run_command(command: Command) -> ExitCode {
+    match command {
+        Command::ApiKey(ApiKeyCommand::New { tenant, scopes }) => {
+            let tenant = match TenantId::parse(&tenant) {
+                Ok(tenant) => tenant,
+                Err(error) => {
+                    eprintln!("ctxd: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut parsed = Vec::new();
+            for name in &scopes {
+                match Scope::parse(name) {
+                    Some(scope) => parsed.push(scope),
+                    None => {
+                        eprintln!("ctxd: unknown scope {name:?} (known: ctxd:read, ctxd:write, ctxd:admin)");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let (key, line) = new_key(&tenant, &parsed);
+            // stdout: the key, then the line for the keys file (`{ read key; read line; }`);
+            // the advice goes to stderr.
+            println!("{key}");
+            println!("{line}");
+            eprintln!(
+                "The first line is the key, shown only now; add the second to the API keys file (--api-keys-file)."
+            );
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -12,6 +12,7 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::{ContextApi, Limits};
+use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
 use crate::http;
 use crate::llm::{LlmProvider, LlmRouter, MockProvider, OpenAiConfig, OpenAiProvider};
@@ -45,6 +46,8 @@ pub enum Error {
     Config(#[from] crate::config::Error),
     #[error(transparent)]
     Metrics(#[from] telemetry::MetricsError),
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// The mock, plus the OpenAI-compatible provider when one is configured.
@@ -128,6 +131,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let catalog = tools.catalog();
     let contexts = Contexts::start(store, llm, tools, settings).await?;
 
+    let authenticator = Arc::new(Authenticator::start(&config, &stop).map_err(Error::Auth)?);
+    if authenticator.is_on() {
+        tracing::info!(
+            hs256 = config.jwt_hs256_secret_file.is_some(),
+            jwks = config.jwt_jwks_file.is_some(),
+            api_keys = config.api_keys_file.is_some(),
+            "authentication on: every call but health and reflection needs a bearer token"
+        );
+    } else if config.listen.ip().is_loopback() {
+        tracing::info!("authentication off: listening on loopback only, as the default tenant");
+    } else {
+        tracing::warn!(
+            listen = %config.listen,
+            "authentication off (--insecure-no-auth): anyone who can reach the port reads and changes everything"
+        );
+    }
+
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
@@ -142,7 +162,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut routes = Routes::new(ContextServiceServer::new(ContextApi::new(contexts.clone(), limits, catalog)))
         .add_service(health_service);
     routes = http::add_reflection(routes)?;
-    let routes = http::with_web(routes, config.web_dir.as_deref());
+    let routes = http::with_web(routes, AuthLayer::new(authenticator), config.web_dir.as_deref());
 
     let serve = tonic::transport::Server::builder()
         .accept_http1(true)

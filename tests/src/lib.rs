@@ -20,6 +20,7 @@ pub use ctxd_proto::v1;
 pub mod fake_openai;
 mod fold;
 pub mod otlp;
+pub mod tokens;
 pub use fold::Folded;
 
 pub type Client = ContextServiceClient<Channel>;
@@ -252,6 +253,18 @@ impl Server {
 /// line with a quote.
 fn address_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.split(marker).nth(1)?.split(|c: char| c.is_whitespace() || c == '"').next()
+}
+
+/// A workspace for the file tools holding `files` (name, text) where the contexts of a
+/// server without authentication (tenant `default`) find them: in `default/`.
+pub fn workspace_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let workspace = tempfile::tempdir().expect("workspace");
+    let tenant = workspace.path().join("default");
+    std::fs::create_dir_all(&tenant).expect("tenant directory");
+    for (name, text) in files {
+        std::fs::write(tenant.join(name), text).expect("fixture");
+    }
+    workspace
 }
 
 /// Creates a context and returns its id.

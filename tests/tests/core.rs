@@ -168,8 +168,7 @@ async fn a_turn_streams_the_reply_and_saves_every_transition_once() {
 
 #[tokio::test]
 async fn tool_calls_are_approved_or_denied_and_the_model_sees_the_result() {
-    let workspace = tempfile::tempdir().expect("workspace");
-    std::fs::write(workspace.path().join("notes.txt"), "remember the milk").expect("fixture");
+    let workspace = workspace_with(&[("notes.txt", "remember the milk")]);
     let ws = workspace.path().to_str().expect("utf-8");
     let server = Server::start(0, &["--workspace", ws]).await;
     let mut client = server.client().await;

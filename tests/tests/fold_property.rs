@@ -129,8 +129,7 @@ async fn run_case(server: &Server, actions: Vec<Action>) {
 #[test]
 fn folding_watch_events_always_gives_get_state() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let workspace = tempfile::tempdir().expect("workspace");
-    std::fs::write(workspace.path().join("f.txt"), "file text").expect("fixture");
+    let workspace = workspace_with(&[("f.txt", "file text")]);
     let ws = workspace.path().to_str().expect("utf-8").to_owned();
     let server = runtime.block_on(Server::start(1, &["--workspace", &ws, "--llm-max-attempts", "2"]));
     let mut runner = TestRunner::new(Config { cases: 24, failure_persistence: None, ..Config::default() });

@@ -389,8 +389,7 @@ async fn a_restart_mid_tool_reruns_only_idempotent_tools() {
 
 #[tokio::test]
 async fn approvals_given_before_a_restart_are_not_asked_again() {
-    let workspace = tempfile::tempdir().expect("workspace");
-    std::fs::write(workspace.path().join("a.txt"), "alpha").expect("fixture");
+    let workspace = workspace_with(&[("a.txt", "alpha")]);
     let ws = workspace.path().to_str().expect("utf-8");
     let mut server = Server::start(0, &["--workspace", ws]).await;
     let mut client = server.client().await;

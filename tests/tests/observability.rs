@@ -53,8 +53,7 @@ fn observations(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test]
 async fn counters_move_by_what_happened_and_the_text_parses() {
-    let workspace = tempfile::tempdir().expect("workspace");
-    std::fs::write(workspace.path().join("a.txt"), "alpha").expect("fixture");
+    let workspace = workspace_with(&[("a.txt", "alpha")]);
     let ws = workspace.path().to_str().expect("utf-8");
     let server = Server::start(0, &["--metrics-listen", "127.0.0.1:0", "--workspace", ws]).await;
     let mut client = server.client().await;

@@ -50,8 +50,7 @@ fn resting(state: FsmState) -> impl Fn(&pb::ContextState) -> bool {
 
 #[tokio::test]
 async fn a_watcher_sees_every_kind_in_revision_order_and_the_fold_equals_get_state() {
-    let workspace = tempfile::tempdir().expect("workspace");
-    std::fs::write(workspace.path().join("a.txt"), "alpha").expect("fixture");
+    let workspace = workspace_with(&[("a.txt", "alpha")]);
     let server = Server::start(1, &["--workspace", workspace.path().to_str().expect("utf-8")]).await;
     let mut client = server.client().await;
     let id = create(&mut client, "watched").await;

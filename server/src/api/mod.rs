@@ -1,6 +1,7 @@
 //! The gRPC edge: each handler validates its request, converts it to domain terms, hands it
 //! to the runtime, and converts the answer back.
 
+mod caller;
 mod convert;
 mod deadline;
 mod page_token;
@@ -14,7 +15,8 @@ use tonic::{Request, Response, Status};
 
 pub use request::Limits;
 
-use crate::domain::{ContextId, ToolDefinition, ToolPolicy};
+use crate::auth::Scope;
+use crate::domain::{ContextId, ContextKey, ToolDefinition, ToolPolicy};
 use crate::fsm::Command;
 use crate::runtime::Contexts;
 use crate::telemetry::names;
@@ -44,16 +46,15 @@ impl ContextApi {
 
     async fn act(
         &self,
-        context_id: &str,
+        key: &ContextKey,
         command: Command,
         wait: bool,
         view: i32,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Option<pb::ContextState>, Status> {
-        let id = parse_context_id(context_id)?;
         let view = request::view(view)?;
         let deadline = deadline::from_metadata(metadata);
-        let ctx = self.contexts.act(id, command, wait, deadline).await?;
+        let ctx = self.contexts.act(key, command, wait, deadline).await?;
         Ok(Some(convert::context_state_view(&ctx, view)))
     }
 }
@@ -64,20 +65,22 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::CreateContextRequest>,
     ) -> Result<Response<pb::CreateContextResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
         let pb::CreateContextRequest { context_id, title, config } = request.into_inner();
         let id = request::optional_context_id("context_id", &context_id)?;
         let title = request::title(title)?;
         let config = request::config(config, &self.limits)?;
-        let ctx = self.contexts.create(id, title, config).await?;
+        let ctx = self.contexts.create(who.tenant, who.subject, id, title, config).await?;
         traced(ctx.id);
         Ok(Response::new(pb::CreateContextResponse { state: Some(convert::context_state(&ctx)) }))
     }
 
     async fn get_state(&self, request: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
+        let who = caller::caller(&request, Scope::Read)?;
         let pb::GetStateRequest { context_id, view } = request.into_inner();
-        let id = parse_context_id(&context_id)?;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
-        let ctx = self.contexts.get(id).await?;
+        let ctx = self.contexts.get(&key).await?;
         Ok(Response::new(pb::GetStateResponse { state: Some(convert::context_state_view(&ctx, view)) }))
     }
 
@@ -85,10 +88,11 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::ListContextsRequest>,
     ) -> Result<Response<pb::ListContextsResponse>, Status> {
+        let who = caller::caller(&request, Scope::Read)?;
         let pb::ListContextsRequest { page_size, page_token } = request.into_inner();
         let limit = request::page_size(page_size)?;
         let after = page_token::decode(&page_token)?;
-        let (summaries, next) = self.contexts.list(after, limit).await?;
+        let (summaries, next) = self.contexts.list(&who.tenant, after, limit).await?;
         Ok(Response::new(pb::ListContextsResponse {
             contexts: summaries.iter().map(convert::summary).collect(),
             next_page_token: page_token::encode(next),
@@ -99,14 +103,16 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::UpdateContextRequest>,
     ) -> Result<Response<pb::UpdateContextResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
         let pb::UpdateContextRequest { context_id, title, config, expected_revision, view } = message;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
         let command = Command::Update {
             title: title.map(request::title).transpose()?,
             config: config.map(|c| request::config(Some(c), &self.limits)).transpose()?,
             expected_revision,
         };
-        let state = self.act(&context_id, command, false, view, &metadata).await?;
+        let state = self.act(&key, command, false, view, &metadata).await?;
         Ok(Response::new(pb::UpdateContextResponse { state }))
     }
 
@@ -114,9 +120,10 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::DeleteContextRequest>,
     ) -> Result<Response<pb::DeleteContextResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
         let pb::DeleteContextRequest { context_id } = request.into_inner();
-        let id = parse_context_id(&context_id)?;
-        self.contexts.delete(id).await?;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
+        self.contexts.delete(&key).await?;
         Ok(Response::new(pb::DeleteContextResponse {}))
     }
 
@@ -124,14 +131,16 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
         let pb::SendMessageRequest { context_id, content, client_message_id, expected_revision, wait, view } = message;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
         let command = Command::Send {
             content: request::content(content, &self.limits)?,
             client_message_id: request::client_message_id(client_message_id)?,
             expected_revision,
         };
-        let state = self.act(&context_id, command, wait, view, &metadata).await?;
+        let state = self.act(&key, command, wait, view, &metadata).await?;
         Ok(Response::new(pb::SendMessageResponse { state }))
     }
 
@@ -139,13 +148,15 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::ApproveToolsRequest>,
     ) -> Result<Response<pb::ApproveToolsResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
         let pb::ApproveToolsRequest { context_id, approved_tool_call_ids, denied_tool_call_ids, wait, view } = message;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
         let command = Command::Approve {
             approved: request::tool_call_ids("approved_tool_call_ids", approved_tool_call_ids)?,
             denied: request::tool_call_ids("denied_tool_call_ids", denied_tool_call_ids)?,
         };
-        let state = self.act(&context_id, command, wait, view, &metadata).await?;
+        let state = self.act(&key, command, wait, view, &metadata).await?;
         Ok(Response::new(pb::ApproveToolsResponse { state }))
     }
 
@@ -153,16 +164,20 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
         let pb::CancelRunRequest { context_id, wait, view } = message;
-        let state = self.act(&context_id, Command::Cancel, wait, view, &metadata).await?;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
+        let state = self.act(&key, Command::Cancel, wait, view, &metadata).await?;
         Ok(Response::new(pb::CancelRunResponse { state }))
     }
 
     async fn retry_run(&self, request: Request<pb::RetryRunRequest>) -> Result<Response<pb::RetryRunResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
         let pb::RetryRunRequest { context_id, wait, view } = message;
-        let state = self.act(&context_id, Command::Retry, wait, view, &metadata).await?;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
+        let state = self.act(&key, Command::Retry, wait, view, &metadata).await?;
         Ok(Response::new(pb::RetryRunResponse { state }))
     }
 
@@ -170,11 +185,13 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::SubmitToolResultRequest>,
     ) -> Result<Response<pb::SubmitToolResultResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
         let pb::SubmitToolResultRequest { context_id, tool_call_id, outcome, wait, view } = message;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
         let call_id = request::tool_call_ids("tool_call_id", vec![tool_call_id])?.remove(0);
         let result = request::tool_result(outcome, &self.limits)?;
-        let state = self.act(&context_id, Command::SubmitToolResult { call_id, result }, wait, view, &metadata).await?;
+        let state = self.act(&key, Command::SubmitToolResult { call_id, result }, wait, view, &metadata).await?;
         metrics::counter!(names::EXTERNAL_RESULTS).increment(1);
         Ok(Response::new(pb::SubmitToolResultResponse { state }))
     }
@@ -183,6 +200,7 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::ListToolsRequest>,
     ) -> Result<Response<pb::ListToolsResponse>, Status> {
+        caller::caller(&request, Scope::Read)?;
         let pb::ListToolsRequest {} = request.into_inner();
         let tools = self.tools.iter().map(|(definition, policy)| convert::tool_info(definition, *policy)).collect();
         Ok(Response::new(pb::ListToolsResponse { tools }))
@@ -194,9 +212,10 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::WatchStateRequest>,
     ) -> Result<Response<Self::WatchStateStream>, Status> {
+        let who = caller::caller(&request, Scope::Read)?;
         let pb::WatchStateRequest { context_id, from_revision } = request.into_inner();
-        let id = parse_context_id(&context_id)?;
-        watch::state(&self.contexts, id, from_revision).await.map(Response::new)
+        let key = caller::key(&who, parse_context_id(&context_id)?);
+        watch::state(&self.contexts, &key, from_revision).await.map(Response::new)
     }
 
     type WatchContextsStream = watch::ResponseStream<pb::WatchContextsResponse>;
@@ -205,8 +224,9 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::WatchContextsRequest>,
     ) -> Result<Response<Self::WatchContextsStream>, Status> {
+        let who = caller::caller(&request, Scope::Read)?;
         let pb::WatchContextsRequest { page_size } = request.into_inner();
         let limit = request::page_size(page_size)?;
-        watch::list(&self.contexts, limit).await.map(Response::new)
+        watch::list(&self.contexts, who.tenant, limit).await.map(Response::new)
     }
 }

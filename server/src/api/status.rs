@@ -16,7 +16,7 @@ impl From<Error> for Status {
             Error::Rejected(_) => Code::FailedPrecondition,
             Error::Storage(store::Error::Corrupt(_)) => Code::DataLoss,
             Error::Storage(_) | Error::ShuttingDown | Error::Stopped { .. } | Error::Unloaded => Code::Unavailable,
-            Error::Overloaded(_) => Code::ResourceExhausted,
+            Error::Overloaded(_) | Error::TooManyRuns { .. } | Error::TooManyContexts { .. } => Code::ResourceExhausted,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,
         };

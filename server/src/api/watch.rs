@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tonic::Status;
 
 use super::convert;
-use crate::domain::{ContextId, ContextSummary};
+use crate::domain::{ContextKey, ContextSummary, TenantId};
 use crate::runtime::{Contexts, EventKind, ListEvent, Subscription, Update};
 use crate::telemetry::names;
 
@@ -84,11 +84,11 @@ fn ends_feed(update: &Update) -> bool {
 
 pub async fn state(
     contexts: &Contexts,
-    id: ContextId,
+    key: &ContextKey,
     from_revision: u64,
 ) -> Result<ResponseStream<pb::WatchStateResponse>, Status> {
-    let (first, subscription) = contexts.watch(id, from_revision).await?;
-    let context_id = id.to_string();
+    let (first, subscription) = contexts.watch(key, from_revision).await?;
+    let context_id = key.id.to_string();
     struct Pump {
         pending: std::vec::IntoIter<Update>,
         subscription: Subscription,
@@ -127,38 +127,46 @@ fn summaries(page: &[ContextSummary]) -> pb::WatchContextsResponse {
     }
 }
 
-pub async fn list(contexts: &Contexts, limit: usize) -> Result<ResponseStream<pb::WatchContextsResponse>, Status> {
-    let (page, events) = contexts.watch_list(limit).await?;
+/// `tenant`'s list of contexts, then every change to it (other tenants' changes are skipped).
+pub async fn list(
+    contexts: &Contexts,
+    tenant: TenantId,
+    limit: usize,
+) -> Result<ResponseStream<pb::WatchContextsResponse>, Status> {
+    let (page, events) = contexts.watch_list(&tenant, limit).await?;
     let first = summaries(&page);
     let stopping = contexts.stopping();
     let state = (Some(first), events, contexts.clone(), Open::new("WatchContexts"));
     let stream = futures::stream::unfold(state, move |(first, mut events, contexts, open)| {
-        let stopping = stopping.clone();
+        let (stopping, tenant) = (stopping.clone(), tenant.clone());
         async move {
             if let Some(first) = first {
                 open.sent();
                 return Some((Ok(first), (None, events, contexts, open)));
             }
-            let event = tokio::select! {
-                () = stopping.cancelled() => return None,
-                event = events.recv() => event,
-            };
-            let response = match event {
-                Ok(ListEvent::Upserted(summary)) => {
-                    pb::WatchContextsResponse { kind: Some(ListKind::Upserted(convert::summary(&summary))) }
-                }
-                Ok(ListEvent::Removed(id)) => {
-                    pb::WatchContextsResponse { kind: Some(ListKind::RemovedContextId(id.to_string())) }
-                }
-                // Too far behind: send the list again instead of what was missed.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    counter!(names::WATCH_LAGGED, "grpc_method" => "WatchContexts").increment(1);
-                    match contexts.list(None, limit).await {
-                        Ok((page, _)) => summaries(&page),
-                        Err(error) => return Some((Err(Status::from(error)), (None, events, contexts, open))),
+            let response = loop {
+                let event = tokio::select! {
+                    () = stopping.cancelled() => return None,
+                    event = events.recv() => event,
+                };
+                match event {
+                    Ok(event) if *event.tenant() != tenant => continue,
+                    Ok(ListEvent::Upserted { summary, .. }) => {
+                        break pb::WatchContextsResponse { kind: Some(ListKind::Upserted(convert::summary(&summary))) };
                     }
+                    Ok(ListEvent::Removed(key)) => {
+                        break pb::WatchContextsResponse { kind: Some(ListKind::RemovedContextId(key.id.to_string())) };
+                    }
+                    // Too far behind: send the list again instead of what was missed.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        counter!(names::WATCH_LAGGED, "grpc_method" => "WatchContexts").increment(1);
+                        match contexts.list(&tenant, None, limit).await {
+                            Ok((page, _)) => break summaries(&page),
+                            Err(error) => return Some((Err(Status::from(error)), (None, events, contexts, open))),
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
             };
             open.sent();
             Some((Ok(response), (None, events, contexts, open)))

@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
+
+mod args;
+
+pub use args::{ApiKeyCommand, Args, Command};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -83,6 +86,25 @@ pub struct Config {
     pub metrics_listen: String,
     /// OTLP/gRPC endpoint that receives traces (e.g. `http://127.0.0.1:4317`); none: no traces.
     pub otlp_endpoint: Option<String>,
+    /// File holding the shared secret of HS256 JWTs (a trailing newline is ignored).
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// JWKS document with the public keys of RS256/ES256/EdDSA JWTs; re-read when it changes.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The `iss` a JWT must carry; none: not checked.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` a JWT must carry; none: not checked.
+    pub jwt_audience: Option<String>,
+    /// The JWT claim naming the caller's tenant; a token without it is refused.
+    pub jwt_tenant_claim: String,
+    /// API keys, one a line: `tenant scopes sha256-hex-of-key`; re-read when it changes.
+    pub api_keys_file: Option<PathBuf>,
+    /// Serve without authentication on a non-loopback address (anyone who reaches the port
+    /// reads and changes everything).
+    pub insecure_no_auth: bool,
+    /// Runs one tenant may have in progress at once; more are refused until one ends.
+    pub max_active_runs_per_tenant: usize,
+    /// Contexts one tenant may keep; none: no limit.
+    pub max_contexts_per_tenant: Option<u64>,
 }
 
 impl Default for Config {
@@ -119,109 +141,16 @@ impl Default for Config {
             external_tool_timeout_ms: 300_000,
             metrics_listen: "127.0.0.1:9464".into(),
             otlp_endpoint: None,
+            jwt_hs256_secret_file: None,
+            jwt_jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_tenant_claim: "tenant".into(),
+            api_keys_file: None,
+            insecure_no_auth: false,
+            max_active_runs_per_tenant: 32,
+            max_contexts_per_tenant: None,
         }
-    }
-}
-
-/// Command-line flags; each can also be set by the environment variable it names.
-#[derive(Debug, Parser)]
-#[command(name = "ctxd", version, about = "A context server for LLM chat applications")]
-pub struct Args {
-    /// TOML file with settings (kebab-case keys, e.g. `data-dir = "/var/lib/ctxd"`).
-    #[arg(long, env = "CTXD_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address (IP:port) to serve on.
-    #[arg(long, env = "CTXD_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Data directory.
-    #[arg(long, env = "CTXD_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Mock LLM delay per streamed word, ms.
-    #[arg(long, env = "CTXD_MOCK_DELAY_MS")]
-    pub mock_delay_ms: Option<u64>,
-    /// Root directory of the file tools (none: file tools off).
-    #[arg(long, env = "CTXD_WORKSPACE")]
-    pub workspace: Option<PathBuf>,
-    /// Largest accepted message, bytes.
-    #[arg(long, env = "CTXD_MAX_MESSAGE_BYTES")]
-    pub max_message_bytes: Option<usize>,
-    /// Sync the WAL on every save.
-    #[arg(long, env = "CTXD_SYNC_WRITES")]
-    pub sync_writes: Option<bool>,
-    /// LLM attempts per call before failing.
-    #[arg(long, env = "CTXD_LLM_MAX_ATTEMPTS")]
-    pub llm_max_attempts: Option<u32>,
-    /// Backoff before the first LLM retry, ms.
-    #[arg(long, env = "CTXD_LLM_RETRY_BASE_MS")]
-    pub llm_retry_base_ms: Option<u64>,
-    /// Longest backoff between LLM attempts, ms.
-    #[arg(long, env = "CTXD_LLM_RETRY_MAX_MS")]
-    pub llm_retry_max_ms: Option<u64>,
-    /// Tool call timeout, ms.
-    #[arg(long, env = "CTXD_TOOL_TIMEOUT_MS")]
-    pub tool_timeout_ms: Option<u64>,
-    /// Tool output limit, bytes.
-    #[arg(long, env = "CTXD_TOOL_MAX_OUTPUT_BYTES")]
-    pub tool_max_output_bytes: Option<usize>,
-    /// Unload idle contexts after this many seconds.
-    #[arg(long, env = "CTXD_IDLE_UNLOAD_SECS")]
-    pub idle_unload_secs: Option<u64>,
-    /// Log filter.
-    #[arg(long, env = "CTXD_LOG")]
-    pub log: Option<String>,
-    /// Log line format.
-    #[arg(long, env = "CTXD_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Directory to serve at / (the web client).
-    #[arg(long, env = "CTXD_WEB_DIR")]
-    pub web_dir: Option<PathBuf>,
-    /// Comma-separated origins allowed to call over grpc-web, or * for any.
-    #[arg(long, env = "CTXD_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Option<Vec<String>>,
-    /// Model of contexts that name none.
-    #[arg(long, env = "CTXD_DEFAULT_MODEL")]
-    pub default_model: Option<String>,
-    /// Base URL of an OpenAI-compatible API, e.g. http://localhost:11434/v1.
-    #[arg(long, env = "CTXD_OPENAI_BASE_URL")]
-    pub openai_base_url: Option<String>,
-    /// Comma-separated models served by that API (none: every model but mock).
-    #[arg(long, env = "CTXD_OPENAI_MODELS", value_delimiter = ',')]
-    pub openai_models: Option<Vec<String>>,
-    /// LLM connect timeout, ms.
-    #[arg(long, env = "CTXD_LLM_CONNECT_TIMEOUT_MS")]
-    pub llm_connect_timeout_ms: Option<u64>,
-    /// Longest silence between streamed chunks, ms.
-    #[arg(long, env = "CTXD_LLM_IDLE_TIMEOUT_MS")]
-    pub llm_idle_timeout_ms: Option<u64>,
-    /// Default wait for an external tool's result, ms.
-    #[arg(long, env = "CTXD_EXTERNAL_TOOL_TIMEOUT_MS")]
-    pub external_tool_timeout_ms: Option<u64>,
-    /// Address (IP:port) of the Prometheus metrics listener, or off.
-    #[arg(long, env = "CTXD_METRICS_LISTEN")]
-    pub metrics_listen: Option<String>,
-    /// OTLP/gRPC endpoint to export traces to (none: no traces).
-    #[arg(long, env = "CTXD_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
-}
-
-impl Args {
-    /// Parses the command line (and environment); `--help` shows each flag's default as
-    /// [`Config::default`] has it, the one place defaults are written.
-    pub fn parse_with_defaults() -> Self {
-        let matches = Self::command_with_defaults().get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
-    }
-
-    /// The command, with every flag's help naming its default.
-    pub fn command_with_defaults() -> clap::Command {
-        let defaults = Config::defaults_shown();
-        Self::command().mut_args(|arg| match arg.get_long().and_then(|long| defaults.get(long)) {
-            Some(value) => {
-                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-                arg.help(format!("{help} [default: {value}]"))
-            }
-            None => arg,
-        })
     }
 }
 
@@ -278,9 +207,23 @@ impl Config {
             external_tool_timeout_ms,
             metrics_listen,
             otlp_endpoint,
+            jwt_hs256_secret_file,
+            jwt_jwks_file,
+            jwt_issuer,
+            jwt_audience,
+            jwt_tenant_claim,
+            api_keys_file,
+            insecure_no_auth,
+            max_active_runs_per_tenant,
+            max_contexts_per_tenant,
+            command: _,
         } = args;
         macro_rules! overlay {
             ($($field:ident),*) => { $( if let Some(value) = $field { config.$field = value; } )* };
+        }
+        // Settings that default to nothing: a flag sets them.
+        macro_rules! overlay_optional {
+            ($($field:ident),*) => { $( if $field.is_some() { config.$field = $field; } )* };
         }
         overlay!(
             listen,
@@ -302,20 +245,23 @@ impl Config {
             llm_connect_timeout_ms,
             llm_idle_timeout_ms,
             external_tool_timeout_ms,
-            metrics_listen
+            metrics_listen,
+            jwt_tenant_claim,
+            max_active_runs_per_tenant
         );
-        if openai_base_url.is_some() {
-            config.openai_base_url = openai_base_url;
-        }
-        if workspace.is_some() {
-            config.workspace = workspace;
-        }
-        if web_dir.is_some() {
-            config.web_dir = web_dir;
-        }
-        if otlp_endpoint.is_some() {
-            config.otlp_endpoint = otlp_endpoint;
-        }
+        overlay_optional!(
+            openai_base_url,
+            workspace,
+            web_dir,
+            otlp_endpoint,
+            jwt_hs256_secret_file,
+            jwt_jwks_file,
+            jwt_issuer,
+            jwt_audience,
+            api_keys_file,
+            max_contexts_per_tenant
+        );
+        config.insecure_no_auth |= insecure_no_auth;
         config.validate()?;
         Ok(config)
     }
@@ -351,7 +297,30 @@ impl Config {
         {
             return Err(Error::Invalid(format!("web-dir {} has no index.html", web_dir.display())));
         }
+        if self.max_active_runs_per_tenant == 0 {
+            return Err(Error::Invalid("max-active-runs-per-tenant must be at least 1".into()));
+        }
+        if self.max_contexts_per_tenant == Some(0) {
+            return Err(Error::Invalid("max-contexts-per-tenant must be at least 1".into()));
+        }
+        if self.jwt_tenant_claim.is_empty() {
+            return Err(Error::Invalid("jwt-tenant-claim must name a claim".into()));
+        }
+        if !self.listen.ip().is_loopback() && !self.auth_configured() && !self.insecure_no_auth {
+            return Err(Error::Invalid(format!(
+                "refusing to listen on {} without authentication: anyone who can reach that address could read and \
+                 change every conversation. Configure --jwt-hs256-secret-file, --jwt-jwks-file or --api-keys-file (the \
+                 README's \"Authentication\" section says how), listen on a loopback address such as 127.0.0.1, or \
+                 pass --insecure-no-auth to serve without authentication anyway",
+                self.listen
+            )));
+        }
         Ok(())
+    }
+
+    /// Whether any way to authenticate callers is configured.
+    pub fn auth_configured(&self) -> bool {
+        self.jwt_hs256_secret_file.is_some() || self.jwt_jwks_file.is_some() || self.api_keys_file.is_some()
     }
 
     /// The metrics listener's address; `None` when metrics are off.

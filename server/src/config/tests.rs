@@ -1,5 +1,7 @@
 //! Layering of defaults, file, environment and flags; the README's table against the defaults.
 
+use clap::Parser;
+
 use super::*;
 
 #[test]

@@ -103,7 +103,7 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ContextId, MessageStatus, Role};
+    use crate::domain::{ContextId, ContextKey, MessageStatus, Role, TenantId};
 
     fn message(seq: u64, text: &str) -> Message {
         Message::text(MessageId::new(), seq, Role::Assistant, text.into(), Timestamp::from_micros(3))
@@ -111,7 +111,13 @@ mod tests {
 
     #[test]
     fn a_change_moves_phase_messages_title_and_config_and_one_revision() {
-        let ctx = Context::new(ContextId::new(), "old".into(), ContextConfig::default(), Timestamp::from_micros(5));
+        let ctx = Context::new(
+            ContextKey::new(TenantId::default_tenant(), ContextId::new()),
+            String::new(),
+            "old".into(),
+            ContextConfig::default(),
+            Timestamp::from_micros(5),
+        );
         let config = ContextConfig { system_prompt: "brief".into(), ..ContextConfig::default() };
         let change = Change::to(Phase::StreamingLlmResponse { attempt: 1, message: 0 })
             .with(message(0, "a"))

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use super::ids::ContextId;
 use super::message::{Approval, Message, Role, ToolCall};
 use super::phase::{FsmState, Phase};
+use super::tenant::{ContextKey, TenantId};
 use super::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -43,6 +44,11 @@ impl ContextConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     pub id: ContextId,
+    /// Who owns the context; its id is unique only within the tenant.
+    pub tenant: TenantId,
+    /// The subject (user or service) that created it; empty when unknown (saved before
+    /// authentication existed, or created by a server without it).
+    pub created_by: String,
     pub title: String,
     pub config: ContextConfig,
     pub phase: Phase,
@@ -84,9 +90,12 @@ impl ContextSummary {
 
 impl Context {
     /// A new, empty context at revision 1 (its creation is its first saved change).
-    pub fn new(id: ContextId, title: String, config: ContextConfig, now: Timestamp) -> Self {
+    pub fn new(key: ContextKey, created_by: String, title: String, config: ContextConfig, now: Timestamp) -> Self {
+        let ContextKey { tenant, id } = key;
         Self {
             id,
+            tenant,
+            created_by,
             title,
             config,
             phase: Phase::Idle,
@@ -96,6 +105,10 @@ impl Context {
             messages: imbl::Vector::new(),
             client_ids: imbl::HashMap::new(),
         }
+    }
+
+    pub fn key(&self) -> ContextKey {
+        ContextKey::new(self.tenant.clone(), self.id)
     }
 
     pub fn state(&self) -> FsmState {

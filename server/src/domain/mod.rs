@@ -5,6 +5,7 @@ mod context;
 mod ids;
 mod message;
 mod phase;
+mod tenant;
 mod time;
 mod tool;
 
@@ -13,5 +14,6 @@ pub use context::{Context, ContextConfig, ContextSummary, ExternalTool, ListPosi
 pub use ids::{ContextId, InvalidId, MessageId};
 pub use message::{Approval, ContentPart, Message, MessageStatus, Role, ToolCall, Usage};
 pub use phase::{FsmState, Phase};
+pub use tenant::{ContextKey, InvalidTenant, MAX_TENANT_LEN, TenantId};
 pub use time::Timestamp;
 pub use tool::{RequestedToolCall, ToolDefinition, ToolPolicy, ToolResult};

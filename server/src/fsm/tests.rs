@@ -1,7 +1,7 @@
 use super::*;
 use crate::domain::{
-    Approval, Context, ContextConfig, ContextId, FsmState, Message, MessageId, MessageStatus, Phase, RequestedToolCall,
-    Role, Timestamp, ToolPolicy, ToolResult, Usage,
+    Approval, Context, ContextConfig, ContextId, ContextKey, FsmState, Message, MessageId, MessageStatus, Phase,
+    RequestedToolCall, Role, TenantId, Timestamp, ToolPolicy, ToolResult, Usage,
 };
 use std::cell::Cell;
 
@@ -31,7 +31,13 @@ struct Harness {
 
 impl Harness {
     fn new(config: ContextConfig) -> Self {
-        let ctx = Context::new(ContextId::from_bytes([1; 16]), "t".into(), config, Timestamp::from_micros(1));
+        let ctx = Context::new(
+            ContextKey::new(TenantId::default_tenant(), ContextId::from_bytes([1; 16])),
+            String::new(),
+            "t".into(),
+            config,
+            Timestamp::from_micros(1),
+        );
         Self { ctx, ids: Cell::new(1) }
     }
 

@@ -16,7 +16,8 @@ use super::feed::{self, EventKind, Feed};
 use super::handle::{ActorHandle, Gone, Request, Slot};
 use super::meters;
 use super::shared::{ListEvent, Shared};
-use crate::domain::{Context, ContextId, FsmState, MessageId, Timestamp};
+use super::tenants::RunSlot;
+use crate::domain::{Context, ContextId, ContextKey, FsmState, MessageId, Timestamp};
 use crate::fsm::{Command, Effect, Env};
 use crate::telemetry::{names, traces};
 
@@ -30,7 +31,7 @@ const MAILBOX_CAPACITY: usize = 256;
 type Reply = oneshot::Sender<Result<Arc<Context>>>;
 
 pub(super) struct Actor {
-    id: ContextId,
+    key: ContextKey,
     instance: u64,
     shared: Arc<Shared>,
     mailbox: mpsc::Receiver<Request>,
@@ -48,14 +49,14 @@ pub(super) struct Actor {
 }
 
 impl Actor {
-    pub(super) fn new(id: ContextId, instance: u64, shared: Arc<Shared>) -> (ActorHandle, Self) {
+    pub(super) fn new(key: ContextKey, instance: u64, shared: Arc<Shared>) -> (ActorHandle, Self) {
         let (mailbox_tx, mailbox) = mpsc::channel(MAILBOX_CAPACITY);
         let (state, state_rx) = watch::channel(Slot::Loading);
         let feed = Arc::new(Feed::new());
         let handle = ActorHandle { mailbox: mailbox_tx, state: state_rx, feed: Arc::clone(&feed), instance };
         let (driver, results) = Driver::new(Arc::clone(&shared));
         let actor = Self {
-            id,
+            key,
             instance,
             shared,
             mailbox,
@@ -77,8 +78,8 @@ impl Actor {
 
     pub(super) async fn run(mut self) {
         let store = self.shared.store.clone();
-        let id = self.id;
-        match tokio::task::spawn_blocking(move || store.load(id)).await {
+        let key = self.key.clone();
+        match tokio::task::spawn_blocking(move || store.load(&key)).await {
             Ok(Ok(Some(ctx))) => {
                 let ctx = Arc::new(ctx);
                 self.loaded = true;
@@ -86,11 +87,13 @@ impl Actor {
                 self.count_run(ctx.state());
                 self.feed.start(Arc::clone(&ctx));
                 self.state.send_replace(Slot::Live(Arc::clone(&ctx)));
-                Live { actor: self, ctx, run_span: Span::none() }.serve().await;
+                // A run saved mid-way is in progress again: it counts, whatever the limit.
+                let run_slot = (!ctx.phase.is_resting()).then(|| self.shared.runs.start(&ctx.tenant));
+                Live { actor: self, ctx, run_span: Span::none(), run_slot }.serve().await;
             }
             Ok(Ok(None)) => self.stop(Gone::NotFound, Error::NotFound),
             Ok(Err(e)) => {
-                tracing::error!(context = %id, error = %e, "could not load context");
+                tracing::error!(context = %self.key.id, tenant = %self.key.tenant, error = %e, "could not load context");
                 self.fail(format!("could not load: {e}"));
             }
             Err(e) => self.fail(format!("load task failed: {e}")),
@@ -126,13 +129,13 @@ impl Actor {
         if let Some(state) = self.counted_run.take() {
             gauge!(names::RUNS_ACTIVE, "state" => state.name()).decrement(1.0);
         }
-        self.shared.unregister(self.id, self.instance);
+        self.shared.unregister(&self.key, self.instance);
         self.mailbox.close();
         while let Ok(request) = self.mailbox.try_recv() {
             // A caller that went away needs no answer.
             let _ = match request {
-                Request::Act { reply, .. } => reply.send(Err(error(self.id))).map_err(drop),
-                Request::Delete { reply } => reply.send(Err(error(self.id))).map_err(drop),
+                Request::Act { reply, .. } => reply.send(Err(error(self.key.id))).map_err(drop),
+                Request::Delete { reply } => reply.send(Err(error(self.key.id))).map_err(drop),
             };
         }
         self.driver.abort_all();
@@ -148,12 +151,14 @@ struct Live {
     ctx: Arc<Context>,
     /// The span of the run in progress (none while resting, or with tracing off).
     run_span: Span,
+    /// The tenant's run slot this context holds while mid-run.
+    run_slot: Option<RunSlot>,
 }
 
 impl Live {
     async fn serve(mut self) {
         if !self.ctx.phase.is_resting() {
-            tracing::info!(context = %self.actor.id, state = %self.ctx.state(), "resuming interrupted run");
+            tracing::info!(context = %self.actor.key.id, state = %self.ctx.state(), "resuming interrupted run");
             counter!(names::RUNS_RESUMED).increment(1);
             if !self.step(Command::Resume, None, Span::none()).await {
                 return;
@@ -220,6 +225,20 @@ impl Live {
             }
             return true;
         }
+        // A client's action that starts a run takes one of its tenant's run slots; refused, it
+        // changes nothing.
+        let mut slot = None;
+        if reply.is_some() && self.run_slot.is_none() && !batch.current().phase.is_resting() {
+            let max = shared.settings.max_runs_per_tenant;
+            slot = shared.runs.try_start(&self.ctx.tenant, max);
+            if slot.is_none() {
+                counter!(names::LIMIT_REFUSALS, "limit" => "runs").increment(1);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(Error::TooManyRuns { tenant: self.ctx.tenant.clone(), max }));
+                }
+                return true;
+            }
+        }
         // A client is answered with the state its own action produced.
         let answer = reply.is_some().then(|| Arc::clone(batch.current()));
         while batch.len() < MAX_BATCH {
@@ -248,7 +267,7 @@ impl Live {
                 parent: parent,
                 "save",
                 transitions = batch.transitions(),
-                context_id = %self.actor.id,
+                context_id = %self.actor.key.id,
                 bytes = tracing::field::Empty,
             )
         } else {
@@ -266,7 +285,7 @@ impl Live {
                 // A run's own step could not be saved: stop, so that the next access reloads
                 // the context from disk and resumes from its last saved transition.
                 None => {
-                    tracing::error!(context = %self.actor.id, %error, "save failed; unloading the context");
+                    tracing::error!(context = %self.actor.key.id, %error, "save failed; unloading the context");
                     self.actor.fail(format!("a save failed: {error}"));
                     return false;
                 }
@@ -274,11 +293,16 @@ impl Live {
         }
         let (ctx, steps, effects) = batch.finish();
         self.ctx = ctx;
+        if self.ctx.phase.is_resting() {
+            self.run_slot = None;
+        } else if self.run_slot.is_none() {
+            self.run_slot = Some(slot.unwrap_or_else(|| shared.runs.start(&self.ctx.tenant)));
+        }
         // A run is one span from the action that starts it to rest; its calls nest in it.
         if self.ctx.phase.is_resting() {
             self.run_span = Span::none();
         } else if self.run_span.is_none() && traces::enabled() {
-            let run = tracing::info_span!(parent: &cause, "run", context_id = %self.actor.id, trace_id = tracing::field::Empty);
+            let run = tracing::info_span!(parent: &cause, "run", context_id = %self.actor.key.id, trace_id = tracing::field::Empty);
             run.record("trace_id", traces::trace_id(&run));
             self.run_span = run;
         }
@@ -344,7 +368,7 @@ impl Live {
             return;
         };
         self.actor.count_run(*to);
-        let (id, revision, transitions) = (self.actor.id, self.ctx.revision, path.len() - 1);
+        let (id, revision, transitions) = (self.actor.key.id, self.ctx.revision, path.len() - 1);
         // `via` names the states a save of several transitions went through.
         if let [_, via @ .., _] = path
             && !via.is_empty()
@@ -354,12 +378,16 @@ impl Live {
         } else {
             tracing::info!(context = %id, revision, transitions, %from, %to, "auto-saved");
         }
-        self.actor.shared.list_changed(ListEvent::Upserted(self.ctx.summary()));
+        self.actor
+            .shared
+            .list_changed(ListEvent::Upserted { tenant: self.ctx.tenant.clone(), summary: self.ctx.summary() });
     }
 
     async fn delete(&mut self, reply: oneshot::Sender<Result<()>>) {
         self.actor.driver.abort_all();
-        let store = self.actor.shared.store.clone();
+        let shared = Arc::clone(&self.actor.shared);
+        let _membership = shared.membership.lock().await;
+        let store = shared.store.clone();
         let ctx = Arc::clone(&self.ctx);
         let deleted = tokio::task::spawn_blocking(move || store.delete(&ctx))
             .await
@@ -367,9 +395,10 @@ impl Live {
             .and_then(|r| r.map_err(Error::from));
         match deleted {
             Ok(()) => {
-                tracing::info!(context = %self.actor.id, revision = self.ctx.revision, "deleted");
+                tracing::info!(context = %self.actor.key.id, revision = self.ctx.revision, "deleted");
+                shared.members.removed(&self.ctx.tenant);
                 self.actor.stop(Gone::Deleted, Error::NotFound);
-                self.actor.shared.list_changed(ListEvent::Removed(self.actor.id));
+                shared.list_changed(ListEvent::Removed(self.ctx.key()));
                 let _ = reply.send(Ok(()));
             }
             Err(error) => {
@@ -389,7 +418,7 @@ impl Live {
             return false;
         }
         self.actor.stop(Gone::Unloaded, |_| Error::Unloaded);
-        tracing::info!(context = %self.actor.id, revision = self.ctx.revision, "unloaded idle context");
+        tracing::info!(context = %self.actor.key.id, revision = self.ctx.revision, "unloaded idle context");
         true
     }
 }

@@ -160,7 +160,7 @@ impl Batch {
 mod tests {
     use super::*;
     use crate::domain::ToolPolicy;
-    use crate::domain::{ContextConfig, ContextId, Role};
+    use crate::domain::{ContextConfig, ContextId, ContextKey, Role, TenantId};
     use crate::fsm::{LlmReply, ToolCatalog};
 
     struct NoTools;
@@ -186,7 +186,13 @@ mod tests {
     #[test]
     fn a_turn_staged_in_one_batch_saves_each_message_once_in_its_final_form() {
         let tools = NoTools;
-        let ctx = Arc::new(Context::new(ContextId::new(), "t".into(), ContextConfig::default(), Timestamp::now()));
+        let ctx = Arc::new(Context::new(
+            ContextKey::new(TenantId::default_tenant(), ContextId::new()),
+            String::new(),
+            "t".into(),
+            ContextConfig::default(),
+            Timestamp::now(),
+        ));
         let mut batch = Batch::new(Arc::clone(&ctx));
         batch.apply(send("hi"), &env(&tools)).expect("send");
         assert!(batch.take_continue());
@@ -225,7 +231,13 @@ mod tests {
     #[test]
     fn deltas_of_one_instant_need_no_save_and_are_published_as_one() {
         let tools = NoTools;
-        let ctx = Arc::new(Context::new(ContextId::new(), "t".into(), ContextConfig::default(), Timestamp::now()));
+        let ctx = Arc::new(Context::new(
+            ContextKey::new(TenantId::default_tenant(), ContextId::new()),
+            String::new(),
+            "t".into(),
+            ContextConfig::default(),
+            Timestamp::now(),
+        ));
         let mut first = Batch::new(ctx);
         for command in [send("hi"), Command::Continue, Command::LlmDelta { text: "a".into() }] {
             first.apply(command, &env(&tools)).expect("apply");

@@ -14,7 +14,7 @@ use super::feed::{Subscription, Update};
 use super::handle::{ActorHandle, Gone, Request, Slot};
 use super::settings::Settings;
 use super::shared::{ListEvent, Shared};
-use crate::domain::{Context, ContextConfig, ContextId, ContextSummary, ListPosition, Timestamp};
+use crate::domain::{Context, ContextConfig, ContextId, ContextKey, ContextSummary, ListPosition, TenantId, Timestamp};
 use crate::fsm::Command;
 use crate::llm::LlmProvider;
 use crate::store::{self, Store, Writer};
@@ -49,8 +49,8 @@ impl Contexts {
         if !interrupted.is_empty() {
             tracing::info!(count = interrupted.len(), "resuming contexts interrupted mid-run");
         }
-        for id in interrupted {
-            contexts.handle(id);
+        for key in interrupted {
+            contexts.handle(&key);
         }
         Ok(contexts)
     }
@@ -83,56 +83,84 @@ impl Contexts {
             .map_err(Error::from)
     }
 
-    /// Creates a context. A config that names no model gets the server's default model now,
-    /// so a later change of the default does not switch existing conversations.
+    /// Creates a context of `tenant`, recording who created it. A config that names no model
+    /// gets the server's default model now, so a later change of the default does not switch
+    /// existing conversations.
     pub async fn create(
         &self,
+        tenant: TenantId,
+        created_by: String,
         id: Option<ContextId>,
         title: String,
         mut config: ContextConfig,
     ) -> Result<Arc<Context>> {
-        let id = id.unwrap_or_default();
+        let key = ContextKey::new(tenant, id.unwrap_or_default());
         if config.model.is_empty() {
             config.model.clone_from(&self.shared.settings.default_model);
         }
-        let ctx = Context::new(id, title, config, Timestamp::now());
-        // Creation is rare; one lock makes "exists? then insert" atomic.
-        let _guard = self.shared.create_lock.lock().await;
+        let ctx = Context::new(key.clone(), created_by, title, config, Timestamp::now());
+        // Creation is rare; one lock makes "exists? then insert" atomic and the counts exact.
+        let _membership = self.shared.membership.lock().await;
+        let max = self.shared.settings.max_contexts_per_tenant;
+        let counted = match max {
+            Some(_) => self.shared.members.get(&key.tenant),
+            None => None,
+        };
         let saved = ctx.clone();
         let created = self
             .blocking(move |store| {
-                if store.exists(saved.id)? {
-                    return Ok(false);
+                if store.exists(&saved.key())? {
+                    return Ok(None);
                 }
-                store.insert(&saved).map(|()| true)
+                // The tenant's count, read from storage the first time it matters.
+                let count = match (max, counted) {
+                    (Some(_), None) => Some(store.count(&saved.tenant)?),
+                    _ => counted,
+                };
+                if let (Some(max), Some(count)) = (max, count)
+                    && count >= max
+                {
+                    return Ok(Some(Err(count)));
+                }
+                store.insert(&saved).map(|()| Some(Ok(count)))
             })
             .await?;
-        if !created {
-            return Err(Error::AlreadyExists(id));
+        match created {
+            None => return Err(Error::AlreadyExists(key.id)),
+            Some(Err(count)) => {
+                self.shared.members.set(&key.tenant, count);
+                metrics::counter!(names::LIMIT_REFUSALS, "limit" => "contexts").increment(1);
+                return Err(Error::TooManyContexts { tenant: key.tenant, max: max.unwrap_or(count) });
+            }
+            Some(Ok(Some(count))) => self.shared.members.set(&key.tenant, count + 1),
+            Some(Ok(None)) => {}
         }
-        tracing::info!(context = %id, revision = ctx.revision, from = "-", to = %ctx.state(), "auto-saved");
+        tracing::info!(context = %key.id, tenant = %key.tenant, revision = ctx.revision, from = "-", to = %ctx.state(), "auto-saved");
         metrics::counter!(names::SAVES).increment(1);
-        self.shared.list_changed(ListEvent::Upserted(ctx.summary()));
+        self.shared.list_changed(ListEvent::Upserted { tenant: key.tenant, summary: ctx.summary() });
         Ok(Arc::new(ctx))
     }
 
+    /// A page of `tenant`'s contexts, most recently updated first.
     pub async fn list(
         &self,
+        tenant: &TenantId,
         after: Option<ListPosition>,
         limit: usize,
     ) -> Result<(Vec<ContextSummary>, Option<ListPosition>)> {
-        self.blocking(move |store| store.list(after, limit)).await
+        let tenant = tenant.clone();
+        self.blocking(move |store| store.list(&tenant, after, limit)).await
     }
 
     /// The current state of a context (loading it if needed).
-    pub async fn get(&self, id: ContextId) -> Result<Arc<Context>> {
-        self.loaded(id).await.map(|(_, ctx)| ctx)
+    pub async fn get(&self, key: &ContextKey) -> Result<Arc<Context>> {
+        self.loaded(key).await.map(|(_, ctx)| ctx)
     }
 
     /// The live actor of a context once it has loaded, with its state then.
-    async fn loaded(&self, id: ContextId) -> Result<(ActorHandle, Arc<Context>)> {
+    async fn loaded(&self, key: &ContextKey) -> Result<(ActorHandle, Arc<Context>)> {
         loop {
-            let handle = self.handle(id);
+            let handle = self.handle(key);
             let mut state = handle.state.clone();
             let slot = state
                 .wait_for(|slot| !matches!(slot, Slot::Loading))
@@ -142,16 +170,16 @@ impl Contexts {
             match slot {
                 Slot::Live(ctx) => return Ok((handle, ctx)),
                 Slot::Loading => continue,
-                Slot::Gone(gone) => self.gone_error(id, gone)?,
+                Slot::Gone(gone) => self.gone_error(key.id, gone)?,
             }
         }
     }
 
     /// Follows a context: the first updates (a snapshot, or the saved events after
     /// `from_revision`), then a subscription to every later change.
-    pub async fn watch(&self, id: ContextId, from_revision: u64) -> Result<(Vec<Update>, Subscription)> {
+    pub async fn watch(&self, key: &ContextKey, from_revision: u64) -> Result<(Vec<Update>, Subscription)> {
         loop {
-            let (handle, _) = self.loaded(id).await?;
+            let (handle, _) = self.loaded(key).await?;
             match handle.feed.subscribe(from_revision) {
                 Some(subscription) => return Ok(subscription),
                 // The actor ended between the two looks; its successor is found next turn.
@@ -160,15 +188,17 @@ impl Contexts {
         }
     }
 
-    /// Follows the list of contexts: a receiver of every later change, then the first page.
+    /// Follows `tenant`'s list of contexts: a receiver of every later change (of every
+    /// tenant: the caller keeps its own), then the first page.
     /// Subscribing first means no change between the two is missed (some may repeat what
     /// the page already shows; summaries carry revisions for that).
     pub async fn watch_list(
         &self,
+        tenant: &TenantId,
         limit: usize,
     ) -> Result<(Vec<ContextSummary>, tokio::sync::broadcast::Receiver<ListEvent>)> {
         let events = self.shared.list_events.subscribe();
-        let (page, _) = self.list(None, limit).await?;
+        let (page, _) = self.list(tenant, None, limit).await?;
         Ok((page, events))
     }
 
@@ -184,10 +214,10 @@ impl Contexts {
         }
     }
 
-    pub async fn delete(&self, id: ContextId) -> Result<()> {
+    pub async fn delete(&self, key: &ContextKey) -> Result<()> {
         loop {
             let (reply, response) = oneshot::channel();
-            match self.send(id, Request::Delete { reply }, response).await {
+            match self.send(key, Request::Delete { reply }, response).await {
                 Err(Error::Unloaded) => continue,
                 other => return other.map(|_| ()),
             }
@@ -198,7 +228,7 @@ impl Contexts {
     /// the context rests (bounded by `deadline`).
     pub async fn act(
         &self,
-        id: ContextId,
+        key: &ContextKey,
         command: Command,
         wait: bool,
         deadline: Option<Instant>,
@@ -206,7 +236,7 @@ impl Contexts {
         let (ctx, mut state) = loop {
             let (reply, response) = oneshot::channel();
             match self
-                .send(id, Request::Act { command: command.clone(), reply, span: tracing::Span::current() }, response)
+                .send(key, Request::Act { command: command.clone(), reply, span: tracing::Span::current() }, response)
                 .await
             {
                 Err(Error::Unloaded) => continue,
@@ -216,7 +246,7 @@ impl Contexts {
         if !wait || ctx.awaits_client() {
             return Ok(ctx);
         }
-        let revision = ctx.revision;
+        let (id, revision) = (key.id, ctx.revision);
         let rested = state.wait_for(|slot| match slot {
             Slot::Live(now) => now.revision >= revision && now.awaits_client(),
             Slot::Loading => false,
@@ -234,7 +264,7 @@ impl Contexts {
             Slot::Live(ctx) => Ok(ctx),
             Slot::Gone(Gone::NotFound | Gone::Deleted) => Err(Error::NotFound(id)),
             // It came to rest and was unloaded: what it saved is what the caller waited for.
-            Slot::Gone(Gone::Unloaded) => self.get(id).await,
+            Slot::Gone(Gone::Unloaded) => self.get(key).await,
             Slot::Gone(Gone::Stopped(reason)) if !self.shared.shutdown.is_cancelled() => {
                 Err(Error::Stopped { id, reason })
             }
@@ -244,14 +274,14 @@ impl Contexts {
 
     async fn send<T>(
         &self,
-        id: ContextId,
+        key: &ContextKey,
         request: Request,
         response: oneshot::Receiver<Result<T>>,
     ) -> Result<(T, watch::Receiver<Slot>)> {
-        let handle = self.handle(id);
+        let handle = self.handle(key);
         match handle.mailbox.try_send(request) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::Overloaded(id)),
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::Overloaded(key.id)),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 if self.shared.shutdown.is_cancelled() {
                     return Err(Error::ShuttingDown);
@@ -262,21 +292,21 @@ impl Contexts {
         match response.await {
             Ok(result) => result.map(|value| (value, handle.state)),
             Err(_) if self.shared.shutdown.is_cancelled() => Err(Error::ShuttingDown),
-            Err(_) => Err(Error::Internal(format!("context {id} dropped a request"))),
+            Err(_) => Err(Error::Internal(format!("context {} dropped a request", key.id))),
         }
     }
 
     /// The live actor of a context, started if there is none.
-    fn handle(&self, id: ContextId) -> ActorHandle {
+    fn handle(&self, key: &ContextKey) -> ActorHandle {
         let mut actors = self.shared.actors.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(handle) = actors.get(&id)
+        if let Some(handle) = actors.get(key)
             && !handle.mailbox.is_closed()
         {
             return handle.clone();
         }
         let instance = self.shared.next_instance.fetch_add(1, Ordering::Relaxed);
-        let (handle, actor) = Actor::new(id, instance, Arc::clone(&self.shared));
-        actors.insert(id, handle.clone());
+        let (handle, actor) = Actor::new(key.clone(), instance, Arc::clone(&self.shared));
+        actors.insert(key.clone(), handle.clone());
         if self.shared.shutdown.is_cancelled() {
             // No new work once stopping; the actor reports that at once.
             self.shared.tasks.spawn(actor.refuse());

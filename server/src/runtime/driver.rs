@@ -173,10 +173,11 @@ impl Driver {
             }
             None => {
                 let tools = Arc::clone(&self.shared.tools);
+                let tenant = ctx.tenant.clone();
                 self.tasks.spawn(
                     async move {
                         let started = Instant::now();
-                        let result = tools.run(&call.name, &call.arguments_json).await;
+                        let result = tools.run(&tenant, &call.name, &call.arguments_json).await;
                         histogram!(names::TOOL_SECONDS, "tool" => call.name.clone())
                             .record(started.elapsed().as_secs_f64());
                         Span::current().record("outcome", if result.is_error { "error" } else { "ok" });

@@ -1,6 +1,6 @@
 //! What the runtime's callers can be told went wrong.
 
-use crate::domain::ContextId;
+use crate::domain::{ContextId, TenantId};
 use crate::fsm::Rejection;
 use crate::store;
 
@@ -16,6 +16,13 @@ pub enum Error {
     Storage(#[from] store::Error),
     #[error("too many actions are queued for context {0}; try again later")]
     Overloaded(ContextId),
+    #[error(
+        "tenant {tenant} already has {max} runs in progress, the most this server allows at once; try again when one \
+         ends"
+    )]
+    TooManyRuns { tenant: TenantId, max: usize },
+    #[error("tenant {tenant} already has {max} contexts, the most this server allows; delete one first")]
+    TooManyContexts { tenant: TenantId, max: u64 },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("context {id} stopped: {reason}")]

@@ -3,7 +3,7 @@
 //!
 //! `contexts` is the registry callers use; `actor` applies commands and saves them, `driver`
 //! runs the effects they ask for, `batch` stages the transitions of one instant, `feed`
-//! fans saved changes out to watchers.
+//! fans saved changes out to watchers, `tenants` holds the per-tenant limits.
 
 mod actor;
 mod batch;
@@ -16,6 +16,7 @@ mod meters;
 mod prompt;
 mod settings;
 mod shared;
+mod tenants;
 
 pub use contexts::Contexts;
 pub use error::{Error, Result};

@@ -22,6 +22,10 @@ pub struct Settings {
     /// Models named in metric labels as they are (the mock, the default, the configured
     /// ones); any other is `other`, so clients cannot grow the label set.
     pub metered_models: Vec<String>,
+    /// Runs one tenant may have in progress at once.
+    pub max_runs_per_tenant: usize,
+    /// Contexts one tenant may keep (none: no limit).
+    pub max_contexts_per_tenant: Option<u64>,
 }
 
 impl From<&Config> for Settings {
@@ -37,6 +41,8 @@ impl From<&Config> for Settings {
                 .into_iter()
                 .chain(config.openai_models.iter().cloned())
                 .collect(),
+            max_runs_per_tenant: config.max_active_runs_per_tenant,
+            max_contexts_per_tenant: config.max_contexts_per_tenant,
         }
     }
 }

@@ -10,7 +10,8 @@ use tokio_util::task::TaskTracker;
 
 use super::handle::ActorHandle;
 use super::settings::Settings;
-use crate::domain::{ContextId, ContextSummary};
+use super::tenants::{Members, Runs};
+use crate::domain::{ContextKey, ContextSummary, TenantId};
 use crate::llm::LlmProvider;
 use crate::store::{Store, Writer};
 use crate::tools::ToolRegistry;
@@ -18,9 +19,21 @@ use crate::tools::ToolRegistry;
 /// A change to the list of contexts, for list watchers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ListEvent {
-    /// A context was created or saved; replaces any older summary of it.
-    Upserted(ContextSummary),
-    Removed(ContextId),
+    /// A context of `tenant` was created or saved; replaces any older summary of it.
+    Upserted {
+        tenant: TenantId,
+        summary: ContextSummary,
+    },
+    Removed(ContextKey),
+}
+
+impl ListEvent {
+    pub fn tenant(&self) -> &TenantId {
+        match self {
+            ListEvent::Upserted { tenant, .. } => tenant,
+            ListEvent::Removed(key) => &key.tenant,
+        }
+    }
 }
 
 /// List events a list watcher may fall behind by before it is sent the list again.
@@ -33,9 +46,13 @@ pub(super) struct Shared {
     pub(super) llm: Arc<dyn LlmProvider>,
     pub(super) tools: Arc<ToolRegistry>,
     pub(super) settings: Settings,
-    pub(super) actors: Mutex<HashMap<ContextId, ActorHandle>>,
+    pub(super) actors: Mutex<HashMap<ContextKey, ActorHandle>>,
     pub(super) next_instance: AtomicU64,
-    pub(super) create_lock: tokio::sync::Mutex<()>,
+    /// Held while a context is created or deleted: makes "exists? then insert" atomic, and
+    /// keeps `members` exact.
+    pub(super) membership: tokio::sync::Mutex<()>,
+    pub(super) members: Members,
+    pub(super) runs: Arc<Runs>,
     pub(super) shutdown: CancellationToken,
     pub(super) tasks: TaskTracker,
     pub(super) list_events: tokio::sync::broadcast::Sender<ListEvent>,
@@ -57,7 +74,9 @@ impl Shared {
             settings,
             actors: Mutex::new(HashMap::new()),
             next_instance: AtomicU64::new(1),
-            create_lock: tokio::sync::Mutex::new(()),
+            membership: tokio::sync::Mutex::new(()),
+            members: Members::default(),
+            runs: Arc::new(Runs::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             list_events: tokio::sync::broadcast::channel(LIST_CHANNEL_CAPACITY).0,
@@ -69,11 +88,11 @@ impl Shared {
         let _ = self.list_events.send(event);
     }
 
-    /// Forgets `instance` as the actor of `id`, if it still is.
-    pub(super) fn unregister(&self, id: ContextId, instance: u64) {
+    /// Forgets `instance` as the actor of `key`, if it still is.
+    pub(super) fn unregister(&self, key: &ContextKey, instance: u64) {
         let mut actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
-        if actors.get(&id).is_some_and(|h| h.instance == instance) {
-            actors.remove(&id);
+        if actors.get(key).is_some_and(|h| h.instance == instance) {
+            actors.remove(key);
         }
     }
 }

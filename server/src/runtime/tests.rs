@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
-use crate::domain::ContextConfig;
+use crate::domain::{ContextConfig, TenantId};
 use crate::fsm::Command;
 use crate::llm::MockProvider;
 use crate::store::{self, Store};
@@ -29,19 +29,21 @@ fn send(text: &str) -> Command {
 async fn a_save_that_fails_fails_the_action_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let contexts = start(dir.path()).await;
-    let id = contexts.create(None, "t".into(), ContextConfig::default()).await.expect("create").id;
-    let rested = contexts.act(id, send("first"), true, None).await.expect("first turn");
+    let tenant = TenantId::default_tenant();
+    let key =
+        contexts.create(tenant, String::new(), None, "t".into(), ContextConfig::default()).await.expect("create").key();
+    let rested = contexts.act(&key, send("first"), true, None).await.expect("first turn");
     assert_eq!((rested.messages.len(), rested.phase.is_resting()), (2, true));
-    let (missed, mut watcher) = contexts.watch(id, rested.revision).await.expect("watch");
+    let (missed, mut watcher) = contexts.watch(&key, rested.revision).await.expect("watch");
     assert!(missed.is_empty(), "the feed already holds the revision the caller was given: {missed:?}");
 
     // From here on no save reaches the disk.
     contexts.shared.writer.stop();
-    let failed = contexts.act(id, send("second"), true, None).await;
+    let failed = contexts.act(&key, send("second"), true, None).await;
     assert!(matches!(failed, Err(Error::Storage(store::Error::WriterStopped))), "{failed:?}");
 
-    assert_eq!(contexts.get(id).await.expect("still there"), rested, "memory did not run ahead of disk");
-    let on_disk = contexts.shared.store.load(id).expect("load").expect("saved");
+    assert_eq!(contexts.get(&key).await.expect("still there"), rested, "memory did not run ahead of disk");
+    let on_disk = contexts.shared.store.load(&key).expect("load").expect("saved");
     assert_eq!(on_disk, *rested, "what is shown is what is saved");
     let published = tokio::time::timeout(Duration::from_millis(200), watcher.next()).await;
     assert!(published.is_err(), "watchers were told nothing: {published:?}");

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::error::Error;
 use crate::domain::{
-    Approval, ContentPart, Context, ContextConfig, ContextId, ExternalTool, Message, MessageId, MessageStatus, Phase,
-    Role, Timestamp, ToolCall, Usage,
+    Approval, ContentPart, Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, MessageId,
+    MessageStatus, Phase, Role, Timestamp, ToolCall, Usage,
 };
 
 /// The only format written so far; readers refuse values of formats they do not know.
@@ -35,6 +35,10 @@ pub struct StoredContext {
     pub phase: Option<StoredPhase>,
     #[prost(message, repeated, tag = "10")]
     pub external_tools: Vec<StoredExternalTool>,
+    /// The subject that created the context (empty: saved before authentication existed).
+    /// The tenant is not here: it is part of the key.
+    #[prost(string, tag = "11")]
+    pub created_by: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -164,11 +168,12 @@ pub fn context_to_stored(ctx: &Context) -> StoredContext {
                 timeout_ms: t.timeout_ms,
             })
             .collect(),
+        created_by: ctx.created_by.clone(),
     }
 }
 
 /// Rebuilds a context from its saved metadata and messages (which must be seq 0, 1, ...).
-pub fn context_from_stored(id: ContextId, stored: StoredContext, messages: Vec<Message>) -> Result<Context, Error> {
+pub fn context_from_stored(key: ContextKey, stored: StoredContext, messages: Vec<Message>) -> Result<Context, Error> {
     let StoredContext {
         title,
         system_prompt,
@@ -180,16 +185,18 @@ pub fn context_from_stored(id: ContextId, stored: StoredContext, messages: Vec<M
         message_count,
         phase,
         external_tools,
+        created_by,
     } = stored;
     if messages.len() as u64 != message_count {
         return Err(Error::Corrupt(format!(
-            "context {id}: metadata counts {message_count} messages but {} are stored",
+            "context {key}: metadata counts {message_count} messages but {} are stored",
             messages.len()
         )));
     }
     let phase = phase_from_stored(phase.unwrap_or_default())?;
     let mut ctx = Context::new(
-        id,
+        key,
+        created_by,
         title,
         ContextConfig {
             system_prompt,

@@ -1,112 +1,166 @@
-//! Key encoding. Ids and numbers are fixed-width big-endian, so a context's messages are
-//! one contiguous, ordered range and prefix scans work. Each column family holds one
-//! kind of key; never reuse a family's name for another layout.
+//! Key encoding. Every key starts with its tenant (a length byte, then the name), so one
+//! tenant's contexts are one contiguous range and nothing is found across tenants by a prefix
+//! scan. Ids and numbers follow fixed-width and big-endian, so a context's messages are one
+//! contiguous, ordered range. Each column family holds one kind of key; never reuse a
+//! family's name for another layout (`legacy` holds the names of the layout before tenants).
 
-use crate::domain::{ContextId, ListPosition, Timestamp};
+use crate::domain::{ContextId, ContextKey, ListPosition, MAX_TENANT_LEN, TenantId, Timestamp};
 
-/// context id → the context's metadata (everything but its messages).
-pub const CF_CONTEXTS: &str = "contexts";
-/// context id ++ seq → one message.
-pub const CF_MESSAGES: &str = "messages";
-/// (u64::MAX - updated_at) ++ context id → nothing: contexts, most recently updated first.
-pub const CF_BY_UPDATED: &str = "by_updated";
-/// context id → nothing: contexts saved in the middle of a run, resumed at start-up
+/// tenant ++ context id → the context's metadata (everything but its messages).
+pub const CF_CONTEXTS: &str = "tenant_contexts";
+/// tenant ++ context id ++ seq → one message.
+pub const CF_MESSAGES: &str = "tenant_messages";
+/// tenant ++ (u64::MAX - updated_at) ++ context id → nothing: a tenant's contexts, most
+/// recently updated first.
+pub const CF_BY_UPDATED: &str = "tenant_by_updated";
+/// tenant ++ context id → nothing: contexts saved in the middle of a run, resumed at start-up
 /// without scanning every context.
-pub const CF_ACTIVE: &str = "active";
+pub const CF_ACTIVE: &str = "tenant_active";
 
 pub const ALL_FAMILIES: [&str; 4] = [CF_CONTEXTS, CF_MESSAGES, CF_BY_UPDATED, CF_ACTIVE];
 
-pub const CONTEXT_KEY_LEN: usize = 16;
-pub const MESSAGE_KEY_LEN: usize = 24;
-pub const BY_UPDATED_KEY_LEN: usize = 24;
+const ID_LEN: usize = 16;
+const SEQ_LEN: usize = 8;
 
-pub fn context_key(id: ContextId) -> [u8; CONTEXT_KEY_LEN] {
-    *id.as_bytes()
-}
-
-pub fn message_key(id: ContextId, seq: u64) -> [u8; MESSAGE_KEY_LEN] {
-    let mut key = [0u8; MESSAGE_KEY_LEN];
-    key[..16].copy_from_slice(id.as_bytes());
-    key[16..].copy_from_slice(&seq.to_be_bytes());
+/// The prefix of every key of `tenant`: its length, then its name. The length byte makes
+/// prefixes prefix-free: no tenant's keys start with another tenant's prefix.
+pub fn tenant_prefix(tenant: &TenantId) -> Vec<u8> {
+    let name = tenant.as_str().as_bytes();
+    let mut key = Vec::with_capacity(1 + name.len() + 8 + ID_LEN + SEQ_LEN);
+    // Tenant names are at most MAX_TENANT_LEN (< 256) bytes: the length fits a byte.
+    key.push(name.len() as u8);
+    key.extend_from_slice(name);
     key
 }
 
-/// The seq of a message key, if `key` is one of `id`'s.
-pub fn message_seq(id: ContextId, key: &[u8]) -> Option<u64> {
-    if key.len() != MESSAGE_KEY_LEN || &key[..16] != id.as_bytes() {
-        return None;
+pub fn context_key(key: &ContextKey) -> Vec<u8> {
+    let mut bytes = tenant_prefix(&key.tenant);
+    bytes.extend_from_slice(key.id.as_bytes());
+    bytes
+}
+
+pub fn message_key(key: &ContextKey, seq: u64) -> Vec<u8> {
+    let mut bytes = context_key(key);
+    bytes.extend_from_slice(&seq.to_be_bytes());
+    bytes
+}
+
+/// The seq of a message key, if `bytes` is one of `context`'s (whose key is `context`).
+pub fn message_seq(context: &[u8], bytes: &[u8]) -> Option<u64> {
+    let seq = bytes.strip_prefix(context)?;
+    Some(u64::from_be_bytes(seq.try_into().ok()?))
+}
+
+/// The exclusive upper bound of every key that starts with `prefix`, if there is one.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
     }
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&key[16..]);
-    Some(u64::from_be_bytes(seq))
+    None
 }
 
-/// The half-open key range holding every message of `id`.
-pub fn message_range(id: ContextId) -> ([u8; MESSAGE_KEY_LEN], [u8; MESSAGE_KEY_LEN]) {
-    let start = message_key(id, 0);
-    let mut end = [0u8; MESSAGE_KEY_LEN];
-    end[..16].copy_from_slice(&next_id(id.as_bytes()));
-    // An all-0xff id has no successor of the same length: end after its last seq instead.
-    if end[..16] == [0u8; 16] {
-        end = [0xff; MESSAGE_KEY_LEN];
-    }
-    (start, end)
-}
-
-fn next_id(id: &[u8; 16]) -> [u8; 16] {
-    u128::from_be_bytes(*id).wrapping_add(1).to_be_bytes()
-}
-
-pub fn by_updated_key(updated_at: Timestamp, id: ContextId) -> [u8; BY_UPDATED_KEY_LEN] {
+pub fn by_updated_key(tenant: &TenantId, updated_at: Timestamp, id: ContextId) -> Vec<u8> {
     let micros = u64::try_from(updated_at.as_micros()).unwrap_or(0);
-    let mut key = [0u8; BY_UPDATED_KEY_LEN];
-    key[..8].copy_from_slice(&(u64::MAX - micros).to_be_bytes());
-    key[8..].copy_from_slice(id.as_bytes());
+    let mut key = tenant_prefix(tenant);
+    key.extend_from_slice(&(u64::MAX - micros).to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
     key
 }
 
-/// The list position a `by_updated` key stands for.
-pub fn by_updated_position(key: &[u8]) -> Option<ListPosition> {
-    if key.len() != BY_UPDATED_KEY_LEN {
+/// The list position a `by_updated` key of the tenant whose prefix is `prefix` stands for.
+pub fn by_updated_position(prefix: &[u8], key: &[u8]) -> Option<ListPosition> {
+    let rest = key.strip_prefix(prefix)?;
+    if rest.len() != 8 + ID_LEN {
         return None;
     }
-    let inverted = u64::from_be_bytes(key[..8].try_into().ok()?);
+    let inverted = u64::from_be_bytes(rest[..8].try_into().ok()?);
     let micros = i64::try_from(u64::MAX - inverted).ok()?;
-    let id = ContextId::from_bytes(key[8..].try_into().ok()?);
+    let id = ContextId::from_bytes(rest[8..].try_into().ok()?);
     Some(ListPosition { updated_at: Timestamp::from_micros(micros), id })
+}
+
+/// The tenant and context a context key (or an `active` key) names.
+pub fn parse_context_key(bytes: &[u8]) -> Option<ContextKey> {
+    let (&len, rest) = bytes.split_first()?;
+    let len = usize::from(len);
+    if len > MAX_TENANT_LEN || rest.len() != len + ID_LEN {
+        return None;
+    }
+    let tenant = TenantId::parse(std::str::from_utf8(&rest[..len]).ok()?).ok()?;
+    let id = ContextId::from_bytes(rest[len..].try_into().ok()?);
+    Some(ContextKey::new(tenant, id))
+}
+
+/// The layout before tenants, kept to move its data into the tenant `default` (see
+/// `migrate`): context id → metadata, context id ++ seq → message, (u64::MAX - updated_at) ++
+/// context id → nothing, context id → nothing.
+pub mod legacy {
+    pub const CF_CONTEXTS: &str = "contexts";
+    pub const CF_MESSAGES: &str = "messages";
+    pub const CF_BY_UPDATED: &str = "by_updated";
+    pub const CF_ACTIVE: &str = "active";
+
+    /// Each legacy family with the family its keys move to.
+    pub const MOVES: [(&str, &str); 4] = [
+        (CF_CONTEXTS, super::CF_CONTEXTS),
+        (CF_MESSAGES, super::CF_MESSAGES),
+        (CF_BY_UPDATED, super::CF_BY_UPDATED),
+        (CF_ACTIVE, super::CF_ACTIVE),
+    ];
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn message_keys_round_trip_and_sort_by_context_then_seq() {
-        let a = ContextId::from_bytes([1; 16]);
-        let b = ContextId::from_bytes([2; 16]);
-        let keys = [message_key(a, 0), message_key(a, 1), message_key(a, 255), message_key(a, 256), message_key(b, 0)];
-        assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must sort by context, then seq");
-        assert_eq!(message_seq(a, &message_key(a, 300)), Some(300));
-        assert_eq!(message_seq(b, &message_key(a, 300)), None);
-        assert_eq!(message_seq(a, &[0u8; 3]), None);
-
-        let (start, end) = message_range(a);
-        assert!(keys[..4].iter().all(|k| *k >= start && *k < end));
-        assert!(keys[4] >= end);
-
-        let last = ContextId::from_bytes([0xff; 16]);
-        let (start, end) = message_range(last);
-        assert!(message_key(last, u64::MAX - 1) < end && message_key(last, 0) >= start);
+    fn key(tenant: &str, n: u8) -> ContextKey {
+        ContextKey::new(TenantId::parse(tenant).expect("tenant"), ContextId::from_bytes([n; 16]))
     }
 
     #[test]
-    fn by_updated_keys_sort_newest_first() {
+    fn message_keys_round_trip_and_sort_by_tenant_then_context_then_seq() {
+        let (a, b) = (key("acme", 1), key("acme", 2));
+        let keys =
+            [message_key(&a, 0), message_key(&a, 1), message_key(&a, 255), message_key(&a, 256), message_key(&b, 0)];
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must sort by context, then seq");
+        assert_eq!(message_seq(&context_key(&a), &message_key(&a, 300)), Some(300));
+        assert_eq!(message_seq(&context_key(&b), &message_key(&a, 300)), None);
+        assert_eq!(message_seq(&context_key(&a), &[0u8; 3]), None);
+
+        let end = prefix_end(&context_key(&a)).expect("an end");
+        assert!(keys[..4].iter().all(|k| *k < end) && keys[4] >= end);
+        let last = key("acme", 0xff);
+        let end = prefix_end(&context_key(&last)).expect("the tenant's byte carries");
+        assert!(message_key(&last, u64::MAX) < end);
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn no_tenant_finds_another_tenants_keys() {
+        // "a" is a prefix of "ab" as a string, but not as a key prefix.
+        let (short, long) = (key("a", 1), key("ab", 1));
+        assert!(!context_key(&long).starts_with(&tenant_prefix(&short.tenant)));
+        assert!(!message_key(&long, 0).starts_with(&context_key(&short)));
+        assert_eq!(parse_context_key(&context_key(&long)), Some(long.clone()));
+        assert_eq!(parse_context_key(&message_key(&long, 0)), None);
+        assert_eq!(parse_context_key(&[3, b'.', b'.', b'x']), None);
+    }
+
+    #[test]
+    fn by_updated_keys_sort_newest_first_within_a_tenant() {
+        let tenant = TenantId::parse("acme").expect("tenant");
         let id = ContextId::from_bytes([7; 16]);
-        let old = by_updated_key(Timestamp::from_micros(1_000), id);
-        let new = by_updated_key(Timestamp::from_micros(2_000), id);
+        let old = by_updated_key(&tenant, Timestamp::from_micros(1_000), id);
+        let new = by_updated_key(&tenant, Timestamp::from_micros(2_000), id);
         assert!(new < old);
+        let prefix = tenant_prefix(&tenant);
         let position = ListPosition { updated_at: Timestamp::from_micros(2_000), id };
-        assert_eq!(by_updated_position(&new), Some(position));
-        assert_eq!(by_updated_position(&new[..10]), None);
+        assert_eq!(by_updated_position(&prefix, &new), Some(position));
+        assert_eq!(by_updated_position(&prefix, &new[..10]), None);
+        assert_eq!(by_updated_position(&tenant_prefix(&TenantId::default_tenant()), &new), None);
     }
 }

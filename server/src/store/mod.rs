@@ -6,6 +6,7 @@
 mod codec;
 mod error;
 mod keys;
+mod migrate;
 mod rocksdb;
 mod writer;
 

@@ -12,7 +12,8 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Read
 use super::codec;
 use super::error::{Error, Result};
 use super::keys;
-use crate::domain::{Context, ContextId, ContextSummary, ListPosition, Message, Timestamp};
+use super::migrate;
+use crate::domain::{Context, ContextKey, ContextSummary, ListPosition, Message, TenantId, Timestamp};
 
 /// RocksDB properties exported as metrics: (metric name, property).
 const FIGURES: &[(&str, &str)] = &[
@@ -38,8 +39,14 @@ impl Store {
         options.create_missing_column_families(true);
         options.set_keep_log_file_num(4);
         options.set_max_background_jobs(2);
-        let families = keys::ALL_FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        let db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| {
+        // A new directory has no families yet: nothing to migrate.
+        let present = DB::list_cf(&options, dir).unwrap_or_default();
+        let legacy = keys::legacy::MOVES.iter().map(|(old, _)| *old).filter(|old| present.iter().any(|p| p == old));
+        let families = keys::ALL_FAMILIES
+            .into_iter()
+            .chain(legacy)
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let mut db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| {
             // RocksDB reports a held LOCK file as an IO error naming the file; say what it means.
             if e.as_ref().starts_with("IO error") && e.as_ref().contains("/LOCK") {
                 Error::Locked { path: dir.display().to_string() }
@@ -47,6 +54,7 @@ impl Store {
                 Error::Rocks(e)
             }
         })?;
+        migrate::legacy_into_default_tenant(&mut db, &present)?;
         Ok(Self { db: Arc::new(db), sync })
     }
 
@@ -61,8 +69,8 @@ impl Store {
         Ok(())
     }
 
-    pub fn exists(&self, id: ContextId) -> Result<bool> {
-        Ok(self.db.get_pinned_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(id))?.is_some())
+    pub fn exists(&self, key: &ContextKey) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(key))?.is_some())
     }
 
     /// Saves a new context (no messages yet).
@@ -87,17 +95,14 @@ impl Store {
         ctx: &Context,
         changed: &[Arc<Message>],
     ) -> Result<()> {
-        let id = ctx.id;
-        batch.put_cf(
-            self.family(keys::CF_CONTEXTS)?,
-            keys::context_key(id),
-            codec::encode(&codec::context_to_stored(ctx)),
-        );
+        let context = ctx.key();
+        let key = keys::context_key(&context);
+        batch.put_cf(self.family(keys::CF_CONTEXTS)?, &key, codec::encode(&codec::context_to_stored(ctx)));
         let messages = self.family(keys::CF_MESSAGES)?;
         for message in changed {
             batch.put_cf(
                 messages,
-                keys::message_key(id, message.seq),
+                keys::message_key(&context, message.seq),
                 codec::encode(&codec::message_to_stored(message)),
             );
         }
@@ -105,83 +110,119 @@ impl Store {
         if let Some(before) = before_updated_at
             && before != ctx.updated_at
         {
-            batch.delete_cf(by_updated, keys::by_updated_key(before, id));
+            batch.delete_cf(by_updated, keys::by_updated_key(&ctx.tenant, before, ctx.id));
         }
-        batch.put_cf(by_updated, keys::by_updated_key(ctx.updated_at, id), []);
+        batch.put_cf(by_updated, keys::by_updated_key(&ctx.tenant, ctx.updated_at, ctx.id), []);
         let active = self.family(keys::CF_ACTIVE)?;
         if ctx.phase.is_resting() {
-            batch.delete_cf(active, keys::context_key(id));
+            batch.delete_cf(active, &key);
         } else {
-            batch.put_cf(active, keys::context_key(id), []);
+            batch.put_cf(active, &key, []);
         }
         Ok(())
     }
 
     /// Loads a context with all its messages; `None` if there is no such context.
-    pub fn load(&self, id: ContextId) -> Result<Option<Context>> {
-        let Some(meta) = self.db.get_pinned_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(id))? else {
+    pub fn load(&self, key: &ContextKey) -> Result<Option<Context>> {
+        let context = keys::context_key(key);
+        let Some(meta) = self.db.get_pinned_cf(self.family(keys::CF_CONTEXTS)?, &context)? else {
             return Ok(None);
         };
         let stored: codec::StoredContext = codec::decode("context", &meta)?;
-        let (start, end) = keys::message_range(id);
         let mut read = ReadOptions::default();
-        read.set_iterate_upper_bound(end.to_vec());
+        if let Some(end) = keys::prefix_end(&context) {
+            read.set_iterate_upper_bound(end);
+        }
         let mut messages = Vec::with_capacity(usize::try_from(stored.message_count).unwrap_or(0));
         let iter = self.db.iterator_cf_opt(
             self.family(keys::CF_MESSAGES)?,
             read,
-            IteratorMode::From(&start, Direction::Forward),
+            IteratorMode::From(&context, Direction::Forward),
         );
         for item in iter {
-            let (key, value) = item?;
-            let seq = keys::message_seq(id, &key).ok_or_else(|| Error::Corrupt("message key out of range".into()))?;
+            let (bytes, value) = item?;
+            let seq =
+                keys::message_seq(&context, &bytes).ok_or_else(|| Error::Corrupt("message key out of range".into()))?;
             if seq != messages.len() as u64 {
-                return Err(Error::Corrupt(format!("context {id}: message {} is missing", messages.len())));
+                return Err(Error::Corrupt(format!("context {key}: message {} is missing", messages.len())));
             }
             messages.push(codec::message_from_stored(seq, codec::decode("message", &value)?)?);
         }
-        codec::context_from_stored(id, stored, messages).map(Some)
+        codec::context_from_stored(key.clone(), stored, messages).map(Some)
     }
 
     /// Deletes every key of the context atomically.
     pub fn delete(&self, ctx: &Context) -> Result<()> {
-        let id = ctx.id;
+        let key = keys::context_key(&ctx.key());
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(id));
-        let (start, end) = keys::message_range(id);
-        batch.delete_range_cf(self.family(keys::CF_MESSAGES)?, start, end);
-        batch.delete_cf(self.family(keys::CF_BY_UPDATED)?, keys::by_updated_key(ctx.updated_at, id));
-        batch.delete_cf(self.family(keys::CF_ACTIVE)?, keys::context_key(id));
+        batch.delete_cf(self.family(keys::CF_CONTEXTS)?, &key);
+        let messages = self.family(keys::CF_MESSAGES)?;
+        match keys::prefix_end(&key) {
+            Some(end) => batch.delete_range_cf(messages, &key, &end),
+            // Only a key of all 0xff bytes has no end, and tenant names are not made of them.
+            None => return Err(Error::Corrupt(format!("context {} has no key range", ctx.key()))),
+        }
+        batch.delete_cf(self.family(keys::CF_BY_UPDATED)?, keys::by_updated_key(&ctx.tenant, ctx.updated_at, ctx.id));
+        batch.delete_cf(self.family(keys::CF_ACTIVE)?, &key);
         self.write(batch)
     }
 
-    /// Up to `limit` contexts, most recently updated first, starting after `after`.
-    /// Returns the position of the page's end, if there may be a next page.
+    /// How many contexts `tenant` has (a scan of its keys: for limits, counted once).
+    pub fn count(&self, tenant: &TenantId) -> Result<u64> {
+        let prefix = keys::tenant_prefix(tenant);
+        let mut read = ReadOptions::default();
+        if let Some(end) = keys::prefix_end(&prefix) {
+            read.set_iterate_upper_bound(end);
+        }
+        let mut count = 0;
+        let mut iter = self.db.raw_iterator_cf_opt(self.family(keys::CF_CONTEXTS)?, read);
+        iter.seek(&prefix);
+        while iter.valid() {
+            count += 1;
+            iter.next();
+        }
+        iter.status()?;
+        Ok(count)
+    }
+
+    /// Up to `limit` contexts of `tenant`, most recently updated first, starting after
+    /// `after`. Returns the position of the page's end, if there may be a next page.
     pub fn list(
         &self,
+        tenant: &TenantId,
         after: Option<ListPosition>,
         limit: usize,
     ) -> Result<(Vec<ContextSummary>, Option<ListPosition>)> {
         let by_updated = self.family(keys::CF_BY_UPDATED)?;
-        let start = after.map(|p| keys::by_updated_key(p.updated_at, p.id));
-        let mode = match &start {
-            Some(key) => IteratorMode::From(key, Direction::Forward),
-            None => IteratorMode::Start,
+        let prefix = keys::tenant_prefix(tenant);
+        let start = match after {
+            Some(p) => keys::by_updated_key(tenant, p.updated_at, p.id),
+            None => prefix.clone(),
         };
+        let mut read = ReadOptions::default();
+        if let Some(end) = keys::prefix_end(&prefix) {
+            read.set_iterate_upper_bound(end);
+        }
         let mut positions = Vec::with_capacity(limit);
-        for item in self.db.iterator_cf(by_updated, mode) {
+        for item in self.db.iterator_cf_opt(by_updated, read, IteratorMode::From(&start, Direction::Forward)) {
             let (key, _) = item?;
-            if start.is_some_and(|start| *key == start) {
+            if after.is_some() && *key == *start {
                 continue;
             }
             if positions.len() == limit {
                 break;
             }
-            positions.push(keys::by_updated_position(&key).ok_or_else(|| Error::Corrupt("bad by_updated key".into()))?);
+            positions.push(
+                keys::by_updated_position(&prefix, &key).ok_or_else(|| Error::Corrupt("bad by_updated key".into()))?,
+            );
         }
         let next = if positions.len() == limit { positions.last().copied() } else { None };
         let contexts = self.family(keys::CF_CONTEXTS)?;
-        let metas = self.db.batched_multi_get_cf(contexts, positions.iter().map(|p| keys::context_key(p.id)), false);
+        let metas = self.db.batched_multi_get_cf(
+            contexts,
+            positions.iter().map(|p| keys::context_key(&ContextKey::new(tenant.clone(), p.id))),
+            false,
+        );
         let mut summaries = Vec::with_capacity(positions.len());
         for (position, meta) in positions.iter().zip(metas) {
             // A context deleted between the two reads is simply not listed.
@@ -227,13 +268,12 @@ impl Store {
     }
 
     /// Contexts saved in the middle of a run, to resume after a restart.
-    pub fn interrupted(&self) -> Result<Vec<ContextId>> {
-        let mut ids = Vec::new();
+    pub fn interrupted(&self) -> Result<Vec<ContextKey>> {
+        let mut found = Vec::new();
         for item in self.db.iterator_cf(self.family(keys::CF_ACTIVE)?, IteratorMode::Start) {
             let (key, _) = item?;
-            let bytes: [u8; 16] = (*key).try_into().map_err(|_| Error::Corrupt("bad active key".into()))?;
-            ids.push(ContextId::from_bytes(bytes));
+            found.push(keys::parse_context_key(&key).ok_or_else(|| Error::Corrupt("bad active key".into()))?);
         }
-        Ok(ids)
+        Ok(found)
     }
 }

@@ -36,6 +36,10 @@ pub const TOOL_CALLS: &str = "ctxd_tool_calls_total";
 pub const TOOL_SECONDS: &str = "ctxd_tool_call_duration_seconds";
 pub const EXTERNAL_RESULTS: &str = "ctxd_external_tool_results_total";
 
+pub const AUTH_FAILURES: &str = "ctxd_auth_failures_total";
+pub const AUTH_RELOADS: &str = "ctxd_auth_file_reloads_total";
+pub const LIMIT_REFUSALS: &str = "ctxd_tenant_limit_refusals_total";
+
 pub const TRACE_SPANS_ENDED: &str = "ctxd_trace_spans_ended_total";
 pub const TRACE_SPANS_EXPORTED: &str = "ctxd_trace_spans_exported_total";
 pub const TRACE_SPANS_FAILED: &str = "ctxd_trace_spans_failed_total";
@@ -70,6 +74,9 @@ pub fn describe() {
     describe_histogram!(SAVE_SECONDS, Unit::Seconds, "Duration of one synced write (a group of saves).");
     describe_histogram!(SAVES_PER_WRITE, Unit::Count, "Saves that shared one write and one fsync.");
     describe_histogram!(SAVE_BYTES, Unit::Bytes, "Bytes one write put into the store.");
+    describe_counter!(AUTH_FAILURES, "Calls refused UNAUTHENTICATED, by reason (the credential is never logged).");
+    describe_counter!(AUTH_RELOADS, "Re-reads of a changed JWKS or API keys file, by file and outcome.");
+    describe_counter!(LIMIT_REFUSALS, "Actions refused by a per-tenant limit, by limit (runs, contexts).");
     describe_gauge!(CONTEXTS_LOADED, "Contexts held in memory by a live actor.");
     describe_gauge!(RUNS_ACTIVE, "Contexts in the middle of a run, by FSM state.");
     describe_counter!(TRANSITIONS, "State machine transitions saved, by from and to state.");

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::tool::{Tool, ToolError};
-use crate::domain::{ToolDefinition, ToolPolicy};
+use crate::domain::{TenantId, ToolDefinition, ToolPolicy};
 
 /// Evaluates an arithmetic expression (`+ - * / % ^`, parentheses, `math::` functions).
 pub struct Calculator {
@@ -42,7 +42,7 @@ impl Tool for Calculator {
         ToolPolicy { requires_approval: false, idempotent: true, external: false }
     }
 
-    async fn call(&self, arguments: serde_json::Value) -> Result<String, ToolError> {
+    async fn call(&self, _tenant: &TenantId, arguments: serde_json::Value) -> Result<String, ToolError> {
         let expression = arguments.get("expression").and_then(|e| e.as_str()).unwrap_or_default();
         evaluate(expression)
     }

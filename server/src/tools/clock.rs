@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::tool::{Tool, ToolError};
-use crate::domain::{ToolDefinition, ToolPolicy};
+use crate::domain::{TenantId, ToolDefinition, ToolPolicy};
 
 /// The current UTC time, RFC 3339.
 pub struct Clock {
@@ -37,7 +37,7 @@ impl Tool for Clock {
         ToolPolicy { requires_approval: false, idempotent: true, external: false }
     }
 
-    async fn call(&self, _arguments: serde_json::Value) -> Result<String, ToolError> {
+    async fn call(&self, _tenant: &TenantId, _arguments: serde_json::Value) -> Result<String, ToolError> {
         Ok(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string())
     }
 }

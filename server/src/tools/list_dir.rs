@@ -3,14 +3,14 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::read_file::resolve_in;
 use super::tool::{Tool, ToolError};
-use crate::domain::{ToolDefinition, ToolPolicy};
+use super::workspace::{resolve_in, tenant_root};
+use crate::domain::{TenantId, ToolDefinition, ToolPolicy};
 
 /// More entries than this are cut, with a note saying so.
 const MAX_ENTRIES: usize = 1000;
 
-/// Lists a directory under the workspace root; directories end with '/'.
+/// Lists a directory under the tenant's workspace directory; directories end with '/'.
 pub struct ListDir {
     root: PathBuf,
     definition: ToolDefinition,
@@ -45,9 +45,10 @@ impl Tool for ListDir {
         ToolPolicy { requires_approval: true, idempotent: true, external: false }
     }
 
-    async fn call(&self, arguments: serde_json::Value) -> Result<String, ToolError> {
+    async fn call(&self, tenant: &TenantId, arguments: serde_json::Value) -> Result<String, ToolError> {
+        let root = tenant_root(&self.root, tenant).await?;
         let relative = arguments.get("path").and_then(|p| p.as_str()).unwrap_or(".");
-        let dir = resolve_in(&self.root, relative)?;
+        let dir = resolve_in(&root, relative)?;
         let mut entries = tokio::fs::read_dir(&dir).await.map_err(|e| ToolError(format!("{relative}: {e}")))?;
         let mut names = Vec::new();
         while let Some(entry) = entries.next_entry().await.map_err(|e| ToolError(format!("{relative}: {e}")))? {

@@ -9,6 +9,7 @@ mod read_file;
 mod registry;
 mod schema;
 mod tool;
+mod workspace;
 mod write_file;
 
 pub use calculator::Calculator;

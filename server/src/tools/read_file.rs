@@ -1,15 +1,16 @@
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use serde_json::json;
 
 use super::tool::{Tool, ToolError};
-use crate::domain::{ToolDefinition, ToolPolicy};
+use super::workspace::{resolve_in, tenant_root};
+use crate::domain::{TenantId, ToolDefinition, ToolPolicy};
 
 /// Files larger than this are refused rather than read into memory.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Reads a UTF-8 text file under the workspace root. Paths that leave the root (`..`,
+/// Reads a UTF-8 text file under the tenant's workspace directory. Paths that leave the root (`..`,
 /// absolute paths, symlinks pointing outside) are refused.
 pub struct ReadFile {
     root: PathBuf,
@@ -34,22 +35,6 @@ impl ReadFile {
     }
 }
 
-/// Resolves `relative` under `root`, refusing anything that ends up outside it.
-pub fn resolve_in(root: &Path, relative: &str) -> Result<PathBuf, ToolError> {
-    let requested = Path::new(relative);
-    if relative.is_empty() || requested.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Err(ToolError(format!(
-            "path {relative:?} must be relative to the workspace and must not contain '..'"
-        )));
-    }
-    let root = root.canonicalize().map_err(|e| ToolError(format!("workspace is not accessible: {e}")))?;
-    let resolved = root.join(requested).canonicalize().map_err(|e| ToolError(format!("{relative}: {e}")))?;
-    if !resolved.starts_with(&root) {
-        return Err(ToolError(format!("path {relative:?} leaves the workspace")));
-    }
-    Ok(resolved)
-}
-
 #[async_trait]
 impl Tool for ReadFile {
     fn definition(&self) -> &ToolDefinition {
@@ -60,11 +45,11 @@ impl Tool for ReadFile {
         ToolPolicy { requires_approval: true, idempotent: true, external: false }
     }
 
-    async fn call(&self, arguments: serde_json::Value) -> Result<String, ToolError> {
+    async fn call(&self, tenant: &TenantId, arguments: serde_json::Value) -> Result<String, ToolError> {
         let Some(relative) = arguments.get("path").and_then(|p| p.as_str()) else {
             return Err(ToolError("invalid arguments: `path` (a string) is required".into()));
         };
-        let path = resolve_in(&self.root, relative)?;
+        let path = resolve_in(&tenant_root(&self.root, tenant).await?, relative)?;
         let metadata = tokio::fs::metadata(&path).await.map_err(|e| ToolError(format!("{relative}: {e}")))?;
         if !metadata.is_file() {
             return Err(ToolError(format!("{relative} is not a file")));
@@ -74,27 +59,5 @@ impl Tool for ReadFile {
         }
         let bytes = tokio::fs::read(&path).await.map_err(|e| ToolError(format!("{relative}: {e}")))?;
         String::from_utf8(bytes).map_err(|_| ToolError(format!("{relative} is not UTF-8 text")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_outside_the_workspace_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("ws");
-        std::fs::create_dir_all(root.join("sub")).expect("fixture");
-        std::fs::write(root.join("sub/a.txt"), "hi").expect("fixture");
-        std::fs::write(dir.path().join("secret"), "no").expect("fixture");
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).expect("fixture");
-
-        assert!(resolve_in(&root, "sub/a.txt").is_ok());
-        assert!(resolve_in(&root, "./sub/a.txt").is_ok());
-        for bad in ["../secret", "sub/../../secret", "/etc/passwd", "", "escape"] {
-            assert!(resolve_in(&root, bad).is_err(), "{bad} must be refused");
-        }
     }
 }

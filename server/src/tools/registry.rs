@@ -14,7 +14,7 @@ use super::read_file::ReadFile;
 use super::schema::ArgumentSchema;
 use super::tool::{Tool, ToolError};
 use super::write_file::WriteFile;
-use crate::domain::{ContextConfig, ToolDefinition, ToolPolicy, ToolResult};
+use crate::domain::{ContextConfig, TenantId, ToolDefinition, ToolPolicy, ToolResult};
 use crate::fsm::ToolCatalog;
 
 #[derive(Debug, Clone)]
@@ -85,7 +85,7 @@ impl ToolRegistry {
     }
 
     /// Runs one call. Never fails: problems become error results for the model.
-    pub async fn run(&self, name: &str, arguments_json: &str) -> ToolResult {
+    pub async fn run(&self, tenant: &TenantId, name: &str, arguments_json: &str) -> ToolResult {
         let Some(Registered { tool, schema }) = self.tools.get(name) else {
             return ToolResult::error(unknown(name));
         };
@@ -93,7 +93,7 @@ impl ToolRegistry {
             Ok(arguments) => arguments,
             Err(problem) => return ToolResult::error(problem),
         };
-        match tokio::time::timeout(self.limits.timeout, tool.call(arguments)).await {
+        match tokio::time::timeout(self.limits.timeout, tool.call(tenant, arguments)).await {
             Ok(Ok(output)) => ToolResult::ok(truncate(output, self.limits.max_output_bytes)),
             Ok(Err(ToolError(message))) => ToolResult::error(message),
             Err(_) => ToolResult::error(format!("{TIMED_OUT} {} ms", self.limits.timeout.as_millis())),
@@ -152,12 +152,13 @@ mod tests {
     async fn bad_calls_become_error_results() {
         let limits = ToolLimits { timeout: Duration::from_secs(1), max_output_bytes: 1024 };
         let registry = ToolRegistry::builtin(None, limits).expect("built-in schemas compile");
-        assert!(registry.run("nope", "{}").await.is_error);
-        assert!(registry.run("calculator", r#"{"expr": "1"}"#).await.output.contains("invalid arguments"));
-        assert_eq!(registry.run("calculator", r#"{"expression": "6 * 7"}"#).await.output, "42");
-        assert!(registry.run("clock", "not json").await.is_error);
-        assert!(registry.run("clock", "[1]").await.is_error);
-        let ok = registry.run("clock", "{}").await;
+        let tenant = TenantId::default_tenant();
+        assert!(registry.run(&tenant, "nope", "{}").await.is_error);
+        assert!(registry.run(&tenant, "calculator", r#"{"expr": "1"}"#).await.output.contains("invalid arguments"));
+        assert_eq!(registry.run(&tenant, "calculator", r#"{"expression": "6 * 7"}"#).await.output, "42");
+        assert!(registry.run(&tenant, "clock", "not json").await.is_error);
+        assert!(registry.run(&tenant, "clock", "[1]").await.is_error);
+        let ok = registry.run(&tenant, "clock", "{}").await;
         assert!(!ok.is_error && ok.output.ends_with('Z'), "{ok:?}");
     }
 }

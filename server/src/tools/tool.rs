@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{ToolDefinition, ToolPolicy};
+use crate::domain::{TenantId, ToolDefinition, ToolPolicy};
 
 /// Why a tool call produced no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -13,5 +13,6 @@ pub struct ToolError(pub String);
 pub trait Tool: Send + Sync + 'static {
     fn definition(&self) -> &ToolDefinition;
     fn policy(&self) -> ToolPolicy;
-    async fn call(&self, arguments: serde_json::Value) -> Result<String, ToolError>;
+    /// Runs one call for a context of `tenant` (file tools work in the tenant's directory).
+    async fn call(&self, tenant: &TenantId, arguments: serde_json::Value) -> Result<String, ToolError>;
 }

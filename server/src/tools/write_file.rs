@@ -3,11 +3,11 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::read_file::resolve_in;
 use super::tool::{Tool, ToolError};
-use crate::domain::{ToolDefinition, ToolPolicy};
+use super::workspace::{resolve_in, tenant_root};
+use crate::domain::{TenantId, ToolDefinition, ToolPolicy};
 
-/// Writes a UTF-8 text file under the workspace root (its directory must exist).
+/// Writes a UTF-8 text file under the tenant's workspace directory (its directory must exist).
 pub struct WriteFile {
     root: PathBuf,
     definition: ToolDefinition,
@@ -45,7 +45,8 @@ impl Tool for WriteFile {
         ToolPolicy { requires_approval: true, idempotent: true, external: false }
     }
 
-    async fn call(&self, arguments: serde_json::Value) -> Result<String, ToolError> {
+    async fn call(&self, tenant: &TenantId, arguments: serde_json::Value) -> Result<String, ToolError> {
+        let root = tenant_root(&self.root, tenant).await?;
         let relative = arguments.get("path").and_then(|p| p.as_str()).unwrap_or_default();
         let content = arguments.get("content").and_then(|c| c.as_str()).unwrap_or_default();
         let path = Path::new(relative);
@@ -53,10 +54,10 @@ impl Tool for WriteFile {
             return Err(ToolError(format!("path {relative:?} must name a file")));
         };
         let parent = if parent.as_os_str().is_empty() { "." } else { parent.to_str().unwrap_or_default() };
-        let target = resolve_in(&self.root, parent)?.join(name);
+        let target = resolve_in(&root, parent)?.join(name);
         // An existing entry may be a symlink pointing out of the workspace.
         if tokio::fs::symlink_metadata(&target).await.is_ok() {
-            resolve_in(&self.root, relative)?;
+            resolve_in(&root, relative)?;
         }
         tokio::fs::write(&target, content).await.map_err(|e| ToolError(format!("{relative}: {e}")))?;
         Ok(format!("wrote {} bytes to {relative}", content.len()))
@@ -73,8 +74,9 @@ mod tests {
         let root = dir.path().join("ws");
         std::fs::create_dir_all(&root).expect("fixture");
         std::os::unix::fs::symlink(dir.path().join("outside"), root.join("link")).expect("fixture");
-        let tool = WriteFile::new(root.clone());
-        let write = |path: &str| tool.call(json!({"path": path, "content": "hi"}));
+        let tool = WriteFile::new(dir.path().to_owned());
+        let tenant = TenantId::parse("ws").expect("tenant");
+        let write = |path: &str| tool.call(&tenant, json!({"path": path, "content": "hi"}));
         assert!(write("a.txt").await.is_ok());
         assert_eq!(std::fs::read_to_string(root.join("a.txt")).ok().as_deref(), Some("hi"));
         for bad in ["../x.txt", "/tmp/x.txt", "missing/x.txt", "", "link"] {

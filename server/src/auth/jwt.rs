@@ -1,0 +1,170 @@
+//! JWT verification with `jsonwebtoken`: HS256 with a shared secret, and RS256/ES256/EdDSA
+//! (and their siblings) with the public keys of a JWKS file. `exp` is required, `nbf`
+//! honoured, issuer and audience checked when configured; the tenant, subject and scopes
+//! come from the claims.
+
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::error::AuthError;
+use super::principal::{Principal, Scopes};
+use super::watched::Watched;
+use crate::domain::TenantId;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+const LEEWAY_SECS: u64 = 30;
+
+/// The asymmetric algorithms a JWKS key may verify.
+const ASYMMETRIC: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// One usable key of a JWKS document.
+pub struct PublicKey {
+    id: Option<String>,
+    /// The key's `alg`, when the document pins one.
+    algorithm: Option<Algorithm>,
+    key: DecodingKey,
+}
+
+/// Parses a JWKS document. Keys of types or algorithms this server cannot use are skipped
+/// (a provider's document may hold some); a document with no usable key is an error.
+pub fn parse_jwks(text: &str) -> Result<Vec<PublicKey>, String> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let id = jwk.common.key_id.clone();
+        let algorithm = jwk.common.key_algorithm.and_then(|alg| Algorithm::try_from(alg).ok());
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) if key.family() != jsonwebtoken::AlgorithmFamily::Hmac => {
+                keys.push(PublicKey { id, algorithm, key });
+            }
+            Ok(_) => tracing::warn!(kid = ?id, "skipping a symmetric key in the JWKS file"),
+            Err(error) => tracing::warn!(kid = ?id, %error, "skipping a JWKS key this server cannot use"),
+        }
+    }
+    if keys.is_empty() {
+        return Err("it holds no usable public key".into());
+    }
+    Ok(keys)
+}
+
+/// What a JWT must satisfy.
+pub struct JwtRules {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub tenant_claim: String,
+}
+
+pub struct JwtVerifier {
+    pub hs256: Option<DecodingKey>,
+    pub jwks: Option<Arc<Watched<Vec<PublicKey>>>>,
+    pub rules: JwtRules,
+}
+
+impl JwtVerifier {
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::NotAJwt)?;
+        let algorithm = header.alg;
+        let claims = if algorithm == Algorithm::HS256 {
+            let key = self.hs256.as_ref().ok_or_else(|| AuthError::Algorithm(format!("{algorithm:?}")))?;
+            self.decode(token, key, algorithm)?
+        } else if ASYMMETRIC.contains(&algorithm) {
+            let jwks = self.jwks.as_ref().ok_or_else(|| AuthError::Algorithm(format!("{algorithm:?}")))?.current();
+            self.decode_with_jwks(token, &jwks, algorithm, header.kid.as_deref())?
+        } else {
+            return Err(AuthError::Algorithm(format!("{algorithm:?}")));
+        };
+        self.principal(claims)
+    }
+
+    /// With a key id, the key of that id; without, each key that may verify `algorithm`
+    /// until one does.
+    fn decode_with_jwks(
+        &self,
+        token: &str,
+        keys: &[PublicKey],
+        algorithm: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<Map<String, Value>, AuthError> {
+        let fits = |k: &&PublicKey| {
+            k.key.family() == algorithm.family() && k.algorithm.is_none_or(|pinned| pinned == algorithm)
+        };
+        if let Some(kid) = kid {
+            let key = keys.iter().filter(fits).find(|k| k.id.as_deref() == Some(kid));
+            return self.decode(token, &key.ok_or(AuthError::UnknownSigningKey)?.key, algorithm);
+        }
+        let mut last = AuthError::UnknownSigningKey;
+        for key in keys.iter().filter(fits) {
+            match self.decode(token, &key.key, algorithm) {
+                Err(AuthError::BadSignature) => last = AuthError::BadSignature,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    fn decode(&self, token: &str, key: &DecodingKey, algorithm: Algorithm) -> Result<Map<String, Value>, AuthError> {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        match &self.rules.issuer {
+            Some(issuer) => validation.set_issuer(&[issuer]),
+            None => validation.iss = None,
+        }
+        match &self.rules.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map(|data| data.claims).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidEddsaKey => {
+                AuthError::BadSignature
+            }
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => AuthError::NoExpiry,
+            ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::WrongIssuer,
+            ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::WrongAudience,
+            ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm => {
+                AuthError::Algorithm(format!("{algorithm:?}"))
+            }
+            _ => AuthError::NotAJwt,
+        })
+    }
+
+    fn principal(&self, mut claims: Map<String, Value>) -> Result<Principal, AuthError> {
+        let claim = &self.rules.tenant_claim;
+        let tenant = match claims.get(claim) {
+            Some(Value::String(name)) => TenantId::parse(name).map_err(|_| AuthError::BadTenant(claim.clone()))?,
+            Some(_) => return Err(AuthError::BadTenant(claim.clone())),
+            None => return Err(AuthError::NoTenant(claim.clone())),
+        };
+        let subject = match claims.remove("sub") {
+            Some(Value::String(sub)) => sub,
+            _ => String::new(),
+        };
+        // OAuth's space-separated `scope`; a token without one may read and write.
+        let scopes = match claims.get("scope") {
+            Some(Value::String(scope)) => Scopes::from_names(scope.split_whitespace()),
+            _ => Scopes::READ_WRITE,
+        };
+        Ok(Principal { tenant, subject, scopes })
+    }
+}

@@ -1,0 +1,20 @@
+//! Who is calling: the layer that authenticates every gRPC call (JWTs and API keys), the
+//! `Principal` it hands to handlers, and the scopes that say what a caller may do.
+//!
+//! `authenticator` picks the verifier for a bearer token; `jwt` and `api_keys` verify one
+//! kind each; `watched` re-reads their files when they change; `layer` is the tower layer.
+
+mod api_keys;
+mod authenticator;
+mod error;
+mod jwt;
+mod layer;
+mod principal;
+mod watched;
+
+pub use api_keys::{KEY_PREFIX, new_key};
+pub use authenticator::Authenticator;
+pub use error::AuthError;
+pub use layer::AuthLayer;
+pub use principal::{Principal, Scope, Scopes};
+pub use watched::POLL_INTERVAL;

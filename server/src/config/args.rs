@@ -1,0 +1,161 @@
+//! The command line: every setting as a flag (and its `CTXD_*` variable), and the
+//! subcommands that do something other than serve.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+use super::{Config, LogFormat};
+
+/// Command-line flags; each can also be set by the environment variable it names.
+#[derive(Debug, Parser)]
+#[command(name = "ctxd", version, about = "A context server for LLM chat applications")]
+pub struct Args {
+    /// TOML file with settings (kebab-case keys, e.g. `data-dir = "/var/lib/ctxd"`).
+    #[arg(long, env = "CTXD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address (IP:port) to serve on.
+    #[arg(long, env = "CTXD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory.
+    #[arg(long, env = "CTXD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Mock LLM delay per streamed word, ms.
+    #[arg(long, env = "CTXD_MOCK_DELAY_MS")]
+    pub mock_delay_ms: Option<u64>,
+    /// Root directory of the file tools (none: file tools off).
+    #[arg(long, env = "CTXD_WORKSPACE")]
+    pub workspace: Option<PathBuf>,
+    /// Largest accepted message, bytes.
+    #[arg(long, env = "CTXD_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Sync the WAL on every save.
+    #[arg(long, env = "CTXD_SYNC_WRITES")]
+    pub sync_writes: Option<bool>,
+    /// LLM attempts per call before failing.
+    #[arg(long, env = "CTXD_LLM_MAX_ATTEMPTS")]
+    pub llm_max_attempts: Option<u32>,
+    /// Backoff before the first LLM retry, ms.
+    #[arg(long, env = "CTXD_LLM_RETRY_BASE_MS")]
+    pub llm_retry_base_ms: Option<u64>,
+    /// Longest backoff between LLM attempts, ms.
+    #[arg(long, env = "CTXD_LLM_RETRY_MAX_MS")]
+    pub llm_retry_max_ms: Option<u64>,
+    /// Tool call timeout, ms.
+    #[arg(long, env = "CTXD_TOOL_TIMEOUT_MS")]
+    pub tool_timeout_ms: Option<u64>,
+    /// Tool output limit, bytes.
+    #[arg(long, env = "CTXD_TOOL_MAX_OUTPUT_BYTES")]
+    pub tool_max_output_bytes: Option<usize>,
+    /// Unload idle contexts after this many seconds.
+    #[arg(long, env = "CTXD_IDLE_UNLOAD_SECS")]
+    pub idle_unload_secs: Option<u64>,
+    /// Log filter.
+    #[arg(long, env = "CTXD_LOG")]
+    pub log: Option<String>,
+    /// Log line format.
+    #[arg(long, env = "CTXD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Directory to serve at / (the web client).
+    #[arg(long, env = "CTXD_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+    /// Comma-separated origins allowed to call over grpc-web, or * for any.
+    #[arg(long, env = "CTXD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Model of contexts that name none.
+    #[arg(long, env = "CTXD_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
+    /// Base URL of an OpenAI-compatible API, e.g. http://localhost:11434/v1.
+    #[arg(long, env = "CTXD_OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+    /// Comma-separated models served by that API (none: every model but mock).
+    #[arg(long, env = "CTXD_OPENAI_MODELS", value_delimiter = ',')]
+    pub openai_models: Option<Vec<String>>,
+    /// LLM connect timeout, ms.
+    #[arg(long, env = "CTXD_LLM_CONNECT_TIMEOUT_MS")]
+    pub llm_connect_timeout_ms: Option<u64>,
+    /// Longest silence between streamed chunks, ms.
+    #[arg(long, env = "CTXD_LLM_IDLE_TIMEOUT_MS")]
+    pub llm_idle_timeout_ms: Option<u64>,
+    /// Default wait for an external tool's result, ms.
+    #[arg(long, env = "CTXD_EXTERNAL_TOOL_TIMEOUT_MS")]
+    pub external_tool_timeout_ms: Option<u64>,
+    /// Address (IP:port) of the Prometheus metrics listener, or off.
+    #[arg(long, env = "CTXD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// OTLP/gRPC endpoint to export traces to (none: no traces).
+    #[arg(long, env = "CTXD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// File with the HS256 JWT secret.
+    #[arg(long, env = "CTXD_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// JWKS file with JWT public keys (re-read on change).
+    #[arg(long, env = "CTXD_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Required JWT issuer (iss).
+    #[arg(long, env = "CTXD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required JWT audience (aud).
+    #[arg(long, env = "CTXD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// JWT claim that names the tenant.
+    #[arg(long, env = "CTXD_JWT_TENANT_CLAIM")]
+    pub jwt_tenant_claim: Option<String>,
+    /// API keys file (re-read on change).
+    #[arg(long, env = "CTXD_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Allow serving without authentication on a non-loopback address.
+    #[arg(long, env = "CTXD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Runs a tenant may have in progress at once.
+    #[arg(long, env = "CTXD_MAX_ACTIVE_RUNS_PER_TENANT")]
+    pub max_active_runs_per_tenant: Option<usize>,
+    /// Contexts a tenant may keep (none: no limit).
+    #[arg(long, env = "CTXD_MAX_CONTEXTS_PER_TENANT")]
+    pub max_contexts_per_tenant: Option<u64>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What ctxd does other than serve.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Manage API keys.
+    #[command(name = "api-key", subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ApiKeyCommand {
+    /// Print a new random API key (once) and the line that grants it in the API keys file.
+    New {
+        /// The tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        /// A scope the key grants (repeat for several); none: ctxd:read and ctxd:write.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+}
+
+impl Args {
+    /// Parses the command line (and environment); `--help` shows each flag's default as
+    /// [`Config::default`] has it, the one place defaults are written.
+    pub fn parse_with_defaults() -> Self {
+        let matches = Self::command_with_defaults().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
+
+    /// The command, with every flag's help naming its default.
+    pub fn command_with_defaults() -> clap::Command {
+        let defaults = Config::defaults_shown();
+        Self::command().mut_args(|arg| match arg.get_long().and_then(|long| defaults.get(long)) {
+            Some(value) => {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {value}]"))
+            }
+            None => arg,
+        })
+    }
+}

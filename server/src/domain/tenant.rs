@@ -1,0 +1,86 @@
+//! Tenants: every context belongs to one, and nothing of one tenant is visible to another.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::ids::ContextId;
+
+/// The longest tenant name; names are parts of storage keys and directory names.
+pub const MAX_TENANT_LEN: usize = 64;
+
+/// A tenant's name: 1 to 64 ASCII letters, digits, `-`, `_` or `.`, starting with a letter or
+/// digit, so that it is safe as a directory name (never `.` or `..`) and in storage keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+/// A string that cannot name a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a valid tenant name (1 to {MAX_TENANT_LEN} ASCII letters, digits, '-', '_' or '.', starting with a \
+     letter or digit)"
+)]
+pub struct InvalidTenant(pub String);
+
+impl TenantId {
+    /// The tenant of a server without authentication, and of everything saved before tenants
+    /// existed.
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn parse(name: &str) -> Result<Self, InvalidTenant> {
+        let valid = !name.is_empty()
+            && name.len() <= MAX_TENANT_LEN
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if valid { Ok(Self(Arc::from(name))) } else { Err(InvalidTenant(name.to_owned())) }
+    }
+
+    pub fn default_tenant() -> Self {
+        Self(Arc::from(Self::DEFAULT))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A context as storage and the runtime find it: its id is the client's, unique only within
+/// its tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContextKey {
+    pub tenant: TenantId,
+    pub id: ContextId,
+}
+
+impl ContextKey {
+    pub fn new(tenant: TenantId, id: ContextId) -> Self {
+        Self { tenant, id }
+    }
+}
+
+impl fmt::Display for ContextKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names_are_safe_as_directories_and_key_parts() {
+        for good in ["default", "acme", "Acme-2", "a", "x.y_z", &"a".repeat(MAX_TENANT_LEN)] {
+            assert_eq!(TenantId::parse(good).expect(good).as_str(), good);
+        }
+        for bad in ["", ".", "..", ".hidden", "-x", "a/b", "a b", "é", "a\0", &"a".repeat(MAX_TENANT_LEN + 1)] {
+            let error = TenantId::parse(bad).expect_err(bad);
+            assert!(error.to_string().contains("not a valid tenant name"), "{error}");
+        }
+    }
+}
