@@ -2,61 +2,33 @@
 // against the real ctxd binary serving the built app, with the mock LLM.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { createInterface } from "node:readline";
 
-import { chromium } from "playwright-core";
+import { launchBrowser, shots, startServer, stopServer } from "./harness.mjs";
 
-const here = resolve(import.meta.dirname, "..");
-const binary = process.env.CTXD_BIN ?? resolve(here, "../target/debug/ctxd");
-const shots = resolve(here, "../test-output/client-web");
-mkdirSync(shots, { recursive: true });
 const dataDir = mkdtempSync(join(tmpdir(), "ctxd-e2e-"));
 const workspace = mkdtempSync(join(tmpdir(), "ctxd-e2e-ws-"));
-writeFileSync(join(workspace, "notes.txt"), "remember the milk");
+// Without authentication every context is the tenant `default`'s, and so are its files.
+mkdirSync(join(workspace, "default"));
+writeFileSync(join(workspace, "default", "notes.txt"), "remember the milk");
+const serverArgs = ["--data-dir", dataDir, "--mock-delay-ms", "40", "--workspace", workspace];
 
 let server;
 let base;
 let browser;
 
-/** Starts ctxd (on `listen`) and resolves with its address once it serves. */
-function startServer(listen = "127.0.0.1:0") {
-  const child = spawn(binary, [
-    "--listen", listen, "--data-dir", dataDir, "--web-dir", resolve(here, "dist"),
-    "--mock-delay-ms", "40", "--workspace", workspace, "--metrics-listen", "off",
-  ], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "info" } });
-  return new Promise((resolveAddr, reject) => {
-    const lines = createInterface({ input: child.stderr });
-    lines.on("line", (line) => {
-      const match = /ctxd listening on (\S+)/.exec(line);
-      if (match) resolveAddr({ child, addr: match[1] });
-    });
-    child.on("exit", (code) => reject(new Error(`ctxd exited with ${code}`)));
-  });
-}
-
-async function stopServer() {
-  const exited = new Promise((r) => server.child.on("exit", r));
-  server.child.kill("SIGTERM");
-  await exited;
-}
-
 before(async () => {
-  server = await startServer();
+  server = await startServer(serverArgs);
   base = `http://${server.addr}`;
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  if (server && server.child.exitCode === null) await stopServer();
+  if (server && server.child.exitCode === null) await stopServer(server);
 });
 
 async function newConversation(page) {
@@ -163,7 +135,7 @@ test("a message sent while the server is down is marked not saved, and Retry sav
   const box = page.getByRole("textbox", { name: "Message" });
   await box.waitFor();
   const addr = server.addr;
-  await stopServer();
+  await stopServer(server);
   await page.locator('[data-connection="reconnecting"], [data-connection="offline"]').first().waitFor();
   await box.fill("sent while the server was down");
   await box.press("Enter");
@@ -171,7 +143,7 @@ test("a message sent while the server is down is marked not saved, and Retry sav
   await failed.waitFor();
   assert.match(await failed.innerText(), /Not saved/);
   await page.screenshot({ path: join(shots, "not-saved.png") });
-  server = await startServer(addr);
+  server = await startServer(serverArgs, addr);
   await page.locator('[data-connection="live"]').first().waitFor({ timeout: 20_000 });
   await failed.getByRole("button", { name: "Retry" }).click();
   await assistantComplete(page, 1);

@@ -2,15 +2,34 @@
 // the cache forward. A send is optimistic: shown at once as pending, keyed by a
 // client_message_id that a retry reuses, so a request that did arrive is never doubled.
 
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 
 import { ctxd } from "./api";
+import { forgetToken, saveToken } from "./credentials";
 import { type ContextConfig, type ContextState, StateView, type ToolInfo } from "./gen/ctxd/v1/context_pb";
 import { useStore } from "./store";
 
-export function describe(error: unknown): string {
-  if (error instanceof ConnectError) return error.rawMessage || error.message;
+/** The message to show for a failed call. A refusal of the credentials also opens the
+ * sign-in panel. */
+export function explain(error: unknown): string {
+  if (error instanceof ConnectError) {
+    const message = error.rawMessage || error.message;
+    if (error.code === Code.Unauthenticated) useStore.getState().refused(message);
+    return message;
+  }
   return error instanceof Error ? error.message : String(error);
+}
+
+/** Uses `token` (a JWT or an API key) from now on. */
+export function signIn(token: string) {
+  saveToken(token);
+  useStore.getState().credentialsChanged();
+}
+
+/** Forgets the saved credential and everything shown under it. */
+export function signOut() {
+  forgetToken();
+  useStore.getState().credentialsChanged();
 }
 
 export async function sendMessage(id: string, content: string, clientMessageId: string = crypto.randomUUID()) {
@@ -20,7 +39,7 @@ export async function sendMessage(id: string, content: string, clientMessageId: 
     const response = await ctxd.sendMessage({ contextId: id, content, clientMessageId, view: StateView.FULL });
     useStore.getState().onResponse(id, response.state);
   } catch (error) {
-    useStore.getState().markFailed(id, clientMessageId, describe(error));
+    useStore.getState().markFailed(id, clientMessageId, explain(error));
   }
 }
 
@@ -36,7 +55,7 @@ async function act(id: string, call: () => Promise<{ state?: ContextState }>) {
     useStore.getState().onResponse(id, response.state);
     return null;
   } catch (error) {
-    return describe(error);
+    return explain(error);
   }
 }
 

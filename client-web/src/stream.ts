@@ -53,6 +53,17 @@ async function pump(
   }
 }
 
+/** Whether `error` ends a pump for good: the credentials were refused (the sign-in panel
+ * takes over, and the streams start again after signing in), or `code` says so. */
+function final(error: unknown, code?: Code): boolean {
+  if (!(error instanceof ConnectError)) return false;
+  if (error.code === Code.Unauthenticated) {
+    useStore.getState().refused(error.rawMessage || error.message);
+    return true;
+  }
+  return error.code === code;
+}
+
 /** Follows one context while `signal` is not aborted. */
 export function followContext(id: string, signal: AbortSignal): void {
   const store = useStore.getState;
@@ -69,7 +80,7 @@ export function followContext(id: string, signal: AbortSignal): void {
     },
     (connection) => store().setConnection(connection),
     // A context that does not exist (any more) is not worth reconnecting to.
-    (error) => error instanceof ConnectError && error.code === Code.NotFound,
+    (error) => final(error, Code.NotFound),
   );
 }
 
@@ -85,6 +96,6 @@ export function followList(signal: AbortSignal): void {
       }
     },
     (connection) => store().setListConnection(connection),
-    () => false,
+    (error) => final(error),
   );
 }

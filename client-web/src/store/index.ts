@@ -1,5 +1,6 @@
 // The app's one store, built from slices. Server state enters only through WatchState /
-// WatchContexts events and action responses; the only local writes are pending messages.
+// WatchContexts events and action responses; the only local writes are pending messages
+// and whether the server refused the app's credentials.
 
 import { create } from "zustand";
 
@@ -40,7 +41,18 @@ interface ConversationSlice {
   discard: (id: string, clientMessageId: string) => void;
 }
 
-export type Store = ListSlice & ConversationSlice;
+interface SessionSlice {
+  /** Why the server refused the app's credentials (or their absence); null while they work.
+   * The sign-in panel shows while it is set. */
+  refusal: string | null;
+  /** Bumped when the credentials change: streams start again with the new ones. */
+  session: number;
+  refused: (reason: string) => void;
+  /** New credentials (or none): what was cached under the old ones is dropped. */
+  credentialsChanged: () => void;
+}
+
+export type Store = ListSlice & ConversationSlice & SessionSlice;
 
 export const useStore = create<Store>()((set) => {
   /** Changes the open conversation only if `id` is still the one open. */
@@ -62,5 +74,18 @@ export const useStore = create<Store>()((set) => {
     markPending: (id, clientMessageId, content) => onOpen(id, (c) => addPending(c, clientMessageId, content)),
     markFailed: (id, clientMessageId, error) => onOpen(id, (c) => failPending(c, clientMessageId, error)),
     discard: (id, clientMessageId) => onOpen(id, (c) => discardPending(c, clientMessageId)),
+
+    refusal: null,
+    session: 0,
+    refused: (refusal) => set({ refusal }),
+    credentialsChanged: () =>
+      set((s) => ({
+        refusal: null,
+        session: s.session + 1,
+        contexts: [],
+        listConnection: "reconnecting",
+        conversation: emptyConversation,
+        connection: "reconnecting",
+      })),
   };
 });

@@ -5,10 +5,14 @@ import { followContext, followList } from "../stream";
 import { useStore } from "../store";
 import { ConversationView } from "./ConversationView";
 import { Sidebar } from "./Sidebar";
+import { SignIn } from "./SignIn";
 
 export function App() {
   const [openId, setOpenId] = useState(idFromPath);
   const [sidebarOpen, setSidebarOpen] = useState(false);
+  const refusal = useStore((s) => s.refusal);
+  // Streams start again whenever the credentials change.
+  const session = useStore((s) => s.session);
 
   useEffect(() => {
     const onPop = () => setOpenId(idFromPath());
@@ -20,7 +24,7 @@ export function App() {
     const stop = new AbortController();
     followList(stop.signal);
     return () => stop.abort();
-  }, []);
+  }, [session]);
 
   useEffect(() => {
     useStore.getState().open(openId);
@@ -28,7 +32,9 @@ export function App() {
     const stop = new AbortController();
     followContext(openId, stop.signal);
     return () => stop.abort();
-  }, [openId]);
+  }, [openId, session]);
+
+  if (refusal !== null) return <SignIn refusal={refusal} />;
 
   return (
     <div className={sidebarOpen ? "app sidebar-open" : "app"}>

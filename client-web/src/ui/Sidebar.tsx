@@ -1,6 +1,7 @@
 import { useState } from "react";
 
-import { createContext, deleteContext, describe, renameContext } from "../actions";
+import { createContext, deleteContext, explain, renameContext, signOut } from "../actions";
+import { currentToken } from "../credentials";
 import { navigate } from "../navigation";
 import { useStore } from "../store";
 import { ConnectionIndicator } from "./ConnectionIndicator";
@@ -25,7 +26,7 @@ export function Sidebar({ openId, onPicked }: { openId: string | null; onPicked:
       navigate(id);
       onPicked();
     } catch (e) {
-      setError(describe(e));
+      setError(explain(e));
     }
   };
 
@@ -35,7 +36,7 @@ export function Sidebar({ openId, onPicked }: { openId: string | null; onPicked:
       await deleteContext(id);
       if (id === openId) navigate(null);
     } catch (e) {
-      setError(describe(e));
+      setError(explain(e));
     }
   };
 
@@ -44,6 +45,11 @@ export function Sidebar({ openId, onPicked }: { openId: string | null; onPicked:
       <div className="sidebar-head">
         <button onClick={startNew}>New conversation</button>
         <ConnectionIndicator connection={connection} />
+        {currentToken() !== null && (
+          <button className="sign-out" onClick={signOut}>
+            Sign out
+          </button>
+        )}
       </div>
       {error && <p role="alert" className="error">{error}</p>}
       <ul>
