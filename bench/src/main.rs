@@ -32,6 +32,10 @@ struct Args {
     /// (repeat for each; by default the metrics listener is off, as in the tests).
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Turn authentication on (an HS256 secret) and send a JWT with every call, to measure
+    /// what authentication costs (with no per-tenant run limit in the way of 64 clients).
+    #[arg(long)]
+    jwt: bool,
 }
 
 const ALL: [&str; 8] = ["floor", "action", "crosscheck", "turn", "watch", "history", "restart", "mixed"];
@@ -49,8 +53,20 @@ async fn main() {
 
     // The floor always runs: every other figure is read against it.
     let (mut rows, floor) = floor::measure(args.quick);
-    let server_args: Vec<&str> = args.server_args.iter().map(String::as_str).collect();
-    let server = scenarios::start_server(&server_args).await;
+    let secret_dir = tempfile::tempdir().expect("temp dir");
+    let mut server_args = args.server_args.clone();
+    if args.jwt {
+        let secret = secret_dir.path().join("jwt-secret");
+        std::fs::write(&secret, ctxd_tests::tokens::HS256_SECRET).expect("secret file");
+        server_args.extend(["--jwt-hs256-secret-file".into(), secret.display().to_string()]);
+        server_args.extend(["--max-active-runs-per-tenant".into(), "100000".into()]);
+    }
+    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let mut server = scenarios::start_server(&server_args).await;
+    if args.jwt {
+        let claims = ctxd_tests::tokens::claims("bench");
+        server.token = Some(ctxd_tests::tokens::hs256(ctxd_tests::tokens::HS256_SECRET, &claims));
+    }
     let mut add = |more: Vec<Row>| {
         for row in &more {
             eprintln!("done: {} / {}", row.scenario, row.case);

@@ -13,6 +13,7 @@ use ctxd_proto::v1::context_service_client::ContextServiceClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub use ctxd_proto::v1;
@@ -23,7 +24,23 @@ pub mod otlp;
 pub mod tokens;
 pub use fold::Folded;
 
-pub type Client = ContextServiceClient<Channel>;
+pub type Client = ContextServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call of a client that has a token, unless
+/// the request already carries an authorization of its own.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0
+            && !request.metadata().contains_key("authorization")
+        {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// How long a test waits for something the server should do quickly.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -55,6 +72,8 @@ pub struct Server {
     pub ready_after: Duration,
     /// Where the metrics listener is, when one was asked for (`--metrics-listen`).
     pub metrics_addr: Option<SocketAddr>,
+    /// The bearer token `client()` sends with every call (none: no authorization header).
+    pub token: Option<String>,
 }
 
 impl Server {
@@ -95,6 +114,7 @@ impl Server {
             log: Arc::default(),
             ready_after: Duration::ZERO,
             metrics_addr: None,
+            token: None,
         };
         server.launch().await;
         server
@@ -159,8 +179,17 @@ impl Server {
     }
 
     pub async fn client(&self) -> Client {
-        let channel = self.endpoint().connect().await.expect("connect");
-        ContextServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
+        self.client_on(self.endpoint().connect().await.expect("connect"))
+    }
+
+    /// A client on `channel` (e.g. one with small flow-control windows), with this server's token.
+    pub fn client_on(&self, channel: Channel) -> Client {
+        client_with(channel, self.token.as_deref())
+    }
+
+    /// A client that sends `token` with every call.
+    pub async fn client_as(&self, token: &str) -> Client {
+        client_with(self.endpoint().connect().await.expect("connect"), Some(token))
     }
 
     pub fn endpoint(&self) -> tonic::transport::Endpoint {
@@ -247,6 +276,11 @@ impl Server {
         self.log.lock().expect("log").push_back("---- restart ----".into());
         self.launch().await;
     }
+}
+
+fn client_with(channel: Channel, token: Option<&str>) -> Client {
+    let bearer = token.map(|token| format!("Bearer {token}").parse().expect("a header value"));
+    ContextServiceClient::with_interceptor(channel, Bearer(bearer)).max_decoding_message_size(64 * 1024 * 1024)
 }
 
 /// The address a log line names after `marker`: a text line ends it with a space, a JSON

@@ -319,6 +319,7 @@ async fn tenants_are_apart_even_with_the_same_context_id() {
     let seen_by_globex = client.get_state(get(&globex)).await.expect("get").into_inner().state.expect("state");
     assert_eq!((seen_by_acme.title.as_str(), seen_by_acme.messages.len()), ("acme's", 2));
     assert_eq!((seen_by_globex.title.as_str(), seen_by_globex.messages.len()), ("globex's", 0));
+    assert_eq!((seen_by_acme.created_by.as_str(), seen_by_globex.created_by.as_str()), ("user-acme", "user-globex"));
 
     // globex's list saw its own context only, and none of acme's changes.
     let next = tokio::time::timeout(PATIENCE, globex_list.message()).await.expect("an event").expect("stream");
@@ -438,6 +439,7 @@ async fn api_key_new_prints_a_key_and_the_line_that_grants_it() {
     let mut client = server.client().await;
     let created = client.create_context(bearer(pb::CreateContextRequest::default(), key)).await.expect("create");
     let state = created.into_inner().state.expect("state");
+    assert!(state.created_by.starts_with("api-key:") && !key.contains(&state.created_by[8..]), "{}", state.created_by);
     let sent = send_as(&mut client, key, &state.context_id, "hello").await;
     assert_eq!(sent.messages.len(), 2);
     assert!(!server.log().contains(key), "the key is never logged");
@@ -570,26 +572,13 @@ async fn per_tenant_limits_refuse_with_resource_exhausted() {
     // globex is not held back by acme's run.
     send_as(&mut client, &globex, &other, "hi").await;
     // Once acme's run ends, its next one starts.
-    let mut reader = client.clone();
-    wait_until_as(&mut reader, &acme, &first, |s| state_of(s) == pb::FsmState::Idle).await;
+    let mut as_acme = server.client_as(&acme).await;
+    wait_until(&mut as_acme, &first, |s| state_of(s) == pb::FsmState::Idle).await;
     send_as(&mut client, &acme, &second, "now me").await;
 
     // Deleting a context makes room for another.
     client.delete_context(bearer(pb::DeleteContextRequest { context_id: first }, &acme)).await.expect("delete");
     create(&mut client, &acme).await.expect("room again");
-}
-
-async fn wait_until_as(client: &mut Client, token: &str, id: &str, done: impl Fn(&pb::ContextState) -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let request = bearer(pb::GetStateRequest { context_id: id.into(), ..Default::default() }, token);
-        let state = client.get_state(request).await.expect("get").into_inner().state.expect("state");
-        if done(&state) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never: {state:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

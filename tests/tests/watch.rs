@@ -191,8 +191,7 @@ async fn a_stuck_watcher_neither_slows_the_writer_nor_grows_memory_and_then_gets
     // events after a few KiB, as a client that stopped reading would.
     let channel =
         server.endpoint().initial_stream_window_size(Some(16 * 1024)).initial_connection_window_size(Some(16 * 1024));
-    let mut stuck_client =
-        pb::context_service_client::ContextServiceClient::new(channel.connect().await.expect("connect"));
+    let mut stuck_client = server.client_on(channel.connect().await.expect("connect"));
     let mut stuck = watch(&mut stuck_client, &id, 0).await;
 
     // Many turns, far more events than the feed's ring holds (each turn sends at least 9:

@@ -139,6 +139,7 @@ pub fn context_state_view(ctx: &Context, view: pb::StateView) -> pb::ContextStat
         last_error: ctx.phase.error().unwrap_or_default().to_owned(),
         created_at: Some(timestamp(ctx.created_at)),
         updated_at: Some(timestamp(ctx.updated_at)),
+        created_by: ctx.created_by.clone(),
     }
 }
 

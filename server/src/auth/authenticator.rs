@@ -13,6 +13,7 @@ use super::api_keys::ApiKeys;
 use super::error::AuthError;
 use super::jwt::{self, JwtRules, JwtVerifier};
 use super::principal::Principal;
+use super::verified::Verified;
 use super::watched::Watched;
 use crate::config::Config;
 
@@ -41,6 +42,7 @@ impl Authenticator {
                 audience: config.jwt_audience.clone(),
                 tenant_claim: config.jwt_tenant_claim.clone(),
             },
+            verified: Verified::default(),
         });
         let api_keys = match &config.api_keys_file {
             Some(path) => Some(Watched::start("API keys file", path, ApiKeys::parse, stop.clone())?),

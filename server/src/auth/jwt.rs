@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::error::AuthError;
 use super::principal::{Principal, Scopes};
+use super::verified::{self, Verified};
 use super::watched::Watched;
 use crate::domain::TenantId;
 
@@ -72,22 +73,31 @@ pub struct JwtVerifier {
     pub hs256: Option<DecodingKey>,
     pub jwks: Option<Arc<Watched<Vec<PublicKey>>>>,
     pub rules: JwtRules,
+    pub verified: Verified,
 }
 
 impl JwtVerifier {
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let digest = verified::digest(token);
+        let keys = self.jwks.as_ref().map(|jwks| jwks.current());
+        if let Some(principal) = self.verified.get(&digest, keys.as_ref()) {
+            return Ok(principal);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::NotAJwt)?;
         let algorithm = header.alg;
-        let claims = if algorithm == Algorithm::HS256 {
+        let (claims, used) = if algorithm == Algorithm::HS256 {
             let key = self.hs256.as_ref().ok_or_else(|| AuthError::Algorithm(format!("{algorithm:?}")))?;
-            self.decode(token, key, algorithm)?
-        } else if ASYMMETRIC.contains(&algorithm) {
-            let jwks = self.jwks.as_ref().ok_or_else(|| AuthError::Algorithm(format!("{algorithm:?}")))?.current();
-            self.decode_with_jwks(token, &jwks, algorithm, header.kid.as_deref())?
+            (self.decode(token, key, algorithm)?, None)
+        } else if let (true, Some(keys)) = (ASYMMETRIC.contains(&algorithm), keys) {
+            (self.decode_with_jwks(token, &keys, algorithm, header.kid.as_deref())?, Some(keys))
         } else {
             return Err(AuthError::Algorithm(format!("{algorithm:?}")));
         };
-        self.principal(claims)
+        // `exp` is required, so a verified token has one (a number, by jsonwebtoken's checks).
+        let expires = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0) as u64;
+        let principal = self.principal(claims)?;
+        self.verified.put(digest, principal.clone(), expires.saturating_add(LEEWAY_SECS), used);
+        Ok(principal)
     }
 
     /// With a key id, the key of that id; without, each key that may verify `algorithm`

@@ -2,7 +2,8 @@
 //! `Principal` it hands to handlers, and the scopes that say what a caller may do.
 //!
 //! `authenticator` picks the verifier for a bearer token; `jwt` and `api_keys` verify one
-//! kind each; `watched` re-reads their files when they change; `layer` is the tower layer.
+//! kind each; `verified` remembers verified JWTs until they expire; `watched` re-reads the
+//! files when they change; `layer` is the tower layer.
 
 mod api_keys;
 mod authenticator;
@@ -10,6 +11,7 @@ mod error;
 mod jwt;
 mod layer;
 mod principal;
+mod verified;
 mod watched;
 
 pub use api_keys::{KEY_PREFIX, new_key};

@@ -108,7 +108,7 @@ pub struct Args {
     /// Allow serving without authentication on a non-loopback address.
     #[arg(long, env = "CTXD_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// Runs a tenant may have in progress at once.
+    /// Runs a tenant may have in progress at once (32 with authentication on, no limit without).
     #[arg(long, env = "CTXD_MAX_ACTIVE_RUNS_PER_TENANT")]
     pub max_active_runs_per_tenant: Option<usize>,
     /// Contexts a tenant may keep (none: no limit).

@@ -31,6 +31,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Runs a tenant may have in progress at once when authentication is on and no limit is set.
+pub const DEFAULT_RUNS_PER_TENANT: usize = 32;
+
 /// Everything ctxd can be configured with.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -101,8 +104,9 @@ pub struct Config {
     /// Serve without authentication on a non-loopback address (anyone who reaches the port
     /// reads and changes everything).
     pub insecure_no_auth: bool,
-    /// Runs one tenant may have in progress at once; more are refused until one ends.
-    pub max_active_runs_per_tenant: usize,
+    /// Runs one tenant may have in progress at once; more are refused until one ends. None:
+    /// 32 with authentication on; no limit without it (one implicit tenant, as before tenants).
+    pub max_active_runs_per_tenant: Option<usize>,
     /// Contexts one tenant may keep; none: no limit.
     pub max_contexts_per_tenant: Option<u64>,
 }
@@ -148,7 +152,7 @@ impl Default for Config {
             jwt_tenant_claim: "tenant".into(),
             api_keys_file: None,
             insecure_no_auth: false,
-            max_active_runs_per_tenant: 32,
+            max_active_runs_per_tenant: None,
             max_contexts_per_tenant: None,
         }
     }
@@ -246,8 +250,7 @@ impl Config {
             llm_idle_timeout_ms,
             external_tool_timeout_ms,
             metrics_listen,
-            jwt_tenant_claim,
-            max_active_runs_per_tenant
+            jwt_tenant_claim
         );
         overlay_optional!(
             openai_base_url,
@@ -259,6 +262,7 @@ impl Config {
             jwt_issuer,
             jwt_audience,
             api_keys_file,
+            max_active_runs_per_tenant,
             max_contexts_per_tenant
         );
         config.insecure_no_auth |= insecure_no_auth;
@@ -297,7 +301,7 @@ impl Config {
         {
             return Err(Error::Invalid(format!("web-dir {} has no index.html", web_dir.display())));
         }
-        if self.max_active_runs_per_tenant == 0 {
+        if self.max_active_runs_per_tenant == Some(0) {
             return Err(Error::Invalid("max-active-runs-per-tenant must be at least 1".into()));
         }
         if self.max_contexts_per_tenant == Some(0) {
@@ -316,6 +320,15 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// Runs one tenant may have in progress at once (see `max_active_runs_per_tenant`).
+    pub fn runs_per_tenant(&self) -> usize {
+        match self.max_active_runs_per_tenant {
+            Some(max) => max,
+            None if self.auth_configured() => DEFAULT_RUNS_PER_TENANT,
+            None => usize::MAX,
+        }
     }
 
     /// Whether any way to authenticate callers is configured.

@@ -183,16 +183,15 @@ mod tests {
 
     /// A whole plain turn in one batch: every transition keeps its revision, one save holds
     /// the final metadata and the newest version of each message.
+    fn new_context() -> Arc<Context> {
+        let key = ContextKey::new(TenantId::default_tenant(), ContextId::new());
+        Arc::new(Context::new(key, String::new(), "t".into(), ContextConfig::default(), Timestamp::now()))
+    }
+
     #[test]
     fn a_turn_staged_in_one_batch_saves_each_message_once_in_its_final_form() {
         let tools = NoTools;
-        let ctx = Arc::new(Context::new(
-            ContextKey::new(TenantId::default_tenant(), ContextId::new()),
-            String::new(),
-            "t".into(),
-            ContextConfig::default(),
-            Timestamp::now(),
-        ));
+        let ctx = new_context();
         let mut batch = Batch::new(Arc::clone(&ctx));
         batch.apply(send("hi"), &env(&tools)).expect("send");
         assert!(batch.take_continue());
@@ -231,13 +230,7 @@ mod tests {
     #[test]
     fn deltas_of_one_instant_need_no_save_and_are_published_as_one() {
         let tools = NoTools;
-        let ctx = Arc::new(Context::new(
-            ContextKey::new(TenantId::default_tenant(), ContextId::new()),
-            String::new(),
-            "t".into(),
-            ContextConfig::default(),
-            Timestamp::now(),
-        ));
+        let ctx = new_context();
         let mut first = Batch::new(ctx);
         for command in [send("hi"), Command::Continue, Command::LlmDelta { text: "a".into() }] {
             first.apply(command, &env(&tools)).expect("apply");

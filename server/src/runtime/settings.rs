@@ -41,7 +41,7 @@ impl From<&Config> for Settings {
                 .into_iter()
                 .chain(config.openai_models.iter().cloned())
                 .collect(),
-            max_runs_per_tenant: config.max_active_runs_per_tenant,
+            max_runs_per_tenant: config.runs_per_tenant(),
             max_contexts_per_tenant: config.max_contexts_per_tenant,
         }
     }
