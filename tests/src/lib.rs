@@ -20,6 +20,7 @@ pub use ctxd_proto::v1;
 
 pub mod fake_openai;
 mod fold;
+pub mod metrics;
 pub mod otlp;
 pub mod tokens;
 pub use fold::Folded;

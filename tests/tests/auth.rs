@@ -233,7 +233,7 @@ const EVERY_CELL: [Cell; 8] = [
 #[tokio::test]
 async fn every_rpc_answers_every_credential_as_it_should_and_refusals_change_nothing() {
     let credentials = Credentials::new();
-    let server = start_with_auth(&credentials, 0, &[]).await;
+    let server = start_with_auth(&credentials, 0, &["--metrics-listen", "127.0.0.1:0"]).await;
     let mut client = server.client().await;
     let good = token("acme", json!({}));
     let created = client
@@ -286,6 +286,12 @@ async fn every_rpc_answers_every_credential_as_it_should_and_refusals_change_not
     for secret in secrets.iter().filter(|s| s.len() > 10) {
         assert!(!log.contains(secret.as_str()), "the log holds a credential");
     }
+    // ... and counted by reason: each of the 13 RPCs once with an expired token.
+    let metrics = metrics::scrape(&server).await;
+    assert_eq!(metrics::value(&metrics, "ctxd_auth_failures_total", &[("reason", "expired")]), 13.0);
+    assert_eq!(metrics::value(&metrics, "ctxd_auth_failures_total", &[("reason", "missing")]), 13.0);
+    let denied = [("grpc_code", "PermissionDenied")];
+    assert_eq!(metrics::value(&metrics, "grpc_server_handled_total", &denied), 8.0, "the read-only token's writes");
     // Health and reflection need no token.
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.endpoint().connect().await.expect("c"));
     let serving = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;

@@ -2,54 +2,12 @@
 //! of calls did, histograms fill, the text parses as Prometheus exposition, the metrics
 //! listener and the API never answer for each other, and JSON logs are one object a line.
 
-use bytes::Bytes;
+use ctxd_tests::metrics::{http_get, matching, observations, scrape, value};
 use ctxd_tests::v1 as pb;
 use ctxd_tests::*;
-use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use pb::FsmState;
-use prometheus_parse::{Sample, Scrape, Value};
-
-/// GET `path` on `addr`: the status and the body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let client = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: http::Uri = format!("http://{addr}{path}").parse().expect("uri");
-    let response = client.get(uri).await.expect("http get");
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-async fn scrape(server: &Server) -> Scrape {
-    let (status, text) = http_get(server.metrics_addr.expect("a metrics listener"), "/metrics").await;
-    assert_eq!(status, 200);
-    Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("Prometheus text exposition")
-}
-
-fn matching<'a>(scrape: &'a Scrape, name: &'a str, labels: &'a [(&str, &str)]) -> impl Iterator<Item = &'a Sample> {
-    scrape.samples.iter().filter(move |s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-}
-
-/// The sum of the counters or gauges named `name` whose labels include `labels`.
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    matching(scrape, name, labels)
-        .map(|s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            other => panic!("{name} is not a counter or gauge: {other:?}"),
-        })
-        .sum()
-}
-
-/// How many observations the histograms named `name` with `labels` hold.
-fn observations(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    matching(scrape, name, labels)
-        .map(|s| match &s.value {
-            Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
-            other => panic!("{name} is not a histogram: {other:?}"),
-        })
-        .sum()
-}
 
 #[tokio::test]
 async fn counters_move_by_what_happened_and_the_text_parses() {
