@@ -2,7 +2,7 @@
 // against the real ctxd binary serving the built app, with the mock LLM.
 
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -11,9 +11,7 @@ import { launchBrowser, shots, startServer, stopServer } from "./harness.mjs";
 
 const dataDir = mkdtempSync(join(tmpdir(), "ctxd-e2e-"));
 const workspace = mkdtempSync(join(tmpdir(), "ctxd-e2e-ws-"));
-// Without authentication every context is the tenant `default`'s, and so are its files.
-mkdirSync(join(workspace, "default"));
-writeFileSync(join(workspace, "default", "notes.txt"), "remember the milk");
+writeFileSync(join(workspace, "notes.txt"), "remember the milk");
 const serverArgs = ["--data-dir", dataDir, "--mock-delay-ms", "40", "--workspace", workspace];
 
 let server;

@@ -19,7 +19,7 @@ use crate::llm::{LlmProvider, LlmRouter, MockProvider, OpenAiConfig, OpenAiProvi
 use crate::runtime::{self, Contexts, Settings};
 use crate::store::{self, Store};
 use crate::telemetry::{self, Exporter};
-use crate::tools::{InvalidTool, ToolLimits, ToolRegistry};
+use crate::tools::{InvalidTool, ToolLimits, ToolRegistry, Workspace};
 
 /// How long shutdown waits for open calls once every context has stopped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,8 +112,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             None
         }
     };
+    // Without authentication there is one tenant, and it has the whole workspace.
+    let workspace = config.workspace.clone().map(|root| Workspace::new(root, config.auth_configured()));
     let tools = Arc::new(ToolRegistry::builtin(
-        config.workspace.clone(),
+        workspace,
         ToolLimits {
             timeout: Duration::from_millis(config.tool_timeout_ms),
             max_output_bytes: config.tool_max_output_bytes,

@@ -290,14 +290,12 @@ fn address_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.split(marker).nth(1)?.split(|c: char| c.is_whitespace() || c == '"').next()
 }
 
-/// A workspace for the file tools holding `files` (name, text) where the contexts of a
-/// server without authentication (tenant `default`) find them: in `default/`.
+/// A workspace for the file tools holding `files` (name, text) at its root, where the one
+/// tenant of a server without authentication finds them.
 pub fn workspace_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     let workspace = tempfile::tempdir().expect("workspace");
-    let tenant = workspace.path().join("default");
-    std::fs::create_dir_all(&tenant).expect("tenant directory");
     for (name, text) in files {
-        std::fs::write(tenant.join(name), text).expect("fixture");
+        std::fs::write(workspace.path().join(name), text).expect("fixture");
     }
     workspace
 }

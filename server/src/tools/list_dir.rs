@@ -1,10 +1,8 @@
-use std::path::PathBuf;
-
 use async_trait::async_trait;
 use serde_json::json;
 
 use super::tool::{Tool, ToolError};
-use super::workspace::{resolve_in, tenant_root};
+use super::workspace::{Workspace, resolve_in};
 use crate::domain::{TenantId, ToolDefinition, ToolPolicy};
 
 /// More entries than this are cut, with a note saying so.
@@ -12,14 +10,14 @@ const MAX_ENTRIES: usize = 1000;
 
 /// Lists a directory under the tenant's workspace directory; directories end with '/'.
 pub struct ListDir {
-    root: PathBuf,
+    workspace: Workspace,
     definition: ToolDefinition,
 }
 
 impl ListDir {
-    pub fn new(root: PathBuf) -> Self {
+    pub fn new(workspace: Workspace) -> Self {
         Self {
-            root,
+            workspace,
             definition: ToolDefinition {
                 name: "list_dir".into(),
                 description:
@@ -46,7 +44,7 @@ impl Tool for ListDir {
     }
 
     async fn call(&self, tenant: &TenantId, arguments: serde_json::Value) -> Result<String, ToolError> {
-        let root = tenant_root(&self.root, tenant).await?;
+        let root = self.workspace.dir(tenant).await?;
         let relative = arguments.get("path").and_then(|p| p.as_str()).unwrap_or(".");
         let dir = resolve_in(&root, relative)?;
         let mut entries = tokio::fs::read_dir(&dir).await.map_err(|e| ToolError(format!("{relative}: {e}")))?;

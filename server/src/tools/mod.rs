@@ -20,4 +20,5 @@ pub use read_file::ReadFile;
 pub use registry::{InvalidTool, TIMED_OUT, ToolLimits, ToolRegistry, truncate};
 pub use schema::ArgumentSchema;
 pub use tool::{Tool, ToolError};
+pub use workspace::Workspace;
 pub use write_file::WriteFile;

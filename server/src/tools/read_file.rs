@@ -1,10 +1,8 @@
-use std::path::PathBuf;
-
 use async_trait::async_trait;
 use serde_json::json;
 
 use super::tool::{Tool, ToolError};
-use super::workspace::{resolve_in, tenant_root};
+use super::workspace::{Workspace, resolve_in};
 use crate::domain::{TenantId, ToolDefinition, ToolPolicy};
 
 /// Files larger than this are refused rather than read into memory.
@@ -13,14 +11,14 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Reads a UTF-8 text file under the tenant's workspace directory. Paths that leave the root (`..`,
 /// absolute paths, symlinks pointing outside) are refused.
 pub struct ReadFile {
-    root: PathBuf,
+    workspace: Workspace,
     definition: ToolDefinition,
 }
 
 impl ReadFile {
-    pub fn new(root: PathBuf) -> Self {
+    pub fn new(workspace: Workspace) -> Self {
         Self {
-            root,
+            workspace,
             definition: ToolDefinition {
                 name: "read_file".into(),
                 description: "Reads a text file from the workspace. `path` is relative to the workspace root.".into(),
@@ -49,7 +47,7 @@ impl Tool for ReadFile {
         let Some(relative) = arguments.get("path").and_then(|p| p.as_str()) else {
             return Err(ToolError("invalid arguments: `path` (a string) is required".into()));
         };
-        let path = resolve_in(&tenant_root(&self.root, tenant).await?, relative)?;
+        let path = resolve_in(&self.workspace.dir(tenant).await?, relative)?;
         let metadata = tokio::fs::metadata(&path).await.map_err(|e| ToolError(format!("{relative}: {e}")))?;
         if !metadata.is_file() {
             return Err(ToolError(format!("{relative} is not a file")));

@@ -2,7 +2,6 @@
 //! failure becomes an error result the model sees.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use super::list_dir::ListDir;
 use super::read_file::ReadFile;
 use super::schema::ArgumentSchema;
 use super::tool::{Tool, ToolError};
+use super::workspace::Workspace;
 use super::write_file::WriteFile;
 use crate::domain::{ContextConfig, TenantId, ToolDefinition, ToolPolicy, ToolResult};
 use crate::fsm::ToolCatalog;
@@ -60,12 +60,12 @@ impl ToolRegistry {
     }
 
     /// The built-in tools; file tools only when a workspace is configured.
-    pub fn builtin(workspace: Option<PathBuf>, limits: ToolLimits) -> Result<Self, InvalidTool> {
+    pub fn builtin(workspace: Option<Workspace>, limits: ToolLimits) -> Result<Self, InvalidTool> {
         let mut tools: Vec<Arc<dyn Tool>> = vec![Arc::new(Clock::new()), Arc::new(Calculator::new())];
-        if let Some(root) = workspace {
-            tools.push(Arc::new(ReadFile::new(root.clone())));
-            tools.push(Arc::new(ListDir::new(root.clone())));
-            tools.push(Arc::new(WriteFile::new(root)));
+        if let Some(workspace) = workspace {
+            tools.push(Arc::new(ReadFile::new(workspace.clone())));
+            tools.push(Arc::new(ListDir::new(workspace.clone())));
+            tools.push(Arc::new(WriteFile::new(workspace)));
         }
         Self::new(tools, limits)
     }

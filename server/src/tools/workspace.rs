@@ -1,17 +1,35 @@
-//! The workspace the file tools work in: one directory per tenant, `<workspace>/<tenant>/`,
-//! so tenants never see each other's files; paths resolve inside it or are refused.
+//! The workspace the file tools work in. With authentication on, one directory per tenant,
+//! `<workspace>/<tenant>/`, so tenants never see each other's files; without it there is one
+//! tenant and it has the whole workspace, as before tenants. Paths resolve inside the
+//! tenant's directory or are refused.
 
 use std::path::{Component, Path, PathBuf};
 
 use super::tool::ToolError;
 use crate::domain::TenantId;
 
-/// The tenant's directory under `root`, created when first needed. Tenant names are safe as
-/// directory names (never `.`, `..` or with a separator).
-pub async fn tenant_root(root: &Path, tenant: &TenantId) -> Result<PathBuf, ToolError> {
-    let dir = root.join(tenant.as_str());
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| ToolError(format!("workspace is not accessible: {e}")))?;
-    Ok(dir)
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    root: PathBuf,
+    per_tenant: bool,
+}
+
+impl Workspace {
+    /// `per_tenant`: each tenant gets `<root>/<tenant>/` (with authentication on).
+    pub fn new(root: PathBuf, per_tenant: bool) -> Self {
+        Self { root, per_tenant }
+    }
+
+    /// The directory `tenant`'s file tools work in, created when first needed. Tenant names
+    /// are safe as directory names (never `.`, `..` or with a separator).
+    pub async fn dir(&self, tenant: &TenantId) -> Result<PathBuf, ToolError> {
+        if !self.per_tenant {
+            return Ok(self.root.clone());
+        }
+        let dir = self.root.join(tenant.as_str());
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| ToolError(format!("workspace is not accessible: {e}")))?;
+        Ok(dir)
+    }
 }
 
 /// Resolves `relative` under `root`, refusing anything that ends up outside it.
@@ -35,12 +53,16 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn tenants_get_directories_of_their_own() {
+    async fn tenants_get_directories_of_their_own_with_authentication() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let acme = tenant_root(dir.path(), &TenantId::parse("acme").expect("tenant")).await.expect("created");
-        assert_eq!(acme, dir.path().join("acme"));
-        assert!(acme.is_dir());
-        assert!(resolve_in(&acme, "../globex").is_err());
+        let acme = TenantId::parse("acme").expect("tenant");
+        let shared = Workspace::new(dir.path().to_owned(), false);
+        assert_eq!(shared.dir(&acme).await.expect("the root"), dir.path());
+        let per_tenant = Workspace::new(dir.path().to_owned(), true);
+        let own = per_tenant.dir(&acme).await.expect("created");
+        assert_eq!(own, dir.path().join("acme"));
+        assert!(own.is_dir());
+        assert!(resolve_in(&own, "../globex").is_err());
     }
 
     #[test]

@@ -1,22 +1,22 @@
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use async_trait::async_trait;
 use serde_json::json;
 
 use super::tool::{Tool, ToolError};
-use super::workspace::{resolve_in, tenant_root};
+use super::workspace::{Workspace, resolve_in};
 use crate::domain::{TenantId, ToolDefinition, ToolPolicy};
 
 /// Writes a UTF-8 text file under the tenant's workspace directory (its directory must exist).
 pub struct WriteFile {
-    root: PathBuf,
+    workspace: Workspace,
     definition: ToolDefinition,
 }
 
 impl WriteFile {
-    pub fn new(root: PathBuf) -> Self {
+    pub fn new(workspace: Workspace) -> Self {
         Self {
-            root,
+            workspace,
             definition: ToolDefinition {
                 name: "write_file".into(),
                 description: "Writes text to a file of the workspace, replacing it if it exists. `path` is relative to the workspace root.".into(),
@@ -46,7 +46,7 @@ impl Tool for WriteFile {
     }
 
     async fn call(&self, tenant: &TenantId, arguments: serde_json::Value) -> Result<String, ToolError> {
-        let root = tenant_root(&self.root, tenant).await?;
+        let root = self.workspace.dir(tenant).await?;
         let relative = arguments.get("path").and_then(|p| p.as_str()).unwrap_or_default();
         let content = arguments.get("content").and_then(|c| c.as_str()).unwrap_or_default();
         let path = Path::new(relative);
@@ -74,7 +74,7 @@ mod tests {
         let root = dir.path().join("ws");
         std::fs::create_dir_all(&root).expect("fixture");
         std::os::unix::fs::symlink(dir.path().join("outside"), root.join("link")).expect("fixture");
-        let tool = WriteFile::new(dir.path().to_owned());
+        let tool = WriteFile::new(Workspace::new(dir.path().to_owned(), true));
         let tenant = TenantId::parse("ws").expect("tenant");
         let write = |path: &str| tool.call(&tenant, json!({"path": path, "content": "hi"}));
         assert!(write("a.txt").await.is_ok());
