@@ -195,3 +195,22 @@ test("assistant markdown is rendered without raw HTML, and the layout fits a nar
   await page.screenshot({ path: join(shots, "narrow.png") });
   await page.close();
 });
+
+test("a conversation branches off at a message into a new one, and the source stays", async () => {
+  const page = await browser.newPage();
+  const source = await newConversation(page);
+  const box = page.getByRole("textbox", { name: "Message" });
+  await box.fill("branch me off");
+  await box.press("Enter");
+  await assistantComplete(page, 1);
+  await page.locator(".message.assistant").getByRole("button", { name: "Branch off here" }).click();
+  await page.waitForURL((url) => url.href !== source && url.pathname.startsWith("/c/"));
+  await assistantComplete(page, 1);
+  assert.equal(await page.locator(".message.assistant .body").innerText(), "You said: branch me off");
+  await page.locator(".sidebar li .title", { hasText: "branch me off" }).nth(1).waitFor();
+  await page.screenshot({ path: join(shots, "forked.png") });
+  await page.goto(source);
+  await assistantComplete(page, 1);
+  assert.equal(await page.locator(".message").count(), 2, "the source is unchanged");
+  await page.close();
+});

@@ -6,6 +6,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 
 import { ctxd } from "./api";
 import { forgetToken, saveToken } from "./credentials";
+import { navigate } from "./navigation";
 import { type ContextConfig, type ContextState, StateView, type ToolInfo } from "./gen/ctxd/v1/context_pb";
 import { useStore } from "./store";
 
@@ -69,6 +70,19 @@ export const decideTools = (id: string, approved: string[], denied: string[]) =>
 export async function createContext(title: string): Promise<string> {
   const response = await ctxd.createContext({ title });
   return response.state?.contextId ?? "";
+}
+
+/** Starts a new conversation from this one's messages through `messageId`; returns an
+ * error message, or null once the new conversation is open. */
+export async function forkContext(id: string, messageId: string): Promise<string | null> {
+  try {
+    const response = await ctxd.forkContext({ contextId: id, messageId });
+    const forked = response.state?.contextId;
+    if (forked) navigate(forked);
+    return null;
+  } catch (error) {
+    return explain(error);
+  }
 }
 
 export const renameContext = (id: string, title: string) =>

@@ -653,3 +653,49 @@ async fn an_untitled_context_takes_its_first_message_as_title_and_watchers_see_i
     let titled = create(&mut client, "chosen").await;
     assert_eq!(send(&mut client, &titled, "hello").await.title, "chosen");
 }
+
+#[tokio::test]
+async fn a_fork_copies_the_history_through_a_message_and_leaves_the_source_untouched() {
+    let server = Server::start(0, &[]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "source").await;
+    send(&mut client, &id, "one").await;
+    let source = send(&mut client, &id, "two").await;
+    assert_eq!(source.messages.len(), 4);
+    let through = source.messages[1].id.clone();
+
+    let fork = |message_id: &str, new_context_id: &str| pb::ForkContextRequest {
+        context_id: id.clone(),
+        message_id: message_id.into(),
+        title: String::new(),
+        new_context_id: new_context_id.into(),
+    };
+    let new_id = uuid::Uuid::new_v4().to_string();
+    let forked = client.fork_context(fork(&through, &new_id)).await.expect("fork").into_inner().state.expect("state");
+    assert_eq!((forked.context_id.as_str(), forked.title.as_str(), forked.revision), (new_id.as_str(), "source", 1));
+    assert_eq!(state_of(&forked), FsmState::Idle);
+    assert_eq!(forked.messages.iter().map(text).collect::<Vec<_>>(), ["one", "You said: one"]);
+    assert!(
+        forked.messages.iter().zip(&source.messages).all(|(new, old)| new.id != old.id),
+        "copies have ids of their own"
+    );
+    assert_eq!(forked.config, source.config);
+
+    // The two go their own ways.
+    let continued = send(&mut client, &new_id, "three").await;
+    assert_eq!(text(&continued.messages[3]), "You said: three");
+    assert_eq!(get(&mut client, &id).await, source, "the source is untouched");
+
+    let everything = client.fork_context(fork("", "")).await.expect("fork all").into_inner().state.expect("state");
+    assert_eq!(everything.messages.len(), 4);
+    let listed = client.list_contexts(pb::ListContextsRequest::default()).await.expect("list").into_inner();
+    assert_eq!(listed.contexts.len(), 3);
+
+    let taken = client.fork_context(fork(&through, &new_id)).await.expect_err("taken");
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    let unknown = client.fork_context(fork(&uuid::Uuid::new_v4().to_string(), "")).await.expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("has no message"), "{}", unknown.message());
+    let malformed = client.fork_context(fork("not-an-id", "")).await.expect_err("malformed");
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+}

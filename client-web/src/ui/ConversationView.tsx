@@ -2,7 +2,7 @@ import { useEffect, useRef, useState } from "react";
 import Markdown from "react-markdown";
 import { useShallow } from "zustand/react/shallow";
 
-import { cancelRun, retryRun, retrySend } from "../actions";
+import { cancelRun, forkContext, retryRun, retrySend } from "../actions";
 import type { Message } from "../gen/ctxd/v1/context_pb";
 import { FsmState, MessageStatus, Role } from "../gen/ctxd/v1/context_pb";
 import { isBusy } from "../store/conversation";
@@ -17,7 +17,7 @@ function text(message: Message): string {
   return message.content.map((p) => (p.part.case === "text" ? p.part.value : "")).join("");
 }
 
-function MessageView({ message }: { message: Message }) {
+function MessageView({ message, onFork }: { message: Message; onFork: () => void }) {
   const role = Role[message.role]?.toLowerCase() ?? "unknown";
   const status = MessageStatus[message.status]?.toLowerCase() ?? "";
   const body = text(message);
@@ -38,6 +38,11 @@ function MessageView({ message }: { message: Message }) {
       ))}
       {message.status === MessageStatus.CANCELLED && <div className="note">stopped</div>}
       {message.status === MessageStatus.ERROR && <div className="note">this attempt failed</div>}
+      {message.role !== Role.TOOL && message.status !== MessageStatus.STREAMING && (
+        <button className="fork" onClick={onFork} title="A new conversation with the messages up to here">
+          Branch off here
+        </button>
+      )}
     </li>
   );
 }
@@ -85,7 +90,7 @@ export function ConversationView({ id }: { id: string }) {
       {settingsOpen && <Settings id={id} config={server.config} onClose={() => setSettingsOpen(false)} />}
       <ol className="messages" aria-live="polite">
         {server.messages.map((m) => (
-          <MessageView key={m.id} message={m} />
+          <MessageView key={m.id} message={m} onFork={() => void run(() => forkContext(id, m.id))} />
         ))}
         {pending.map((p) => (
           <li key={p.clientMessageId} className={`message user pending ${p.status}`} data-pending={p.status}>

@@ -75,6 +75,20 @@ impl ContextService for ContextApi {
         Ok(Response::new(pb::CreateContextResponse { state: Some(convert::context_state(&ctx)) }))
     }
 
+    async fn fork_context(
+        &self,
+        request: Request<pb::ForkContextRequest>,
+    ) -> Result<Response<pb::ForkContextResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
+        let pb::ForkContextRequest { context_id, message_id, title, new_context_id } = request.into_inner();
+        let source = caller::key(&who, parse_context_id(&context_id)?);
+        let through = request::optional_message_id("message_id", &message_id)?;
+        let id = request::optional_context_id("new_context_id", &new_context_id)?;
+        let title = request::title(title)?;
+        let ctx = self.contexts.fork(&source, through, who.tenant, who.subject, id, title).await?;
+        Ok(Response::new(pb::ForkContextResponse { state: Some(convert::context_state(&ctx)) }))
+    }
+
     async fn get_state(&self, request: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
         let who = caller::caller(&request, Scope::Read)?;
         let pb::GetStateRequest { context_id, view } = request.into_inner();

@@ -6,7 +6,7 @@ use tonic::Status;
 use std::sync::Arc;
 
 use crate::domain::ToolResult;
-use crate::domain::{ContextConfig, ContextId, ExternalTool};
+use crate::domain::{ContextConfig, ContextId, ExternalTool, MessageId};
 use crate::tools::{ArgumentSchema, truncate};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -39,6 +39,14 @@ pub fn context_id(field: &str, value: &str) -> Result<ContextId, Status> {
 /// An optional client-chosen id: empty means none.
 pub fn optional_context_id(field: &str, value: &str) -> Result<Option<ContextId>, Status> {
     if value.is_empty() { Ok(None) } else { context_id(field, value).map(Some) }
+}
+
+/// An optional message id: empty means none.
+pub fn optional_message_id(field: &str, value: &str) -> Result<Option<MessageId>, Status> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
 pub fn content(value: String, limits: &Limits) -> Result<String, Status> {

@@ -2,6 +2,7 @@
 
 use tonic::{Code, Status};
 
+use crate::domain::ForkError;
 use crate::fsm::Rejection;
 use crate::runtime::Error;
 use crate::store;
@@ -14,6 +15,8 @@ impl From<Error> for Status {
             Error::Rejected(Rejection::StaleRevision { .. }) => Code::Aborted,
             Error::Rejected(rejection) if rejection.is_invalid_argument() => Code::InvalidArgument,
             Error::Rejected(_) => Code::FailedPrecondition,
+            Error::Fork(ForkError::UnknownMessage { .. }) => Code::NotFound,
+            Error::Fork(_) => Code::FailedPrecondition,
             Error::Storage(store::Error::Corrupt(_)) => Code::DataLoss,
             Error::Storage(_) | Error::ShuttingDown | Error::Stopped { .. } | Error::Unloaded => Code::Unavailable,
             Error::Overloaded(_) | Error::TooManyRuns { .. } | Error::TooManyContexts { .. } => Code::ResourceExhausted,

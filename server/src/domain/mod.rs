@@ -2,6 +2,7 @@
 
 mod change;
 mod context;
+mod fork;
 mod ids;
 mod message;
 mod phase;
@@ -11,6 +12,7 @@ mod tool;
 
 pub use change::Change;
 pub use context::{Context, ContextConfig, ContextSummary, ExternalTool, ListPosition};
+pub use fork::ForkError;
 pub use ids::{ContextId, InvalidId, MessageId};
 pub use message::{Approval, ContentPart, Message, MessageStatus, Role, ToolCall, Usage};
 pub use phase::{FsmState, Phase};

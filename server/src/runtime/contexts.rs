@@ -14,7 +14,9 @@ use super::feed::{Subscription, Update};
 use super::handle::{ActorHandle, Gone, Request, Slot};
 use super::settings::Settings;
 use super::shared::{ListEvent, Shared};
-use crate::domain::{Context, ContextConfig, ContextId, ContextKey, ContextSummary, ListPosition, TenantId, Timestamp};
+use crate::domain::{
+    Context, ContextConfig, ContextId, ContextKey, ContextSummary, ListPosition, MessageId, TenantId, Timestamp,
+};
 use crate::fsm::Command;
 use crate::llm::LlmProvider;
 use crate::store::{self, Store, Writer};
@@ -98,7 +100,37 @@ impl Contexts {
         if config.model.is_empty() {
             config.model.clone_from(&self.shared.settings.default_model);
         }
-        let ctx = Context::new(key.clone(), created_by, title, config, Timestamp::now());
+        self.insert_new(Context::new(key, created_by, title, config, Timestamp::now())).await
+    }
+
+    /// A new context of `tenant` holding copies of `source`'s messages through `through` (none:
+    /// all), with its config; `source` is untouched. An empty title keeps the source's.
+    pub async fn fork(
+        &self,
+        source: &ContextKey,
+        through: Option<MessageId>,
+        tenant: TenantId,
+        created_by: String,
+        id: Option<ContextId>,
+        title: String,
+    ) -> Result<Arc<Context>> {
+        let from = self.get(source).await?;
+        let messages = from.fork_messages(through, &MessageId::new)?;
+        let title = if title.is_empty() { from.title.clone() } else { title };
+        let key = ContextKey::new(tenant, id.unwrap_or_default());
+        let mut ctx = Context::new(key, created_by, title, from.config.clone(), Timestamp::now());
+        for message in messages {
+            ctx.put_message(message);
+        }
+        let forked = self.insert_new(ctx).await?;
+        tracing::info!(context = %forked.id, from = %source.id, messages = forked.messages.len(), "forked");
+        Ok(forked)
+    }
+
+    /// Saves a context that does not exist yet, with its messages, in one write: ALREADY_EXISTS
+    /// if its id is taken in its tenant, RESOURCE_EXHAUSTED if the tenant has its most contexts.
+    async fn insert_new(&self, ctx: Context) -> Result<Arc<Context>> {
+        let key = ctx.key();
         // Creation is rare; one lock makes "exists? then insert" atomic and the counts exact.
         let _membership = self.shared.membership.lock().await;
         let max = self.shared.settings.max_contexts_per_tenant;

@@ -1,6 +1,6 @@
 //! What the runtime's callers can be told went wrong.
 
-use crate::domain::{ContextId, TenantId};
+use crate::domain::{ContextId, ForkError, TenantId};
 use crate::fsm::Rejection;
 use crate::store;
 
@@ -12,6 +12,8 @@ pub enum Error {
     AlreadyExists(ContextId),
     #[error(transparent)]
     Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Fork(#[from] ForkError),
     #[error(transparent)]
     Storage(#[from] store::Error),
     #[error("too many actions are queued for context {0}; try again later")]

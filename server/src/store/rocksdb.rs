@@ -73,10 +73,11 @@ impl Store {
         Ok(self.db.get_pinned_cf(self.family(keys::CF_CONTEXTS)?, keys::context_key(key))?.is_some())
     }
 
-    /// Saves a new context (no messages yet).
+    /// Saves a new context with the messages it starts with (a fork's), in one write.
     pub fn insert(&self, ctx: &Context) -> Result<()> {
         let mut batch = WriteBatch::default();
-        self.put_context(&mut batch, None, ctx, &[])?;
+        let messages: Vec<Arc<Message>> = ctx.messages.iter().cloned().collect();
+        self.put_context(&mut batch, None, ctx, &messages)?;
         self.write(batch)
     }
 
