@@ -67,7 +67,7 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::CreateContextResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
         let pb::CreateContextRequest { context_id, title, config } = request.into_inner();
-        let id = request::optional_context_id("context_id", &context_id)?;
+        let id = request::optional_id("context_id", &context_id)?;
         let title = request::title(title)?;
         let config = request::config(config, &self.limits)?;
         let ctx = self.contexts.create(who.tenant, who.subject, id, title, config).await?;
@@ -82,8 +82,8 @@ impl ContextService for ContextApi {
         let who = caller::caller(&request, Scope::Write)?;
         let pb::ForkContextRequest { context_id, message_id, title, new_context_id } = request.into_inner();
         let source = caller::key(&who, parse_context_id(&context_id)?);
-        let through = request::optional_message_id("message_id", &message_id)?;
-        let id = request::optional_context_id("new_context_id", &new_context_id)?;
+        let through = request::optional_id("message_id", &message_id)?;
+        let id = request::optional_id("new_context_id", &new_context_id)?;
         let title = request::title(title)?;
         let ctx = self.contexts.fork(&source, through, who.tenant, who.subject, id, title).await?;
         Ok(Response::new(pb::ForkContextResponse { state: Some(convert::context_state(&ctx)) }))

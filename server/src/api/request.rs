@@ -3,10 +3,11 @@
 use ctxd_proto::v1 as pb;
 use tonic::Status;
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::domain::ToolResult;
-use crate::domain::{ContextConfig, ContextId, ExternalTool, MessageId};
+use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId};
 use crate::tools::{ArgumentSchema, truncate};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -33,20 +34,16 @@ pub fn context_id(field: &str, value: &str) -> Result<ContextId, Status> {
     if value.is_empty() {
         return Err(Status::invalid_argument(format!("{field} is required")));
     }
+    id(field, value)
+}
+
+/// An optional client-given id (a context's or a message's): empty means none.
+pub fn optional_id<T: FromStr<Err = InvalidId>>(field: &str, value: &str) -> Result<Option<T>, Status> {
+    if value.is_empty() { Ok(None) } else { id(field, value).map(Some) }
+}
+
+fn id<T: FromStr<Err = InvalidId>>(field: &str, value: &str) -> Result<T, Status> {
     value.parse().map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
-}
-
-/// An optional client-chosen id: empty means none.
-pub fn optional_context_id(field: &str, value: &str) -> Result<Option<ContextId>, Status> {
-    if value.is_empty() { Ok(None) } else { context_id(field, value).map(Some) }
-}
-
-/// An optional message id: empty means none.
-pub fn optional_message_id(field: &str, value: &str) -> Result<Option<MessageId>, Status> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    value.parse().map(Some).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
 pub fn content(value: String, limits: &Limits) -> Result<String, Status> {

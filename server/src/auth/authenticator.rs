@@ -20,6 +20,8 @@ use crate::config::Config;
 pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     api_keys: Option<Arc<Watched<ApiKeys>>>,
+    /// Every caller when no verifier is configured, built once rather than per call.
+    unauthenticated: Principal,
 }
 
 impl Authenticator {
@@ -48,7 +50,7 @@ impl Authenticator {
             Some(path) => Some(Watched::start("API keys file", path, ApiKeys::parse, stop.clone())?),
             None => None,
         };
-        Ok(Self { jwt, api_keys })
+        Ok(Self { jwt, api_keys, unauthenticated: Principal::unauthenticated() })
     }
 
     /// Whether callers must authenticate.
@@ -59,7 +61,7 @@ impl Authenticator {
     /// The caller a request's `authorization` header stands for.
     pub fn authenticate(&self, header: Option<&HeaderValue>) -> Result<Principal, AuthError> {
         if !self.is_on() {
-            return Ok(Principal::unauthenticated());
+            return Ok(self.unauthenticated.clone());
         }
         let value = header.ok_or(AuthError::Missing)?.to_str().map_err(|_| AuthError::Malformed)?;
         let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Malformed)?;

@@ -34,8 +34,14 @@ pub fn tenant_prefix(tenant: &TenantId) -> Vec<u8> {
 }
 
 pub fn context_key(key: &ContextKey) -> Vec<u8> {
-    let mut bytes = tenant_prefix(&key.tenant);
-    bytes.extend_from_slice(key.id.as_bytes());
+    context_key_in(&tenant_prefix(&key.tenant), key.id)
+}
+
+/// The key of context `id` of the tenant whose prefix is `prefix`.
+pub fn context_key_in(prefix: &[u8], id: ContextId) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(prefix.len() + ID_LEN + SEQ_LEN);
+    bytes.extend_from_slice(prefix);
+    bytes.extend_from_slice(id.as_bytes());
     bytes
 }
 

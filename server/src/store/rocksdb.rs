@@ -221,7 +221,7 @@ impl Store {
         let contexts = self.family(keys::CF_CONTEXTS)?;
         let metas = self.db.batched_multi_get_cf(
             contexts,
-            positions.iter().map(|p| keys::context_key(&ContextKey::new(tenant.clone(), p.id))),
+            positions.iter().map(|p| keys::context_key_in(&prefix, p.id)),
             false,
         );
         let mut summaries = Vec::with_capacity(positions.len());
