@@ -3,6 +3,7 @@
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
+import { explain } from "./actions";
 import { ctxd } from "./api";
 import { type Connection, useStore } from "./store";
 
@@ -58,7 +59,7 @@ async function pump(
 function final(error: unknown, code?: Code): boolean {
   if (!(error instanceof ConnectError)) return false;
   if (error.code === Code.Unauthenticated) {
-    useStore.getState().refused(error.rawMessage || error.message);
+    explain(error); // opens the sign-in panel
     return true;
   }
   return error.code === code;
