@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ctxd::domain::{
-    Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Phase, Role, TenantId, Timestamp,
+    Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Phase, Place, Role, TenantId, Timestamp,
 };
 use ctxd::store::Store;
 
@@ -27,12 +27,12 @@ pub fn fill(dir: &Path, contexts: usize, messages: u64) -> Vec<ContextId> {
             .map(|seq| {
                 let role = if seq % 2 == 0 { Role::User } else { Role::Assistant };
                 let text = format!("message {seq} of a conversation used to measure ctxd");
-                Arc::new(Message::text(MessageId::new(), seq, role, text, now))
+                let place = Place { seq, node: seq, parent: seq.checked_sub(1) };
+                Arc::new(Message::text(MessageId::new(), place, role, text, now))
             })
             .collect();
-        let filled = ctx.apply(&Change { messages: saved.clone(), ..Change::to(Phase::Idle) }, now);
-        store.insert(&ctx).expect("insert");
-        store.commit(ctx.updated_at, &filled, &saved).expect("commit");
+        let filled = ctx.apply(&Change { messages: saved, ..Change::to(Phase::Idle) }, now);
+        store.insert(&filled).expect("insert");
         ids.push(ctx.id);
     }
     store.flush().expect("flush");

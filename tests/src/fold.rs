@@ -57,6 +57,19 @@ impl Folded {
                         .push(pb::ContentPart { part: Some(pb::content_part::Part::Text(delta.text.clone())) }),
                 }
             }
+            Kind::BranchSwitched(switched) => {
+                let kept = usize::try_from(switched.kept).map_err(|_| "kept out of range")?;
+                if kept > state.messages.len() {
+                    return Err(format!("keeps {kept} of {} messages", state.messages.len()));
+                }
+                state.messages.truncate(kept);
+                for message in &switched.messages {
+                    if state.messages.iter().any(|m| m.id == message.id) {
+                        return Err(format!("message {} twice on the path", message.id));
+                    }
+                    state.messages.push(message.clone());
+                }
+            }
             Kind::ContextUpdated(updated) => {
                 state.title = updated.title.clone();
                 state.config = updated.config.clone();

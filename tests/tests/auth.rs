@@ -75,11 +75,15 @@ enum Rpc {
     WatchState,
     WatchContexts,
     ForkContext,
+    EditMessage,
+    RegenerateReply,
+    SwitchBranch,
+    ListMessages,
     DeleteContext,
 }
 
 /// Every RPC of ContextService; DeleteContext last, so the context lives through the table.
-const EVERY_RPC: [Rpc; 14] = [
+const EVERY_RPC: [Rpc; 18] = [
     Rpc::CreateContext,
     Rpc::GetState,
     Rpc::ListContexts,
@@ -93,12 +97,24 @@ const EVERY_RPC: [Rpc; 14] = [
     Rpc::WatchState,
     Rpc::WatchContexts,
     Rpc::ForkContext,
+    Rpc::EditMessage,
+    Rpc::RegenerateReply,
+    Rpc::SwitchBranch,
+    Rpc::ListMessages,
     Rpc::DeleteContext,
 ];
 
 impl Rpc {
     fn reads_only(self) -> bool {
-        matches!(self, Rpc::GetState | Rpc::ListContexts | Rpc::ListTools | Rpc::WatchState | Rpc::WatchContexts)
+        matches!(
+            self,
+            Rpc::GetState
+                | Rpc::ListContexts
+                | Rpc::ListTools
+                | Rpc::WatchState
+                | Rpc::WatchContexts
+                | Rpc::ListMessages
+        )
     }
 
     /// Whether it works on one context named in the request (rather than the caller's own).
@@ -167,6 +183,29 @@ impl Rpc {
                 let request = pb::ForkContextRequest { context_id: id, ..Default::default() };
                 client.fork_context(authorized(request, auth)).await.map(drop)
             }
+            // A message the context does not have: past authentication, the call is NOT_FOUND.
+            Rpc::EditMessage => {
+                let request = pb::EditMessageRequest {
+                    context_id: id,
+                    message_id: uuid::Uuid::new_v4().to_string(),
+                    content: "edited".into(),
+                    ..Default::default()
+                };
+                client.edit_message(authorized(request, auth)).await.map(drop)
+            }
+            Rpc::RegenerateReply => {
+                let request = pb::RegenerateReplyRequest { context_id: id, wait: true, ..Default::default() };
+                client.regenerate_reply(authorized(request, auth)).await.map(drop)
+            }
+            Rpc::SwitchBranch => {
+                let message_id = uuid::Uuid::new_v4().to_string();
+                let request = pb::SwitchBranchRequest { context_id: id, message_id, ..Default::default() };
+                client.switch_branch(authorized(request, auth)).await.map(drop)
+            }
+            Rpc::ListMessages => {
+                let request = pb::ListMessagesRequest { context_id: id, ..Default::default() };
+                client.list_messages(authorized(request, auth)).await.map(drop)
+            }
             Rpc::DeleteContext => {
                 let request = pb::DeleteContextRequest { context_id: id };
                 client.delete_context(authorized(request, auth)).await.map(drop)
@@ -202,6 +241,7 @@ impl Cell {
             // illegal in an idle context, which shows they got past authentication.
             Cell::Good => match rpc {
                 Rpc::ApproveTools | Rpc::CancelRun | Rpc::RetryRun | Rpc::SubmitToolResult => Code::FailedPrecondition,
+                Rpc::EditMessage | Rpc::SwitchBranch => Code::NotFound,
                 _ => Code::Ok,
             },
         }

@@ -1,5 +1,5 @@
 //! Property: for random sequences of actions (send, tools approved and denied, cancel,
-//! failures, retry, rename), folding the WatchState events over the first snapshot gives exactly
+//! failures, retry, rename, edits, regenerates and switches between versions), folding the WatchState events over the first snapshot gives exactly
 //! what GetState returns, at every point where the context rests.
 
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,12 @@ enum Action {
     FailOnce,
     Retry,
     Rename(String),
+    /// Edit the n-th user message of the active path (modulo how many there are).
+    Edit(usize, String),
+    /// Regenerate the n-th reply of the active path (modulo; none: the last).
+    Regenerate(Option<usize>),
+    /// Switch to the n-th of the versions beside the active path (modulo).
+    Switch(usize),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -38,6 +44,9 @@ fn action() -> impl Strategy<Value = Action> {
         Just(Action::FailOnce),
         Just(Action::Retry),
         "[A-Za-z ]{0,12}".prop_map(Action::Rename),
+        (any::<usize>(), "[a-z]{1,8}( [a-z]{1,8}){0,3}").prop_map(|(n, text)| Action::Edit(n, text)),
+        proptest::option::of(any::<usize>()).prop_map(Action::Regenerate),
+        any::<usize>().prop_map(Action::Switch),
     ]
 }
 
@@ -60,7 +69,19 @@ async fn run_case(server: &Server, actions: Vec<Action>) {
 
     for action in actions {
         let sent = |text: &str| send_request(&id, text, true);
-        let pending = get(&mut client, &id).await.pending_tool_calls.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        let now = get(&mut client, &id).await;
+        let pending = now.pending_tool_calls.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        let nth = |role: pb::Role, n: usize| {
+            let ids: Vec<&str> =
+                now.messages.iter().filter(|m| ctxd_tests::role(m) == role).map(|m| m.id.as_str()).collect();
+            if ids.is_empty() { String::new() } else { ids[n % ids.len()].to_owned() }
+        };
+        let beside: Vec<String> = now
+            .messages
+            .iter()
+            .flat_map(|m| [m.previous_sibling_id.clone(), m.next_sibling_id.clone()])
+            .filter(|id| !id.is_empty())
+            .collect();
         // Refusals (a busy context, nothing to approve) are part of the property: they
         // must change nothing the watchers see.
         let _ = match action {
@@ -104,6 +125,28 @@ async fn run_case(server: &Server, actions: Vec<Action>) {
                 .retry_run(pb::RetryRunRequest { context_id: id.clone(), wait: true, ..Default::default() })
                 .await
                 .map(drop),
+            Action::Edit(n, text) => {
+                let request = pb::EditMessageRequest {
+                    context_id: id.clone(),
+                    message_id: nth(pb::Role::User, n),
+                    content: text,
+                    wait: true,
+                    ..Default::default()
+                };
+                client.edit_message(request).await.map(drop)
+            }
+            Action::Regenerate(n) => {
+                let message_id = n.map(|n| nth(pb::Role::Assistant, n)).unwrap_or_default();
+                let request =
+                    pb::RegenerateReplyRequest { context_id: id.clone(), message_id, wait: true, ..Default::default() };
+                client.regenerate_reply(request).await.map(drop)
+            }
+            Action::Switch(n) => {
+                let message_id =
+                    if beside.is_empty() { nth(pb::Role::User, n) } else { beside[n % beside.len()].clone() };
+                let request = pb::SwitchBranchRequest { context_id: id.clone(), message_id, ..Default::default() };
+                client.switch_branch(request).await.map(drop)
+            }
         };
         // A cancel that lost the race with the end of the run leaves it running; let it rest.
         let expected = wait_until(&mut client, &id, |s| {
@@ -132,9 +175,9 @@ fn folding_watch_events_always_gives_get_state() {
     let workspace = workspace_with(&[("f.txt", "file text")]);
     let ws = workspace.path().to_str().expect("utf-8").to_owned();
     let server = runtime.block_on(Server::start(1, &["--workspace", &ws, "--llm-max-attempts", "2"]));
-    let mut runner = TestRunner::new(Config { cases: 24, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config { cases: 32, failure_persistence: None, ..Config::default() });
     runner
-        .run(&proptest::collection::vec(action(), 1..12), |actions| {
+        .run(&proptest::collection::vec(action(), 1..16), |actions| {
             runtime.block_on(run_case(&server, actions));
             Ok(())
         })

@@ -41,6 +41,7 @@ fn kind_name(event: &pb::WatchStateResponse) -> &'static str {
         Kind::StateChanged(_) => "state_changed",
         Kind::ContextDeleted(_) => "context_deleted",
         Kind::ContextUpdated(_) => "context_updated",
+        Kind::BranchSwitched(_) => "branch_switched",
     }
 }
 

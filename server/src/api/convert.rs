@@ -3,11 +3,11 @@
 use ctxd_proto::v1 as pb;
 
 use crate::domain::{
-    Approval, ContentPart, Context, ContextConfig, ContextSummary, FsmState, Message, MessageStatus, Role, Timestamp,
-    ToolCall, ToolDefinition, ToolPolicy,
+    Approval, ContentPart, Context, ContextConfig, ContextSummary, FsmState, Message, MessageId, MessageStatus, Role,
+    Timestamp, ToolCall, ToolDefinition, ToolPolicy, Versions,
 };
 
-/// The only branch until branching actions exist.
+/// What `ContextState.active_branch` has always said (deprecated: a conversation is a tree).
 pub const MAIN_BRANCH: &str = "main";
 
 pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
@@ -79,8 +79,15 @@ pub fn tool_call(call: &ToolCall) -> pb::ToolCall {
     }
 }
 
-pub fn message(message: &Message) -> pb::Message {
+/// A message, standing in the tree as `versions` says.
+pub fn message(message: &Message, versions: Versions) -> pb::Message {
+    let id = |id: Option<MessageId>| id.map(|id| id.to_string()).unwrap_or_default();
     pb::Message {
+        parent_id: id(versions.parent),
+        sibling_count: versions.count,
+        sibling_index: versions.index,
+        previous_sibling_id: id(versions.previous),
+        next_sibling_id: id(versions.next),
         id: message.id.to_string(),
         role: match message.role {
             Role::User => pb::Role::User,
@@ -117,6 +124,11 @@ pub fn message(message: &Message) -> pb::Message {
     }
 }
 
+/// A message of `ctx`'s active path.
+pub fn on_path(ctx: &Context, m: &Message) -> pb::Message {
+    message(m, ctx.versions(m.seq))
+}
+
 pub fn context_state(ctx: &Context) -> pb::ContextState {
     context_state_view(ctx, pb::StateView::Full)
 }
@@ -124,8 +136,8 @@ pub fn context_state(ctx: &Context) -> pb::ContextState {
 /// The state with all messages (FULL) or only the newest (BASIC).
 pub fn context_state_view(ctx: &Context, view: pb::StateView) -> pb::ContextState {
     let messages = match view {
-        pb::StateView::Basic => ctx.messages.last().map(|m| message(m)).into_iter().collect(),
-        pb::StateView::Full | pb::StateView::Unspecified => ctx.messages.iter().map(|m| message(m)).collect(),
+        pb::StateView::Basic => ctx.messages.last().map(|m| on_path(ctx, m)).into_iter().collect(),
+        pb::StateView::Full | pb::StateView::Unspecified => ctx.messages.iter().map(|m| on_path(ctx, m)).collect(),
     };
     pb::ContextState {
         context_id: ctx.id.to_string(),
@@ -135,6 +147,7 @@ pub fn context_state_view(ctx: &Context, view: pb::StateView) -> pb::ContextStat
         pending_tool_calls: ctx.pending_tool_calls().iter().map(tool_call).collect(),
         config: Some(config(&ctx.config)),
         title: ctx.title.clone(),
+        #[allow(deprecated)]
         active_branch: MAIN_BRANCH.to_owned(),
         last_error: ctx.phase.error().unwrap_or_default().to_owned(),
         created_at: Some(timestamp(ctx.created_at)),

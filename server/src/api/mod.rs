@@ -18,7 +18,7 @@ pub use request::Limits;
 use crate::auth::Scope;
 use crate::domain::{ContextId, ContextKey, ToolDefinition, ToolPolicy};
 use crate::fsm::Command;
-use crate::runtime::Contexts;
+use crate::runtime::{Action, Contexts};
 use crate::telemetry::names;
 
 /// The `context_id` of a request, named on the call's span (when tracing is on).
@@ -47,14 +47,14 @@ impl ContextApi {
     async fn act(
         &self,
         key: &ContextKey,
-        command: Command,
+        action: impl Into<Action>,
         wait: bool,
         view: i32,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Option<pb::ContextState>, Status> {
         let view = request::view(view)?;
         let deadline = deadline::from_metadata(metadata);
-        let ctx = self.contexts.act(key, command, wait, deadline).await?;
+        let ctx = self.contexts.act(key, action, wait, deadline).await?;
         Ok(Some(convert::context_state_view(&ctx, view)))
     }
 }
@@ -156,6 +156,76 @@ impl ContextService for ContextApi {
         };
         let state = self.act(&key, command, wait, view, &metadata).await?;
         Ok(Response::new(pb::SendMessageResponse { state }))
+    }
+
+    async fn edit_message(
+        &self,
+        request: Request<pb::EditMessageRequest>,
+    ) -> Result<Response<pb::EditMessageResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
+        let (metadata, _, message) = request.into_parts();
+        let pb::EditMessageRequest {
+            context_id,
+            message_id,
+            content,
+            client_message_id,
+            expected_revision,
+            wait,
+            view,
+        } = message;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
+        let command = Command::Edit {
+            message_id: request::message_id(&message_id)?,
+            content: request::content(content, &self.limits)?,
+            client_message_id: request::client_message_id(client_message_id)?,
+            expected_revision,
+        };
+        let state = self.act(&key, command, wait, view, &metadata).await?;
+        Ok(Response::new(pb::EditMessageResponse { state }))
+    }
+
+    async fn regenerate_reply(
+        &self,
+        request: Request<pb::RegenerateReplyRequest>,
+    ) -> Result<Response<pb::RegenerateReplyResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
+        let (metadata, _, message) = request.into_parts();
+        let pb::RegenerateReplyRequest { context_id, message_id, expected_revision, wait, view } = message;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
+        let command =
+            Command::Regenerate { message_id: request::optional_id("message_id", &message_id)?, expected_revision };
+        let state = self.act(&key, command, wait, view, &metadata).await?;
+        Ok(Response::new(pb::RegenerateReplyResponse { state }))
+    }
+
+    async fn switch_branch(
+        &self,
+        request: Request<pb::SwitchBranchRequest>,
+    ) -> Result<Response<pb::SwitchBranchResponse>, Status> {
+        let who = caller::caller(&request, Scope::Write)?;
+        let (metadata, _, message) = request.into_parts();
+        let pb::SwitchBranchRequest { context_id, message_id, expected_revision, view } = message;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
+        let action = Action::Switch { message_id: request::message_id(&message_id)?, expected_revision };
+        let state = self.act(&key, action, false, view, &metadata).await?;
+        Ok(Response::new(pb::SwitchBranchResponse { state }))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let who = caller::caller(&request, Scope::Read)?;
+        let pb::ListMessagesRequest { context_id, parent_id, page_size, page_token } = request.into_inner();
+        let key = caller::key(&who, parse_context_id(&context_id)?);
+        let parent = request::optional_id("parent_id", &parent_id)?;
+        let limit = request::page_size(page_size)?;
+        let after = page_token::decode_node(&page_token)?;
+        let (messages, next) = self.contexts.children(&key, parent, after, limit).await?;
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: messages.iter().map(|(m, versions)| convert::message(m, *versions)).collect(),
+            next_page_token: page_token::encode_node(next),
+        }))
     }
 
     async fn approve_tools(

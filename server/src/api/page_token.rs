@@ -1,6 +1,7 @@
-//! Page tokens of ListContexts: opaque to clients, versioned, and independent of how any
-//! store lays out its keys. A token holds the list position the page ended at (updated_at
-//! and context id), so a store backend or key layout can change without changing the wire.
+//! Page tokens: opaque to clients, versioned, and independent of how any store lays out its
+//! keys. A ListContexts token holds the list position the page ended at (updated_at and
+//! context id); a ListMessages token the node number of the page's last message. Each kind
+//! has its own version byte, so neither is taken for the other.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,25 +9,45 @@ use tonic::Status;
 
 use crate::domain::{ContextId, ListPosition, Timestamp};
 
-/// The layout written; tokens of any other version are refused.
-const VERSION: u8 = 1;
-/// Version, updated_at (µs, big-endian), context id, then a CRC-32 of those.
-const LEN: usize = 1 + 8 + 16 + 4;
+/// The layout of ListContexts tokens: version, updated_at (µs, big-endian), context id.
+const CONTEXTS_VERSION: u8 = 1;
+/// The layout of ListMessages tokens: version, node (big-endian).
+const MESSAGES_VERSION: u8 = 0x81;
 
-/// The position to continue after; `None` for an empty token (the first page).
-pub fn decode(token: &str) -> Result<Option<ListPosition>, Status> {
+/// The body of a token of `version` and `len` bytes (after the version byte); `None` for an
+/// empty token (the first page). Every token ends with a CRC-32 of what comes before.
+fn open<const N: usize>(token: &str, version: u8) -> Result<Option<[u8; N]>, Status> {
     if token.is_empty() {
         return Ok(None);
     }
     let invalid = || Status::invalid_argument("page_token is not a token this server issued");
-    let bytes: [u8; LEN] = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?.try_into().map_err(|_| invalid())?;
-    let (body, checksum) = bytes.split_at(LEN - 4);
-    if body[0] != VERSION || crc32fast::hash(body).to_be_bytes() != checksum {
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    if bytes.len() != 1 + N + 4 {
         return Err(invalid());
     }
-    let micros = i64::from_be_bytes(body[1..9].try_into().map_err(|_| invalid())?);
-    let id = ContextId::from_bytes(body[9..25].try_into().map_err(|_| invalid())?);
-    Ok(Some(ListPosition { updated_at: Timestamp::from_micros(micros), id }))
+    let (signed, checksum) = bytes.split_at(1 + N);
+    if signed[0] != version || crc32fast::hash(signed).to_be_bytes() != checksum {
+        return Err(invalid());
+    }
+    signed[1..].try_into().map(Some).map_err(|_| invalid())
+}
+
+fn seal(version: u8, body: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(1 + body.len() + 4);
+    bytes.push(version);
+    bytes.extend_from_slice(body);
+    bytes.extend_from_slice(&crc32fast::hash(&bytes).to_be_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The position to continue after; `None` for an empty token (the first page).
+pub fn decode(token: &str) -> Result<Option<ListPosition>, Status> {
+    Ok(open::<24>(token, CONTEXTS_VERSION)?.map(|body| {
+        let (micros, id) = body.split_at(8);
+        let micros = i64::from_be_bytes(micros.try_into().unwrap_or_default());
+        let id = ContextId::from_bytes(id.try_into().unwrap_or_default());
+        ListPosition { updated_at: Timestamp::from_micros(micros), id }
+    }))
 }
 
 /// The token of a page that ended at `position`; empty when there is no next page.
@@ -34,12 +55,20 @@ pub fn encode(position: Option<ListPosition>) -> String {
     let Some(position) = position else {
         return String::new();
     };
-    let mut bytes = Vec::with_capacity(LEN);
-    bytes.push(VERSION);
-    bytes.extend_from_slice(&position.updated_at.as_micros().to_be_bytes());
-    bytes.extend_from_slice(position.id.as_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(&bytes).to_be_bytes());
-    URL_SAFE_NO_PAD.encode(bytes)
+    let mut body = [0u8; 24];
+    body[..8].copy_from_slice(&position.updated_at.as_micros().to_be_bytes());
+    body[8..].copy_from_slice(position.id.as_bytes());
+    seal(CONTEXTS_VERSION, &body)
+}
+
+/// The node to continue after in a ListMessages page; `None` for the first page.
+pub fn decode_node(token: &str) -> Result<Option<u64>, Status> {
+    Ok(open::<8>(token, MESSAGES_VERSION)?.map(u64::from_be_bytes))
+}
+
+/// The ListMessages token of a page that ended at `node`; empty when there is no next page.
+pub fn encode_node(node: Option<u64>) -> String {
+    node.map(|node| seal(MESSAGES_VERSION, &node.to_be_bytes())).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -66,7 +95,10 @@ mod tests {
         let next_version = URL_SAFE_NO_PAD.encode(&bytes);
         // The raw by-updated key that tokens used to be.
         let old_layout = URL_SAFE_NO_PAD.encode([9u8; 24]);
-        let bad = ["%%%", "AAAA", "not-a-token", &next_version, &old_layout, &token[..token.len() - 1]];
+        let node_token = encode_node(Some(7));
+        assert_eq!(decode_node(&node_token).ok().flatten(), Some(7));
+        assert_eq!(decode_node(&token).err().map(|s| s.code()), Some(tonic::Code::InvalidArgument), "not a node token");
+        let bad = ["%%%", "AAAA", "not-a-token", &next_version, &old_layout, &token[..token.len() - 1], &node_token];
         for bad in bad.iter().copied().chain(tampered.iter().map(String::as_str)) {
             assert_eq!(decode(bad).err().map(|s| s.code()), Some(tonic::Code::InvalidArgument), "{bad}");
         }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::domain::ToolResult;
-use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId};
+use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId, MessageId};
 use crate::tools::{ArgumentSchema, truncate};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -35,6 +35,14 @@ pub fn context_id(field: &str, value: &str) -> Result<ContextId, Status> {
         return Err(Status::invalid_argument(format!("{field} is required")));
     }
     id(field, value)
+}
+
+/// A required message id.
+pub fn message_id(value: &str) -> Result<MessageId, Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument("message_id is required"));
+    }
+    id("message_id", value)
 }
 
 /// An optional client-given id (a context's or a message's): empty means none.

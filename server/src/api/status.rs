@@ -10,7 +10,8 @@ use crate::store;
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
-            Error::NotFound(_) => Code::NotFound,
+            Error::NotFound(_) | Error::UnknownMessage { .. } => Code::NotFound,
+            Error::Rejected(rejection) if rejection.is_not_found() => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Rejected(Rejection::StaleRevision { .. }) => Code::Aborted,
             Error::Rejected(rejection) if rejection.is_invalid_argument() => Code::InvalidArgument,

@@ -51,8 +51,12 @@ fn state_response(context_id: &str, update: &Update) -> Option<pb::WatchStateRes
             event.revision,
             event.updated_at,
             match &event.kind {
-                EventKind::MessageAppended(message) => Kind::MessageAppended(convert::message(message)),
-                EventKind::MessageUpdated(message) => Kind::MessageUpdated(convert::message(message)),
+                EventKind::MessageAppended(m) => Kind::MessageAppended(convert::message(&m.message, m.versions)),
+                EventKind::MessageUpdated(m) => Kind::MessageUpdated(convert::message(&m.message, m.versions)),
+                EventKind::BranchSwitched { kept, messages } => Kind::BranchSwitched(pb::BranchSwitched {
+                    kept: *kept,
+                    messages: messages.iter().map(|m| convert::message(&m.message, m.versions)).collect(),
+                }),
                 EventKind::MessageDelta { message_id, text } => {
                     Kind::MessageDelta(pb::MessageDelta { message_id: message_id.to_string(), text: text.clone() })
                 }

@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
+use super::branch::Branch;
 use super::context::{Context, ContextConfig};
 use super::ids::MessageId;
 use super::message::Message;
 use super::phase::Phase;
 use super::time::Timestamp;
+use super::tree::{Segment, Sibling};
 
 /// One saved transition: the new phase, the messages that are new or changed, and a new
 /// title or config when those change. Messages can only be added to a change, so nothing
@@ -14,15 +16,33 @@ use super::time::Timestamp;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub phase: Phase,
+    /// How the active path moves first, if it does.
+    pub path: Option<PathMove>,
     pub messages: Vec<Arc<Message>>,
     pub title: Option<String>,
     pub config: Option<ContextConfig>,
 }
 
+/// How a change moves the active path, before its messages are put.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathMove {
+    /// Keep the first `n` messages; the message put next at depth `n` is a new version of
+    /// the one cut there (EditMessage, RegenerateReply).
+    Cut(u64),
+    /// Follow another branch of the tree (SwitchBranch).
+    Switch(Box<Branch>),
+}
+
 impl Change {
     /// A move to `phase` that changes nothing else (yet).
     pub fn to(phase: Phase) -> Self {
-        Self { phase, messages: Vec::new(), title: None, config: None }
+        Self { phase, path: None, messages: Vec::new(), title: None, config: None }
+    }
+
+    /// Also moves the active path first.
+    pub fn moving(mut self, path: PathMove) -> Self {
+        self.path = Some(path);
+        self
     }
 
     /// Also saves `message` (new, or replacing the one with the same seq).
@@ -51,6 +71,11 @@ impl Context {
     /// so a save that fails leaves memory as it was.
     pub fn apply(&self, change: &Change, now: Timestamp) -> Self {
         let mut next = self.clone();
+        match &change.path {
+            Some(PathMove::Cut(keep)) => next.cut(*keep),
+            Some(PathMove::Switch(branch)) => next.switch(branch),
+            None => {}
+        }
         for message in &change.messages {
             next.put_message(Arc::clone(message));
         }
@@ -91,11 +116,62 @@ impl Context {
         if let Some(client_id) = &message.client_message_id {
             self.client_ids.insert(client_id.clone(), message.seq);
         }
+        self.by_id.insert(message.id, message.seq);
         match usize::try_from(message.seq) {
             Ok(i) if i < self.messages.len() => {
-                self.messages.set(i, message);
+                let replaced = self.messages.set(i, message);
+                if replaced.id != self.messages[i].id {
+                    self.by_id.remove(&replaced.id);
+                }
             }
-            _ => self.messages.push_back(message),
+            _ => self.join(message),
+        }
+    }
+
+    /// Appends `message` (a new one, or one saved on another branch) to the active path. The
+    /// shape is replaced only if the message starts a segment or is a new version.
+    fn join(&mut self, message: Arc<Message>) {
+        let after = self.messages.last().map(|m| m.node);
+        let starts_segment = self.shape.segments.is_empty() || after.is_none_or(|a| a + 1 != message.node);
+        let new_version = self.shape.forks.get(&message.seq).is_some_and(|g| !g.iter().any(|s| s.node == message.node));
+        if starts_segment || new_version {
+            let shape = Arc::make_mut(&mut self.shape);
+            if starts_segment {
+                shape.segments.push(Segment { seq: message.seq, node: message.node });
+            }
+            if let Some(group) = shape.forks.get(&message.seq).filter(|_| new_version) {
+                let grown = group.iter().copied().chain([Sibling { node: message.node, id: message.id }]).collect();
+                shape.forks.insert(message.seq, grown);
+            }
+        }
+        self.next_node = self.next_node.max(message.node + 1);
+        self.messages.push_back(message);
+    }
+
+    /// Cuts the active path back to its first `keep` messages; the one cut at `keep` becomes
+    /// the first of the versions there, if there were none.
+    fn cut(&mut self, keep: u64) {
+        let cut = self.message(keep).map(|m| Sibling { node: m.node, id: m.id });
+        let shape = Arc::make_mut(&mut self.shape);
+        if let Some(cut) = cut
+            && !shape.forks.contains_key(&keep)
+        {
+            shape.forks.insert(keep, Arc::from([cut]));
+        }
+        shape.truncate(keep);
+        self.messages.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+    }
+
+    /// Follows `branch`: the path's first `branch.keep` messages, then its tail.
+    fn switch(&mut self, branch: &Branch) {
+        Arc::make_mut(&mut self.shape).truncate(branch.keep);
+        self.messages.truncate(usize::try_from(branch.keep).unwrap_or(usize::MAX));
+        for message in &branch.tail {
+            self.put_message(Arc::clone(message));
+        }
+        let shape = Arc::make_mut(&mut self.shape);
+        for (seq, group) in &branch.forks {
+            shape.forks.insert(*seq, Arc::clone(group));
         }
     }
 }
@@ -103,10 +179,11 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ContextId, ContextKey, MessageStatus, Role, TenantId};
+    use crate::domain::{ContextId, ContextKey, MessageStatus, Place, Role, TenantId};
 
     fn message(seq: u64, text: &str) -> Message {
-        Message::text(MessageId::new(), seq, Role::Assistant, text.into(), Timestamp::from_micros(3))
+        let place = Place { seq, node: seq, parent: seq.checked_sub(1) };
+        Message::text(MessageId::new(), place, Role::Assistant, text.into(), Timestamp::from_micros(3))
     }
 
     #[test]

@@ -1,10 +1,11 @@
 use std::sync::Arc;
 
-use super::ids::ContextId;
+use super::ids::{ContextId, MessageId};
 use super::message::{Approval, Message, Role, ToolCall};
 use super::phase::{FsmState, Phase};
 use super::tenant::{ContextKey, TenantId};
 use super::time::Timestamp;
+use super::tree::{PathShape, Place, Sibling, Versions};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContextConfig {
@@ -56,10 +57,19 @@ pub struct Context {
     pub revision: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
-    /// The active branch, oldest first; `messages[i].seq == i`.
+    /// The active path, oldest first; `messages[i].seq == i`.
     pub messages: imbl::Vector<Arc<Message>>,
-    /// client_message_id → seq of the user message that carried it.
+    /// client_message_id → seq of the user message that carried it. Keys of messages that
+    /// left the active path stay until the context is reloaded: a resend still adds nothing.
     pub client_ids: imbl::HashMap<String, u64>,
+    /// The number the next new message gets.
+    pub next_node: u64,
+    /// The branch the active path takes (replaced, never changed in place, when it changes:
+    /// a save compares pointers to know whether to write it).
+    pub shape: Arc<PathShape>,
+    /// Message id → seq, for finding a message on the active path. Entries of messages that
+    /// left the path may stay; [`Context::on_path`] checks.
+    pub by_id: imbl::HashMap<MessageId, u64>,
 }
 
 /// What a list of contexts shows.
@@ -104,7 +114,46 @@ impl Context {
             updated_at: now,
             messages: imbl::Vector::new(),
             client_ids: imbl::HashMap::new(),
+            next_node: 0,
+            shape: Arc::default(),
+            by_id: imbl::HashMap::new(),
         }
+    }
+
+    /// The place of the `k`-th message (from 0) appended after the active path's end now.
+    pub fn place(&self, k: u64) -> Place {
+        let parent = match k {
+            0 => self.messages.last().map(|m| m.node),
+            _ => Some(self.next_node + k - 1),
+        };
+        Place { seq: self.next_seq() + k, node: self.next_node + k, parent }
+    }
+
+    /// The place of a new version of the message at depth `seq` of the active path: a new
+    /// child of the message before it.
+    pub fn place_at(&self, seq: u64) -> Place {
+        let parent = seq.checked_sub(1).and_then(|before| self.message(before)).map(|m| m.node);
+        Place { seq, node: self.next_node, parent }
+    }
+
+    /// Message `id`, if it is on the active path.
+    pub fn on_path(&self, id: MessageId) -> Option<&Message> {
+        self.by_id.get(&id).and_then(|seq| self.message(*seq)).filter(|m| m.id == id)
+    }
+
+    /// How the message at depth `seq` of the active path stands among its versions.
+    pub fn versions(&self, seq: u64) -> Versions {
+        let parent = seq.checked_sub(1).and_then(|before| self.message(before)).map(|m| m.id);
+        match (self.shape.forks.get(&seq), self.message(seq)) {
+            (Some(group), Some(message)) => Versions::within(group, message.node, parent),
+            _ => Versions::only(parent),
+        }
+    }
+
+    /// The versions at depth `seq` (children of the message before it), when there are others
+    /// than the active path's.
+    pub fn forks_at(&self, seq: u64) -> Option<&[Sibling]> {
+        self.shape.forks.get(&seq).map(|group| &**group)
     }
 
     pub fn key(&self) -> ContextKey {

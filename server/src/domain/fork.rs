@@ -46,17 +46,21 @@ impl Context {
         if kept.clone().flat_map(|m| &m.tool_calls).any(|call| !answered.contains(call.id.as_str())) {
             return Err(ForkError::UnansweredCalls(last.id));
         }
-        Ok(kept.map(|m| Arc::new(Message { id: new_id(), ..(**m).clone() })).collect())
+        // A fork is a conversation of its own, straight: nodes in path order.
+        Ok(kept
+            .map(|m| Arc::new(Message { id: new_id(), node: m.seq, parent: m.seq.checked_sub(1), ..(**m).clone() }))
+            .collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Approval, ContextConfig, ContextId, ContextKey, TenantId, Timestamp, ToolCall};
+    use crate::domain::{Approval, ContextConfig, ContextId, ContextKey, Place, TenantId, Timestamp, ToolCall};
 
     fn message(seq: u64, role: Role, text: &str) -> Message {
-        Message::text(MessageId::new(), seq, role, text.into(), Timestamp::from_micros(1))
+        let place = Place { seq, node: seq, parent: seq.checked_sub(1) };
+        Message::text(MessageId::new(), place, role, text.into(), Timestamp::from_micros(1))
     }
 
     #[test]

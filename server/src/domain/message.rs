@@ -1,5 +1,6 @@
 use super::ids::MessageId;
 use super::time::Timestamp;
+use super::tree::Place;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -61,9 +62,13 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub id: MessageId,
-    /// Position in the context, from 0; also the storage key, so saving one message
-    /// never rewrites the others.
+    /// Depth in the conversation tree, from 0: on the active path, its position.
     pub seq: u64,
+    /// Its number in the context, in creation order; also the storage key, so saving one
+    /// message never rewrites the others.
+    pub node: u64,
+    /// The node of the message it follows; `None` for a first message.
+    pub parent: Option<u64>,
     pub role: Role,
     pub content: Vec<ContentPart>,
     pub tool_calls: Vec<ToolCall>,
@@ -83,11 +88,14 @@ pub struct Message {
 }
 
 impl Message {
-    /// A complete message holding one text part.
-    pub fn text(id: MessageId, seq: u64, role: Role, text: String, now: Timestamp) -> Self {
+    /// A complete message holding one text part, at `place`.
+    pub fn text(id: MessageId, place: Place, role: Role, text: String, now: Timestamp) -> Self {
+        let Place { seq, node, parent } = place;
         Self {
             id,
             seq,
+            node,
+            parent,
             role,
             content: vec![ContentPart::Text(text)],
             tool_calls: Vec::new(),
@@ -100,6 +108,10 @@ impl Message {
             model: String::new(),
             created_at: now,
         }
+    }
+
+    pub fn place(&self) -> Place {
+        Place { seq: self.seq, node: self.node, parent: self.parent }
     }
 
     /// All text parts joined.

@@ -1,5 +1,6 @@
 //! The domain model: what a context is, independent of the wire (proto) and of storage.
 
+mod branch;
 mod change;
 mod context;
 mod fork;
@@ -9,8 +10,10 @@ mod phase;
 mod tenant;
 mod time;
 mod tool;
+mod tree;
 
-pub use change::Change;
+pub use branch::{Branch, BranchError, Child, TreeReader};
+pub use change::{Change, PathMove};
 pub use context::{Context, ContextConfig, ContextSummary, ExternalTool, ListPosition};
 pub use fork::ForkError;
 pub use ids::{ContextId, InvalidId, MessageId};
@@ -19,3 +22,4 @@ pub use phase::{FsmState, Phase};
 pub use tenant::{ContextKey, InvalidTenant, MAX_TENANT_LEN, TenantId};
 pub use time::Timestamp;
 pub use tool::{RequestedToolCall, ToolDefinition, ToolPolicy, ToolResult};
+pub use tree::{PathShape, Place, Segment, Sibling, Versions};

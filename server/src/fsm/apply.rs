@@ -1,5 +1,6 @@
 //! [`apply`]: one command against one context, and the transitions of a run.
 
+use super::branches;
 use super::command::{Command, LlmReply};
 use super::effect::Effect;
 use super::env::Env;
@@ -14,6 +15,13 @@ pub fn apply(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, Reje
         Command::Send { content, client_message_id, expected_revision } => {
             send(ctx, content, client_message_id, expected_revision, env)
         }
+        Command::Edit { message_id, content, client_message_id, expected_revision } => {
+            branches::edit(ctx, message_id, content, client_message_id, expected_revision, env)
+        }
+        Command::Regenerate { message_id, expected_revision } => {
+            branches::regenerate(ctx, message_id, expected_revision)
+        }
+        Command::SwitchBranch { branch, expected_revision } => branches::switch(ctx, branch, expected_revision),
         Command::Approve { approved, denied } => tool_calls::approve(ctx, &approved, &denied, env),
         Command::Update { title, config, expected_revision } => {
             check_revision(ctx, expected_revision)?;
@@ -45,7 +53,7 @@ fn call_llm(attempt: u32) -> Outcome {
 }
 
 /// `change` (which moves to AWAITING_LLM_RESPONSE), then the LLM call.
-fn call_llm_with(change: Change, attempt: u32) -> Outcome {
+pub(super) fn call_llm_with(change: Change, attempt: u32) -> Outcome {
     Outcome::then(change, Effect::CallLlm { attempt })
 }
 
@@ -69,7 +77,7 @@ fn send(
     // (at creation or with UpdateContext) is never replaced.
     let first = ctx.title.is_empty() && !ctx.messages.iter().any(|m| m.role == Role::User);
     let title = first.then(|| title_from(&content)).filter(|t| !t.is_empty());
-    let mut message = Message::text((env.new_id)(), ctx.next_seq(), Role::User, content, env.now);
+    let mut message = Message::text((env.new_id)(), ctx.place(0), Role::User, content, env.now);
     message.client_message_id = client_message_id;
     let change = Change::to(Phase::ProcessingUserMessage).with(message).titled(title);
     Ok(Outcome::then(change, Effect::Continue))
@@ -101,7 +109,7 @@ fn title_from(content: &str) -> String {
     title
 }
 
-fn check_revision(ctx: &Context, expected_revision: Option<u64>) -> Result<(), Rejection> {
+pub(super) fn check_revision(ctx: &Context, expected_revision: Option<u64>) -> Result<(), Rejection> {
     match expected_revision {
         Some(expected) if expected != ctx.revision => Err(Rejection::StaleRevision { expected, actual: ctx.revision }),
         _ => Ok(()),
@@ -135,8 +143,9 @@ fn continue_run(ctx: &Context) -> Outcome {
 fn delta(ctx: &Context, text: String, env: &Env) -> Outcome {
     match ctx.phase {
         Phase::AwaitingLlmResponse { attempt } => {
-            let message = ctx.next_seq();
-            let mut reply = Message::text((env.new_id)(), message, Role::Assistant, text, env.now);
+            let place = ctx.place(0);
+            let message = place.seq;
+            let mut reply = Message::text((env.new_id)(), place, Role::Assistant, text, env.now);
             reply.status = MessageStatus::Streaming;
             reply.model = env.model(ctx).to_owned();
             Change::to(Phase::StreamingLlmResponse { attempt, message }).with(reply).into()
@@ -147,14 +156,15 @@ fn delta(ctx: &Context, text: String, env: &Env) -> Outcome {
 }
 
 fn finished(ctx: &Context, reply: LlmReply, env: &Env) -> Outcome {
-    let mut message = match ctx.phase {
+    // The k-th new message after the reply is at place(answers_from + k).
+    let (mut message, answers_from) = match ctx.phase {
         Phase::AwaitingLlmResponse { .. } => {
-            let mut message = Message::text((env.new_id)(), ctx.next_seq(), Role::Assistant, String::new(), env.now);
+            let mut message = Message::text((env.new_id)(), ctx.place(0), Role::Assistant, String::new(), env.now);
             message.content.clear();
-            message
+            (message, 1)
         }
         Phase::StreamingLlmResponse { message, .. } => match ctx.message(message) {
-            Some(streamed) => streamed.clone(),
+            Some(streamed) => (streamed.clone(), 0),
             None => return Outcome::default(),
         },
         _ => return Outcome::default(),
@@ -164,7 +174,7 @@ fn finished(ctx: &Context, reply: LlmReply, env: &Env) -> Outcome {
     message.duration_ms = reply.duration_ms;
     message.model = reply.model.unwrap_or_else(|| env.model(ctx).to_owned());
     let seq = message.seq;
-    let (calls, refused) = tool_calls::decide(ctx, seq, reply.tool_calls, env);
+    let (calls, refused) = tool_calls::decide(ctx, answers_from, reply.tool_calls, env);
     message.tool_calls = calls;
     let change = Change::to(Phase::ProcessingLlmResponse { message: seq }).with(message).with_all(refused);
     Outcome::then(change, Effect::Continue)

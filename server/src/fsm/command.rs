@@ -1,4 +1,4 @@
-use crate::domain::{ContextConfig, RequestedToolCall, ToolResult, Usage};
+use crate::domain::{Branch, ContextConfig, MessageId, RequestedToolCall, ToolResult, Usage};
 
 /// Something that moves a context: a client's action, or the result of an effect.
 #[derive(Debug, Clone, PartialEq)]
@@ -7,6 +7,24 @@ pub enum Command {
     Send {
         content: String,
         client_message_id: Option<String>,
+        expected_revision: Option<u64>,
+    },
+    /// A new version of a user message on the active path; a run starts from it.
+    Edit {
+        message_id: MessageId,
+        content: String,
+        client_message_id: Option<String>,
+        expected_revision: Option<u64>,
+    },
+    /// A new version of an assistant reply on the active path (`None`: the last one).
+    Regenerate {
+        message_id: Option<MessageId>,
+        expected_revision: Option<u64>,
+    },
+    /// Follow another branch, as the runtime read it from storage (`None`: the message asked
+    /// for is on the active path already).
+    SwitchBranch {
+        branch: Option<Branch>,
         expected_revision: Option<u64>,
     },
     /// Decides every pending tool call.

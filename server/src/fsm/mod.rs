@@ -9,6 +9,7 @@
 //! alone, here in the tests as in the runtime.
 
 mod apply;
+mod branches;
 mod command;
 mod effect;
 mod env;
@@ -19,6 +20,7 @@ mod tests;
 mod tool_calls;
 
 pub use apply::apply;
+pub use branches::allowed as branch_allowed;
 pub use command::{Command, LlmReply};
 pub use effect::Effect;
 pub use env::{Env, ToolCatalog};

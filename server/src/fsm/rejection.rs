@@ -1,4 +1,4 @@
-use crate::domain::FsmState;
+use crate::domain::{FsmState, MessageId, Role};
 
 /// Why the state machine refused a command. A refused command changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +21,21 @@ pub enum Rejection {
     ToolCallAnswered { id: String },
     #[error("no external tool call {id:?} is waiting for a result (state {state})")]
     NoResultExpected { id: String, state: FsmState },
+    #[error("message {message} is not on the active path (SwitchBranch to it first)")]
+    NotOnPath { message: MessageId },
+    #[error("{action} takes {} messages, and message {message} is {}", role_name(*wanted), role_name(*role))]
+    WrongRole { action: &'static str, message: MessageId, role: Role, wanted: Role },
+    #[error("the active path has no reply to regenerate")]
+    NothingToRegenerate,
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::System => "system",
+        Role::Tool => "tool",
+    }
 }
 
 impl Rejection {
@@ -29,7 +44,15 @@ impl Rejection {
     pub fn is_invalid_argument(&self) -> bool {
         matches!(
             self,
-            Rejection::UnknownToolCall { .. } | Rejection::DuplicateDecision { .. } | Rejection::Undecided { .. }
+            Rejection::UnknownToolCall { .. }
+                | Rejection::DuplicateDecision { .. }
+                | Rejection::Undecided { .. }
+                | Rejection::WrongRole { .. }
         )
+    }
+
+    /// Whether the client named something the context does not have where it said.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Rejection::NotOnPath { .. })
     }
 }

@@ -5,6 +5,8 @@ use crate::domain::{
 };
 use std::cell::Cell;
 
+mod branches;
+
 struct Policies;
 
 impl ToolCatalog for Policies {

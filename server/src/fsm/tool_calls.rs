@@ -7,7 +7,7 @@ use super::effect::Effect;
 use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
-use crate::domain::{Approval, Change, Context, Message, Phase, RequestedToolCall, Role, ToolCall, ToolResult};
+use crate::domain::{Approval, Change, Context, Message, Phase, Place, RequestedToolCall, Role, ToolCall, ToolResult};
 
 /// Text of the tool message that answers a denied call.
 pub const DENIED: &str = "denied by the user";
@@ -16,10 +16,15 @@ pub const CANCELLED: &str = "cancelled by the user";
 /// Text of the tool message that answers a non-idempotent call a restart interrupted.
 pub const INTERRUPTED: &str = "interrupted by restart";
 
-/// The calls of a finished reply in message `seq`, each with its approval decided by its
-/// tool's policy, and the error answers (from `seq + 1` on) of the calls refused before
+/// The calls of a finished reply, each with its approval decided by its tool's policy, and
+/// the error answers (the `answers_from`-th new message on) of the calls refused before
 /// saving: those are never pending, whatever their tool's policy.
-pub fn decide(ctx: &Context, seq: u64, requested: Vec<RequestedToolCall>, env: &Env) -> (Vec<ToolCall>, Vec<Message>) {
+pub fn decide(
+    ctx: &Context,
+    answers_from: u64,
+    requested: Vec<RequestedToolCall>,
+    env: &Env,
+) -> (Vec<ToolCall>, Vec<Message>) {
     let mut answers = Vec::new();
     let calls = requested
         .into_iter()
@@ -40,8 +45,8 @@ pub fn decide(ctx: &Context, seq: u64, requested: Vec<RequestedToolCall>, env: &
             let call =
                 ToolCall { id: call.id, name: call.name, arguments_json: call.arguments_json, approval, external };
             if let Some(problem) = refused {
-                let next = seq + 1 + answers.len() as u64;
-                answers.push(tool_message(&call, &ToolResult::error(problem), next, env));
+                let place = ctx.place(answers_from + answers.len() as u64);
+                answers.push(tool_message(&call, &ToolResult::error(problem), place, env));
             }
             call
         })
@@ -91,8 +96,8 @@ pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env)
     })
 }
 
-fn tool_message(call: &ToolCall, result: &ToolResult, seq: u64, env: &Env) -> Message {
-    let mut message = Message::text((env.new_id)(), seq, Role::Tool, result.output.clone(), env.now);
+fn tool_message(call: &ToolCall, result: &ToolResult, place: Place, env: &Env) -> Message {
+    let mut message = Message::text((env.new_id)(), place, Role::Tool, result.output.clone(), env.now);
     message.tool_call_id = Some(call.id.clone());
     message.is_error = result.is_error;
     message
@@ -106,7 +111,7 @@ pub fn error_answers<'a>(
     env: &Env,
 ) -> Vec<Message> {
     let error = ToolResult::error(text);
-    calls.into_iter().zip(ctx.next_seq()..).map(|(call, seq)| tool_message(call, &error, seq, env)).collect()
+    calls.into_iter().zip(0..).map(|(call, k)| tool_message(call, &error, ctx.place(k), env)).collect()
 }
 
 pub fn tool_finished(ctx: &Context, call_id: &str, result: ToolResult, env: &Env) -> Outcome {
@@ -118,7 +123,7 @@ pub fn tool_finished(ctx: &Context, call_id: &str, result: ToolResult, env: &Env
         // Already answered (a duplicate) or never runnable: nothing to record.
         return Outcome::default();
     };
-    let answer = tool_message(call, &result, ctx.next_seq(), env);
+    let answer = tool_message(call, &result, ctx.place(0), env);
     if pending.len() == 1 {
         Outcome::then(Change::to(Phase::ProcessingToolResults).with(answer), Effect::Continue)
     } else {

@@ -9,16 +9,17 @@ use metrics::{counter, gauge};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument as _, Span};
 
-use super::batch::{Batch, Save, Step};
+use super::batch::{Batch, Step};
 use super::driver::{Driver, Event};
 use super::error::{Error, Result};
 use super::feed::{self, EventKind, Feed};
-use super::handle::{ActorHandle, Gone, Request, Slot};
+use super::handle::{Action, ActorHandle, Gone, Request, Slot};
 use super::meters;
 use super::shared::{ListEvent, Shared};
 use super::tenants::RunSlot;
-use crate::domain::{Context, ContextId, ContextKey, FsmState, MessageId, Timestamp};
-use crate::fsm::{Command, Effect, Env};
+use crate::domain::{BranchError, Context, ContextId, ContextKey, FsmState, MessageId, Timestamp};
+use crate::fsm::{self, Command, Effect, Env};
+use crate::store::Save;
 use crate::telemetry::{names, traces};
 
 /// At most this many commands are saved in one batch, so a fast producer cannot hold
@@ -180,7 +181,19 @@ impl Live {
                     return;
                 }
                 request = actor.mailbox.recv() => match request {
-                    Some(Request::Act { command, reply, span }) => {
+                    Some(Request::Act { action, reply, span }) => {
+                        let command = match action {
+                            Action::Apply(command) => command,
+                            Action::Switch { message_id, expected_revision } => {
+                                match self.read_branch(message_id, expected_revision).await {
+                                    Ok(command) => command,
+                                    Err(error) => {
+                                        let _ = reply.send(Err(error));
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
                         if !self.step(command, Some(reply), span).await {
                             return;
                         }
@@ -328,10 +341,25 @@ impl Live {
 
     /// Writes one batch atomically (synced unless configured otherwise).
     async fn commit(&self, save: Save) -> Result<()> {
-        let Save { before_updated_at, after, messages } = save;
-        let bytes = self.actor.shared.writer.commit(before_updated_at, after, messages).await?;
+        let bytes = self.actor.shared.writer.commit(save).await?;
         Span::current().record("bytes", bytes);
         Ok(())
+    }
+
+    /// The switch to the branch through `message_id`, read from storage. Only the actor
+    /// writes this context, so what it reads is what it holds, and nothing changes meanwhile.
+    async fn read_branch(&self, message_id: MessageId, expected_revision: Option<u64>) -> Result<Command> {
+        // Refused before reading anything when the state does not allow it.
+        fsm::branch_allowed(&self.ctx, "SwitchBranch", expected_revision)?;
+        let (store, ctx) = (self.actor.shared.store.clone(), Arc::clone(&self.ctx));
+        let branch = tokio::task::spawn_blocking(move || ctx.branch_through(&store.tree(&ctx.key()), message_id))
+            .await
+            .map_err(|e| Error::Internal(format!("storage task failed: {e}")))?
+            .map_err(|error| match error {
+                BranchError::UnknownMessage { context, message } => Error::UnknownMessage { context, message },
+                BranchError::Read(error) => Error::Storage(error),
+            })?;
+        Ok(Command::SwitchBranch { branch, expected_revision })
     }
 
     /// Tells watchers about saved transitions and streamed text, in the order they
@@ -340,7 +368,7 @@ impl Live {
         let mut path: Vec<FsmState> = Vec::new();
         for step in steps {
             match step {
-                Step::Transition { before, after, messages } => {
+                Step::Transition { before, after, moved, messages } => {
                     let (from, to) = (before.state(), after.state());
                     if path.is_empty() {
                         path.push(from);
@@ -351,7 +379,7 @@ impl Live {
                         counter!(names::RUNS_FAILED).increment(1);
                     }
                     meters::count_tool_answers(&after, &messages, &self.actor.shared.tools);
-                    let events = feed::change_events(&before, &after, &messages);
+                    let events = feed::change_events(&before, &after, moved.as_ref(), &messages);
                     self.actor.feed.saved(after, events);
                 }
                 Step::Streamed { ctx, message_id, text } => {

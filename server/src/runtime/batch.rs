@@ -8,31 +8,21 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Change, Context, Message, MessageId, Timestamp};
+use crate::domain::{Change, Context, Message, MessageId, PathMove, Timestamp};
 use crate::fsm::{self, Command, Effect, Env, Outcome, Rejection};
+use crate::store::Save;
 
 /// What the batch did, in order, to publish once it is saved.
 pub(super) enum Step {
     Transition {
         before: Arc<Context>,
         after: Arc<Context>,
+        /// How the active path moved before `messages` were put, if it did.
+        moved: Option<PathMove>,
         messages: Vec<Arc<Message>>,
     },
     /// Streamed text, held in memory only; `ctx` already holds it.
-    Streamed {
-        ctx: Arc<Context>,
-        message_id: MessageId,
-        text: String,
-    },
-}
-
-/// What to write: the metadata of the last transition and the newest version of every
-/// message any transition of the batch changed.
-pub(super) struct Save {
-    /// What the by-updated index holds for the context now.
-    pub before_updated_at: Timestamp,
-    pub after: Arc<Context>,
-    pub messages: Vec<Arc<Message>>,
+    Streamed { ctx: Arc<Context>, message_id: MessageId, text: String },
 }
 
 pub(super) struct Batch {
@@ -103,22 +93,36 @@ impl Batch {
         &self.ctx
     }
 
-    /// What to write, or `None` when nothing needs saving (only streamed text).
+    /// What to write, or `None` when nothing needs saving (only streamed text): the metadata
+    /// of the last transition, the newest version of every message any transition changed,
+    /// and the messages a switch brought onto the active path.
     pub fn save(&self) -> Option<Save> {
         let mut messages: Vec<Arc<Message>> = Vec::new();
+        let mut joined: Vec<Arc<Message>> = Vec::new();
         let mut after = None;
         for step in &self.steps {
-            if let Step::Transition { after: ctx, messages: changed, .. } = step {
+            if let Step::Transition { after: ctx, messages: changed, moved, .. } = step {
                 for message in changed {
-                    match messages.iter_mut().find(|m| m.seq == message.seq) {
+                    match messages.iter_mut().find(|m| m.node == message.node) {
                         Some(older) => *older = Arc::clone(message),
                         None => messages.push(Arc::clone(message)),
                     }
                 }
+                if let Some(PathMove::Switch(branch)) = moved {
+                    joined.extend(branch.tail.iter().cloned());
+                }
                 after = Some(Arc::clone(ctx));
             }
         }
-        Some(Save { before_updated_at: self.saved.updated_at, after: after?, messages })
+        let after = after?;
+        Some(Save {
+            before_updated_at: self.saved.updated_at,
+            new_from_node: self.saved.next_node,
+            path_changed: !Arc::ptr_eq(&self.saved.shape, &after.shape),
+            after,
+            messages,
+            joined,
+        })
     }
 
     /// The final state, the steps to publish and the effects to start once saved, with a
@@ -132,7 +136,7 @@ impl Batch {
     fn transition(&mut self, change: Change, now: Timestamp) {
         let after = Arc::new(self.ctx.apply(&change, now));
         let before = std::mem::replace(&mut self.ctx, Arc::clone(&after));
-        self.steps.push(Step::Transition { before, after, messages: change.messages });
+        self.steps.push(Step::Transition { before, after, moved: change.path, messages: change.messages });
     }
 
     /// Streamed text lives in memory until the message is saved whole. Text that arrives

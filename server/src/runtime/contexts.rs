@@ -11,13 +11,13 @@ use tokio_util::sync::CancellationToken;
 use super::actor::Actor;
 use super::error::{Error, Result};
 use super::feed::{Subscription, Update};
-use super::handle::{ActorHandle, Gone, Request, Slot};
+use super::handle::{Action, ActorHandle, Gone, Request, Slot};
 use super::settings::Settings;
 use super::shared::{ListEvent, Shared};
 use crate::domain::{
-    Context, ContextConfig, ContextId, ContextKey, ContextSummary, ListPosition, MessageId, TenantId, Timestamp,
+    Context, ContextConfig, ContextId, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId,
+    Timestamp, TreeReader, Versions,
 };
-use crate::fsm::Command;
 use crate::llm::LlmProvider;
 use crate::store::{self, Store, Writer};
 use crate::telemetry::names;
@@ -184,6 +184,45 @@ impl Contexts {
         self.blocking(move |store| store.list(&tenant, after, limit)).await
     }
 
+    /// A page of the children of `parent` (`None`: the first messages) of a context, oldest
+    /// first, from the one after node `after`; read from what is saved, on any branch. Returns
+    /// where the next page starts, if there may be one.
+    pub async fn children(
+        &self,
+        key: &ContextKey,
+        parent: Option<MessageId>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<(Message, Versions)>, Option<u64>)> {
+        let key = key.clone();
+        self.blocking(move |store| {
+            let tree = store.tree(&key);
+            if !tree.exists()? {
+                return Ok(Err(Error::NotFound(key.id)));
+            }
+            let parent_id = parent;
+            let parent = match parent {
+                Some(id) => match tree.node_of(id)? {
+                    Some(node) => Some(node),
+                    None => return Ok(Err(Error::UnknownMessage { context: key.id.to_string(), message: id })),
+                },
+                None => None,
+            };
+            let children = tree.children(parent)?;
+            let group: Vec<Sibling> = children.iter().map(|c| Sibling { node: c.node, id: c.id }).collect();
+            let page: Vec<u64> =
+                children.iter().map(|c| c.node).filter(|n| after.is_none_or(|a| *n > a)).take(limit).collect();
+            let next = (page.len() == limit).then(|| page.last().copied()).flatten();
+            let messages = tree.messages(&page)?;
+            let listed = messages.into_iter().map(|m| {
+                let versions = Versions::within(&group, m.node, parent_id);
+                (m, versions)
+            });
+            Ok(Ok((listed.collect(), next)))
+        })
+        .await?
+    }
+
     /// The current state of a context (loading it if needed).
     pub async fn get(&self, key: &ContextKey) -> Result<Arc<Context>> {
         self.loaded(key).await.map(|(_, ctx)| ctx)
@@ -261,14 +300,15 @@ impl Contexts {
     pub async fn act(
         &self,
         key: &ContextKey,
-        command: Command,
+        action: impl Into<Action>,
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<Arc<Context>> {
+        let action = action.into();
         let (ctx, mut state) = loop {
             let (reply, response) = oneshot::channel();
             match self
-                .send(key, Request::Act { command: command.clone(), reply, span: tracing::Span::current() }, response)
+                .send(key, Request::Act { action: action.clone(), reply, span: tracing::Span::current() }, response)
                 .await
             {
                 Err(Error::Unloaded) => continue,

@@ -1,6 +1,6 @@
 //! What the runtime's callers can be told went wrong.
 
-use crate::domain::{ContextId, ForkError, TenantId};
+use crate::domain::{ContextId, ForkError, MessageId, TenantId};
 use crate::fsm::Rejection;
 use crate::store;
 
@@ -8,6 +8,8 @@ use crate::store;
 pub enum Error {
     #[error("context {0} not found")]
     NotFound(ContextId),
+    #[error("context {context} has no message {message}")]
+    UnknownMessage { context: String, message: MessageId },
     #[error("context {0} already exists")]
     AlreadyExists(ContextId),
     #[error(transparent)]

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use metrics::counter;
 use tokio::sync::broadcast;
 
-use crate::domain::{Context, ContextConfig, FsmState, Message, MessageId, Phase, Timestamp, ToolCall};
+use crate::domain::{
+    Context, ContextConfig, FsmState, Message, MessageId, PathMove, Phase, Timestamp, ToolCall, Versions,
+};
 use crate::telemetry::names;
 
 /// Events a watcher may fall behind by before it is sent a snapshot instead.
@@ -21,15 +23,33 @@ const CHANNEL_CAPACITY: usize = 256;
 /// Saved events kept for replay.
 const HISTORY_LIMIT: usize = 512;
 
+/// A message of the active path, with how it stands among its versions then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnPath {
+    pub message: Arc<Message>,
+    pub versions: Versions,
+}
+
+impl OnPath {
+    pub fn of(ctx: &Context, message: &Arc<Message>) -> Self {
+        Self { message: Arc::clone(message), versions: ctx.versions(message.seq) }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
-    MessageAppended(Arc<Message>),
+    MessageAppended(OnPath),
     /// Text appended to a streaming message (not saved on its own).
     MessageDelta {
         message_id: MessageId,
         text: String,
     },
-    MessageUpdated(Arc<Message>),
+    MessageUpdated(OnPath),
+    /// The active path changed: keep its first `kept` messages, then `messages`.
+    BranchSwitched {
+        kept: u64,
+        messages: Vec<OnPath>,
+    },
     StateChanged {
         state: FsmState,
         last_error: String,
@@ -167,7 +187,10 @@ impl Feed {
             if let Phase::StreamingLlmResponse { message, .. } = current.phase
                 && let Some(streaming) = current.message(message)
             {
-                let kind = EventKind::MessageUpdated(Arc::new(streaming.clone()));
+                let kind = EventKind::MessageUpdated(OnPath {
+                    message: Arc::new(streaming.clone()),
+                    versions: current.versions(streaming.seq),
+                });
                 let (seq, revision, updated_at) = (inner.seq, current.revision, current.updated_at);
                 updates.push(Update::Event(Arc::new(Event { seq, revision, updated_at, kind })));
             }
@@ -223,18 +246,33 @@ impl Subscription {
     }
 }
 
-/// The events that describe going from `before` to `after` by saving `changed`.
-pub fn change_events(before: &Context, after: &Context, changed: &[Arc<Message>]) -> Vec<EventKind> {
-    let mut events: Vec<EventKind> = changed
-        .iter()
-        .map(|m| {
-            if m.seq < before.next_seq() {
-                EventKind::MessageUpdated(Arc::clone(m))
-            } else {
-                EventKind::MessageAppended(Arc::clone(m))
-            }
-        })
-        .collect();
+/// The events that describe going from `before` to `after` by moving the path (`moved`) and
+/// saving `changed`. A moved path is one event holding the new path's messages from where it
+/// leaves the old one: never more than a snapshot would hold, usually one message or none.
+pub fn change_events(
+    before: &Context,
+    after: &Context,
+    moved: Option<&PathMove>,
+    changed: &[Arc<Message>],
+) -> Vec<EventKind> {
+    let kept = match moved {
+        Some(PathMove::Cut(kept)) => Some(*kept),
+        Some(PathMove::Switch(branch)) => Some(branch.keep),
+        None => None,
+    };
+    let mut events: Vec<EventKind> = Vec::new();
+    if let Some(kept) = kept {
+        let tail = after.messages.skip(usize::try_from(kept).unwrap_or(usize::MAX));
+        events.push(EventKind::BranchSwitched { kept, messages: tail.iter().map(|m| OnPath::of(after, m)).collect() });
+    }
+    let unseen = kept.unwrap_or_else(|| before.next_seq());
+    events.extend(changed.iter().filter(|m| kept.is_none() || m.seq < unseen).map(|m| {
+        if m.seq < unseen {
+            EventKind::MessageUpdated(OnPath::of(after, m))
+        } else {
+            EventKind::MessageAppended(OnPath::of(after, m))
+        }
+    }));
     if before.title != after.title || before.config != after.config {
         events.push(EventKind::Updated { title: after.title.clone(), config: after.config.clone() });
     }

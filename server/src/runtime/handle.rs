@@ -6,8 +6,24 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::Result;
 use super::feed::Feed;
-use crate::domain::Context;
+use crate::domain::{Context, MessageId};
 use crate::fsm::Command;
+
+/// What a caller asks a context's actor to do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Apply a command.
+    Apply(Command),
+    /// Switch the active path to the branch through a message: the actor reads that branch
+    /// from storage, then applies it.
+    Switch { message_id: MessageId, expected_revision: Option<u64> },
+}
+
+impl From<Command> for Action {
+    fn from(command: Command) -> Self {
+        Action::Apply(command)
+    }
+}
 
 /// What a live context's watchers see.
 #[derive(Debug, Clone)]
@@ -30,7 +46,7 @@ pub enum Gone {
 pub(super) enum Request {
     /// `span`: the caller's (its RPC's), so the run the action starts continues its trace.
     Act {
-        command: Command,
+        action: Action,
         reply: oneshot::Sender<Result<Arc<Context>>>,
         span: tracing::Span,
     },

@@ -20,8 +20,8 @@ mod tenants;
 
 pub use contexts::Contexts;
 pub use error::{Error, Result};
-pub use feed::{Event, EventKind, Feed, Subscription, Update};
-pub use handle::{Gone, Slot};
+pub use feed::{Event, EventKind, Feed, OnPath, Subscription, Update};
+pub use handle::{Action, Gone, Slot};
 pub use settings::Settings;
 pub use shared::ListEvent;
 

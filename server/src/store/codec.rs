@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::error::Error;
 use crate::domain::{
     Approval, ContentPart, Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, MessageId,
-    MessageStatus, Phase, Role, Timestamp, ToolCall, Usage,
+    MessageStatus, PathShape, Phase, Role, Segment, Sibling, Timestamp, ToolCall, Usage,
 };
 
 /// The only format written so far; readers refuse values of formats they do not know.
@@ -39,6 +39,45 @@ pub struct StoredContext {
     /// The tenant is not here: it is part of the key.
     #[prost(string, tag = "11")]
     pub created_by: String,
+    /// The number the next new message gets (0: saved before branches, when the messages
+    /// were numbered 0, 1, ... and it was `message_count`).
+    #[prost(uint64, tag = "12")]
+    pub next_node: u64,
+}
+
+/// The active path's shape, under `paths`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredPath {
+    #[prost(message, repeated, tag = "1")]
+    pub segments: Vec<StoredSegment>,
+    /// Depths where the active path's message has versions (or, at the path's end, where the
+    /// last message has replies off the path).
+    #[prost(uint64, repeated, tag = "2")]
+    pub forks: Vec<u64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredSegment {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(uint64, tag = "2")]
+    pub node: u64,
+}
+
+/// One child under `children`: the key names its parent and node.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredChild {
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub active_at: u64,
+}
+
+/// A message's node, under `message_ids`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredNode {
+    #[prost(uint64, tag = "1")]
+    pub node: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -96,6 +135,13 @@ pub struct StoredMessage {
     pub created_at_us: i64,
     #[prost(string, tag = "12")]
     pub model: String,
+    /// Depth in the tree; absent on messages saved before branches, whose depth is their
+    /// node and whose parent is the node before.
+    #[prost(uint64, optional, tag = "13")]
+    pub depth: Option<u64>,
+    /// The parent's node; absent for first messages.
+    #[prost(uint64, optional, tag = "14")]
+    pub parent: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -154,6 +200,7 @@ pub fn context_to_stored(ctx: &Context) -> StoredContext {
         created_at_us: ctx.created_at.as_micros(),
         updated_at_us: ctx.updated_at.as_micros(),
         message_count: ctx.next_seq(),
+        next_node: ctx.next_node,
         phase: Some(phase_to_stored(&ctx.phase)),
         external_tools: ctx
             .config
@@ -172,8 +219,29 @@ pub fn context_to_stored(ctx: &Context) -> StoredContext {
     }
 }
 
-/// Rebuilds a context from its saved metadata and messages (which must be seq 0, 1, ...).
-pub fn context_from_stored(key: ContextKey, stored: StoredContext, messages: Vec<Message>) -> Result<Context, Error> {
+pub fn path_to_stored(shape: &PathShape) -> StoredPath {
+    StoredPath {
+        segments: shape.segments.iter().map(|s| StoredSegment { seq: s.seq, node: s.node }).collect(),
+        forks: shape.forks.keys().copied().collect(),
+    }
+}
+
+/// The segments of a saved path; a context saved before branches has one, from node 0.
+pub fn segments_from_stored(stored: Option<&StoredPath>) -> Vec<Segment> {
+    match stored {
+        Some(path) => path.segments.iter().map(|s| Segment { seq: s.seq, node: s.node }).collect(),
+        None => vec![Segment { seq: 0, node: 0 }],
+    }
+}
+
+/// Rebuilds a context from its saved metadata, the messages of its active path (depth 0,
+/// 1, ...) and the versions at the depths that have them.
+pub fn context_from_stored(
+    key: ContextKey,
+    stored: StoredContext,
+    messages: Vec<Message>,
+    forks: Vec<(u64, Arc<[Sibling]>)>,
+) -> Result<Context, Error> {
     let StoredContext {
         title,
         system_prompt,
@@ -186,6 +254,7 @@ pub fn context_from_stored(key: ContextKey, stored: StoredContext, messages: Vec
         phase,
         external_tools,
         created_by,
+        next_node,
     } = stored;
     if messages.len() as u64 != message_count {
         return Err(Error::Corrupt(format!(
@@ -230,6 +299,11 @@ pub fn context_from_stored(key: ContextKey, stored: StoredContext, messages: Vec
     ctx.updated_at = Timestamp::from_micros(updated_at_us);
     for message in messages {
         ctx.put_message(Arc::new(message));
+    }
+    ctx.next_node = ctx.next_node.max(next_node);
+    if !forks.is_empty() {
+        let shape = Arc::make_mut(&mut ctx.shape);
+        shape.forks = forks.into_iter().collect();
     }
     Ok(ctx)
 }
@@ -317,10 +391,13 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
         duration_ms: message.duration_ms,
         model: message.model.clone(),
         created_at_us: message.created_at.as_micros(),
+        depth: Some(message.seq),
+        parent: message.parent,
     }
 }
 
-pub fn message_from_stored(seq: u64, stored: StoredMessage) -> Result<Message, Error> {
+/// The message saved as node `node`.
+pub fn message_from_stored(node: u64, stored: StoredMessage) -> Result<Message, Error> {
     let StoredMessage {
         id,
         role,
@@ -334,12 +411,21 @@ pub fn message_from_stored(seq: u64, stored: StoredMessage) -> Result<Message, E
         duration_ms,
         created_at_us,
         model,
+        depth,
+        parent,
     } = stored;
-    let corrupt = |what: &str, value: i32| Error::Corrupt(format!("message {seq}: unknown {what} {value}"));
-    let id: [u8; 16] = id.try_into().map_err(|_| Error::Corrupt(format!("message {seq}: bad id")))?;
+    let corrupt = |what: &str, value: i32| Error::Corrupt(format!("message {node}: unknown {what} {value}"));
+    let id: [u8; 16] = id.try_into().map_err(|_| Error::Corrupt(format!("message {node}: bad id")))?;
+    // Saved before branches: node = depth, and each message follows the one before.
+    let (seq, parent) = match depth {
+        Some(depth) => (depth, parent),
+        None => (node, node.checked_sub(1)),
+    };
     Ok(Message {
         id: MessageId::from_bytes(id),
         seq,
+        node,
+        parent,
         role: match role {
             1 => Role::User,
             2 => Role::Assistant,

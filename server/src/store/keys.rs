@@ -4,12 +4,22 @@
 //! contiguous, ordered range. Each column family holds one kind of key; never reuse a
 //! family's name for another layout (`legacy` holds the names of the layout before tenants).
 
-use crate::domain::{ContextId, ContextKey, ListPosition, MAX_TENANT_LEN, TenantId, Timestamp};
+use crate::domain::{ContextId, ContextKey, ListPosition, MAX_TENANT_LEN, MessageId, TenantId, Timestamp};
 
 /// tenant ++ context id → the context's metadata (everything but its messages).
 pub const CF_CONTEXTS: &str = "tenant_contexts";
-/// tenant ++ context id ++ seq → one message.
+/// tenant ++ context id ++ node → one message (of any branch). Saved before branches, the
+/// node of a message was its seq, which is why the old keys still read.
 pub const CF_MESSAGES: &str = "tenant_messages";
+/// tenant ++ context id ++ parent slot ++ child node → the child's id and when it was last
+/// active: the tree's edges, one contiguous range per parent. The slot is 0 for the first
+/// messages, the parent's node + 1 otherwise.
+pub const CF_CHILDREN: &str = "tenant_children";
+/// tenant ++ context id ++ message id → its node, to find a message of any branch by id.
+pub const CF_MESSAGE_IDS: &str = "tenant_message_ids";
+/// tenant ++ context id → the active path's shape (segments and the depths with versions),
+/// written only when it changes; absent: one segment from node 0, no versions.
+pub const CF_PATHS: &str = "tenant_paths";
 /// tenant ++ (u64::MAX - updated_at) ++ context id → nothing: a tenant's contexts, most
 /// recently updated first.
 pub const CF_BY_UPDATED: &str = "tenant_by_updated";
@@ -17,7 +27,12 @@ pub const CF_BY_UPDATED: &str = "tenant_by_updated";
 /// without scanning every context.
 pub const CF_ACTIVE: &str = "tenant_active";
 
-pub const ALL_FAMILIES: [&str; 4] = [CF_CONTEXTS, CF_MESSAGES, CF_BY_UPDATED, CF_ACTIVE];
+pub const ALL_FAMILIES: [&str; 7] =
+    [CF_CONTEXTS, CF_MESSAGES, CF_BY_UPDATED, CF_ACTIVE, CF_CHILDREN, CF_MESSAGE_IDS, CF_PATHS];
+
+/// In the default family: present once every message has its entries in `CF_CHILDREN` and
+/// `CF_MESSAGE_IDS` (messages saved before branches had none; see `migrate`).
+pub const TREE_INDEXED: &[u8] = b"tree-indexed";
 
 const ID_LEN: usize = 16;
 const SEQ_LEN: usize = 8;
@@ -45,16 +60,38 @@ pub fn context_key_in(prefix: &[u8], id: ContextId) -> Vec<u8> {
     bytes
 }
 
-pub fn message_key(key: &ContextKey, seq: u64) -> Vec<u8> {
-    let mut bytes = context_key(key);
-    bytes.extend_from_slice(&seq.to_be_bytes());
+/// The key of message `node` of the context whose key is `context`.
+pub fn message_key(context: &[u8], node: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(context.len() + SEQ_LEN);
+    bytes.extend_from_slice(context);
+    bytes.extend_from_slice(&node.to_be_bytes());
     bytes
 }
 
-/// The seq of a message key, if `bytes` is one of `context`'s (whose key is `context`).
-pub fn message_seq(context: &[u8], bytes: &[u8]) -> Option<u64> {
-    let seq = bytes.strip_prefix(context)?;
-    Some(u64::from_be_bytes(seq.try_into().ok()?))
+/// The node of a message key (or of a children key past its parent), if `bytes` is one of
+/// those starting with `prefix`.
+pub fn node_after(prefix: &[u8], bytes: &[u8]) -> Option<u64> {
+    let node = bytes.strip_prefix(prefix)?;
+    Some(u64::from_be_bytes(node.try_into().ok()?))
+}
+
+/// The prefix of the children keys of `parent` (`None`: the first messages).
+pub fn children_prefix(context: &[u8], parent: Option<u64>) -> Vec<u8> {
+    let slot = parent.map_or(0, |node| node.saturating_add(1));
+    message_key(context, slot)
+}
+
+pub fn child_key(context: &[u8], parent: Option<u64>, node: u64) -> Vec<u8> {
+    let mut bytes = children_prefix(context, parent);
+    bytes.extend_from_slice(&node.to_be_bytes());
+    bytes
+}
+
+pub fn message_id_key(context: &[u8], id: &MessageId) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(context.len() + ID_LEN);
+    bytes.extend_from_slice(context);
+    bytes.extend_from_slice(id.as_bytes());
+    bytes
 }
 
 /// The exclusive upper bound of every key that starts with `prefix`, if there is one.
@@ -130,18 +167,37 @@ mod tests {
     #[test]
     fn message_keys_round_trip_and_sort_by_tenant_then_context_then_seq() {
         let (a, b) = (key("acme", 1), key("acme", 2));
-        let keys =
-            [message_key(&a, 0), message_key(&a, 1), message_key(&a, 255), message_key(&a, 256), message_key(&b, 0)];
-        assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must sort by context, then seq");
-        assert_eq!(message_seq(&context_key(&a), &message_key(&a, 300)), Some(300));
-        assert_eq!(message_seq(&context_key(&b), &message_key(&a, 300)), None);
-        assert_eq!(message_seq(&context_key(&a), &[0u8; 3]), None);
+        let (ka, kb) = (context_key(&a), context_key(&b));
+        let keys = [
+            message_key(&ka, 0),
+            message_key(&ka, 1),
+            message_key(&ka, 255),
+            message_key(&ka, 256),
+            message_key(&kb, 0),
+        ];
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must sort by context, then node");
+        assert_eq!(node_after(&ka, &message_key(&ka, 300)), Some(300));
+        assert_eq!(node_after(&kb, &message_key(&ka, 300)), None);
+        assert_eq!(node_after(&ka, &[0u8; 3]), None);
+
+        // One parent's children are one range, in node order; the first messages come first.
+        let children = [
+            child_key(&ka, None, 0),
+            child_key(&ka, None, 9),
+            child_key(&ka, Some(0), 1),
+            child_key(&ka, Some(0), 7),
+            child_key(&ka, Some(1), 2),
+        ];
+        assert!(children.windows(2).all(|w| w[0] < w[1]));
+        let of_zero = children_prefix(&ka, Some(0));
+        assert_eq!(children.iter().filter(|k| k.starts_with(&of_zero)).count(), 2);
+        assert_eq!(node_after(&of_zero, &children[3]), Some(7));
 
         let end = prefix_end(&context_key(&a)).expect("an end");
         assert!(keys[..4].iter().all(|k| *k < end) && keys[4] >= end);
         let last = key("acme", 0xff);
         let end = prefix_end(&context_key(&last)).expect("the tenant's byte carries");
-        assert!(message_key(&last, u64::MAX) < end);
+        assert!(message_key(&context_key(&last), u64::MAX) < end);
         assert_eq!(prefix_end(&[0xff, 0xff]), None);
     }
 
@@ -150,9 +206,9 @@ mod tests {
         // "a" is a prefix of "ab" as a string, but not as a key prefix.
         let (short, long) = (key("a", 1), key("ab", 1));
         assert!(!context_key(&long).starts_with(&tenant_prefix(&short.tenant)));
-        assert!(!message_key(&long, 0).starts_with(&context_key(&short)));
+        assert!(!message_key(&context_key(&long), 0).starts_with(&context_key(&short)));
         assert_eq!(parse_context_key(&context_key(&long)), Some(long.clone()));
-        assert_eq!(parse_context_key(&message_key(&long, 0)), None);
+        assert_eq!(parse_context_key(&message_key(&context_key(&long), 0)), None);
         assert_eq!(parse_context_key(&[3, b'.', b'.', b'x']), None);
     }
 

@@ -8,11 +8,15 @@ mod error;
 mod keys;
 mod migrate;
 mod rocksdb;
+mod save;
 mod writer;
 
 pub use error::{Error, Result};
-pub use rocksdb::Store;
+pub use rocksdb::{Store, Tree};
+pub use save::Save;
 pub use writer::Writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tree_tests;

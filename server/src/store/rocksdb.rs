@@ -13,7 +13,10 @@ use super::codec;
 use super::error::{Error, Result};
 use super::keys;
 use super::migrate;
-use crate::domain::{Context, ContextKey, ContextSummary, ListPosition, Message, TenantId, Timestamp};
+use super::save::Save;
+use crate::domain::{
+    Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId, TreeReader,
+};
 
 /// RocksDB properties exported as metrics: (metric name, property).
 const FIGURES: &[(&str, &str)] = &[
@@ -55,6 +58,7 @@ impl Store {
             }
         })?;
         migrate::legacy_into_default_tenant(&mut db, &present)?;
+        migrate::index_the_tree(&db)?;
         Ok(Self { db: Arc::new(db), sync })
     }
 
@@ -76,42 +80,52 @@ impl Store {
     /// Saves a new context with the messages it starts with (a fork's), in one write.
     pub fn insert(&self, ctx: &Context) -> Result<()> {
         let mut batch = WriteBatch::default();
-        let messages: Vec<Arc<Message>> = ctx.messages.iter().cloned().collect();
-        self.put_context(&mut batch, None, ctx, &messages)?;
+        self.put_save(&mut batch, &Save::new_context(Arc::new(ctx.clone())), true)?;
         self.write(batch)
     }
 
-    /// Saves one change atomically: `after`'s metadata plus the `changed` messages.
-    /// `before_updated_at` is what the by-updated index holds for the context now.
-    pub fn commit(&self, before_updated_at: Timestamp, after: &Context, changed: &[Arc<Message>]) -> Result<()> {
+    /// Saves one change atomically.
+    pub fn commit(&self, save: &Save) -> Result<()> {
         let mut batch = WriteBatch::default();
-        self.put_context(&mut batch, Some(before_updated_at), after, changed)?;
+        self.put_save(&mut batch, save, false)?;
         self.write(batch)
     }
 
-    pub(super) fn put_context(
-        &self,
-        batch: &mut WriteBatch,
-        before_updated_at: Option<Timestamp>,
-        ctx: &Context,
-        changed: &[Arc<Message>],
-    ) -> Result<()> {
+    /// Adds `save` to `batch`; `created`: the context is new (no by-updated entry to replace).
+    pub(super) fn put_save(&self, batch: &mut WriteBatch, save: &Save, created: bool) -> Result<()> {
+        let ctx = &save.after;
         let context = ctx.key();
         let key = keys::context_key(&context);
         batch.put_cf(self.family(keys::CF_CONTEXTS)?, &key, codec::encode(&codec::context_to_stored(ctx)));
-        let messages = self.family(keys::CF_MESSAGES)?;
-        for message in changed {
+        let (messages, children, ids) =
+            (self.family(keys::CF_MESSAGES)?, self.family(keys::CF_CHILDREN)?, self.family(keys::CF_MESSAGE_IDS)?);
+        let child = |message: &Message| {
+            let stored = codec::StoredChild { id: message.id.as_bytes().to_vec(), active_at: ctx.revision };
+            (keys::child_key(&key, message.parent, message.node), codec::encode(&stored))
+        };
+        for message in &save.messages {
             batch.put_cf(
                 messages,
-                keys::message_key(&context, message.seq),
+                keys::message_key(&key, message.node),
                 codec::encode(&codec::message_to_stored(message)),
             );
+            if message.node >= save.new_from_node {
+                let (edge, value) = child(message);
+                batch.put_cf(children, edge, value);
+                let node = codec::StoredNode { node: message.node };
+                batch.put_cf(ids, keys::message_id_key(&key, &message.id), codec::encode(&node));
+            }
+        }
+        for message in &save.joined {
+            let (edge, value) = child(message);
+            batch.put_cf(children, edge, value);
+        }
+        if save.path_changed {
+            batch.put_cf(self.family(keys::CF_PATHS)?, &key, codec::encode(&codec::path_to_stored(&ctx.shape)));
         }
         let by_updated = self.family(keys::CF_BY_UPDATED)?;
-        if let Some(before) = before_updated_at
-            && before != ctx.updated_at
-        {
-            batch.delete_cf(by_updated, keys::by_updated_key(&ctx.tenant, before, ctx.id));
+        if !created && save.before_updated_at != ctx.updated_at {
+            batch.delete_cf(by_updated, keys::by_updated_key(&ctx.tenant, save.before_updated_at, ctx.id));
         }
         batch.put_cf(by_updated, keys::by_updated_key(&ctx.tenant, ctx.updated_at, ctx.id), []);
         let active = self.family(keys::CF_ACTIVE)?;
@@ -123,33 +137,88 @@ impl Store {
         Ok(())
     }
 
-    /// Loads a context with all its messages; `None` if there is no such context.
+    /// Loads a context with the messages of its active path; `None` if there is no such
+    /// context. Reads only the active path: one range per segment, and the versions at the
+    /// depths that have them, whatever the branches beside it hold.
     pub fn load(&self, key: &ContextKey) -> Result<Option<Context>> {
         let context = keys::context_key(key);
         let Some(meta) = self.db.get_pinned_cf(self.family(keys::CF_CONTEXTS)?, &context)? else {
             return Ok(None);
         };
         let stored: codec::StoredContext = codec::decode("context", &meta)?;
+        let path = match self.db.get_pinned_cf(self.family(keys::CF_PATHS)?, &context)? {
+            Some(bytes) => Some(codec::decode::<codec::StoredPath>("path", &bytes)?),
+            None => None,
+        };
+        let length = stored.message_count;
+        let segments = codec::segments_from_stored(path.as_ref());
+        let mut messages: Vec<Message> = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        let family = self.family(keys::CF_MESSAGES)?;
+        for (i, segment) in segments.iter().enumerate() {
+            let end = segments.get(i + 1).map_or(length, |next| next.seq);
+            let count = end.saturating_sub(segment.seq);
+            if segment.seq != messages.len() as u64 {
+                return Err(Error::Corrupt(format!(
+                    "context {key}: path segment at depth {} out of order",
+                    segment.seq
+                )));
+            }
+            let iter = self.db.iterator_cf(
+                family,
+                IteratorMode::From(&keys::message_key(&context, segment.node), Direction::Forward),
+            );
+            for (k, item) in iter.take(usize::try_from(count).unwrap_or(usize::MAX)).enumerate() {
+                let (bytes, value) = item?;
+                let node = segment.node + k as u64;
+                if keys::node_after(&context, &bytes) != Some(node) {
+                    return Err(Error::Corrupt(format!("context {key}: message {node} is missing")));
+                }
+                let message = codec::message_from_stored(node, codec::decode("message", &value)?)?;
+                let follows = messages.last().map(|m| m.node);
+                if message.seq != messages.len() as u64 || message.parent != follows {
+                    return Err(Error::Corrupt(format!("context {key}: message {node} is not on the saved path")));
+                }
+                messages.push(message);
+            }
+        }
+        let mut forks = Vec::new();
+        for seq in path.map(|p| p.forks).unwrap_or_default() {
+            let parent =
+                seq.checked_sub(1).and_then(|before| messages.get(usize::try_from(before).ok()?)).map(|m| m.node);
+            let siblings: Arc<[Sibling]> =
+                self.children_of(&context, parent)?.into_iter().map(|c| Sibling { node: c.node, id: c.id }).collect();
+            forks.push((seq, siblings));
+        }
+        codec::context_from_stored(key.clone(), stored, messages, forks).map(Some)
+    }
+
+    /// The children of `parent` (`None`: the first messages) of the context whose key is
+    /// `context`, oldest first.
+    pub(super) fn children_of(&self, context: &[u8], parent: Option<u64>) -> Result<Vec<Child>> {
+        let prefix = keys::children_prefix(context, parent);
         let mut read = ReadOptions::default();
-        if let Some(end) = keys::prefix_end(&context) {
+        if let Some(end) = keys::prefix_end(&prefix) {
             read.set_iterate_upper_bound(end);
         }
-        let mut messages = Vec::with_capacity(usize::try_from(stored.message_count).unwrap_or(0));
+        let mut children = Vec::new();
         let iter = self.db.iterator_cf_opt(
-            self.family(keys::CF_MESSAGES)?,
+            self.family(keys::CF_CHILDREN)?,
             read,
-            IteratorMode::From(&context, Direction::Forward),
+            IteratorMode::From(&prefix, Direction::Forward),
         );
         for item in iter {
             let (bytes, value) = item?;
-            let seq =
-                keys::message_seq(&context, &bytes).ok_or_else(|| Error::Corrupt("message key out of range".into()))?;
-            if seq != messages.len() as u64 {
-                return Err(Error::Corrupt(format!("context {key}: message {} is missing", messages.len())));
-            }
-            messages.push(codec::message_from_stored(seq, codec::decode("message", &value)?)?);
+            let node = keys::node_after(&prefix, &bytes).ok_or_else(|| Error::Corrupt("bad children key".into()))?;
+            let codec::StoredChild { id, active_at } = codec::decode("child", &value)?;
+            let id: [u8; 16] = id.try_into().map_err(|_| Error::Corrupt(format!("child {node}: bad id")))?;
+            children.push(Child { node, id: MessageId::from_bytes(id), active_at });
         }
-        codec::context_from_stored(key.clone(), stored, messages).map(Some)
+        Ok(children)
+    }
+
+    /// What a switch reads of context `key`'s tree.
+    pub fn tree<'a>(&'a self, key: &ContextKey) -> Tree<'a> {
+        Tree { store: self, context: keys::context_key(key) }
     }
 
     /// Deletes every key of the context atomically.
@@ -157,11 +226,12 @@ impl Store {
         let key = keys::context_key(&ctx.key());
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.family(keys::CF_CONTEXTS)?, &key);
-        let messages = self.family(keys::CF_MESSAGES)?;
-        match keys::prefix_end(&key) {
-            Some(end) => batch.delete_range_cf(messages, &key, &end),
-            // Only a key of all 0xff bytes has no end, and tenant names are not made of them.
-            None => return Err(Error::Corrupt(format!("context {} has no key range", ctx.key()))),
+        batch.delete_cf(self.family(keys::CF_PATHS)?, &key);
+        // Only a key of all 0xff bytes has no end, and tenant names are not made of them.
+        let end =
+            keys::prefix_end(&key).ok_or_else(|| Error::Corrupt(format!("context {} has no key range", ctx.key())))?;
+        for family in [keys::CF_MESSAGES, keys::CF_CHILDREN, keys::CF_MESSAGE_IDS] {
+            batch.delete_range_cf(self.family(family)?, &key, &end);
         }
         batch.delete_cf(self.family(keys::CF_BY_UPDATED)?, keys::by_updated_key(&ctx.tenant, ctx.updated_at, ctx.id));
         batch.delete_cf(self.family(keys::CF_ACTIVE)?, &key);
@@ -276,5 +346,62 @@ impl Store {
             found.push(keys::parse_context_key(&key).ok_or_else(|| Error::Corrupt("bad active key".into()))?);
         }
         Ok(found)
+    }
+}
+
+/// One context's tree in storage, read for a switch or a listing.
+pub struct Tree<'a> {
+    store: &'a Store,
+    context: Vec<u8>,
+}
+
+impl TreeReader for Tree<'_> {
+    type Error = Error;
+
+    fn node_of(&self, id: MessageId) -> Result<Option<u64>> {
+        let family = self.store.family(keys::CF_MESSAGE_IDS)?;
+        match self.store.db.get_pinned_cf(family, keys::message_id_key(&self.context, &id))? {
+            Some(bytes) => Ok(Some(codec::decode::<codec::StoredNode>("message id", &bytes)?.node)),
+            None => Ok(None),
+        }
+    }
+
+    fn message(&self, node: u64) -> Result<Message> {
+        let family = self.store.family(keys::CF_MESSAGES)?;
+        let bytes = self
+            .store
+            .db
+            .get_pinned_cf(family, keys::message_key(&self.context, node))?
+            .ok_or_else(|| Error::Corrupt(format!("message {node} is indexed but missing")))?;
+        codec::message_from_stored(node, codec::decode("message", &bytes)?)
+    }
+
+    fn children(&self, parent: Option<u64>) -> Result<Vec<Child>> {
+        self.store.children_of(&self.context, parent)
+    }
+}
+
+impl Tree<'_> {
+    /// Whether the context exists.
+    pub fn exists(&self) -> Result<bool> {
+        Ok(self.store.db.get_pinned_cf(self.store.family(keys::CF_CONTEXTS)?, &self.context)?.is_some())
+    }
+
+    /// The messages with `nodes`, in that order.
+    pub fn messages(&self, nodes: &[u64]) -> Result<Vec<Message>> {
+        let family = self.store.family(keys::CF_MESSAGES)?;
+        let found = self.store.db.batched_multi_get_cf(
+            family,
+            nodes.iter().map(|n| keys::message_key(&self.context, *n)),
+            false,
+        );
+        nodes
+            .iter()
+            .zip(found)
+            .map(|(node, bytes)| {
+                let bytes = bytes?.ok_or_else(|| Error::Corrupt(format!("message {node} is indexed but missing")))?;
+                codec::message_from_stored(*node, codec::decode("message", &bytes)?)
+            })
+            .collect()
     }
 }

@@ -3,10 +3,10 @@ use std::sync::Arc;
 use ::rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 
 use super::keys;
-use super::{Error, Store, Writer};
+use super::{Error, Save, Store, Writer};
 use crate::domain::{
     Approval, Change, Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, MessageId, MessageStatus,
-    Phase, Role, TenantId, Timestamp, ToolCall, Usage,
+    Phase, Place, Role, TenantId, Timestamp, ToolCall, Usage,
 };
 
 fn context(n: u8, at: i64) -> Context {
@@ -39,8 +39,25 @@ fn change(phase: Phase, messages: &[Arc<Message>]) -> Change {
     Change { messages: messages.to_vec(), ..Change::to(phase) }
 }
 
+/// The save that takes `before` to `after` by writing `messages`.
+fn save(before: &Context, after: &Context, messages: &[Arc<Message>]) -> Save {
+    Save {
+        before_updated_at: before.updated_at,
+        new_from_node: before.next_node,
+        after: Arc::new(after.clone()),
+        messages: messages.to_vec(),
+        joined: Vec::new(),
+        path_changed: !Arc::ptr_eq(&before.shape, &after.shape),
+    }
+}
+
+fn all(ctx: &Context) -> Vec<Arc<Message>> {
+    ctx.messages.iter().cloned().collect()
+}
+
 fn message(seq: u64, text: &str) -> Arc<Message> {
-    let mut m = Message::text(MessageId::new(), seq, Role::Assistant, text.into(), Timestamp::from_micros(5));
+    let place = Place { seq, node: seq, parent: seq.checked_sub(1) };
+    let mut m = Message::text(MessageId::new(), place, Role::Assistant, text.into(), Timestamp::from_micros(5));
     m.tool_calls = vec![ToolCall {
         id: "c".into(),
         name: "clock".into(),
@@ -65,7 +82,7 @@ fn commits_round_trip_and_write_only_what_changed() {
     let first = message(0, "one");
     let streaming = ctx
         .apply(&change(Phase::StreamingLlmResponse { attempt: 2, message: 0 }, &[first]), Timestamp::from_micros(20));
-    store.commit(ctx.updated_at, &streaming, &streaming.messages.iter().cloned().collect::<Vec<_>>()).expect("commit");
+    store.commit(&save(&ctx, &streaming, &all(&streaming))).expect("commit");
     assert_eq!(store.interrupted().expect("active"), vec![ctx.key()], "a context saved mid-run is indexed");
 
     // Replace message 0 and append message 1 in one batch.
@@ -73,7 +90,7 @@ fn commits_round_trip_and_write_only_what_changed() {
     replaced.status = MessageStatus::Cancelled;
     let changed = [Arc::new(replaced), message(1, "two")];
     let idle = streaming.apply(&change(Phase::Failed { error: "x".into() }, &changed), Timestamp::from_micros(30));
-    store.commit(streaming.updated_at, &idle, &changed).expect("commit");
+    store.commit(&save(&streaming, &idle, &changed)).expect("commit");
     let loaded = store.load(&ctx.key()).expect("load").expect("exists");
     assert_eq!(loaded, idle);
     assert_eq!(loaded.messages[0].text_content(), "one, final");
@@ -132,8 +149,8 @@ async fn the_writer_groups_saves_of_many_contexts_and_each_lands() {
         let changed = vec![message(0, &format!("reply to {}", ctx.title))];
         let after = Arc::new(ctx.apply(&change(Phase::Idle, &changed), Timestamp::from_micros(30)));
         let writer = writer.clone();
-        let before = ctx.updated_at;
-        async move { writer.commit(before, Arc::clone(&after), changed).await.map(|_bytes| after) }
+        let save = save(ctx, &after, &changed);
+        async move { writer.commit(save).await.map(|_bytes| after) }
     });
     let saved = futures::future::join_all(saves).await;
     for after in saved {
@@ -144,7 +161,7 @@ async fn the_writer_groups_saves_of_many_contexts_and_each_lands() {
     assert_eq!(listed.len(), 40, "the by-updated index moved with each save");
 
     writer.stop();
-    let late = writer.commit(contexts[0].updated_at, Arc::new(contexts[0].clone()), Vec::new()).await;
+    let late = writer.commit(save(&contexts[0], &contexts[0], &[])).await;
     assert!(matches!(late, Err(Error::WriterStopped)), "{late:?}");
 }
 
@@ -182,7 +199,7 @@ fn tenants_share_nothing() {
         &change(Phase::StreamingLlmResponse { attempt: 1, message: 0 }, &[message(0, "x")]),
         Timestamp::from_micros(50),
     );
-    store.commit(globex.updated_at, &running, &running.messages.iter().cloned().collect::<Vec<_>>()).expect("commit");
+    store.commit(&save(&globex, &running, &all(&running))).expect("commit");
     assert_eq!(store.load(&acme.key()).expect("load"), Some(acme.clone()), "acme's context is untouched");
     assert_eq!(store.load(&globex.key()).expect("load"), Some(running.clone()));
     assert_eq!(store.interrupted().expect("active"), vec![globex.key()]);
@@ -217,9 +234,7 @@ fn data_saved_before_tenants_moves_into_the_default_tenant() {
         let store = Store::open(dir.path(), true).expect("open");
         store.insert(&first).expect("insert");
         store.insert(&second).expect("insert");
-        store
-            .commit(first.updated_at, &running, &running.messages.iter().cloned().collect::<Vec<_>>())
-            .expect("commit");
+        store.commit(&save(&first, &running, &all(&running))).expect("commit");
     }
     // Rewrite the data dir in the legacy layout: every key without its tenant prefix.
     {

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::error::{Error, Result};
 use super::rocksdb::Store;
-use crate::domain::{Context, Message, Timestamp};
+use super::save::Save;
 use crate::telemetry::names;
 
 /// Saves written together at most; more wait for the next write.
@@ -32,9 +32,7 @@ enum Request {
 }
 
 struct Job {
-    before_updated_at: Timestamp,
-    after: Arc<Context>,
-    changed: Vec<Arc<Message>>,
+    save: Save,
     /// Answered with the bytes this save put into the write.
     done: oneshot::Sender<Result<usize>>,
 }
@@ -64,17 +62,10 @@ impl Writer {
         self.inner.stop();
     }
 
-    /// Saves one change atomically: `after`'s metadata plus the `changed` messages, in the
-    /// next write. `before_updated_at` is what the by-updated index holds for the context now.
-    /// Returns the bytes the save wrote.
-    pub async fn commit(
-        &self,
-        before_updated_at: Timestamp,
-        after: Arc<Context>,
-        changed: Vec<Arc<Message>>,
-    ) -> Result<usize> {
+    /// Saves one change atomically, in the next write. Returns the bytes the save wrote.
+    pub async fn commit(&self, save: Save) -> Result<usize> {
         let (done, outcome) = oneshot::channel();
-        let job = Job { before_updated_at, after, changed, done };
+        let job = Job { save, done };
         self.inner.jobs.send(Request::Save(job)).map_err(|_| Error::WriterStopped)?;
         outcome.await.map_err(|_| Error::WriterStopped)?
     }
@@ -139,7 +130,7 @@ fn write_group(store: &Store, group: &[Job]) -> Result<Vec<usize>> {
         let mut sizes = Vec::with_capacity(group.len());
         for job in group {
             let before = batch.size_in_bytes();
-            store.put_context(&mut batch, Some(job.before_updated_at), &job.after, &job.changed)?;
+            store.put_save(&mut batch, &job.save, false)?;
             sizes.push(batch.size_in_bytes() - before);
         }
         let bytes = batch.size_in_bytes();

@@ -1,0 +1,93 @@
+//! A conversation is a tree: every message has a parent (the first messages have none), and
+//! editing a message or regenerating a reply adds a sibling instead of replacing anything.
+//! The context holds one path of it in memory, the *active path*; the rest stays in storage.
+//!
+//! Messages are numbered by `node` in creation order, unique within a context; `seq` is a
+//! message's depth, so on the active path `messages[seq]` is the message at depth `seq`.
+
+use std::sync::Arc;
+
+use super::ids::MessageId;
+
+/// Where a new message goes in its context's tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Depth: its position on the active path.
+    pub seq: u64,
+    /// Its number in the context, in creation order (the storage key).
+    pub node: u64,
+    /// The node of the message it follows; `None` for a first message.
+    pub parent: Option<u64>,
+}
+
+/// One version at a depth of the active path: a child of the same parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sibling {
+    pub node: u64,
+    pub id: MessageId,
+}
+
+/// A run of the active path whose nodes are consecutive: from depth `seq` on, the message at
+/// depth `seq + k` is node `node + k`, up to the next segment's depth (or the path's end).
+/// A conversation nobody branched is one segment; storing the path as segments keeps the
+/// record that names it small, and loading it is one range read per segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub seq: u64,
+    pub node: u64,
+}
+
+/// Which branch the active path takes, beyond its messages: its segments, and at each depth
+/// where the parent has a child off the path, every child of that parent (oldest first).
+/// At the path's end, `forks` may hold the children of the last message: replies abandoned by
+/// a regenerate whose new reply is not there yet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathShape {
+    pub segments: Vec<Segment>,
+    pub forks: imbl::OrdMap<u64, Arc<[Sibling]>>,
+}
+
+impl PathShape {
+    /// Cuts the path back to its first `keep` messages. The versions at depth `keep` stay:
+    /// they are children of a message that stays.
+    pub fn truncate(&mut self, keep: u64) {
+        self.segments.retain(|s| s.seq < keep);
+        let (kept, _) = self.forks.split(&(keep + 1));
+        self.forks = kept;
+    }
+}
+
+/// Where a message stands in the tree: the message it follows, and its versions (for
+/// ‹ i/n › controls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versions {
+    /// The id of the message it follows; `None` for a first message.
+    pub parent: Option<MessageId>,
+    /// How many versions there are at this depth (1: none but this one).
+    pub count: u32,
+    /// This one's position among them, from 0, oldest first.
+    pub index: u32,
+    pub previous: Option<MessageId>,
+    pub next: Option<MessageId>,
+}
+
+impl Versions {
+    /// The only version, after `parent`.
+    pub fn only(parent: Option<MessageId>) -> Self {
+        Versions { parent, count: 1, index: 0, previous: None, next: None }
+    }
+
+    /// Where node `node` stands in `group` (the children of `parent`, oldest first).
+    pub fn within(group: &[Sibling], node: u64, parent: Option<MessageId>) -> Self {
+        let Some(index) = group.iter().position(|s| s.node == node) else {
+            return Self::only(parent);
+        };
+        Versions {
+            parent,
+            count: u32::try_from(group.len()).unwrap_or(u32::MAX),
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            previous: index.checked_sub(1).and_then(|i| group.get(i)).map(|s| s.id),
+            next: group.get(index + 1).map(|s| s.id),
+        }
+    }
+}
