@@ -5,6 +5,7 @@
 // Like a test, a benchmark has nothing to recover to: any failure aborts the run loudly.
 #![allow(clippy::expect_used)]
 
+mod branches;
 mod crosscheck;
 mod floor;
 mod load;
@@ -38,7 +39,7 @@ struct Args {
     jwt: bool,
 }
 
-const ALL: [&str; 8] = ["floor", "action", "crosscheck", "turn", "watch", "history", "restart", "mixed"];
+const ALL: [&str; 9] = ["floor", "action", "crosscheck", "turn", "watch", "history", "branches", "restart", "mixed"];
 
 #[tokio::main]
 async fn main() {
@@ -92,6 +93,10 @@ async fn main() {
     drop(server);
     if wants("history") {
         add(scenarios::history(scale).await);
+    }
+    if wants("branches") {
+        add(branches::actions(scale).await);
+        add(branches::load(scale));
     }
     if wants("restart") {
         add(scenarios::restart(scale).await);

@@ -14,7 +14,7 @@ use crate::load;
 use crate::report::Row;
 use crate::stats::Summary;
 
-type Events = tonic::Streaming<pb::WatchStateResponse>;
+pub(crate) type Events = tonic::Streaming<pb::WatchStateResponse>;
 
 /// Sizes of a run: `--quick` keeps every scenario to seconds.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +23,7 @@ pub struct Scale {
 }
 
 impl Scale {
-    fn pick<T>(self, quick: T, full: T) -> T {
+    pub(crate) fn pick<T>(self, quick: T, full: T) -> T {
         if self.quick { quick } else { full }
     }
 }
@@ -81,7 +81,7 @@ pub async fn measured<F: Future<Output = Vec<Row>>>(server: &Server, case: F) ->
         .collect()
 }
 
-async fn watch(client: &mut Client, id: &str) -> Events {
+pub(crate) async fn watch(client: &mut Client, id: &str) -> Events {
     client
         .watch_state(pb::WatchStateRequest { context_id: id.into(), from_revision: 0 })
         .await
@@ -90,7 +90,7 @@ async fn watch(client: &mut Client, id: &str) -> Events {
 }
 
 /// Reads events until the context is IDLE at a revision of at least `revision`.
-async fn until_idle(events: &mut Events, revision: u64) {
+pub(crate) async fn until_idle(events: &mut Events, revision: u64) {
     while let Some(event) = events.message().await.expect("watch stream") {
         let idle = match &event.kind {
             Some(Kind::StateChanged(changed)) => changed.state == FsmState::Idle as i32,

@@ -44,10 +44,39 @@ export async function sendMessage(id: string, content: string, clientMessageId: 
   }
 }
 
+/** Edits a sent message: optimistic like a send, shown in place of the message it replaces. */
+export async function editMessage(
+  id: string,
+  messageId: string,
+  content: string,
+  clientMessageId: string = crypto.randomUUID(),
+) {
+  useStore.getState().markPending(id, clientMessageId, content, messageId);
+  try {
+    const response = await ctxd.editMessage({ contextId: id, messageId, content, clientMessageId, view: StateView.FULL });
+    useStore.getState().onResponse(id, response.state);
+  } catch (error) {
+    useStore.getState().markFailed(id, clientMessageId, explain(error));
+  }
+}
+
 export async function retrySend(id: string, clientMessageId: string) {
   const pending = useStore.getState().conversation.pending.find((p) => p.clientMessageId === clientMessageId);
-  if (pending) await sendMessage(id, pending.content, clientMessageId);
+  if (!pending) return;
+  if (pending.replaces) await editMessage(id, pending.replaces, pending.content, clientMessageId);
+  else await sendMessage(id, pending.content, clientMessageId);
 }
+
+/** The revision the view shows, so that an action meant for it is refused if it moved on. */
+const shownRevision = () => useStore.getState().conversation.server?.revision;
+
+export const regenerateReply = (id: string, messageId = "") =>
+  act(id, () =>
+    ctxd.regenerateReply({ contextId: id, messageId, expectedRevision: shownRevision(), view: StateView.FULL }),
+  );
+
+export const switchBranch = (id: string, messageId: string) =>
+  act(id, () => ctxd.switchBranch({ contextId: id, messageId, view: StateView.FULL }));
 
 /** Runs an action whose answer is a (FULL) state; returns an error message, or null. */
 async function act(id: string, call: () => Promise<{ state?: ContextState }>) {

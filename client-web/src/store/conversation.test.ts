@@ -19,6 +19,7 @@ import {
   discardPending,
   emptyConversation,
   failPending,
+  shown,
 } from "./conversation";
 
 const msg = (id: string, role: Role, text: string, extra: MessageInitShape<typeof MessageSchema> = {}) =>
@@ -144,5 +145,36 @@ describe("optimistic sends", () => {
     let c = addPending(fold([snapshot(1n, [])]), "k1", "hello");
     c = applyEvent(c, event(2n, { case: "messageAppended", value: msg("u1", Role.USER, "hello", { clientMessageId: "k1" }) }));
     expect(failPending(c, "k1", "timeout").pending).toEqual([]);
+  });
+});
+
+describe("branches", () => {
+  it("a branch switch keeps the shared messages and takes the new tail", () => {
+    const q = msg("q", Role.USER, "question");
+    const a = msg("a", Role.ASSISTANT, "answer");
+    const b = msg("b", Role.ASSISTANT, "other", { siblingCount: 2, siblingIndex: 1, previousSiblingId: "a" });
+    const c = fold([
+      snapshot(1n, [q, a]),
+      event(2n, { case: "branchSwitched", value: { kept: 1n, messages: [] } }),
+      event(3n, { case: "messageAppended", value: b }),
+    ]);
+    expect(c.server?.messages.map((m) => m.id)).toEqual(["q", "b"]);
+    const back = applyEvent(c, event(4n, { case: "branchSwitched", value: { kept: 1n, messages: [a] } }));
+    expect(back.server?.messages.map(textOf)).toEqual(["question", "answer"]);
+    expect(back.server?.revision).toBe(4n);
+  });
+
+  it("a pending edit shows in place of the message it replaces until the server has it", () => {
+    const q = msg("q", Role.USER, "question");
+    const a = msg("a", Role.ASSISTANT, "answer");
+    const held = fold([snapshot(1n, [q, a])]);
+    const editing = addPending(held, "k2", "reworded", "q");
+    const view = shown(editing);
+    expect(view.messages).toEqual([]);
+    expect(view.edit?.content).toBe("reworded");
+    const q2 = msg("q2", Role.USER, "reworded", { clientMessageId: "k2", siblingCount: 2, siblingIndex: 1 });
+    const saved = applyEvent(editing, event(2n, { case: "branchSwitched", value: { kept: 0n, messages: [q2] } }));
+    expect(saved.pending).toEqual([]);
+    expect(shown(saved).messages.map((m) => m.id)).toEqual(["q2"]);
   });
 });

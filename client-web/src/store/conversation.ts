@@ -13,6 +13,8 @@ export interface PendingMessage {
   /** "sending": the request is in flight; "failed": it was refused or never arrived. */
   status: "sending" | "failed";
   error?: string;
+  /** An edit: the id of the message it makes a new version of (shown in its place). */
+  replaces?: string;
 }
 
 export interface Conversation {
@@ -90,6 +92,11 @@ export function applyEvent(conversation: Conversation, event: WatchStateResponse
       server = withMessage(held, appendText(target, kind.value.text));
       break;
     }
+    case "branchSwitched": {
+      const kept = Number(kind.value.kept);
+      server = { ...held, messages: [...held.messages.slice(0, kept), ...kind.value.messages] };
+      break;
+    }
     case "contextUpdated":
       server = { ...held, title: kind.value.title, config: kind.value.config };
       break;
@@ -120,9 +127,24 @@ export function applyResponse(conversation: Conversation, state: ContextState | 
   return reconcile({ ...conversation, server: state });
 }
 
-export function addPending(conversation: Conversation, clientMessageId: string, content: string): Conversation {
+export function addPending(
+  conversation: Conversation,
+  clientMessageId: string,
+  content: string,
+  replaces?: string,
+): Conversation {
   const others = conversation.pending.filter((p) => p.clientMessageId !== clientMessageId);
-  return { ...conversation, pending: [...others, { clientMessageId, content, status: "sending" }] };
+  const pending: PendingMessage = { clientMessageId, content, status: "sending", ...(replaces ? { replaces } : {}) };
+  return { ...conversation, pending: [...others, pending] };
+}
+
+/** What to show: the server's active path, with a pending edit in place of the message it
+ * replaces (and nothing after it, as the server will have it), then pending sends. */
+export function shown(conversation: Conversation): { messages: Message[]; edit: PendingMessage | null } {
+  const messages = conversation.server?.messages ?? [];
+  const edit = conversation.pending.find((p) => p.replaces !== undefined) ?? null;
+  const at = edit ? messages.findIndex((m) => m.id === edit.replaces) : -1;
+  return at === -1 ? { messages, edit: null } : { messages: messages.slice(0, at), edit };
 }
 
 export function failPending(conversation: Conversation, clientMessageId: string, error: string): Conversation {

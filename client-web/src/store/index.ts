@@ -36,7 +36,7 @@ interface ConversationSlice {
   onEvent: (id: string, event: WatchStateResponse) => void;
   onResponse: (id: string, state: ContextState | undefined) => void;
   setConnection: (connection: Connection) => void;
-  markPending: (id: string, clientMessageId: string, content: string) => void;
+  markPending: (id: string, clientMessageId: string, content: string, replaces?: string) => void;
   markFailed: (id: string, clientMessageId: string, error: string) => void;
   discard: (id: string, clientMessageId: string) => void;
 }
@@ -71,7 +71,8 @@ export const useStore = create<Store>()((set) => {
     onEvent: (id, event) => onOpen(id, (c) => applyEvent(c, event)),
     onResponse: (id, state) => onOpen(id, (c) => applyResponse(c, state)),
     setConnection: (connection) => set({ connection }),
-    markPending: (id, clientMessageId, content) => onOpen(id, (c) => addPending(c, clientMessageId, content)),
+    markPending: (id, clientMessageId, content, replaces) =>
+      onOpen(id, (c) => addPending(c, clientMessageId, content, replaces)),
     markFailed: (id, clientMessageId, error) => onOpen(id, (c) => failPending(c, clientMessageId, error)),
     discard: (id, clientMessageId) => onOpen(id, (c) => discardPending(c, clientMessageId)),
 

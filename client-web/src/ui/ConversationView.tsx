@@ -1,11 +1,19 @@
-import { useEffect, useRef, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import Markdown from "react-markdown";
 import { useShallow } from "zustand/react/shallow";
 
-import { cancelRun, forkContext, retryRun, retrySend } from "../actions";
+import {
+  cancelRun,
+  editMessage,
+  forkContext,
+  regenerateReply,
+  retryRun,
+  retrySend,
+  switchBranch,
+} from "../actions";
 import type { Message } from "../gen/ctxd/v1/context_pb";
 import { FsmState, MessageStatus, Role } from "../gen/ctxd/v1/context_pb";
-import { isBusy } from "../store/conversation";
+import { isBusy, shown } from "../store/conversation";
 import { useStore } from "../store";
 import { ApprovalCard } from "./ApprovalCard";
 import { Composer } from "./Composer";
@@ -17,10 +25,77 @@ function text(message: Message): string {
   return message.content.map((p) => (p.part.case === "text" ? p.part.value : "")).join("");
 }
 
-function MessageView({ message, onFork }: { message: Message; onFork: () => void }) {
+interface MessageActions {
+  /** No run is going on: edits, regenerates and switches are allowed. */
+  resting: boolean;
+  /** The last assistant message of the path: it can be regenerated. */
+  last: boolean;
+  onFork: () => void;
+  onEdit: (content: string) => void;
+  onRegenerate: () => void;
+  onSwitch: (messageId: string) => void;
+}
+
+/** ‹ i/n ›: the versions at this place of the conversation. */
+function Versions({ message, enabled, onSwitch }: { message: Message; enabled: boolean; onSwitch: (id: string) => void }) {
+  if (message.siblingCount < 2) return null;
+  return (
+    <span className="versions" aria-label="Versions">
+      <button
+        aria-label="Previous version"
+        disabled={!enabled || message.previousSiblingId === ""}
+        onClick={() => onSwitch(message.previousSiblingId)}
+      >
+        ‹
+      </button>
+      <span className="version-index">
+        {message.siblingIndex + 1}/{message.siblingCount}
+      </span>
+      <button
+        aria-label="Next version"
+        disabled={!enabled || message.nextSiblingId === ""}
+        onClick={() => onSwitch(message.nextSiblingId)}
+      >
+        ›
+      </button>
+    </span>
+  );
+}
+
+function MessageView({ message, actions }: { message: Message; actions: MessageActions }) {
+  const [editing, setEditing] = useState<string | null>(null);
   const role = Role[message.role]?.toLowerCase() ?? "unknown";
   const status = MessageStatus[message.status]?.toLowerCase() ?? "";
   const body = text(message);
+  const settled = message.status !== MessageStatus.STREAMING;
+  if (editing !== null) {
+    const save = () => {
+      const content = editing.trim();
+      if (!content) return;
+      setEditing(null);
+      actions.onEdit(content);
+    };
+    return (
+      <li className={`message ${role} editing`} data-id={message.id}>
+        <textarea
+          aria-label="Edit message"
+          value={editing}
+          onChange={(e) => setEditing(e.target.value)}
+          onKeyDown={(e) => {
+            if (e.key === "Enter" && !e.shiftKey) {
+              e.preventDefault();
+              save();
+            }
+            if (e.key === "Escape") setEditing(null);
+          }}
+        />
+        <button onClick={save} disabled={editing.trim() === ""}>
+          Save
+        </button>
+        <button onClick={() => setEditing(null)}>Cancel</button>
+      </li>
+    );
+  }
   return (
     <li className={`message ${role} ${status}`} data-id={message.id} data-status={MessageStatus[message.status]}>
       {message.role === Role.ASSISTANT ? (
@@ -38,11 +113,24 @@ function MessageView({ message, onFork }: { message: Message; onFork: () => void
       ))}
       {message.status === MessageStatus.CANCELLED && <div className="note">stopped</div>}
       {message.status === MessageStatus.ERROR && <div className="note">this attempt failed</div>}
-      {message.role !== Role.TOOL && message.status !== MessageStatus.STREAMING && (
-        <button className="fork" onClick={onFork} title="A new conversation with the messages up to here">
-          Branch off here
-        </button>
-      )}
+      <div className="message-actions">
+        <Versions message={message} enabled={actions.resting} onSwitch={actions.onSwitch} />
+        {message.role === Role.USER && actions.resting && (
+          <button className="edit" aria-label="Edit" title="Edit this message" onClick={() => setEditing(body)}>
+            ✎
+          </button>
+        )}
+        {message.role === Role.ASSISTANT && actions.last && actions.resting && settled && (
+          <button className="regenerate" onClick={actions.onRegenerate} title="Another reply to the same message">
+            Regenerate
+          </button>
+        )}
+        {message.role !== Role.TOOL && settled && (
+          <button className="fork" onClick={actions.onFork} title="A new conversation with the messages up to here">
+            Branch off here
+          </button>
+        )}
+      </div>
     </li>
   );
 }
@@ -56,6 +144,7 @@ export function ConversationView({ id }: { id: string }) {
       connection: s.connection,
     })),
   );
+  const { messages, edit } = useMemo(() => shown({ server, pending, deleted }), [server, pending, deleted]);
   const [actionError, setActionError] = useState<string | null>(null);
   const [settingsOpen, setSettingsOpen] = useState(false);
   const end = useRef<HTMLDivElement>(null);
@@ -71,6 +160,17 @@ export function ConversationView({ id }: { id: string }) {
   const state = server.state;
   const busy = isBusy(state);
   const run = async (action: () => Promise<string | null>) => setActionError(await action());
+  const resting = !busy && state !== FsmState.AWAITING_TOOL_APPROVAL && !edit;
+  const lastReply = [...messages].reverse().find((m) => m.role === Role.ASSISTANT)?.id;
+  const actionsFor = (m: Message): MessageActions => ({
+    resting,
+    last: m.id === lastReply && m.id === messages[messages.length - 1]?.id,
+    onFork: () => void run(() => forkContext(id, m.id)),
+    onEdit: (content) => void editMessage(id, m.id, content),
+    onRegenerate: () => void run(() => regenerateReply(id, m.id)),
+    onSwitch: (to) => void run(() => switchBranch(id, to)),
+  });
+  const missingReply = resting && messages.length > 0 && messages[messages.length - 1].role === Role.USER && pending.length === 0;
 
   return (
     <section className="conversation" aria-label={server.title || "Conversation"}>
@@ -89,10 +189,11 @@ export function ConversationView({ id }: { id: string }) {
       </header>
       {settingsOpen && <Settings id={id} config={server.config} onClose={() => setSettingsOpen(false)} />}
       <ol className="messages" aria-live="polite">
-        {server.messages.map((m) => (
-          <MessageView key={m.id} message={m} onFork={() => void run(() => forkContext(id, m.id))} />
+        {messages.map((m) => (
+          <MessageView key={m.id} message={m} actions={actionsFor(m)} />
         ))}
         {pending.map((p) => (
+          // An edit shows in place of the message it replaces, which is where the list ends.
           <li key={p.clientMessageId} className={`message user pending ${p.status}`} data-pending={p.status}>
             <div className="body">{p.content}</div>
             {p.status === "sending" ? (
@@ -108,6 +209,11 @@ export function ConversationView({ id }: { id: string }) {
         ))}
       </ol>
       <div ref={end} />
+      {missingReply && state === FsmState.IDLE && (
+        <p className="note">
+          No reply yet. <button onClick={() => run(() => regenerateReply(id))}>Generate a reply</button>
+        </p>
+      )}
       {state === FsmState.AWAITING_TOOL_APPROVAL && (
         <ApprovalCard id={id} calls={server.pendingToolCalls} onError={setActionError} />
       )}

@@ -7,7 +7,7 @@ use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
 use super::tool_calls::{self, CANCELLED, INTERRUPTED};
-use crate::domain::{Approval, Change, Context, Message, MessageStatus, Phase, Role, ToolCall};
+use crate::domain::{Approval, Change, Context, Message, MessageStatus, Phase, Place, Role, ToolCall};
 
 /// Applies `command` to `ctx`. Deterministic: the same inputs give the same outcome.
 pub fn apply(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, Rejection> {
@@ -64,9 +64,7 @@ fn send(
     expected_revision: Option<u64>,
     env: &Env,
 ) -> Result<Outcome, Rejection> {
-    // A resend of a message that was saved is answered with the current state, whatever
-    // happened since: that is what makes retrying a send safe.
-    if client_message_id.as_ref().is_some_and(|id| ctx.client_ids.contains_key(id)) {
+    if already_saved(ctx, client_message_id.as_deref()) {
         return Ok(Outcome::default());
     }
     check_revision(ctx, expected_revision)?;
@@ -77,10 +75,23 @@ fn send(
     // (at creation or with UpdateContext) is never replaced.
     let first = ctx.title.is_empty() && !ctx.messages.iter().any(|m| m.role == Role::User);
     let title = first.then(|| title_from(&content)).filter(|t| !t.is_empty());
-    let mut message = Message::text((env.new_id)(), ctx.place(0), Role::User, content, env.now);
-    message.client_message_id = client_message_id;
+    let message = user_message(ctx.place(0), content, client_message_id, env);
     let change = Change::to(Phase::ProcessingUserMessage).with(message).titled(title);
     Ok(Outcome::then(change, Effect::Continue))
+}
+
+/// Whether the user message with this idempotency key was saved: a resend (of a send or
+/// an edit) is answered with the current state, whatever happened since. That is what makes
+/// retrying safe.
+pub(super) fn already_saved(ctx: &Context, client_message_id: Option<&str>) -> bool {
+    client_message_id.is_some_and(|id| ctx.client_ids.contains_key(id))
+}
+
+/// A user message at `place`, carrying the client's idempotency key.
+pub(super) fn user_message(place: Place, content: String, client_message_id: Option<String>, env: &Env) -> Message {
+    let mut message = Message::text((env.new_id)(), place, Role::User, content, env.now);
+    message.client_message_id = client_message_id;
+    message
 }
 
 /// Longest title taken from a message, in characters.

@@ -1,7 +1,7 @@
 //! The actions that move a conversation to another branch of its tree: an edited message, a
 //! regenerated reply, a switch between versions. Each leaves the old branch in storage.
 
-use super::apply::{call_llm_with, check_revision};
+use super::apply::{already_saved, call_llm_with, check_revision, user_message};
 use super::effect::Effect;
 use super::env::Env;
 use super::outcome::Outcome;
@@ -35,14 +35,12 @@ pub fn edit(
     expected_revision: Option<u64>,
     env: &Env,
 ) -> Result<Outcome, Rejection> {
-    // As with a send: a retry of an edit that was saved adds nothing.
-    if client_message_id.as_ref().is_some_and(|id| ctx.client_ids.contains_key(id)) {
+    if already_saved(ctx, client_message_id.as_deref()) {
         return Ok(Outcome::default());
     }
     allowed(ctx, "EditMessage", expected_revision)?;
     let seq = target(ctx, id, Role::User, "EditMessage")?.seq;
-    let mut message = Message::text((env.new_id)(), ctx.place_at(seq), Role::User, content, env.now);
-    message.client_message_id = client_message_id;
+    let message = user_message(ctx.place_at(seq), content, client_message_id, env);
     let change = Change::to(Phase::ProcessingUserMessage).moving(PathMove::Cut(seq)).with(message);
     Ok(Outcome::then(change, Effect::Continue))
 }

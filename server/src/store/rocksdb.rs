@@ -195,25 +195,38 @@ impl Store {
     /// The children of `parent` (`None`: the first messages) of the context whose key is
     /// `context`, oldest first.
     pub(super) fn children_of(&self, context: &[u8], parent: Option<u64>) -> Result<Vec<Child>> {
-        let prefix = keys::children_prefix(context, parent);
+        Ok(self.children_of_each(context, [parent])?.pop().unwrap_or_default())
+    }
+
+    /// The children of each of `parents`, with one iterator for all: a seek per parent, not
+    /// an iterator each (what makes a path with many versions load nearly as fast as one
+    /// with none).
+    fn children_of_each(
+        &self,
+        context: &[u8],
+        parents: impl IntoIterator<Item = Option<u64>>,
+    ) -> Result<Vec<Vec<Child>>> {
         let mut read = ReadOptions::default();
-        if let Some(end) = keys::prefix_end(&prefix) {
+        if let Some(end) = keys::prefix_end(context) {
             read.set_iterate_upper_bound(end);
         }
-        let mut children = Vec::new();
-        let iter = self.db.iterator_cf_opt(
-            self.family(keys::CF_CHILDREN)?,
-            read,
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
-        for item in iter {
-            let (bytes, value) = item?;
-            let node = keys::node_after(&prefix, &bytes).ok_or_else(|| Error::Corrupt("bad children key".into()))?;
-            let codec::StoredChild { id, active_at } = codec::decode("child", &value)?;
-            let id: [u8; 16] = id.try_into().map_err(|_| Error::Corrupt(format!("child {node}: bad id")))?;
-            children.push(Child { node, id: MessageId::from_bytes(id), active_at });
+        let mut iter = self.db.raw_iterator_cf_opt(self.family(keys::CF_CHILDREN)?, read);
+        let mut groups = Vec::new();
+        for parent in parents {
+            let prefix = keys::children_prefix(context, parent);
+            let mut children = Vec::new();
+            iter.seek(&prefix);
+            while let (Some(bytes), Some(value)) = (iter.key(), iter.value()) {
+                let Some(node) = keys::node_after(&prefix, bytes) else { break };
+                let codec::StoredChild { id, active_at } = codec::decode("child", value)?;
+                let id: [u8; 16] = id.try_into().map_err(|_| Error::Corrupt(format!("child {node}: bad id")))?;
+                children.push(Child { node, id: MessageId::from_bytes(id), active_at });
+                iter.next();
+            }
+            iter.status()?;
+            groups.push(children);
         }
-        Ok(children)
+        Ok(groups)
     }
 
     /// What a switch reads of context `key`'s tree.
