@@ -46,8 +46,9 @@ pub async fn actions(scale: Scale) -> Vec<Row> {
             let t = Instant::now();
             let state = client.edit_message(request).await.expect("edit").into_inner().state.expect("state");
             edits.push(t.elapsed());
+            // BASIC: the newest message, which is the new version.
+            edited = state.messages.last().map(|m| m.id.clone()).expect("the edit");
             until_idle(&mut events, state.revision).await;
-            edited = get_question(&mut client, &id).await;
         }
         rows.push(Row::new(
             "branches",
@@ -78,26 +79,27 @@ pub async fn actions(scale: Scale) -> Vec<Row> {
     rows
 }
 
-/// The id of the last user message of the active path.
-async fn get_question(client: &mut ctxd_tests::Client, id: &str) -> String {
-    let state = get(client, id).await;
-    state.messages.iter().rev().find(|m| m.role == pb::Role::User as i32).map(|m| m.id.clone()).unwrap_or_default()
-}
-
 /// Loading (from RocksDB, in this process) a context of 1,000 messages on its active path
 /// and 1,000 abandoned branches of 9 messages beside it (10,000 messages), against a
-/// straight one of the same 1,000 messages.
+/// straight one of the same 1,000 messages: the branches all at the last reply (1,000
+/// regenerates), and one at every depth of the path (the most a path can have to read).
 pub fn load(scale: Scale) -> Vec<Row> {
     let (path, branches, tail) = scale.pick((100, 100, 9), (1000, 1000, 9));
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), false).expect("open");
-    let straight = context(&store, path, 0, 0);
-    let branched = context(&store, path, branches, tail);
+    let straight = context(&store, path, 0, 0, false);
+    let at_the_end = context(&store, path, branches, tail, false);
+    let everywhere = context(&store, path, branches, tail, true);
     store.flush().expect("flush");
     let reps = scale.pick(20, 300);
     let mut rows = Vec::new();
     let mut straight_p50 = 0.0;
-    for (name, key, messages) in [("straight", &straight, path), ("branched", &branched, path + branches * tail)] {
+    let tree = path + branches * tail;
+    for (name, key, messages) in [
+        ("straight", &straight, path),
+        ("branched at the last reply", &at_the_end, tree),
+        ("branched at every depth", &everywhere, tree),
+    ] {
         let started = Instant::now();
         let samples: Vec<Duration> = (0..reps)
             .map(|_| {
@@ -121,8 +123,9 @@ pub fn load(scale: Scale) -> Vec<Row> {
 }
 
 /// Saves a context whose active path is `path` messages, with `branches` abandoned branches
-/// of `tail` messages, each a version beside one message of the path.
-fn context(store: &Store, path: u64, branches: u64, tail: u64) -> ContextKey {
+/// of `tail` messages, each a version beside one message of the path: the last one, or
+/// (`spread`) one message each, spread over the path.
+fn context(store: &Store, path: u64, branches: u64, tail: u64, spread: bool) -> ContextKey {
     let now = Timestamp::now();
     let key = ContextKey::new(TenantId::default_tenant(), ContextId::new());
     let empty = Context::new(key.clone(), String::new(), "branches".into(), ContextConfig::default(), now);
@@ -134,20 +137,20 @@ fn context(store: &Store, path: u64, branches: u64, tail: u64) -> ContextKey {
     let on_path: Vec<Arc<Message>> =
         (0..path).map(|seq| message(Place { seq, node: seq, parent: seq.checked_sub(1) })).collect();
     let mut abandoned = Vec::new();
-    let mut forks = imbl::OrdMap::new();
+    let mut groups: std::collections::BTreeMap<u64, Vec<Sibling>> = std::collections::BTreeMap::new();
     for b in 0..branches {
-        let seq = b * path / branches.max(1);
+        let seq = if spread { b * path / branches.max(1) } else { path - 1 };
         let first = path + b * tail;
         for k in 0..tail {
             let parent = if k == 0 { seq.checked_sub(1) } else { Some(first + k - 1) };
             abandoned.push(message(Place { seq: seq + k, node: first + k, parent }));
         }
-        let group: Arc<[Sibling]> = Arc::from([
-            Sibling { node: seq, id: on_path[usize::try_from(seq).unwrap_or(0)].id },
-            Sibling { node: first, id: abandoned[abandoned.len() - usize::try_from(tail).unwrap_or(0)].id },
-        ]);
-        forks.insert(seq, group);
+        let own = on_path[usize::try_from(seq).unwrap_or(0)].id;
+        let group = groups.entry(seq).or_insert_with(|| vec![Sibling { node: seq, id: own }]);
+        group.push(Sibling { node: first, id: abandoned[abandoned.len() - usize::try_from(tail).unwrap_or(0)].id });
     }
+    let forks: imbl::OrdMap<u64, Arc<[Sibling]>> =
+        groups.into_iter().map(|(seq, group)| (seq, Arc::from(group))).collect();
     // The abandoned branches first, so the path's edges are the most recently active.
     let commit = |after: &Context, messages: Vec<Arc<Message>>| {
         let save = Save {
