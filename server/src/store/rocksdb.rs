@@ -348,6 +348,9 @@ impl Store {
         for name in keys::ALL_FAMILIES {
             self.db.flush_cf(self.family(name)?)?;
         }
+        // The default family holds the layout markers; a memtable left in it would keep
+        // every log file since its last write.
+        self.db.flush()?;
         Ok(())
     }
 
