@@ -19,8 +19,12 @@ endif
 BUF_VERSION := 1.75.0
 BUF := npm exec --yes --package=@bufbuild/buf@$(BUF_VERSION) -- buf
 # chromium: the browser end-to-end tests drive (never a browser download).
-DEB_PACKAGES := libclang-dev librocksdb-dev libsnappy-dev chromium
+# nats-server: the JetStream cluster the NATS store's tests start (`--store nats`).
+DEB_PACKAGES := libclang-dev librocksdb-dev libsnappy-dev chromium nats-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# The black-box suites that run on every store backend.
+NATS_SUITES := --test core --test watch --test llm_tools --test transports --test branches
 
 # Arguments for `make run`, e.g. make run ARGS="--listen 0.0.0.0:50051".
 ARGS ?=
@@ -54,6 +58,8 @@ test: node-check setup lint web-deps
 	target/debug/ctxd-bench --quick
 	cd client-web && npm run e2e
 	cargo test --workspace
+	# The same black-box suites again, on the NATS store (a 3-server JetStream cluster each).
+	CTXD_TEST_STORE=nats cargo test -p ctxd-tests $(NATS_SUITES)
 
 bench: setup
 	@command -v h2load >/dev/null || { $(SUDO) apt-get update -qq; DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nghttp2-client; }

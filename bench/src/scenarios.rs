@@ -30,7 +30,7 @@ impl Scale {
 
 /// A ctxd with the mock LLM at delay 0, durable (synced) writes; its writer logs each write.
 pub async fn start_server(extra: &[&str]) -> Server {
-    Server::start_with_env(0, extra, &[("RUST_LOG", "info,ctxd::store::writer=debug")]).await
+    Server::start_with_env(0, extra, &[("RUST_LOG", "info,ctxd::store::rocks::writer=debug")]).await
 }
 
 const SAVES_PER_FSYNC: &str = "saves_per_fsync";

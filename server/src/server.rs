@@ -13,11 +13,11 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::api::{ContextApi, Limits};
 use crate::auth::{AuthLayer, Authenticator};
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::http;
 use crate::llm::{LlmProvider, LlmRouter, MockProvider, OpenAiConfig, OpenAiProvider};
 use crate::runtime::{self, Contexts, Settings};
-use crate::store::{self, Store};
+use crate::store::{self, Backend, Nats, Rocks};
 use crate::telemetry::{self, Exporter};
 use crate::tools::{InvalidTool, ToolLimits, ToolRegistry, Workspace};
 
@@ -73,14 +73,13 @@ fn llm_router(config: &Config) -> Result<LlmRouter, Error> {
 /// on its own listener at `addr`.
 async fn serve_metrics(
     addr: SocketAddr,
-    store: &Store,
-    config: &Config,
+    store: &Arc<dyn Backend>,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, Error> {
     let mut exporter = Exporter::install()?;
-    let (store, dir) = (store.clone(), config.data_dir.clone());
+    let store = Arc::clone(store);
     exporter.collect_with(Arc::new(move || {
-        for (name, value) in store.figures(&dir) {
+        for (name, value) in store.figures() {
             metrics::gauge!(name).set(value as f64);
         }
     }));
@@ -90,23 +89,31 @@ async fn serve_metrics(
     Ok(tokio::spawn(telemetry::serve(listener, exporter, stop)))
 }
 
+/// The configured engine, open (for NATS: once the cluster is reachable).
+async fn open_store(config: &Config) -> Result<Arc<dyn Backend>, Error> {
+    match config.store {
+        StoreKind::Rocksdb => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|source| Error::DataDir { path: config.data_dir.display().to_string(), source })?;
+            let (dir, sync) = (config.data_dir.clone(), config.sync_writes);
+            let rocks = tokio::task::spawn_blocking(move || Rocks::open(&dir, sync))
+                .await
+                .map_err(|e| runtime::Error::Internal(format!("open task failed: {e}")))??;
+            Ok(Arc::new(rocks))
+        }
+        StoreKind::Nats => Ok(Arc::new(Nats::open(&config.nats_options()).await?)),
+    }
+}
+
 /// Runs ctxd until `shutdown` completes, then stops accepting, lets every context finish
 /// saving the transition it is in, and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| Error::DataDir { path: config.data_dir.display().to_string(), source })?;
-    let store = {
-        let dir = config.data_dir.clone();
-        let sync = config.sync_writes;
-        tokio::task::spawn_blocking(move || Store::open(&dir, sync))
-            .await
-            .map_err(|e| runtime::Error::Internal(format!("open task failed: {e}")))??
-    };
+    let store = open_store(&config).await?;
     // Metrics before the runtime starts: what happens at start-up (runs resumed, contexts
     // loaded) counts too.
     let stop = CancellationToken::new();
     let metrics = match config.metrics_addr()? {
-        Some(metrics_addr) => Some(serve_metrics(metrics_addr, &store, &config, stop.clone()).await?),
+        Some(metrics_addr) => Some(serve_metrics(metrics_addr, &store, stop.clone()).await?),
         None => {
             tracing::info!("metrics off");
             None
@@ -157,7 +164,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // Small responses must leave at once: without TCP_NODELAY, Nagle's algorithm and the
     // peer's delayed ACKs add ~40 ms to a unary call.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(data_dir = %config.data_dir.display(), sync_writes = config.sync_writes, "ctxd listening on {addr}");
+    match config.store {
+        StoreKind::Rocksdb => {
+            tracing::info!(store = "rocksdb", data_dir = %config.data_dir.display(), sync_writes = config.sync_writes, "ctxd listening on {addr}");
+        }
+        StoreKind::Nats => {
+            tracing::info!(store = "nats", prefix = %config.nats_prefix, replicas = config.nats_replicas, "ctxd listening on {addr}");
+        }
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ContextServiceServer<ContextApi>>().await;

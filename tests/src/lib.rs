@@ -21,6 +21,7 @@ pub use ctxd_proto::v1;
 pub mod fake_openai;
 mod fold;
 pub mod metrics;
+pub mod nats;
 pub mod otlp;
 pub mod tokens;
 pub use fold::Folded;
@@ -75,6 +76,8 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     /// The bearer token `client()` sends with every call (none: no authorization header).
     pub token: Option<String>,
+    /// The JetStream cluster holding the data, when the suites run on the NATS store.
+    pub nats: Option<nats::NatsCluster>,
 }
 
 impl Server {
@@ -105,6 +108,14 @@ impl Server {
             args.extend(["--metrics-listen".into(), "off".into()]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
+        // The store under test, unless the test chose one.
+        let nats = if nats::store_under_test() == "nats" && !extra.contains(&"--store") {
+            let cluster = nats::NatsCluster::start(3).await;
+            args.extend(["--store".into(), "nats".into(), "--nats-url".into(), cluster.urls()]);
+            Some(cluster)
+        } else {
+            None
+        };
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let mut server = Self {
             child: None,
@@ -116,6 +127,7 @@ impl Server {
             ready_after: Duration::ZERO,
             metrics_addr: None,
             token: None,
+            nats,
         };
         server.launch().await;
         server
@@ -164,9 +176,12 @@ impl Server {
                 log.push_back(line);
             }
         });
-        let addr = tokio::time::timeout(PATIENCE, ready_rx)
+        // A JetStream cluster that has just started takes a while to place streams: ctxd waits
+        // for it (and says so in its log), on a machine that runs other tests meanwhile.
+        let patience = if self.nats.is_some() { PATIENCE * 4 } else { PATIENCE };
+        let addr = tokio::time::timeout(patience, ready_rx)
             .await
-            .unwrap_or_else(|_| panic!("ctxd did not start; log:\n{}", self.log()))
+            .unwrap_or_else(|_| panic!("ctxd did not start; log:\n{}{}", self.log(), self.nats_logs()))
             .unwrap_or_else(|_| panic!("ctxd exited at start; log:\n{}", self.log()));
         self.ready_after = started.elapsed();
         self.addr = addr.parse().expect("listen address");
@@ -177,6 +192,10 @@ impl Server {
             .rev()
             .find_map(|line| address_after(line, "metrics listening on ").and_then(|a| a.parse().ok()));
         self.child = Some(child);
+    }
+
+    fn nats_logs(&self) -> String {
+        self.nats.as_ref().map(|n| format!("\nNATS:\n{}", n.logs())).unwrap_or_default()
     }
 
     pub async fn client(&self) -> Client {

@@ -19,6 +19,7 @@ impl From<Error> for Status {
             Error::Fork(ForkError::UnknownMessage { .. }) => Code::NotFound,
             Error::Fork(_) => Code::FailedPrecondition,
             Error::Storage(store::Error::Corrupt(_)) => Code::DataLoss,
+            Error::Storage(store::Error::Conflict { .. }) => Code::Aborted,
             Error::Storage(_) | Error::ShuttingDown | Error::Stopped { .. } | Error::Unloaded => Code::Unavailable,
             Error::Overloaded(_) | Error::TooManyRuns { .. } | Error::TooManyContexts { .. } => Code::ResourceExhausted,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,

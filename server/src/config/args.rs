@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use super::{Config, LogFormat};
+use super::{Config, LogFormat, StoreKind};
 
 /// Command-line flags; each can also be set by the environment variable it names.
 #[derive(Debug, Parser)]
@@ -18,9 +18,24 @@ pub struct Args {
     /// Address (IP:port) to serve on.
     #[arg(long, env = "CTXD_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Data directory.
+    /// Storage engine.
+    #[arg(long, env = "CTXD_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+    /// Data directory (RocksDB).
     #[arg(long, env = "CTXD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Comma-separated NATS servers (nats:// or tls://).
+    #[arg(long, env = "CTXD_NATS_URL", value_delimiter = ',')]
+    pub nats_url: Option<Vec<String>>,
+    /// NATS credentials file (.creds).
+    #[arg(long, env = "CTXD_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// Prefix of ctxd's NATS streams and subjects.
+    #[arg(long, env = "CTXD_NATS_PREFIX")]
+    pub nats_prefix: Option<String>,
+    /// Servers holding each NATS stream.
+    #[arg(long, env = "CTXD_NATS_REPLICAS")]
+    pub nats_replicas: Option<usize>,
     /// Mock LLM delay per streamed word, ms.
     #[arg(long, env = "CTXD_MOCK_DELAY_MS")]
     pub mock_delay_ms: Option<u64>,

@@ -31,6 +31,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which engine holds the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Embedded RocksDB in `data-dir` (the default): one process, nothing to run beside it.
+    Rocksdb,
+    /// A NATS JetStream cluster (`nats-url`), replicated on `nats-replicas` servers.
+    Nats,
+}
+
 /// Runs a tenant may have in progress at once when authentication is on and no limit is set.
 pub const DEFAULT_RUNS_PER_TENANT: usize = 32;
 
@@ -40,8 +50,20 @@ pub const DEFAULT_RUNS_PER_TENANT: usize = 32;
 pub struct Config {
     /// Address (IP:port) to serve gRPC on; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Which engine holds the contexts.
+    pub store: StoreKind,
     /// Where RocksDB keeps the contexts.
     pub data_dir: PathBuf,
+    /// NATS servers of the JetStream cluster (`nats://` or `tls://`), for `store = "nats"`.
+    /// User and password or a token come from the environment (`NATS_USER`, `NATS_PASSWORD`,
+    /// `NATS_TOKEN`), never from here.
+    pub nats_url: Vec<String>,
+    /// A NATS `.creds` file (user JWT and NKey seed).
+    pub nats_creds: Option<PathBuf>,
+    /// Names ctxd's streams and subjects, so that several deployments share a cluster.
+    pub nats_prefix: String,
+    /// Servers that hold each stream; a save is acknowledged once a majority has it.
+    pub nats_replicas: usize,
     /// Pause of the mock LLM before each streamed word, in milliseconds.
     pub mock_delay_ms: u64,
     /// Root directory of the file tools; without it they are not offered.
@@ -115,7 +137,12 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            store: StoreKind::Rocksdb,
             data_dir: PathBuf::from("./data"),
+            nats_url: vec!["nats://127.0.0.1:4222".into()],
+            nats_creds: None,
+            nats_prefix: "ctxd".into(),
+            nats_replicas: 3,
             mock_delay_ms: 20,
             workspace: None,
             max_message_bytes: 256 * 1024,
@@ -188,7 +215,12 @@ impl Config {
         let Args {
             config: _,
             listen,
+            store,
             data_dir,
+            nats_url,
+            nats_creds,
+            nats_prefix,
+            nats_replicas,
             mock_delay_ms,
             workspace,
             max_message_bytes,
@@ -231,7 +263,11 @@ impl Config {
         }
         overlay!(
             listen,
+            store,
             data_dir,
+            nats_url,
+            nats_prefix,
+            nats_replicas,
             mock_delay_ms,
             max_message_bytes,
             sync_writes,
@@ -254,6 +290,7 @@ impl Config {
         );
         overlay_optional!(
             openai_base_url,
+            nats_creds,
             workspace,
             web_dir,
             otlp_endpoint,
@@ -307,6 +344,20 @@ impl Config {
         if self.max_contexts_per_tenant == Some(0) {
             return Err(Error::Invalid("max-contexts-per-tenant must be at least 1".into()));
         }
+        if self.nats_url.is_empty() {
+            return Err(Error::Invalid("nats-url must name at least one server".into()));
+        }
+        if self.nats_prefix.is_empty()
+            || !self.nats_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(Error::Invalid(format!(
+                "nats-prefix {:?} must be letters, digits, '_' or '-' (it names streams and subjects)",
+                self.nats_prefix
+            )));
+        }
+        if !(1..=5).contains(&self.nats_replicas) {
+            return Err(Error::Invalid(format!("nats-replicas is {}; JetStream allows 1 to 5", self.nats_replicas)));
+        }
         if self.jwt_tenant_claim.is_empty() {
             return Err(Error::Invalid("jwt-tenant-claim must name a claim".into()));
         }
@@ -349,6 +400,20 @@ impl Config {
 
     pub fn mock_delay(&self) -> Duration {
         Duration::from_millis(self.mock_delay_ms)
+    }
+
+    /// How to reach the NATS cluster: the settings, and credentials from the environment.
+    pub fn nats_options(&self) -> crate::store::NatsOptions {
+        let env = |names: &[&str]| names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+        crate::store::NatsOptions {
+            urls: self.nats_url.clone(),
+            creds: self.nats_creds.clone(),
+            user: env(&["CTXD_NATS_USER", "NATS_USER"]),
+            password: env(&["CTXD_NATS_PASSWORD", "NATS_PASSWORD"]),
+            token: env(&["CTXD_NATS_TOKEN", "NATS_TOKEN"]),
+            prefix: self.nats_prefix.clone(),
+            replicas: self.nats_replicas,
+        }
     }
 
     /// The OpenAI API key, from the environment only.

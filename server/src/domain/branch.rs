@@ -18,15 +18,16 @@ pub struct Child {
     pub active_at: u64,
 }
 
-/// What a switch needs to read of a context's tree.
-pub trait TreeReader {
-    type Error;
+/// What a switch needs to read of a context's tree. Reads are async: the tree may be on
+/// another machine.
+pub trait TreeReader: Sync {
+    type Error: Send;
     /// The node of message `id`, if the context has it (on any branch).
-    fn node_of(&self, id: MessageId) -> Result<Option<u64>, Self::Error>;
+    fn node_of(&self, id: MessageId) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
     /// The message with number `node`, which the context has.
-    fn message(&self, node: u64) -> Result<Message, Self::Error>;
+    fn message(&self, node: u64) -> impl Future<Output = Result<Message, Self::Error>> + Send;
     /// The children of `parent` (`None`: the first messages), oldest first.
-    fn children(&self, parent: Option<u64>) -> Result<Vec<Child>, Self::Error>;
+    fn children(&self, parent: Option<u64>) -> impl Future<Output = Result<Vec<Child>, Self::Error>> + Send;
 }
 
 /// A path to switch to: the active path's first `keep` messages, then `tail`.
@@ -52,16 +53,16 @@ impl Context {
     /// each message; `None` when `target` is on the active path already (nothing changes).
     /// Reads only the branch it switches to: its messages from where it leaves the active
     /// path, and the children of each.
-    pub fn branch_through<R: TreeReader>(
+    pub async fn branch_through<R: TreeReader>(
         &self,
         reader: &R,
         target: MessageId,
     ) -> Result<Option<Branch>, BranchError<R::Error>> {
         let unknown = || BranchError::UnknownMessage { context: self.id.to_string(), message: target };
-        let node = reader.node_of(target).map_err(BranchError::Read)?.ok_or_else(unknown)?;
+        let node = reader.node_of(target).await.map_err(BranchError::Read)?.ok_or_else(unknown)?;
         // Up from the target to the first message the active path shares with it.
         let mut chain = Vec::new();
-        let mut current = reader.message(node).map_err(BranchError::Read)?;
+        let mut current = reader.message(node).await.map_err(BranchError::Read)?;
         let keep = loop {
             if self.message(current.seq).is_some_and(|m| m.node == current.node) {
                 break current.seq + 1;
@@ -69,7 +70,7 @@ impl Context {
             let parent = current.parent;
             chain.push(Arc::new(current));
             match parent {
-                Some(parent) => current = reader.message(parent).map_err(BranchError::Read)?,
+                Some(parent) => current = reader.message(parent).await.map_err(BranchError::Read)?,
                 None => break 0,
             }
         };
@@ -82,7 +83,7 @@ impl Context {
         };
         let mut forks = Vec::new();
         for above in &chain[..chain.len() - 1] {
-            let children = reader.children(Some(above.node)).map_err(BranchError::Read)?;
+            let children = reader.children(Some(above.node)).await.map_err(BranchError::Read)?;
             if children.len() > 1 {
                 forks.push((above.seq + 1, versions(&children)));
             }
@@ -90,12 +91,12 @@ impl Context {
         // Down from the target, the way it was last followed.
         let mut tail = chain;
         while let Some(leaf) = tail.last() {
-            let children = reader.children(Some(leaf.node)).map_err(BranchError::Read)?;
+            let children = reader.children(Some(leaf.node)).await.map_err(BranchError::Read)?;
             let Some(next) = children.iter().max_by_key(|c| (c.active_at, c.node)) else { break };
             if children.len() > 1 {
                 forks.push((leaf.seq + 1, versions(&children)));
             }
-            tail.push(Arc::new(reader.message(next.node).map_err(BranchError::Read)?));
+            tail.push(Arc::new(reader.message(next.node).await.map_err(BranchError::Read)?));
         }
         Ok(Some(Branch { keep, tail, forks }))
     }

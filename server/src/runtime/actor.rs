@@ -19,7 +19,7 @@ use super::shared::{ListEvent, Shared};
 use super::tenants::RunSlot;
 use crate::domain::{BranchError, Context, ContextId, ContextKey, FsmState, MessageId, Timestamp};
 use crate::fsm::{self, Command, Effect, Env};
-use crate::store::Save;
+use crate::store::{Save, Tree};
 use crate::telemetry::{names, traces};
 
 /// At most this many commands are saved in one batch, so a fast producer cannot hold
@@ -78,10 +78,8 @@ impl Actor {
     }
 
     pub(super) async fn run(mut self) {
-        let store = self.shared.store.clone();
-        let key = self.key.clone();
-        match tokio::task::spawn_blocking(move || store.load(&key)).await {
-            Ok(Ok(Some(ctx))) => {
+        match self.shared.store.load(&self.key).await {
+            Ok(Some(ctx)) => {
                 let ctx = Arc::new(ctx);
                 self.loaded = true;
                 gauge!(names::CONTEXTS_LOADED).increment(1.0);
@@ -92,12 +90,11 @@ impl Actor {
                 let run_slot = (!ctx.phase.is_resting()).then(|| self.shared.runs.start(&ctx.tenant));
                 Live { actor: self, ctx, run_span: Span::none(), run_slot }.serve().await;
             }
-            Ok(Ok(None)) => self.stop(Gone::NotFound, Error::NotFound),
-            Ok(Err(e)) => {
+            Ok(None) => self.stop(Gone::NotFound, Error::NotFound),
+            Err(e) => {
                 tracing::error!(context = %self.key.id, tenant = %self.key.tenant, error = %e, "could not load context");
                 self.fail(format!("could not load: {e}"));
             }
-            Err(e) => self.fail(format!("load task failed: {e}")),
         }
     }
 
@@ -341,7 +338,7 @@ impl Live {
 
     /// Writes one batch atomically (synced unless configured otherwise).
     async fn commit(&self, save: Save) -> Result<()> {
-        let bytes = self.actor.shared.writer.commit(save).await?;
+        let bytes = self.actor.shared.store.commit(save).await?;
         Span::current().record("bytes", bytes);
         Ok(())
     }
@@ -351,14 +348,12 @@ impl Live {
     async fn read_branch(&self, message_id: MessageId, expected_revision: Option<u64>) -> Result<Command> {
         // Refused before reading anything when the state does not allow it.
         fsm::branch_allowed(&self.ctx, "SwitchBranch", expected_revision)?;
-        let (store, ctx) = (self.actor.shared.store.clone(), Arc::clone(&self.ctx));
-        let branch = tokio::task::spawn_blocking(move || ctx.branch_through(&store.tree(&ctx.key()), message_id))
-            .await
-            .map_err(|e| Error::Internal(format!("storage task failed: {e}")))?
-            .map_err(|error| match error {
-                BranchError::UnknownMessage { context, message } => Error::UnknownMessage { context, message },
-                BranchError::Read(error) => Error::Storage(error),
-            })?;
+        let key = self.ctx.key();
+        let tree = Tree::new(&*self.actor.shared.store, &key);
+        let branch = self.ctx.branch_through(&tree, message_id).await.map_err(|error| match error {
+            BranchError::UnknownMessage { context, message } => Error::UnknownMessage { context, message },
+            BranchError::Read(error) => Error::Storage(error),
+        })?;
         Ok(Command::SwitchBranch { branch, expected_revision })
     }
 
@@ -415,12 +410,7 @@ impl Live {
         self.actor.driver.abort_all();
         let shared = Arc::clone(&self.actor.shared);
         let _membership = shared.membership.lock().await;
-        let store = shared.store.clone();
-        let ctx = Arc::clone(&self.ctx);
-        let deleted = tokio::task::spawn_blocking(move || store.delete(&ctx))
-            .await
-            .map_err(|e| Error::Internal(format!("storage task failed: {e}")))
-            .and_then(|r| r.map_err(Error::from));
+        let deleted = shared.store.delete(Arc::clone(&self.ctx)).await.map_err(Error::from);
         match deleted {
             Ok(()) => {
                 tracing::info!(context = %self.actor.key.id, revision = self.ctx.revision, "deleted");

@@ -19,7 +19,7 @@ use crate::domain::{
     Timestamp, TreeReader, Versions,
 };
 use crate::llm::LlmProvider;
-use crate::store::{self, Store, Writer};
+use crate::store::{Backend, Inserted, Tree};
 use crate::telemetry::names;
 use crate::tools::ToolRegistry;
 
@@ -32,22 +32,13 @@ pub struct Contexts {
 impl Contexts {
     /// Starts the runtime and resumes every context that was saved in the middle of a run.
     pub async fn start(
-        store: Store,
+        store: Arc<dyn Backend>,
         llm: Arc<dyn LlmProvider>,
         tools: Arc<ToolRegistry>,
         settings: Settings,
     ) -> Result<Self> {
-        let contexts = Self {
-            shared: Arc::new(Shared::new(
-                store.clone(),
-                Writer::start(store)
-                    .map_err(|e| Error::Internal(format!("could not start the storage writer: {e}")))?,
-                llm,
-                tools,
-                settings,
-            )),
-        };
-        let interrupted = contexts.blocking(|store| store.interrupted()).await?;
+        let contexts = Self { shared: Arc::new(Shared::new(store, llm, tools, settings)) };
+        let interrupted = contexts.shared.store.interrupted().await?;
         if !interrupted.is_empty() {
             tracing::info!(count = interrupted.len(), "resuming contexts interrupted mid-run");
         }
@@ -68,21 +59,7 @@ impl Contexts {
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
         // Every actor has ended: no save can come any more.
-        let writer = self.shared.writer.clone();
-        if tokio::task::spawn_blocking(move || writer.stop()).await.is_err() {
-            tracing::error!("could not stop the storage writer");
-        }
-    }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Store) -> store::Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || work(&store))
-            .await
-            .map_err(|e| Error::Internal(format!("storage task failed: {e}")))?
-            .map_err(Error::from)
+        self.shared.store.close().await;
     }
 
     /// Creates a context of `tenant`, recording who created it. A config that names no model
@@ -138,39 +115,34 @@ impl Contexts {
             Some(_) => self.shared.members.get(&key.tenant),
             None => None,
         };
-        let saved = ctx.clone();
-        let created = self
-            .blocking(move |store| {
-                if store.exists(&saved.key())? {
-                    return Ok(None);
-                }
-                // The tenant's count, read from storage the first time it matters.
-                let count = match (max, counted) {
-                    (Some(_), None) => Some(store.count(&saved.tenant)?),
-                    _ => counted,
-                };
-                if let (Some(max), Some(count)) = (max, count)
-                    && count >= max
-                {
-                    return Ok(Some(Err(count)));
-                }
-                store.insert(&saved).map(|()| Some(Ok(count)))
-            })
-            .await?;
-        match created {
-            None => return Err(Error::AlreadyExists(key.id)),
-            Some(Err(count)) => {
-                self.shared.members.set(&key.tenant, count);
-                metrics::counter!(names::LIMIT_REFUSALS, "limit" => "contexts").increment(1);
-                return Err(Error::TooManyContexts { tenant: key.tenant, max: max.unwrap_or(count) });
-            }
-            Some(Ok(Some(count))) => self.shared.members.set(&key.tenant, count + 1),
-            Some(Ok(None)) => {}
+        let store = &self.shared.store;
+        if store.exists(&key).await? {
+            return Err(Error::AlreadyExists(key.id));
+        }
+        // The tenant's count, read from storage the first time it matters.
+        let count = match (max, counted) {
+            (Some(_), None) => Some(store.count(&key.tenant).await?),
+            _ => counted,
+        };
+        if let (Some(max), Some(count)) = (max, count)
+            && count >= max
+        {
+            self.shared.members.set(&key.tenant, count);
+            metrics::counter!(names::LIMIT_REFUSALS, "limit" => "contexts").increment(1);
+            return Err(Error::TooManyContexts { tenant: key.tenant, max });
+        }
+        let ctx = Arc::new(ctx);
+        // The engine has the last word: another process may have taken the key meanwhile.
+        if store.insert(Arc::clone(&ctx)).await? == Inserted::Taken {
+            return Err(Error::AlreadyExists(key.id));
+        }
+        if let Some(count) = count {
+            self.shared.members.set(&key.tenant, count + 1);
         }
         tracing::info!(context = %key.id, tenant = %key.tenant, revision = ctx.revision, from = "-", to = %ctx.state(), "auto-saved");
         metrics::counter!(names::SAVES).increment(1);
         self.shared.list_changed(ListEvent::Upserted { tenant: key.tenant, summary: ctx.summary() });
-        Ok(Arc::new(ctx))
+        Ok(ctx)
     }
 
     /// A page of `tenant`'s contexts, most recently updated first.
@@ -180,8 +152,7 @@ impl Contexts {
         after: Option<ListPosition>,
         limit: usize,
     ) -> Result<(Vec<ContextSummary>, Option<ListPosition>)> {
-        let tenant = tenant.clone();
-        self.blocking(move |store| store.list(&tenant, after, limit)).await
+        Ok(self.shared.store.list(tenant, after, limit).await?)
     }
 
     /// A page of the children of `parent` (`None`: the first messages) of a context, oldest
@@ -194,33 +165,30 @@ impl Contexts {
         after: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<(Message, Versions)>, Option<u64>)> {
-        let key = key.clone();
-        self.blocking(move |store| {
-            let tree = store.tree(&key);
-            if !tree.exists()? {
-                return Ok(Err(Error::NotFound(key.id)));
-            }
-            let parent_id = parent;
-            let parent = match parent {
-                Some(id) => match tree.node_of(id)? {
-                    Some(node) => Some(node),
-                    None => return Ok(Err(Error::UnknownMessage { context: key.id.to_string(), message: id })),
-                },
-                None => None,
-            };
-            let children = tree.children(parent)?;
-            let group: Vec<Sibling> = children.iter().map(|c| Sibling { node: c.node, id: c.id }).collect();
-            let page: Vec<u64> =
-                children.iter().map(|c| c.node).filter(|n| after.is_none_or(|a| *n > a)).take(limit).collect();
-            let next = (page.len() == limit).then(|| page.last().copied()).flatten();
-            let messages = tree.messages(&page)?;
-            let listed = messages.into_iter().map(|m| {
-                let versions = Versions::within(&group, m.node, parent_id);
-                (m, versions)
-            });
-            Ok(Ok((listed.collect(), next)))
-        })
-        .await?
+        let store = &*self.shared.store;
+        if !store.exists(key).await? {
+            return Err(Error::NotFound(key.id));
+        }
+        let parent_id = parent;
+        let tree = Tree::new(store, key);
+        let parent = match parent {
+            Some(id) => match tree.node_of(id).await? {
+                Some(node) => Some(node),
+                None => return Err(Error::UnknownMessage { context: key.id.to_string(), message: id }),
+            },
+            None => None,
+        };
+        let children = tree.children(parent).await?;
+        let group: Vec<Sibling> = children.iter().map(|c| Sibling { node: c.node, id: c.id }).collect();
+        let page: Vec<u64> =
+            children.iter().map(|c| c.node).filter(|n| after.is_none_or(|a| *n > a)).take(limit).collect();
+        let next = (page.len() == limit).then(|| page.last().copied()).flatten();
+        let messages = store.messages(key, &page).await?;
+        let listed = messages.into_iter().map(|m| {
+            let versions = Versions::within(&group, m.node, parent_id);
+            (m, versions)
+        });
+        Ok((listed.collect(), next))
     }
 
     /// The current state of a context (loading it if needed).

@@ -13,7 +13,7 @@ use super::settings::Settings;
 use super::tenants::{Members, Runs};
 use crate::domain::{ContextKey, ContextSummary, TenantId};
 use crate::llm::LlmProvider;
-use crate::store::{Store, Writer};
+use crate::store::Backend;
 use crate::tools::ToolRegistry;
 
 /// A change to the list of contexts, for list watchers.
@@ -40,9 +40,7 @@ impl ListEvent {
 const LIST_CHANNEL_CAPACITY: usize = 1024;
 
 pub(super) struct Shared {
-    pub(super) store: Store,
-    /// Every save of a running context goes through here (group commit).
-    pub(super) writer: Writer,
+    pub(super) store: Arc<dyn Backend>,
     pub(super) llm: Arc<dyn LlmProvider>,
     pub(super) tools: Arc<ToolRegistry>,
     pub(super) settings: Settings,
@@ -60,15 +58,13 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn new(
-        store: Store,
-        writer: Writer,
+        store: Arc<dyn Backend>,
         llm: Arc<dyn LlmProvider>,
         tools: Arc<ToolRegistry>,
         settings: Settings,
     ) -> Self {
         Self {
             store,
-            writer,
             llm,
             tools,
             settings,

@@ -10,11 +10,11 @@ use crate::config::Config;
 use crate::domain::{ContextConfig, TenantId};
 use crate::fsm::Command;
 use crate::llm::MockProvider;
-use crate::store::{self, Store};
+use crate::store::{self, Rocks};
 use crate::tools::{ToolLimits, ToolRegistry};
 
 async fn start(dir: &Path) -> Contexts {
-    let store = Store::open(dir, true).expect("open");
+    let store = Arc::new(Rocks::open(dir, true).expect("open"));
     let limits = ToolLimits { timeout: Duration::from_secs(5), max_output_bytes: 4096 };
     let tools = Arc::new(ToolRegistry::builtin(None, limits).expect("tools"));
     let llm = Arc::new(MockProvider { chunk_delay: Duration::ZERO });
@@ -38,12 +38,12 @@ async fn a_save_that_fails_fails_the_action_and_changes_nothing() {
     assert!(missed.is_empty(), "the feed already holds the revision the caller was given: {missed:?}");
 
     // From here on no save reaches the disk.
-    contexts.shared.writer.stop();
+    contexts.shared.store.close().await;
     let failed = contexts.act(&key, send("second"), true, None).await;
     assert!(matches!(failed, Err(Error::Storage(store::Error::WriterStopped))), "{failed:?}");
 
     assert_eq!(contexts.get(&key).await.expect("still there"), rested, "memory did not run ahead of disk");
-    let on_disk = contexts.shared.store.load(&key).expect("load").expect("saved");
+    let on_disk = contexts.shared.store.load(&key).await.expect("load").expect("saved");
     assert_eq!(on_disk, *rested, "what is shown is what is saved");
     let published = tokio::time::timeout(Duration::from_millis(200), watcher.next()).await;
     assert!(published.is_err(), "watchers were told nothing: {published:?}");

@@ -1,22 +1,18 @@
-//! Persistence. `rocksdb` saves every change of a context as one atomic, (by default)
-//! synced `WriteBatch`; `writer` is the thread that group-commits the saves of all contexts;
-//! `keys` and `codec` are the layout on disk (big-endian keys, a format byte and protobuf of
-//! a storage schema separate from the wire API).
+//! Persistence behind one boundary, [`Backend`], that each engine implements: `rocks`
+//! (embedded RocksDB, the default) and `nats` (NATS JetStream, replicated). `save` is what
+//! one change writes; `codec` is the storage schema both engines write (a format byte and
+//! protobuf, separate from the wire API).
 
-mod codec;
+mod backend;
+pub(crate) mod codec;
 mod error;
-mod keys;
-mod migrate;
-mod rocksdb;
 mod save;
-mod writer;
 
+pub mod nats;
+pub mod rocks;
+
+pub use backend::{Backend, Inserted, Tree};
 pub use error::{Error, Result};
-pub use rocksdb::{Store, Tree};
+pub use nats::{Nats, NatsOptions};
+pub use rocks::{Rocks, Store};
 pub use save::Save;
-pub use writer::Writer;
-
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tree_tests;

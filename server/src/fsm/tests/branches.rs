@@ -33,15 +33,15 @@ impl Saved {
 impl TreeReader for Saved {
     type Error = Infallible;
 
-    fn node_of(&self, id: MessageId) -> Result<Option<u64>, Infallible> {
+    async fn node_of(&self, id: MessageId) -> Result<Option<u64>, Infallible> {
         Ok(self.messages.values().find(|m| m.id == id).map(|m| m.node))
     }
 
-    fn message(&self, node: u64) -> Result<Message, Infallible> {
+    async fn message(&self, node: u64) -> Result<Message, Infallible> {
         Ok(self.messages[&node].clone())
     }
 
-    fn children(&self, parent: Option<u64>) -> Result<Vec<Child>, Infallible> {
+    async fn children(&self, parent: Option<u64>) -> Result<Vec<Child>, Infallible> {
         Ok(self
             .messages
             .values()
@@ -94,7 +94,7 @@ impl Tree {
     }
 
     fn switch(&mut self, id: MessageId) -> Outcome {
-        let branch = self.h.ctx.branch_through(&self.saved, id).expect("known message");
+        let branch = futures::executor::block_on(self.h.ctx.branch_through(&self.saved, id)).expect("known message");
         self.apply(Command::SwitchBranch { branch, expected_revision: None })
     }
 }

@@ -17,9 +17,9 @@ use metrics::{counter, histogram};
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
-use super::error::{Error, Result};
-use super::rocksdb::Store;
-use super::save::Save;
+use super::store::Store;
+use crate::store::error::{Error, Result};
+use crate::store::save::Save;
 use crate::telemetry::names;
 
 /// Saves written together at most; more wait for the next write.

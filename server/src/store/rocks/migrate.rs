@@ -10,10 +10,10 @@
 
 use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
 
-use super::codec;
-use super::error::{Error, Result};
 use super::keys;
 use crate::domain::TenantId;
+use crate::store::codec;
+use crate::store::error::{Error, Result};
 
 /// Entries per write while copying.
 const CHUNK: usize = 1024;

@@ -9,14 +9,12 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
 
-use super::codec;
-use super::error::{Error, Result};
 use super::keys;
 use super::migrate;
-use super::save::Save;
-use crate::domain::{
-    Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId, TreeReader,
-};
+use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId};
+use crate::store::codec;
+use crate::store::error::{Error, Result};
+use crate::store::save::Save;
 
 /// RocksDB properties exported as metrics: (metric name, property).
 const FIGURES: &[(&str, &str)] = &[
@@ -371,10 +369,9 @@ pub struct Tree<'a> {
     context: Vec<u8>,
 }
 
-impl TreeReader for Tree<'_> {
-    type Error = Error;
-
-    fn node_of(&self, id: MessageId) -> Result<Option<u64>> {
+impl Tree<'_> {
+    /// The node of message `id`, if the context has it (on any branch).
+    pub fn node_of(&self, id: MessageId) -> Result<Option<u64>> {
         let family = self.store.family(keys::CF_MESSAGE_IDS)?;
         match self.store.db.get_pinned_cf(family, keys::message_id_key(&self.context, &id))? {
             Some(bytes) => Ok(Some(codec::decode::<codec::StoredNode>("message id", &bytes)?.node)),
@@ -382,25 +379,9 @@ impl TreeReader for Tree<'_> {
         }
     }
 
-    fn message(&self, node: u64) -> Result<Message> {
-        let family = self.store.family(keys::CF_MESSAGES)?;
-        let bytes = self
-            .store
-            .db
-            .get_pinned_cf(family, keys::message_key(&self.context, node))?
-            .ok_or_else(|| Error::Corrupt(format!("message {node} is indexed but missing")))?;
-        codec::message_from_stored(node, codec::decode("message", &bytes)?)
-    }
-
-    fn children(&self, parent: Option<u64>) -> Result<Vec<Child>> {
+    /// The children of `parent` (`None`: the first messages), oldest first.
+    pub fn children(&self, parent: Option<u64>) -> Result<Vec<Child>> {
         self.store.children_of(&self.context, parent)
-    }
-}
-
-impl Tree<'_> {
-    /// Whether the context exists.
-    pub fn exists(&self) -> Result<bool> {
-        Ok(self.store.db.get_pinned_cf(self.store.family(keys::CF_CONTEXTS)?, &self.context)?.is_some())
     }
 
     /// The messages with `nodes`, in that order.
@@ -419,5 +400,23 @@ impl Tree<'_> {
                 codec::message_from_stored(*node, codec::decode("message", &bytes)?)
             })
             .collect()
+    }
+}
+
+/// The tests walk branches straight on a store, without a runtime: these reads are blocking.
+#[cfg(test)]
+impl crate::domain::TreeReader for Tree<'_> {
+    type Error = Error;
+
+    async fn node_of(&self, id: MessageId) -> Result<Option<u64>> {
+        Tree::node_of(self, id)
+    }
+
+    async fn message(&self, node: u64) -> Result<Message> {
+        self.messages(&[node])?.pop().ok_or_else(|| Error::Corrupt(format!("message {node} is missing")))
+    }
+
+    async fn children(&self, parent: Option<u64>) -> Result<Vec<Child>> {
+        Tree::children(self, parent)
     }
 }

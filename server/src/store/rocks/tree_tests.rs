@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use ::rocksdb::{ColumnFamilyDescriptor, DB, Options};
 
-use super::{Save, Store, codec, keys};
+use super::{Store, keys};
 use crate::domain::{
     Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, PathMove, Phase, Role, TenantId,
-    Timestamp, TreeReader,
+    Timestamp,
 };
+use crate::store::{Save, codec};
 
 fn new_context() -> Context {
     let key = ContextKey::new(TenantId::default_tenant(), ContextId::from_bytes([3; 16]));
@@ -72,7 +73,9 @@ fn versions_are_saved_beside_each_other_and_a_switch_reads_them_back() {
     assert_eq!((loaded.versions(1).count, loaded.versions(1).previous), (2, Some(first_reply)));
 
     // Switch back through what storage holds.
-    let branch = loaded.branch_through(&store.tree(&loaded.key()), first_reply).expect("read").expect("a switch");
+    let branch = futures::executor::block_on(loaded.branch_through(&store.tree(&loaded.key()), first_reply))
+        .expect("read")
+        .expect("a switch");
     assert_eq!(branch.keep, 1);
     let ctx = commit(&store, &ctx, Change::to(Phase::Idle).moving(PathMove::Switch(Box::new(branch))));
     assert_eq!(texts(&ctx), ["q", "a1"]);
@@ -142,7 +145,9 @@ fn messages_saved_before_branches_are_indexed_at_open() {
 
     let ctx = commit(&store, &loaded, Change::to(Phase::Idle).moving(PathMove::Cut(1)));
     let ctx = commit(&store, &ctx, Change::to(Phase::Idle).with(say(&ctx, 0, Role::Assistant, "b")));
-    let branch = ctx.branch_through(&store.tree(&ctx.key()), answer).expect("read").expect("a switch");
+    let branch = futures::executor::block_on(ctx.branch_through(&store.tree(&ctx.key()), answer))
+        .expect("read")
+        .expect("a switch");
     let ctx = commit(&store, &ctx, Change::to(Phase::Idle).moving(PathMove::Switch(Box::new(branch))));
     assert_eq!(texts(&ctx), ["q", "a"]);
     same_path(&store.load(&ctx.key()).expect("load").expect("exists"), &ctx);

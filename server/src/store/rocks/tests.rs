@@ -3,11 +3,12 @@ use std::sync::Arc;
 use ::rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 
 use super::keys;
-use super::{Error, Save, Store, Writer};
+use super::{Store, Writer};
 use crate::domain::{
     Approval, Change, Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, MessageId, MessageStatus,
     Phase, Place, Role, TenantId, Timestamp, ToolCall, Usage,
 };
+use crate::store::{Error, Save};
 
 fn context(n: u8, at: i64) -> Context {
     context_of("default", n, at)

@@ -1,0 +1,102 @@
+//! The storage boundary: what the runtime needs of a store, whichever engine holds the data.
+//! RocksDB (embedded, the default) and NATS JetStream (replicated) implement it; the runtime
+//! holds an `Arc<dyn Backend>` and never knows which.
+//!
+//! Every method is a whole operation of the runtime (a save, a load, a page of a list), so
+//! that each engine can do it in as few round trips as it allows.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::error::Result;
+use super::save::Save;
+use crate::domain::{
+    Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, TenantId, TreeReader,
+};
+
+/// What inserting a new context did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    Saved,
+    /// A context with that key exists already; nothing was written.
+    Taken,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Saves a new context with the messages it starts with (a fork's), in one atomic write,
+    /// unless its key is taken.
+    async fn insert(&self, ctx: Arc<Context>) -> Result<Inserted>;
+
+    /// Saves one change of a context atomically. Returns the bytes it wrote. Once it returns
+    /// `Ok` the change survives a crash (as configured: synced or replicated).
+    async fn commit(&self, save: Save) -> Result<usize>;
+
+    /// A context with the messages of its active path; `None` if there is no such context.
+    async fn load(&self, key: &ContextKey) -> Result<Option<Context>>;
+
+    /// Deletes the context and everything it holds.
+    async fn delete(&self, ctx: Arc<Context>) -> Result<()>;
+
+    async fn exists(&self, key: &ContextKey) -> Result<bool>;
+
+    /// How many contexts `tenant` has (for limits: counted once, then kept by the runtime).
+    async fn count(&self, tenant: &TenantId) -> Result<u64>;
+
+    /// Up to `limit` contexts of `tenant`, most recently updated first, starting after
+    /// `after`. Returns the position of the page's end, if there may be a next page.
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<ListPosition>,
+        limit: usize,
+    ) -> Result<(Vec<ContextSummary>, Option<ListPosition>)>;
+
+    /// Contexts saved in the middle of a run, to resume after a restart.
+    async fn interrupted(&self) -> Result<Vec<ContextKey>>;
+
+    /// The node of message `id` of context `key`, on any branch.
+    async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<u64>>;
+
+    /// The messages of context `key` numbered `nodes`, in that order (each must exist).
+    async fn messages(&self, key: &ContextKey, nodes: &[u64]) -> Result<Vec<Message>>;
+
+    /// The children of `parent` (`None`: the first messages) of context `key`, oldest first.
+    async fn children(&self, key: &ContextKey, parent: Option<u64>) -> Result<Vec<Child>>;
+
+    /// The engine's own figures worth exporting as gauges: (metric name, value).
+    fn figures(&self) -> Vec<(&'static str, u64)>;
+
+    /// Writes what is pending and releases the engine; later saves fail.
+    async fn close(&self);
+}
+
+/// One context's tree in a backend, as a switch reads it.
+pub struct Tree<'a> {
+    backend: &'a dyn Backend,
+    key: &'a ContextKey,
+}
+
+impl<'a> Tree<'a> {
+    pub fn new(backend: &'a dyn Backend, key: &'a ContextKey) -> Self {
+        Self { backend, key }
+    }
+}
+
+impl TreeReader for Tree<'_> {
+    type Error = super::Error;
+
+    async fn node_of(&self, id: MessageId) -> Result<Option<u64>> {
+        self.backend.node_of(self.key, id).await
+    }
+
+    async fn message(&self, node: u64) -> Result<Message> {
+        let mut found = self.backend.messages(self.key, &[node]).await?;
+        found.pop().ok_or_else(|| super::Error::Corrupt(format!("context {}: message {node} is missing", self.key)))
+    }
+
+    async fn children(&self, parent: Option<u64>) -> Result<Vec<Child>> {
+        self.backend.children(self.key, parent).await
+    }
+}

@@ -1,0 +1,171 @@
+//! Where ctxd's data lives on JetStream (see docs/storage.md), and what each record holds.
+//!
+//! - `{prefix}_log`, subjects `{prefix}.log.{tenant}.{context}`: one record per save, the
+//!   source of truth. A save is one publish, so it is atomic; it carries
+//!   `Nats-Expected-Last-Subject-Sequence`, so a writer that did not see the last save of
+//!   the context is refused.
+//! - `{prefix}_tree`, subjects `{prefix}.tree.{tenant}.{context}.{m|i|k}.{…}`, one message a
+//!   subject: each message by node (`m`), each message id's node (`i`), each parent's
+//!   children (`k`). Derived from the log, for reading a path or a branch without replaying it.
+//! - `{prefix}_contexts`, subjects `{prefix}.ctx.{tenant}.{context}`, one message a subject:
+//!   each context's metadata and the log sequence the tree is derived up to.
+//!
+//! Tenants and ids are hex in subjects: any tenant name is then a valid subject token.
+
+use crate::domain::{ContextId, ContextKey, MessageId, TenantId};
+use crate::store::codec::{StoredContext, StoredMessage, StoredPath};
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub prefix: String,
+}
+
+impl Layout {
+    pub fn log_stream(&self) -> String {
+        format!("{}_log", self.prefix)
+    }
+
+    pub fn tree_stream(&self) -> String {
+        format!("{}_tree", self.prefix)
+    }
+
+    pub fn contexts_stream(&self) -> String {
+        format!("{}_contexts", self.prefix)
+    }
+
+    pub fn log_subjects(&self) -> String {
+        format!("{}.log.>", self.prefix)
+    }
+
+    pub fn tree_subjects(&self) -> String {
+        format!("{}.tree.>", self.prefix)
+    }
+
+    pub fn contexts_subjects(&self) -> String {
+        format!("{}.ctx.>", self.prefix)
+    }
+
+    pub fn log(&self, key: &ContextKey) -> String {
+        format!("{}.log.{}", self.prefix, context_tokens(key))
+    }
+
+    pub fn context(&self, key: &ContextKey) -> String {
+        format!("{}.ctx.{}", self.prefix, context_tokens(key))
+    }
+
+    /// Every subject of the context's tree, for purging it.
+    pub fn tree_all(&self, key: &ContextKey) -> String {
+        format!("{}.tree.{}.>", self.prefix, context_tokens(key))
+    }
+
+    pub fn message(&self, key: &ContextKey, node: u64) -> String {
+        format!("{}.tree.{}.m.{node}", self.prefix, context_tokens(key))
+    }
+
+    pub fn message_id(&self, key: &ContextKey, id: &MessageId) -> String {
+        format!("{}.tree.{}.i.{}", self.prefix, context_tokens(key), hex::encode(id.as_bytes()))
+    }
+
+    pub fn children(&self, key: &ContextKey, parent: Option<u64>) -> String {
+        match parent {
+            Some(node) => format!("{}.tree.{}.k.{node}", self.prefix, context_tokens(key)),
+            None => format!("{}.tree.{}.k.root", self.prefix, context_tokens(key)),
+        }
+    }
+
+    /// The context a `{prefix}.ctx.{tenant}.{context}` subject names.
+    pub fn parse_context(&self, subject: &str) -> Option<ContextKey> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".ctx.")?;
+        let (tenant, id) = rest.split_once('.')?;
+        let tenant = TenantId::parse(std::str::from_utf8(&hex::decode(tenant).ok()?).ok()?).ok()?;
+        let id: [u8; 16] = hex::decode(id).ok()?.try_into().ok()?;
+        Some(ContextKey::new(tenant, ContextId::from_bytes(id)))
+    }
+}
+
+fn context_tokens(key: &ContextKey) -> String {
+    format!("{}.{}", hex::encode(key.tenant.as_str()), hex::encode(key.id.as_bytes()))
+}
+
+/// One save, as the log holds it: everything needed to derive the tree and the context's
+/// metadata from it alone.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredRecord {
+    #[prost(message, optional, tag = "1")]
+    pub context: Option<StoredContext>,
+    /// The active path after the save.
+    #[prost(message, optional, tag = "2")]
+    pub path: Option<StoredPath>,
+    /// New or changed messages, in their final form.
+    #[prost(message, repeated, tag = "3")]
+    pub messages: Vec<StoredNodeMessage>,
+    /// Messages numbered from here on are new in this save.
+    #[prost(uint64, tag = "4")]
+    pub new_from_node: u64,
+    /// Saved messages that joined the active path (a switch).
+    #[prost(message, repeated, tag = "5")]
+    pub joined: Vec<StoredJoined>,
+    /// The context was deleted; nothing follows.
+    #[prost(bool, tag = "6")]
+    pub deleted: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredNodeMessage {
+    #[prost(uint64, tag = "1")]
+    pub node: u64,
+    #[prost(message, optional, tag = "2")]
+    pub message: Option<StoredMessage>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredJoined {
+    #[prost(uint64, tag = "1")]
+    pub node: u64,
+    #[prost(uint64, optional, tag = "2")]
+    pub parent: Option<u64>,
+}
+
+/// The children of one message, oldest first.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredChildren {
+    #[prost(message, repeated, tag = "1")]
+    pub children: Vec<StoredChildEntry>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredChildEntry {
+    #[prost(uint64, tag = "1")]
+    pub node: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub id: Vec<u8>,
+    #[prost(uint64, tag = "3")]
+    pub active_at: u64,
+}
+
+/// A context's metadata and how far its tree is derived from the log.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredSnapshot {
+    #[prost(message, optional, tag = "1")]
+    pub context: Option<StoredContext>,
+    /// The log sequence of the last record whose messages, ids and children are in the tree.
+    #[prost(uint64, tag = "2")]
+    pub log_seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_subjects_round_trip_for_any_tenant_name() {
+        let layout = Layout { prefix: "ctxd".into() };
+        for tenant in ["default", "acme.corp", "a b*>"] {
+            let Ok(tenant) = TenantId::parse(tenant) else { continue };
+            let key = ContextKey::new(tenant, ContextId::from_bytes([9; 16]));
+            let subject = layout.context(&key);
+            assert_eq!(subject.split('.').count(), 4, "{subject}");
+            assert_eq!(layout.parse_context(&subject), Some(key));
+        }
+    }
+}

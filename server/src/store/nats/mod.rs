@@ -1,0 +1,525 @@
+//! The replicated store: NATS JetStream (see `layout` and docs/storage.md).
+//!
+//! A save is one publish of a record to the context's log subject, acknowledged once the
+//! stream's replicas hold it, and conditional on the subject's last sequence being the one
+//! this process last saw: JetStream refuses a save from a writer that missed another's.
+//! Afterwards the tree (each message by node, ids, children) and the context's snapshot
+//! are updated from the record, so that loading reads the active path, not the log. If that
+//! second step is lost (a crash, a server gone), the next read finds the snapshot behind the
+//! log and derives the missing records first: the log alone is the truth.
+
+mod connect;
+mod layout;
+mod view;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::{self, consumer};
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+
+pub use connect::NatsOptions;
+use layout::{Layout, StoredChildEntry, StoredChildren, StoredJoined, StoredNodeMessage, StoredRecord, StoredSnapshot};
+use view::View;
+
+use super::backend::{Backend, Inserted};
+use super::codec::{self, StoredNode};
+use super::error::{Error, Result};
+use super::save::Save;
+use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId};
+
+/// Reads of the tree in flight at once when loading a path.
+const READ_AHEAD: usize = 64;
+
+pub struct Nats {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    layout: Layout,
+    log: Stream,
+    tree: Stream,
+    contexts: Stream,
+    /// What this process knows of each context's log: its last sequence (the condition of
+    /// the next save) and how far the tree is derived.
+    heads: Mutex<HashMap<ContextKey, Head>>,
+    view: View,
+    closed: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    last: u64,
+    derived: u64,
+    /// Another writer saved the context: what this process holds of it is stale, so every
+    /// save is refused until it is loaded again.
+    fenced: bool,
+}
+
+/// The last message of a subject, if any.
+struct Last {
+    sequence: u64,
+    payload: bytes::Bytes,
+}
+
+impl Nats {
+    /// Connects (waiting for the cluster while it is not reachable), creates the streams that
+    /// are missing, checks those that exist, and reads every context's summary.
+    pub async fn open(options: &NatsOptions) -> Result<Self> {
+        let layout = Layout { prefix: options.prefix.clone() };
+        let (client, js, [log, tree, contexts]) = connect::until_ready(options, &layout).await?;
+        let nats = Self {
+            client,
+            js,
+            layout,
+            log,
+            tree,
+            contexts,
+            heads: Mutex::new(HashMap::new()),
+            view: View::default(),
+            closed: AtomicBool::new(false),
+        };
+        nats.read_view().await?;
+        Ok(nats)
+    }
+
+    /// Fills the view from the contexts stream (one message per context).
+    async fn read_view(&self) -> Result<()> {
+        let mut info = self.contexts.clone();
+        let count = info.info().await.map_err(unavailable)?.state.messages;
+        if count == 0 {
+            return Ok(());
+        }
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: self.layout.contexts_subjects(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        };
+        let mut messages =
+            self.contexts.create_consumer(config).await.map_err(unavailable)?.messages().await.map_err(unavailable)?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(unavailable)?;
+            let pending = message.info().map(|i| i.pending).unwrap_or(0);
+            if let Some(key) = self.layout.parse_context(&message.subject) {
+                let snapshot: StoredSnapshot = codec::decode("snapshot", &message.payload)?;
+                if let Some(stored) = &snapshot.context {
+                    self.view.upsert(&key.tenant, codec::summary_from_stored(key.id, stored)?);
+                }
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn last(&self, stream: &Stream, subject: &str) -> Result<Option<Last>> {
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => Ok(Some(Last { sequence: message.sequence, payload: message.payload })),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The first record of the context's log at or after `sequence`.
+    async fn record_from(&self, key: &ContextKey, sequence: u64) -> Result<Option<Last>> {
+        let request = self.log.raw_message_builder().sequence(sequence).next_by_subject(self.layout.log(key)).send();
+        match request.await {
+            Ok(message) => Ok(Some(Last { sequence: message.sequence, payload: message.payload })),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Publishes and waits for the stream's acknowledgement (its replicas hold it).
+    async fn put(&self, subject: String, payload: Vec<u8>) -> Result<u64> {
+        let ack = self.js.publish(subject, payload.into()).await.map_err(unavailable)?;
+        Ok(ack.await.map_err(unavailable)?.sequence)
+    }
+
+    /// Appends `record` to the context's log if its last sequence is still `expect` (0: the
+    /// log is empty). Returns the record's sequence, or `None` if the log moved on.
+    async fn append(&self, key: &ContextKey, record: &StoredRecord, expect: u64) -> Result<Option<u64>> {
+        let mut message = PublishMessage::build()
+            .payload(codec::encode(record).into())
+            .expected_last_subject_sequence(expect)
+            // A retried publish of the same save is recognised, not appended twice.
+            .message_id(format!("{}:{expect}", self.layout.log(key)));
+        if record.deleted {
+            // The tombstone replaces the context's whole log.
+            message = message.header("Nats-Rollup", "sub");
+        }
+        let acked = match self.js.send_publish(self.layout.log(key), message).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn head(&self, key: &ContextKey) -> Option<Head> {
+        self.heads.lock().unwrap_or_else(PoisonError::into_inner).get(key).copied()
+    }
+
+    fn set_head(&self, key: &ContextKey, head: Option<Head>) {
+        let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        match head {
+            Some(head) => heads.insert(key.clone(), head),
+            None => heads.remove(key),
+        };
+    }
+
+    /// The context's log head, with the tree derived up to it; `None` if it does not exist.
+    async fn current(&self, key: &ContextKey) -> Result<Option<(Head, StoredRecord)>> {
+        let (log, context) = (self.layout.log(key), self.layout.context(key));
+        let (last, snapshot) = futures::join!(self.last(&self.log, &log), self.last(&self.contexts, &context));
+        let Some(last) = last? else { return Ok(None) };
+        let record: StoredRecord = codec::decode("record", &last.payload)?;
+        if record.deleted {
+            return Ok(None);
+        }
+        let derived = match snapshot? {
+            Some(s) => codec::decode::<StoredSnapshot>("snapshot", &s.payload)?.log_seq,
+            None => 0,
+        };
+        let mut head = Head { last: last.sequence, derived, fenced: false };
+        self.catch_up(key, &mut head).await?;
+        self.set_head(key, Some(head));
+        Ok(Some((head, record)))
+    }
+
+    /// Derives the records the tree misses (after a crash between a save and its derivation).
+    async fn catch_up(&self, key: &ContextKey, head: &mut Head) -> Result<()> {
+        while head.derived < head.last {
+            let Some(next) = self.record_from(key, head.derived + 1).await? else {
+                return Err(Error::Corrupt(format!("context {key}: log record {} is missing", head.last)));
+            };
+            let record: StoredRecord = codec::decode("record", &next.payload)?;
+            tracing::info!(context = %key.id, tenant = %key.tenant, sequence = next.sequence, "deriving a saved record the tree missed");
+            self.derive(key, &record, next.sequence, None).await?;
+            head.derived = next.sequence;
+        }
+        Ok(())
+    }
+
+    /// The tree must be derived up to the log's head before it is read.
+    async fn derived(&self, key: &ContextKey) -> Result<bool> {
+        match self.head(key) {
+            Some(head) if head.derived == head.last => Ok(true),
+            _ => Ok(self.current(key).await?.is_some()),
+        }
+    }
+
+    /// Writes what `record` (log sequence `sequence`) changes in the tree, then the snapshot
+    /// that says so. `after`: the context in memory, which tells which new messages are the
+    /// only child of their parent (their parent's children need not be read first).
+    async fn derive(
+        &self,
+        key: &ContextKey,
+        record: &StoredRecord,
+        sequence: u64,
+        after: Option<&Context>,
+    ) -> Result<()> {
+        let revision = record.context.as_ref().map_or(0, |c| c.revision);
+        let mut puts: Vec<(String, Vec<u8>)> = Vec::new();
+        // Per parent: children added (node, id) and children that joined the active path.
+        type Family = (Vec<(u64, Vec<u8>, Option<u64>)>, Vec<u64>);
+        let mut families: BTreeMap<Option<u64>, Family> = BTreeMap::new();
+        for StoredNodeMessage { node, message } in &record.messages {
+            let Some(message) = message else { continue };
+            puts.push((self.layout.message(key, *node), codec::encode(message)));
+            if *node >= record.new_from_node {
+                let id: [u8; 16] =
+                    message.id.as_slice().try_into().map_err(|_| Error::Corrupt(format!("message {node}: bad id")))?;
+                puts.push((
+                    self.layout.message_id(key, &MessageId::from_bytes(id)),
+                    codec::encode(&StoredNode { node: *node }),
+                ));
+                families.entry(message.parent).or_default().0.push((*node, message.id.clone(), message.depth));
+            }
+        }
+        for StoredJoined { node, parent } in &record.joined {
+            families.entry(*parent).or_default().1.push(*node);
+        }
+        let lists = futures::future::try_join_all(families.into_iter().map(|(parent, (added, joined))| async move {
+            // A new message alone on its depth of the active path has no siblings to read.
+            let alone = match (after, added.as_slice()) {
+                (Some(ctx), [(node, _, Some(seq))]) if joined.is_empty() => {
+                    ctx.message(*seq).is_some_and(|m| m.node == *node) && ctx.versions(*seq).count <= 1
+                }
+                _ => false,
+            };
+            let mut children = if alone { StoredChildren::default() } else { self.children_list(key, parent).await? };
+            for (node, id, _) in added {
+                if !children.children.iter().any(|c| c.node == node) {
+                    children.children.push(StoredChildEntry { node, id, active_at: revision });
+                }
+            }
+            for node in joined {
+                if let Some(child) = children.children.iter_mut().find(|c| c.node == node) {
+                    child.active_at = revision;
+                }
+            }
+            children.children.sort_by_key(|c| c.node);
+            Ok::<_, Error>((self.layout.children(key, parent), codec::encode(&children)))
+        }))
+        .await?;
+        puts.extend(lists);
+        futures::future::try_join_all(puts.into_iter().map(|(subject, payload)| self.put(subject, payload))).await?;
+        // Last: the snapshot says the tree holds everything up to `sequence`.
+        let snapshot = StoredSnapshot { context: record.context.clone(), log_seq: sequence };
+        self.put(self.layout.context(key), codec::encode(&snapshot)).await?;
+        Ok(())
+    }
+
+    async fn children_list(&self, key: &ContextKey, parent: Option<u64>) -> Result<StoredChildren> {
+        match self.last(&self.tree, &self.layout.children(key, parent)).await? {
+            Some(found) => codec::decode("children", &found.payload),
+            None => Ok(StoredChildren::default()),
+        }
+    }
+
+    async fn read_messages(&self, key: &ContextKey, nodes: &[u64]) -> Result<Vec<Message>> {
+        futures::stream::iter(nodes.iter().copied())
+            .map(|node| async move {
+                let found = self.last(&self.tree, &self.layout.message(key, node)).await?;
+                let found = found.ok_or_else(|| Error::Corrupt(format!("context {key}: message {node} is missing")))?;
+                codec::message_from_stored(node, codec::decode("message", &found.payload)?)
+            })
+            .buffered(READ_AHEAD)
+            .try_collect()
+            .await
+    }
+
+    /// Saves `record` as the context's next, then derives it. Fails with `Conflict` if
+    /// another writer saved the context since this process last read it.
+    async fn save(
+        &self,
+        key: &ContextKey,
+        record: StoredRecord,
+        expect: u64,
+        after: Option<&Context>,
+    ) -> Result<usize> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::WriterStopped);
+        }
+        let bytes = record.encoded_len_estimate();
+        let Some(sequence) = self.append(key, &record, expect).await? else {
+            self.fence(key, expect);
+            return Err(Error::Conflict { context: key.id.to_string() });
+        };
+        // Saved: from here on nothing may fail the save. The tree is caught up by the next
+        // read if deriving it fails now.
+        let mut head = Head { last: sequence, derived: expect, fenced: false };
+        match self.derive(key, &record, sequence, after).await {
+            Ok(()) => head.derived = sequence,
+            Err(error) => {
+                tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "saved, but the tree is behind; the next read derives it");
+            }
+        }
+        self.set_head(key, Some(head));
+        if let Some(stored) = &record.context {
+            self.view.upsert(&key.tenant, codec::summary_from_stored(key.id, stored)?);
+        }
+        Ok(bytes)
+    }
+
+    /// Refuses every later save of `key` until it is loaded again.
+    fn fence(&self, key: &ContextKey, last: u64) {
+        let head = self.head(key).unwrap_or(Head { last, derived: 0, fenced: true });
+        self.set_head(key, Some(Head { fenced: true, ..head }));
+    }
+
+    /// The log's last sequence as this process knows it, or read; `Conflict` if another
+    /// writer is known to have saved the context since this process loaded it.
+    async fn expected(&self, key: &ContextKey) -> Result<u64> {
+        match self.head(key) {
+            Some(head) if head.fenced => Err(Error::Conflict { context: key.id.to_string() }),
+            Some(head) => Ok(head.last),
+            None => Ok(self.last(&self.log, &self.layout.log(key)).await?.map_or(0, |l| l.sequence)),
+        }
+    }
+}
+
+impl StoredRecord {
+    fn encoded_len_estimate(&self) -> usize {
+        prost::Message::encoded_len(self) + 1
+    }
+
+    fn of(save: &Save) -> Self {
+        let ctx = &save.after;
+        StoredRecord {
+            context: Some(codec::context_to_stored(ctx)),
+            path: Some(codec::path_to_stored(&ctx.shape)),
+            messages: save
+                .messages
+                .iter()
+                .map(|m| StoredNodeMessage { node: m.node, message: Some(codec::message_to_stored(m)) })
+                .collect(),
+            new_from_node: save.new_from_node,
+            joined: save.joined.iter().map(|m| StoredJoined { node: m.node, parent: m.parent }).collect(),
+            deleted: false,
+        }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("NATS: {error}"))
+}
+
+#[async_trait]
+impl Backend for Nats {
+    async fn insert(&self, ctx: Arc<Context>) -> Result<Inserted> {
+        let key = ctx.key();
+        // A log that ends in a tombstone is free again: the new context continues it.
+        let expect = match self.last(&self.log, &self.layout.log(&key)).await? {
+            None => 0,
+            Some(last) if codec::decode::<StoredRecord>("record", &last.payload)?.deleted => last.sequence,
+            Some(_) => return Ok(Inserted::Taken),
+        };
+        let save = Save::new_context(Arc::clone(&ctx));
+        match self.save(&key, StoredRecord::of(&save), expect, Some(&ctx)).await {
+            Ok(_) => Ok(Inserted::Saved),
+            Err(Error::Conflict { .. }) => Ok(Inserted::Taken),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn commit(&self, save: Save) -> Result<usize> {
+        let key = save.after.key();
+        let expect = self.expected(&key).await?;
+        self.save(&key, StoredRecord::of(&save), expect, Some(&save.after)).await
+    }
+
+    async fn load(&self, key: &ContextKey) -> Result<Option<Context>> {
+        let Some((_, record)) = self.current(key).await? else { return Ok(None) };
+        let stored = record.context.ok_or_else(|| Error::Corrupt(format!("context {key}: record without context")))?;
+        let segments = codec::segments_from_stored(record.path.as_ref());
+        let length = stored.message_count;
+        let mut nodes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        for (i, segment) in segments.iter().enumerate() {
+            let end = segments.get(i + 1).map_or(length, |next| next.seq);
+            nodes.extend((0..end.saturating_sub(segment.seq)).map(|k| segment.node + k));
+        }
+        let messages = self.read_messages(key, &nodes).await?;
+        for (seq, message) in messages.iter().enumerate() {
+            let follows = seq.checked_sub(1).map(|before| messages[before].node);
+            if message.seq != seq as u64 || message.parent != follows {
+                return Err(Error::Corrupt(format!(
+                    "context {key}: message {} is not on the saved path",
+                    message.node
+                )));
+            }
+        }
+        let fork_depths = record.path.map(|p| p.forks).unwrap_or_default();
+        let forks = futures::future::try_join_all(fork_depths.into_iter().map(|seq| {
+            let parent =
+                seq.checked_sub(1).and_then(|before| messages.get(usize::try_from(before).ok()?)).map(|m| m.node);
+            async move {
+                let list = self.children_list(key, parent).await?;
+                let siblings = list.children.into_iter().map(|c| {
+                    let id: [u8; 16] =
+                        c.id.try_into().map_err(|_| Error::Corrupt(format!("child {}: bad id", c.node)))?;
+                    Ok(Sibling { node: c.node, id: MessageId::from_bytes(id) })
+                });
+                Ok::<_, Error>((seq, siblings.collect::<Result<Arc<[Sibling]>>>()?))
+            }
+        }))
+        .await?;
+        codec::context_from_stored(key.clone(), stored, messages, forks).map(Some)
+    }
+
+    async fn delete(&self, ctx: Arc<Context>) -> Result<()> {
+        let key = ctx.key();
+        let expect = self.expected(&key).await?;
+        let tombstone =
+            StoredRecord { context: Some(codec::context_to_stored(&ctx)), deleted: true, ..Default::default() };
+        if self.append(&key, &tombstone, expect).await?.is_none() {
+            self.fence(&key, expect);
+            return Err(Error::Conflict { context: key.id.to_string() });
+        }
+        self.set_head(&key, None);
+        self.view.remove(&key);
+        // The tombstone is the truth; what follows only frees space (a load reads the log first).
+        let tree = self.tree.purge().filter(self.layout.tree_all(&key)).into_future();
+        let snapshot = self.contexts.purge().filter(self.layout.context(&key)).into_future();
+        let (tree, snapshot) = futures::join!(tree, snapshot);
+        if let Err(error) = tree.map_err(unavailable).and(snapshot.map_err(unavailable)) {
+            tracing::warn!(context = %key.id, %error, "deleted; its tree was not purged");
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, key: &ContextKey) -> Result<bool> {
+        match self.last(&self.log, &self.layout.log(key)).await? {
+            Some(last) => Ok(!codec::decode::<StoredRecord>("record", &last.payload)?.deleted),
+            None => Ok(false),
+        }
+    }
+
+    async fn count(&self, tenant: &TenantId) -> Result<u64> {
+        Ok(self.view.count(tenant))
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<ListPosition>,
+        limit: usize,
+    ) -> Result<(Vec<ContextSummary>, Option<ListPosition>)> {
+        Ok(self.view.list(tenant, after, limit))
+    }
+
+    async fn interrupted(&self) -> Result<Vec<ContextKey>> {
+        Ok(self.view.interrupted())
+    }
+
+    async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<u64>> {
+        if !self.derived(key).await? {
+            return Ok(None);
+        }
+        match self.last(&self.tree, &self.layout.message_id(key, &id)).await? {
+            Some(found) => Ok(Some(codec::decode::<StoredNode>("message id", &found.payload)?.node)),
+            None => Ok(None),
+        }
+    }
+
+    async fn messages(&self, key: &ContextKey, nodes: &[u64]) -> Result<Vec<Message>> {
+        self.derived(key).await?;
+        self.read_messages(key, nodes).await
+    }
+
+    async fn children(&self, key: &ContextKey, parent: Option<u64>) -> Result<Vec<Child>> {
+        if !self.derived(key).await? {
+            return Ok(Vec::new());
+        }
+        self.children_list(key, parent)
+            .await?
+            .children
+            .into_iter()
+            .map(|c| {
+                let id: [u8; 16] = c.id.try_into().map_err(|_| Error::Corrupt(format!("child {}: bad id", c.node)))?;
+                Ok(Child { node: c.node, id: MessageId::from_bytes(id), active_at: c.active_at })
+            })
+            .collect()
+    }
+
+    fn figures(&self) -> Vec<(&'static str, u64)> {
+        // The NATS servers export their own figures (their monitoring port).
+        Vec::new()
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Err(error) = self.client.flush().await {
+            tracing::warn!(%error, "could not flush the NATS connection");
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! A NATS JetStream cluster on loopback for the tests of the NATS store: real `nats-server`
+//! processes (Debian's), free ports, temporary store dirs, each with a config file of the
+//! shape the README shows. Dropping the cluster kills its servers.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+/// Which store the black-box suites run against: `CTXD_TEST_STORE=nats` for JetStream,
+/// anything else (or nothing) for the embedded RocksDB.
+pub fn store_under_test() -> &'static str {
+    match std::env::var("CTXD_TEST_STORE").as_deref() {
+        Ok("nats") => "nats",
+        _ => "rocksdb",
+    }
+}
+
+/// `nats-server` on the PATH or where Debian installs it.
+pub fn nats_server() -> PathBuf {
+    let candidates = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"];
+    candidates.iter().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+pub struct NatsCluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    name: String,
+    client_port: u16,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers clustered with JetStream (a single server for `size == 1`).
+    pub async fn start(size: usize) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let mut nodes = Vec::with_capacity(size);
+        for (i, (client_port, cluster_port)) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let store = dir.path().join(&name);
+            let routes: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (_, port))| format!("nats://127.0.0.1:{port}"))
+                .collect();
+            let cluster = if size > 1 {
+                format!(
+                    "cluster {{\n  name: ctxd\n  listen: 127.0.0.1:{cluster_port}\n  routes: [{}]\n}}\n",
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            let text = format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{client_port}\njetstream {{\n  store_dir: \"{}\"\n}}\n{cluster}",
+                store.display()
+            );
+            let config = dir.path().join(format!("{name}.conf"));
+            std::fs::write(&config, text).expect("write nats config");
+            nodes.push(Node { name, client_port: *client_port, config, child: None });
+        }
+        let mut cluster = Self { dir, nodes };
+        for i in 0..size {
+            cluster.start_node(i);
+        }
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    /// Until the servers have elected the leader that places streams (ctxd would wait for it
+    /// too; waiting here keeps that out of the time tests give ctxd to start).
+    async fn wait_for_leader(&self) {
+        if self.nodes.len() < 2 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            if self.logs().contains("JetStream cluster new metadata leader") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::File::create(self.dir.path().join(format!("{}.log", node.name))).expect("log file");
+        let child = Command::new(nats_server())
+            .arg("-c")
+            .arg(&node.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn nats-server (make setup installs it)");
+        node.child = Some(child);
+    }
+
+    /// The servers' client URLs, comma-separated, as `--nats-url` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Kills server `i` with SIGKILL and waits for it to be gone.
+    pub async fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts server `i` again on its store dir.
+    pub fn restart(&mut self, i: usize) {
+        if self.nodes[i].child.is_none() {
+            self.start_node(i);
+        }
+    }
+
+    /// The servers' logs, for a failing test's message.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("{}.log", n.name))).unwrap_or_default();
+                format!("--- {} ---\n{text}", n.name)
+            })
+            .collect()
+    }
+}
