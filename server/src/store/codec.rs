@@ -175,6 +175,12 @@ pub struct StoredUsage {
     pub completion_tokens: u32,
 }
 
+/// A stored message id; `whose` names what holds it, for the error.
+pub fn message_id(bytes: &[u8], whose: impl std::fmt::Display) -> Result<MessageId, Error> {
+    let id: [u8; 16] = bytes.try_into().map_err(|_| Error::Corrupt(format!("{whose}: bad id")))?;
+    Ok(MessageId::from_bytes(id))
+}
+
 pub fn encode(value: &impl prost::Message) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(1 + value.encoded_len());
     bytes.push(FORMAT_V1);
@@ -415,14 +421,14 @@ pub fn message_from_stored(node: u64, stored: StoredMessage) -> Result<Message, 
         parent,
     } = stored;
     let corrupt = |what: &str, value: i32| Error::Corrupt(format!("message {node}: unknown {what} {value}"));
-    let id: [u8; 16] = id.try_into().map_err(|_| Error::Corrupt(format!("message {node}: bad id")))?;
+    let id = message_id(&id, format_args!("message {node}"))?;
     // Saved before branches: node = depth, and each message follows the one before.
     let (seq, parent) = match depth {
         Some(depth) => (depth, parent),
         None => (node, node.checked_sub(1)),
     };
     Ok(Message {
-        id: MessageId::from_bytes(id),
+        id,
         seq,
         node,
         parent,

@@ -236,12 +236,8 @@ impl Nats {
             let Some(message) = message else { continue };
             puts.push((self.layout.message(key, *node), codec::encode(message)));
             if *node >= record.new_from_node {
-                let id: [u8; 16] =
-                    message.id.as_slice().try_into().map_err(|_| Error::Corrupt(format!("message {node}: bad id")))?;
-                puts.push((
-                    self.layout.message_id(key, &MessageId::from_bytes(id)),
-                    codec::encode(&StoredNode { node: *node }),
-                ));
+                let id = codec::message_id(&message.id, format_args!("message {node}"))?;
+                puts.push((self.layout.message_id(key, &id), codec::encode(&StoredNode { node: *node })));
                 families.entry(message.parent).or_default().0.push((*node, message.id.clone(), message.depth));
             }
         }
@@ -425,9 +421,7 @@ impl Backend for Nats {
             async move {
                 let list = self.children_list(key, parent).await?;
                 let siblings = list.children.into_iter().map(|c| {
-                    let id: [u8; 16] =
-                        c.id.try_into().map_err(|_| Error::Corrupt(format!("child {}: bad id", c.node)))?;
-                    Ok(Sibling { node: c.node, id: MessageId::from_bytes(id) })
+                    Ok(Sibling { node: c.node, id: codec::message_id(&c.id, format_args!("child {}", c.node))? })
                 });
                 Ok::<_, Error>((seq, siblings.collect::<Result<Arc<[Sibling]>>>()?))
             }
@@ -505,8 +499,8 @@ impl Backend for Nats {
             .children
             .into_iter()
             .map(|c| {
-                let id: [u8; 16] = c.id.try_into().map_err(|_| Error::Corrupt(format!("child {}: bad id", c.node)))?;
-                Ok(Child { node: c.node, id: MessageId::from_bytes(id), active_at: c.active_at })
+                let id = codec::message_id(&c.id, format_args!("child {}", c.node))?;
+                Ok(Child { node: c.node, id, active_at: c.active_at })
             })
             .collect()
     }

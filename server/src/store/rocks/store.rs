@@ -217,8 +217,8 @@ impl Store {
             while let (Some(bytes), Some(value)) = (iter.key(), iter.value()) {
                 let Some(node) = keys::node_after(&prefix, bytes) else { break };
                 let codec::StoredChild { id, active_at } = codec::decode("child", value)?;
-                let id: [u8; 16] = id.try_into().map_err(|_| Error::Corrupt(format!("child {node}: bad id")))?;
-                children.push(Child { node, id: MessageId::from_bytes(id), active_at });
+                let id = codec::message_id(&id, format_args!("child {node}"))?;
+                children.push(Child { node, id, active_at });
                 iter.next();
             }
             iter.status()?;
