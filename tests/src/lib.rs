@@ -109,7 +109,7 @@ impl Server {
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         // The store under test, unless the test chose one.
-        let nats = if nats::store_under_test() == "nats" && !extra.contains(&"--store") {
+        let nats = if nats::nats_under_test() && !extra.contains(&"--store") {
             let cluster = nats::NatsCluster::start(3).await;
             args.extend(["--store".into(), "nats".into(), "--nats-url".into(), cluster.urls()]);
             Some(cluster)

@@ -8,13 +8,10 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
-/// Which store the black-box suites run against: `CTXD_TEST_STORE=nats` for JetStream,
-/// anything else (or nothing) for the embedded RocksDB.
-pub fn store_under_test() -> &'static str {
-    match std::env::var("CTXD_TEST_STORE").as_deref() {
-        Ok("nats") => "nats",
-        _ => "rocksdb",
-    }
+/// Whether the black-box suites run against the NATS store (`CTXD_TEST_STORE=nats`) rather
+/// than the embedded RocksDB.
+pub fn nats_under_test() -> bool {
+    std::env::var("CTXD_TEST_STORE").is_ok_and(|store| store == "nats")
 }
 
 /// `nats-server` on the PATH or where Debian installs it.
@@ -110,24 +107,6 @@ impl NatsCluster {
     /// The servers' client URLs, comma-separated, as `--nats-url` takes them.
     pub fn urls(&self) -> String {
         self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect::<Vec<_>>().join(",")
-    }
-
-    pub fn size(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// Kills server `i` with SIGKILL and waits for it to be gone.
-    pub async fn kill9(&mut self, i: usize) {
-        if let Some(mut child) = self.nodes[i].child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    /// Starts server `i` again on its store dir.
-    pub fn restart(&mut self, i: usize) {
-        if self.nodes[i].child.is_none() {
-            self.start_node(i);
-        }
     }
 
     /// The servers' logs, for a failing test's message.

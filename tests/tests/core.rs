@@ -405,7 +405,7 @@ async fn a_clean_restart_keeps_every_context_exactly() {
 
     // A second server on the same data dir refuses to start, at once and clearly. (On the
     // NATS store there is no directory to hold: the engine fences writers per context.)
-    if ctxd_tests::nats::store_under_test() != "rocksdb" {
+    if ctxd_tests::nats::nats_under_test() {
         return;
     }
     let output = tokio::time::timeout(PATIENCE, server.command().output()).await.expect("exits at once").expect("run");

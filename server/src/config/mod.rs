@@ -404,13 +404,12 @@ impl Config {
 
     /// How to reach the NATS cluster: the settings, and credentials from the environment.
     pub fn nats_options(&self) -> crate::store::NatsOptions {
-        let env = |names: &[&str]| names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
         crate::store::NatsOptions {
             urls: self.nats_url.clone(),
             creds: self.nats_creds.clone(),
-            user: env(&["CTXD_NATS_USER", "NATS_USER"]),
-            password: env(&["CTXD_NATS_PASSWORD", "NATS_PASSWORD"]),
-            token: env(&["CTXD_NATS_TOKEN", "NATS_TOKEN"]),
+            user: secret_from_env(&["CTXD_NATS_USER", "NATS_USER"]),
+            password: secret_from_env(&["CTXD_NATS_PASSWORD", "NATS_PASSWORD"]),
+            token: secret_from_env(&["CTXD_NATS_TOKEN", "NATS_TOKEN"]),
             prefix: self.nats_prefix.clone(),
             replicas: self.nats_replicas,
         }
@@ -418,10 +417,14 @@ impl Config {
 
     /// The OpenAI API key, from the environment only.
     pub fn openai_api_key() -> Option<String> {
-        ["CTXD_OPENAI_API_KEY", "OPENAI_API_KEY"]
-            .iter()
-            .find_map(|name| std::env::var(name).ok().filter(|key| !key.is_empty()))
+        secret_from_env(&["CTXD_OPENAI_API_KEY", "OPENAI_API_KEY"])
     }
+}
+
+/// The first of `names` set to something in the environment (secrets never come from files
+/// of settings or flags, where they would show in `ps` or be committed).
+fn secret_from_env(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
 }
 
 #[cfg(test)]

@@ -116,7 +116,9 @@ impl Contexts {
             None => None,
         };
         let store = &self.shared.store;
-        if store.exists(&key).await? {
+        // A taken id is ALREADY_EXISTS even for a tenant at its limit; without a limit the
+        // insert itself finds out, in the same read.
+        if max.is_some() && store.exists(&key).await? {
             return Err(Error::AlreadyExists(key.id));
         }
         // The tenant's count, read from storage the first time it matters.

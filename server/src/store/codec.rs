@@ -175,6 +175,12 @@ pub struct StoredUsage {
     pub completion_tokens: u32,
 }
 
+/// The node whose children are the versions at depth `seq` of a loaded path (`None`: the
+/// first messages).
+pub fn parent_at(path: &[Message], seq: u64) -> Option<u64> {
+    seq.checked_sub(1).and_then(|before| path.get(usize::try_from(before).ok()?)).map(|m| m.node)
+}
+
 /// A stored message id; `whose` names what holds it, for the error.
 pub fn message_id(bytes: &[u8], whose: impl std::fmt::Display) -> Result<MessageId, Error> {
     let id: [u8; 16] = bytes.try_into().map_err(|_| Error::Corrupt(format!("{whose}: bad id")))?;

@@ -89,8 +89,7 @@ impl Nats {
 
     /// Fills the view from the contexts stream (one message per context).
     async fn read_view(&self) -> Result<()> {
-        let mut info = self.contexts.clone();
-        let count = info.info().await.map_err(unavailable)?.state.messages;
+        let count = self.contexts.get_info().await.map_err(unavailable)?.state.messages;
         if count == 0 {
             return Ok(());
         }
@@ -103,7 +102,7 @@ impl Nats {
             self.contexts.create_consumer(config).await.map_err(unavailable)?.messages().await.map_err(unavailable)?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(unavailable)?;
-            let pending = message.info().map(|i| i.pending).unwrap_or(0);
+            let pending = message.info().map_err(unavailable)?.pending;
             if let Some(key) = self.layout.parse_context(&message.subject) {
                 let snapshot: StoredSnapshot = codec::decode("snapshot", &message.payload)?;
                 if let Some(stored) = &snapshot.context {
@@ -118,20 +117,19 @@ impl Nats {
     }
 
     async fn last(&self, stream: &Stream, subject: &str) -> Result<Option<Last>> {
-        match stream.get_last_raw_message_by_subject(subject).await {
-            Ok(message) => Ok(Some(Last { sequence: message.sequence, payload: message.payload })),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        found(stream.get_last_raw_message_by_subject(subject).await)
     }
 
     /// The first record of the context's log at or after `sequence`.
     async fn record_from(&self, key: &ContextKey, sequence: u64) -> Result<Option<Last>> {
-        let request = self.log.raw_message_builder().sequence(sequence).next_by_subject(self.layout.log(key)).send();
-        match request.await {
-            Ok(message) => Ok(Some(Last { sequence: message.sequence, payload: message.payload })),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(unavailable(e)),
+        found(self.log.raw_message_builder().sequence(sequence).next_by_subject(self.layout.log(key)).send().await)
+    }
+
+    /// The context's last log record and its sequence; `None` if it has none.
+    async fn tail(&self, key: &ContextKey) -> Result<Option<(u64, StoredRecord)>> {
+        match self.last(&self.log, &self.layout.log(key)).await? {
+            Some(last) => Ok(Some((last.sequence, codec::decode("record", &last.payload)?))),
+            None => Ok(None),
         }
     }
 
@@ -141,15 +139,16 @@ impl Nats {
         Ok(ack.await.map_err(unavailable)?.sequence)
     }
 
-    /// Appends `record` to the context's log if its last sequence is still `expect` (0: the
-    /// log is empty). Returns the record's sequence, or `None` if the log moved on.
-    async fn append(&self, key: &ContextKey, record: &StoredRecord, expect: u64) -> Result<Option<u64>> {
+    /// Appends an encoded record (`deleted`: a tombstone) to the context's log if its last
+    /// sequence is still `expect` (0: the log is empty). Returns the record's sequence, or
+    /// `None` if the log moved on.
+    async fn append(&self, key: &ContextKey, payload: Vec<u8>, deleted: bool, expect: u64) -> Result<Option<u64>> {
         let mut message = PublishMessage::build()
-            .payload(codec::encode(record).into())
+            .payload(payload.into())
             .expected_last_subject_sequence(expect)
             // A retried publish of the same save is recognised, not appended twice.
             .message_id(format!("{}:{expect}", self.layout.log(key)));
-        if record.deleted {
+        if deleted {
             // The tombstone replaces the context's whole log.
             message = message.header("Nats-Rollup", "sub");
         }
@@ -178,10 +177,9 @@ impl Nats {
 
     /// The context's log head, with the tree derived up to it; `None` if it does not exist.
     async fn current(&self, key: &ContextKey) -> Result<Option<(Head, StoredRecord)>> {
-        let (log, context) = (self.layout.log(key), self.layout.context(key));
-        let (last, snapshot) = futures::join!(self.last(&self.log, &log), self.last(&self.contexts, &context));
-        let Some(last) = last? else { return Ok(None) };
-        let record: StoredRecord = codec::decode("record", &last.payload)?;
+        let context = self.layout.context(key);
+        let (tail, snapshot) = futures::join!(self.tail(key), self.last(&self.contexts, &context));
+        let Some((last, record)) = tail? else { return Ok(None) };
         if record.deleted {
             return Ok(None);
         }
@@ -189,7 +187,7 @@ impl Nats {
             Some(s) => codec::decode::<StoredSnapshot>("snapshot", &s.payload)?.log_seq,
             None => 0,
         };
-        let mut head = Head { last: last.sequence, derived, fenced: false };
+        let mut head = Head { last, derived, fenced: false };
         self.catch_up(key, &mut head).await?;
         self.set_head(key, Some(head));
         Ok(Some((head, record)))
@@ -306,16 +304,25 @@ impl Nats {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::WriterStopped);
         }
-        let bytes = record.encoded_len_estimate();
-        let Some(sequence) = self.append(key, &record, expect).await? else {
+        let payload = codec::encode(&record);
+        let bytes = payload.len();
+        let Some(sequence) = self.append(key, payload, record.deleted, expect).await? else {
             self.fence(key, expect);
             return Err(Error::Conflict { context: key.id.to_string() });
         };
         // Saved: from here on nothing may fail the save. The tree is caught up by the next
-        // read if deriving it fails now.
-        let mut head = Head { last: sequence, derived: expect, fenced: false };
-        match self.derive(key, &record, sequence, after).await {
-            Ok(()) => head.derived = sequence,
+        // read if deriving it fails now. Records are derived in log order: if an earlier one
+        // is still missing from the tree, it goes first (the snapshot must never claim a
+        // record the tree does not hold).
+        let derived = self.head(key).map_or(0, |h| h.derived.min(expect));
+        let mut head = Head { last: sequence, derived, fenced: false };
+        let deriving = if derived == expect {
+            self.derive(key, &record, sequence, after).await.map(|()| head.derived = sequence)
+        } else {
+            self.catch_up(key, &mut head).await
+        };
+        match deriving {
+            Ok(()) => {}
             Err(error) => {
                 tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "saved, but the tree is behind; the next read derives it");
             }
@@ -345,10 +352,6 @@ impl Nats {
 }
 
 impl StoredRecord {
-    fn encoded_len_estimate(&self) -> usize {
-        prost::Message::encoded_len(self) + 1
-    }
-
     fn of(save: &Save) -> Self {
         let ctx = &save.after;
         StoredRecord {
@@ -366,6 +369,20 @@ impl StoredRecord {
     }
 }
 
+/// A message that may not exist: `None` then, not an error.
+fn found(
+    result: std::result::Result<
+        async_nats::jetstream::message::StreamMessage,
+        async_nats::jetstream::stream::LastRawMessageError,
+    >,
+) -> Result<Option<Last>> {
+    match result {
+        Ok(message) => Ok(Some(Last { sequence: message.sequence, payload: message.payload })),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 fn unavailable(error: impl std::fmt::Display) -> Error {
     Error::Unavailable(format!("NATS: {error}"))
 }
@@ -375,9 +392,13 @@ impl Backend for Nats {
     async fn insert(&self, ctx: Arc<Context>) -> Result<Inserted> {
         let key = ctx.key();
         // A log that ends in a tombstone is free again: the new context continues it.
-        let expect = match self.last(&self.log, &self.layout.log(&key)).await? {
+        let expect = match self.tail(&key).await? {
             None => 0,
-            Some(last) if codec::decode::<StoredRecord>("record", &last.payload)?.deleted => last.sequence,
+            Some((sequence, record)) if record.deleted => {
+                // Its tree was purged with the delete: nothing before the tombstone to derive.
+                self.set_head(&key, Some(Head { last: sequence, derived: sequence, fenced: false }));
+                sequence
+            }
             Some(_) => return Ok(Inserted::Taken),
         };
         let save = Save::new_context(Arc::clone(&ctx));
@@ -416,8 +437,7 @@ impl Backend for Nats {
         }
         let fork_depths = record.path.map(|p| p.forks).unwrap_or_default();
         let forks = futures::future::try_join_all(fork_depths.into_iter().map(|seq| {
-            let parent =
-                seq.checked_sub(1).and_then(|before| messages.get(usize::try_from(before).ok()?)).map(|m| m.node);
+            let parent = codec::parent_at(&messages, seq);
             async move {
                 let list = self.children_list(key, parent).await?;
                 let siblings = list.children.into_iter().map(|c| {
@@ -435,7 +455,7 @@ impl Backend for Nats {
         let expect = self.expected(&key).await?;
         let tombstone =
             StoredRecord { context: Some(codec::context_to_stored(&ctx)), deleted: true, ..Default::default() };
-        if self.append(&key, &tombstone, expect).await?.is_none() {
+        if self.append(&key, codec::encode(&tombstone), true, expect).await?.is_none() {
             self.fence(&key, expect);
             return Err(Error::Conflict { context: key.id.to_string() });
         }
@@ -452,10 +472,7 @@ impl Backend for Nats {
     }
 
     async fn exists(&self, key: &ContextKey) -> Result<bool> {
-        match self.last(&self.log, &self.layout.log(key)).await? {
-            Some(last) => Ok(!codec::decode::<StoredRecord>("record", &last.payload)?.deleted),
-            None => Ok(false),
-        }
+        Ok(self.tail(key).await?.is_some_and(|(_, record)| !record.deleted))
     }
 
     async fn count(&self, tenant: &TenantId) -> Result<u64> {

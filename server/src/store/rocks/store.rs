@@ -181,8 +181,7 @@ impl Store {
         }
         let mut forks = Vec::new();
         for seq in path.map(|p| p.forks).unwrap_or_default() {
-            let parent =
-                seq.checked_sub(1).and_then(|before| messages.get(usize::try_from(before).ok()?)).map(|m| m.node);
+            let parent = codec::parent_at(&messages, seq);
             let siblings: Arc<[Sibling]> =
                 self.children_of(&context, parent)?.into_iter().map(|c| Sibling { node: c.node, id: c.id }).collect();
             forks.push((seq, siblings));
