@@ -9,6 +9,7 @@ pub mod domain;
 pub mod fsm;
 pub mod http;
 pub mod llm;
+pub mod migrate;
 pub mod runtime;
 pub mod server;
 pub mod store;

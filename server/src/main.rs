@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use ctxd::auth::{Scope, new_key};
 use ctxd::config::{ApiKeyCommand, Args, Command, Config, LogFormat};
 use ctxd::domain::TenantId;
+use ctxd::migrate::Place;
 use ctxd::telemetry::traces::Exporting;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -12,7 +13,7 @@ use tracing_subscriber::{EnvFilter, fmt};
 fn main() -> ExitCode {
     let mut args = Args::parse_with_defaults();
     if let Some(command) = args.command.take() {
-        return run_command(command);
+        return run_command(command, args);
     }
     let config = match Config::load(args) {
         Ok(config) => config,
@@ -75,9 +76,10 @@ fn main() -> ExitCode {
     code
 }
 
-/// A subcommand: everything but serving.
-fn run_command(command: Command) -> ExitCode {
+/// A subcommand: everything but serving. `args`: the settings it may need (the stores').
+fn run_command(command: Command, args: Args) -> ExitCode {
     match command {
+        Command::Migrate { from, to } => migrate(&from, &to, args),
         Command::ApiKey(ApiKeyCommand::New { tenant, scopes }) => {
             let tenant = match TenantId::parse(&tenant) {
                 Ok(tenant) => tenant,
@@ -107,6 +109,78 @@ fn run_command(command: Command) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `ctxd migrate`: the copy's progress on stderr, its outcome on stdout; exit 1 if any
+/// context could not be copied, 2 if the stores could not be opened.
+fn migrate(from: &Place, to: &Place, args: Args) -> ExitCode {
+    if from == to {
+        eprintln!("ctxd: --from and --to are the same store");
+        return ExitCode::from(2);
+    }
+    let config = match Config::load(args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("ctxd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // The stores' own lines (e.g. waiting for the NATS cluster) say what is happening.
+    tracing_subscriber::registry()
+        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,ctxd=info")))
+        .with(fmt::layer().with_writer(std::io::stderr))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ctxd: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let nats = config.nats_options();
+        let source = match from.open(&nats, true).await {
+            Ok(source) => source,
+            Err(error) => {
+                eprintln!("ctxd: cannot open {from}: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        let destination = match to.open(&nats, false).await {
+            Ok(destination) => destination,
+            Err(error) => {
+                eprintln!("ctxd: cannot open {to}: {error}");
+                source.close().await;
+                return ExitCode::from(2);
+            }
+        };
+        eprintln!("copying every context from {from} to {to}");
+        let done = ctxd::migrate::run(source.as_ref(), destination.as_ref(), |key, report| {
+            let count = report.copied + report.present + report.failed.len() as u64;
+            if count.is_multiple_of(100) {
+                eprintln!("{count} contexts done (last {key})");
+            }
+        })
+        .await;
+        destination.close().await;
+        source.close().await;
+        match done {
+            Ok(report) => {
+                println!(
+                    "copied {} contexts, {} already there and identical, {} messages; each checked by count and SHA-256",
+                    report.copied, report.present, report.messages
+                );
+                for (key, why) in &report.failed {
+                    println!("not copied: {key}: {why}");
+                }
+                if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            }
+            Err(error) => {
+                eprintln!("ctxd: migration stopped: {error}; run it again to go on");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

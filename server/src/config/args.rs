@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use super::{Config, LogFormat, StoreKind};
+use crate::migrate::Place;
 
 /// Command-line flags; each can also be set by the environment variable it names.
 #[derive(Debug, Parser)]
@@ -28,13 +29,13 @@ pub struct Args {
     #[arg(long, env = "CTXD_NATS_URL", value_delimiter = ',')]
     pub nats_url: Option<Vec<String>>,
     /// NATS credentials file (.creds).
-    #[arg(long, env = "CTXD_NATS_CREDS")]
+    #[arg(long, env = "CTXD_NATS_CREDS", global = true)]
     pub nats_creds: Option<PathBuf>,
     /// Prefix of ctxd's NATS streams and subjects.
-    #[arg(long, env = "CTXD_NATS_PREFIX")]
+    #[arg(long, env = "CTXD_NATS_PREFIX", global = true)]
     pub nats_prefix: Option<String>,
     /// Servers holding each NATS stream.
-    #[arg(long, env = "CTXD_NATS_REPLICAS")]
+    #[arg(long, env = "CTXD_NATS_REPLICAS", global = true)]
     pub nats_replicas: Option<usize>,
     /// Mock LLM delay per streamed word, ms.
     #[arg(long, env = "CTXD_MOCK_DELAY_MS")]
@@ -139,6 +140,17 @@ pub enum Command {
     /// Manage API keys.
     #[command(name = "api-key", subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Copy every context from one store to another, verifying each copy (re-runnable: what
+    /// is there already is checked, not copied twice). Stop the ctxd using the source first.
+    Migrate {
+        /// Where the contexts are: rocksdb:PATH or nats://HOST:PORT[,...].
+        #[arg(long)]
+        from: Place,
+        /// Where they go: rocksdb:PATH or nats://HOST:PORT[,...] (with --nats-prefix,
+        /// --nats-replicas, --nats-creds).
+        #[arg(long)]
+        to: Place,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::dump::Dump;
 use super::error::Result;
 use super::save::Save;
 use crate::domain::{
@@ -55,6 +56,15 @@ pub trait Backend: Send + Sync {
 
     /// Contexts saved in the middle of a run, to resume after a restart.
     async fn interrupted(&self) -> Result<Vec<ContextKey>>;
+
+    /// Every context of every tenant, for copying them all (a scan, never on a request).
+    /// May name contexts deleted since: loading those finds nothing.
+    async fn keys(&self) -> Result<Vec<ContextKey>>;
+
+    /// Saves a context copied whole from another store, unless its key is taken. Once it
+    /// returns `Saved`, the store holds exactly what `dump` does (a copy cut short by a
+    /// crash is never taken for a context: the next restore of it starts again).
+    async fn restore(&self, dump: &Dump) -> Result<Inserted>;
 
     /// The node of message `id` of context `key`, on any branch.
     async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<u64>>;

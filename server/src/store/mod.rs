@@ -1,10 +1,11 @@
 //! Persistence behind one boundary, [`Backend`], that each engine implements: `rocks`
 //! (embedded RocksDB, the default) and `nats` (NATS JetStream, replicated). `save` is what
-//! one change writes; `codec` is the storage schema both engines write (a format byte and
+//! one change writes; `dump` is a whole context, as `ctxd migrate` copies it; `codec` is the storage schema both engines write (a format byte and
 //! protobuf, separate from the wire API).
 
 mod backend;
 pub(crate) mod codec;
+mod dump;
 mod error;
 mod save;
 
@@ -12,6 +13,7 @@ pub mod nats;
 pub mod rocks;
 
 pub use backend::{Backend, Inserted, Tree};
+pub use dump::Dump;
 pub use error::{Error, Result};
 pub use nats::{Nats, NatsOptions};
 pub use rocks::{Rocks, Store};

@@ -75,8 +75,17 @@ impl Layout {
 
     /// The context a `{prefix}.ctx.{tenant}.{context}` subject names.
     pub fn parse_context(&self, subject: &str) -> Option<ContextKey> {
-        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".ctx.")?;
-        let (tenant, id) = rest.split_once('.')?;
+        Self::parse_key(subject.strip_prefix(&self.prefix)?.strip_prefix(".ctx.")?)
+    }
+
+    /// The context a `{prefix}.log.{tenant}.{context}` subject names.
+    pub fn parse_log(&self, subject: &str) -> Option<ContextKey> {
+        Self::parse_key(subject.strip_prefix(&self.prefix)?.strip_prefix(".log.")?)
+    }
+
+    /// The context of `{tenant}.{context}`.
+    fn parse_key(tokens: &str) -> Option<ContextKey> {
+        let (tenant, id) = tokens.split_once('.')?;
         let tenant = TenantId::parse(std::str::from_utf8(&hex::decode(tenant).ok()?).ok()?).ok()?;
         let id: [u8; 16] = hex::decode(id).ok()?.try_into().ok()?;
         Some(ContextKey::new(tenant, ContextId::from_bytes(id)))
@@ -88,7 +97,9 @@ fn context_tokens(key: &ContextKey) -> String {
 }
 
 /// One save, as the log holds it: everything needed to derive the tree and the context's
-/// metadata from it alone.
+/// metadata from it alone. A context copied whole (`ctxd migrate`) may take several
+/// records: all but the last hold only messages (no `context`), so a copy cut short is
+/// never taken for a context.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoredRecord {
     #[prost(message, optional, tag = "1")]
@@ -124,6 +135,10 @@ pub struct StoredJoined {
     pub node: u64,
     #[prost(uint64, optional, tag = "2")]
     pub parent: Option<u64>,
+    /// When it was last active, if not at this record's revision (a context copied whole
+    /// keeps each child's own).
+    #[prost(uint64, optional, tag = "3")]
+    pub active_at: Option<u64>,
 }
 
 /// The children of one message, oldest first.
@@ -165,7 +180,8 @@ mod tests {
             let key = ContextKey::new(tenant, ContextId::from_bytes([9; 16]));
             let subject = layout.context(&key);
             assert_eq!(subject.split('.').count(), 4, "{subject}");
-            assert_eq!(layout.parse_context(&subject), Some(key));
+            assert_eq!(layout.parse_context(&subject), Some(key.clone()));
+            assert_eq!(layout.parse_log(&layout.log(&key)), Some(key));
         }
     }
 }

@@ -30,12 +30,17 @@ use view::View;
 
 use super::backend::{Backend, Inserted};
 use super::codec::{self, StoredNode};
+use super::dump::Dump;
 use super::error::{Error, Result};
 use super::save::Save;
 use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId};
 
 /// Reads of the tree in flight at once when loading a path.
 const READ_AHEAD: usize = 64;
+
+/// The messages a record of a restored context holds at most, bytes: well under the
+/// servers' default largest publish (1 MiB).
+const RESTORE_RECORD_BYTES: usize = 256 * 1024;
 
 pub struct Nats {
     client: async_nats::Client,
@@ -228,7 +233,7 @@ impl Nats {
         let revision = record.context.as_ref().map_or(0, |c| c.revision);
         let mut puts: Vec<(String, Vec<u8>)> = Vec::new();
         // Per parent: children added (node, id) and children that joined the active path.
-        type Family = (Vec<(u64, Vec<u8>, Option<u64>)>, Vec<u64>);
+        type Family = (Vec<(u64, Vec<u8>, Option<u64>)>, Vec<(u64, u64)>);
         let mut families: BTreeMap<Option<u64>, Family> = BTreeMap::new();
         for StoredNodeMessage { node, message } in &record.messages {
             let Some(message) = message else { continue };
@@ -239,8 +244,8 @@ impl Nats {
                 families.entry(message.parent).or_default().0.push((*node, message.id.clone(), message.depth));
             }
         }
-        for StoredJoined { node, parent } in &record.joined {
-            families.entry(*parent).or_default().1.push(*node);
+        for StoredJoined { node, parent, active_at } in &record.joined {
+            families.entry(*parent).or_default().1.push((*node, active_at.unwrap_or(revision)));
         }
         let lists = futures::future::try_join_all(families.into_iter().map(|(parent, (added, joined))| async move {
             // A new message alone on its depth of the active path has no siblings to read.
@@ -256,9 +261,9 @@ impl Nats {
                     children.children.push(StoredChildEntry { node, id, active_at: revision });
                 }
             }
-            for node in joined {
+            for (node, active_at) in joined {
                 if let Some(child) = children.children.iter_mut().find(|c| c.node == node) {
-                    child.active_at = revision;
+                    child.active_at = active_at;
                 }
             }
             children.children.sort_by_key(|c| c.node);
@@ -334,6 +339,43 @@ impl Nats {
         Ok(bytes)
     }
 
+    /// Ends the context's log with a tombstone (if its last sequence is still `expect`) that
+    /// replaces everything before it, then frees its tree. Returns the tombstone's sequence.
+    async fn bury(&self, key: &ContextKey, context: Option<codec::StoredContext>, expect: u64) -> Result<u64> {
+        let tombstone = StoredRecord { context, deleted: true, ..Default::default() };
+        let Some(sequence) = self.append(key, codec::encode(&tombstone), true, expect).await? else {
+            self.fence(key, expect);
+            return Err(Error::Conflict { context: key.id.to_string() });
+        };
+        self.set_head(key, None);
+        self.view.remove(key);
+        // The tombstone is the truth; what follows only frees space (a load reads the log first).
+        let tree = self.tree.purge().filter(self.layout.tree_all(key)).into_future();
+        let snapshot = self.contexts.purge().filter(self.layout.context(key)).into_future();
+        let (tree, snapshot) = futures::join!(tree, snapshot);
+        if let Err(error) = tree.map_err(unavailable).and(snapshot.map_err(unavailable)) {
+            tracing::warn!(context = %key.id, %error, "deleted; its tree was not purged");
+        }
+        Ok(sequence)
+    }
+
+    /// The sequence a new context of `key` continues the log from: 0 for an empty log, the
+    /// tombstone's for a deleted context (its tree was purged with it); `None` if the key
+    /// holds a context. A copy cut short (records without a context) is buried first.
+    async fn free_log(&self, key: &ContextKey) -> Result<Option<u64>> {
+        let sequence = match self.tail(key).await? {
+            None => return Ok(Some(0)),
+            Some((sequence, record)) if record.deleted => sequence,
+            Some((sequence, record)) if record.context.is_none() => {
+                tracing::info!(context = %key.id, tenant = %key.tenant, "discarding a copy that did not finish");
+                self.bury(key, None, sequence).await?
+            }
+            Some(_) => return Ok(None),
+        };
+        self.set_head(key, Some(Head { last: sequence, derived: sequence, fenced: false }));
+        Ok(Some(sequence))
+    }
+
     /// Refuses every later save of `key` until it is loaded again.
     fn fence(&self, key: &ContextKey, last: u64) {
         let head = self.head(key).unwrap_or(Head { last, derived: 0, fenced: true });
@@ -363,7 +405,11 @@ impl StoredRecord {
                 .map(|m| StoredNodeMessage { node: m.node, message: Some(codec::message_to_stored(m)) })
                 .collect(),
             new_from_node: save.new_from_node,
-            joined: save.joined.iter().map(|m| StoredJoined { node: m.node, parent: m.parent }).collect(),
+            joined: save
+                .joined
+                .iter()
+                .map(|m| StoredJoined { node: m.node, parent: m.parent, active_at: None })
+                .collect(),
             deleted: false,
         }
     }
@@ -391,16 +437,7 @@ fn unavailable(error: impl std::fmt::Display) -> Error {
 impl Backend for Nats {
     async fn insert(&self, ctx: Arc<Context>) -> Result<Inserted> {
         let key = ctx.key();
-        // A log that ends in a tombstone is free again: the new context continues it.
-        let expect = match self.tail(&key).await? {
-            None => 0,
-            Some((sequence, record)) if record.deleted => {
-                // Its tree was purged with the delete: nothing before the tombstone to derive.
-                self.set_head(&key, Some(Head { last: sequence, derived: sequence, fenced: false }));
-                sequence
-            }
-            Some(_) => return Ok(Inserted::Taken),
-        };
+        let Some(expect) = self.free_log(&key).await? else { return Ok(Inserted::Taken) };
         let save = Save::new_context(Arc::clone(&ctx));
         match self.save(&key, StoredRecord::of(&save), expect, Some(&ctx)).await {
             Ok(_) => Ok(Inserted::Saved),
@@ -417,7 +454,9 @@ impl Backend for Nats {
 
     async fn load(&self, key: &ContextKey) -> Result<Option<Context>> {
         let Some((_, record)) = self.current(key).await? else { return Ok(None) };
-        let stored = record.context.ok_or_else(|| Error::Corrupt(format!("context {key}: record without context")))?;
+        let stored = record.context.ok_or_else(|| {
+            Error::Unavailable(format!("context {key}: its copy by `ctxd migrate` did not finish; run it again"))
+        })?;
         let segments = codec::segments_from_stored(record.path.as_ref());
         let length = stored.message_count;
         let mut nodes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
@@ -453,22 +492,7 @@ impl Backend for Nats {
     async fn delete(&self, ctx: Arc<Context>) -> Result<()> {
         let key = ctx.key();
         let expect = self.expected(&key).await?;
-        let tombstone =
-            StoredRecord { context: Some(codec::context_to_stored(&ctx)), deleted: true, ..Default::default() };
-        if self.append(&key, codec::encode(&tombstone), true, expect).await?.is_none() {
-            self.fence(&key, expect);
-            return Err(Error::Conflict { context: key.id.to_string() });
-        }
-        self.set_head(&key, None);
-        self.view.remove(&key);
-        // The tombstone is the truth; what follows only frees space (a load reads the log first).
-        let tree = self.tree.purge().filter(self.layout.tree_all(&key)).into_future();
-        let snapshot = self.contexts.purge().filter(self.layout.context(&key)).into_future();
-        let (tree, snapshot) = futures::join!(tree, snapshot);
-        if let Err(error) = tree.map_err(unavailable).and(snapshot.map_err(unavailable)) {
-            tracing::warn!(context = %key.id, %error, "deleted; its tree was not purged");
-        }
-        Ok(())
+        self.bury(&key, Some(codec::context_to_stored(&ctx)), expect).await.map(|_| ())
     }
 
     async fn exists(&self, key: &ContextKey) -> Result<bool> {
@@ -490,6 +514,57 @@ impl Backend for Nats {
 
     async fn interrupted(&self) -> Result<Vec<ContextKey>> {
         Ok(self.view.interrupted())
+    }
+
+    async fn keys(&self) -> Result<Vec<ContextKey>> {
+        // From the log, the truth: a context whose snapshot a crash cut off is there too.
+        let mut subjects = self.log.info_with_subjects(self.layout.log_subjects()).await.map_err(unavailable)?;
+        let mut keys = Vec::new();
+        while let Some((subject, _)) = subjects.try_next().await.map_err(unavailable)? {
+            keys.extend(self.layout.parse_log(&subject));
+        }
+        Ok(keys)
+    }
+
+    async fn restore(&self, dump: &Dump) -> Result<Inserted> {
+        dump.check()?;
+        let ctx = &dump.context;
+        let key = ctx.key();
+        let Some(mut expect) = self.free_log(&key).await? else { return Ok(Inserted::Taken) };
+        // A record is one publish: a long context takes several, and only the last names it.
+        let mut chunks: Vec<Vec<StoredNodeMessage>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for message in &dump.messages {
+            let stored = codec::message_to_stored(message);
+            let size = prost::Message::encoded_len(&stored);
+            if bytes + size > RESTORE_RECORD_BYTES && !chunks.last().is_none_or(Vec::is_empty) {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(StoredNodeMessage { node: message.node, message: Some(stored) });
+            }
+        }
+        let last = chunks.len() - 1;
+        for (i, messages) in chunks.into_iter().enumerate() {
+            let mut record = StoredRecord { messages, new_from_node: 0, ..Default::default() };
+            if i == last {
+                record.context = Some(codec::context_to_stored(ctx));
+                record.path = Some(codec::path_to_stored(&ctx.shape));
+                record.joined = dump
+                    .active_at
+                    .iter()
+                    .map(|&(node, active_at)| {
+                        let parent = dump.message(node).and_then(|m| m.parent);
+                        StoredJoined { node, parent, active_at: Some(active_at) }
+                    })
+                    .collect();
+            }
+            self.save(&key, record, expect, None).await?;
+            expect = self.head(&key).map_or(expect, |h| h.last);
+        }
+        Ok(Inserted::Saved)
     }
 
     async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<u64>> {
@@ -534,3 +609,6 @@ impl Backend for Nats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

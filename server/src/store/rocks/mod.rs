@@ -19,6 +19,7 @@ pub use store::{Store, Tree};
 pub use writer::Writer;
 
 use super::backend::{Backend, Inserted};
+use super::dump::Dump;
 use super::error::{Error, Result};
 use super::save::Save;
 use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, TenantId};
@@ -101,6 +102,16 @@ impl Backend for Rocks {
 
     async fn interrupted(&self) -> Result<Vec<ContextKey>> {
         self.blocking(Store::interrupted).await
+    }
+
+    async fn keys(&self) -> Result<Vec<ContextKey>> {
+        self.blocking(Store::keys).await
+    }
+
+    async fn restore(&self, dump: &Dump) -> Result<Inserted> {
+        let dump = dump.clone();
+        let saved = self.blocking(move |store| store.restore(&dump)).await?;
+        Ok(if saved { Inserted::Saved } else { Inserted::Taken })
     }
 
     async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<u64>> {

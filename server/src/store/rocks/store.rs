@@ -13,6 +13,7 @@ use super::keys;
 use super::migrate;
 use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId};
 use crate::store::codec;
+use crate::store::dump::Dump;
 use crate::store::error::{Error, Result};
 use crate::store::save::Save;
 
@@ -353,12 +354,53 @@ impl Store {
 
     /// Contexts saved in the middle of a run, to resume after a restart.
     pub fn interrupted(&self) -> Result<Vec<ContextKey>> {
+        self.context_keys(keys::CF_ACTIVE)
+    }
+
+    /// Every context of every tenant.
+    pub fn keys(&self) -> Result<Vec<ContextKey>> {
+        self.context_keys(keys::CF_CONTEXTS)
+    }
+
+    /// The contexts a family keyed by context holds.
+    fn context_keys(&self, family: &'static str) -> Result<Vec<ContextKey>> {
         let mut found = Vec::new();
-        for item in self.db.iterator_cf(self.family(keys::CF_ACTIVE)?, IteratorMode::Start) {
+        for item in self.db.iterator_cf(self.family(family)?, IteratorMode::Start) {
             let (key, _) = item?;
-            found.push(keys::parse_context_key(&key).ok_or_else(|| Error::Corrupt("bad active key".into()))?);
+            found.push(keys::parse_context_key(&key).ok_or_else(|| Error::Corrupt(format!("bad key in {family}")))?);
         }
         Ok(found)
+    }
+
+    /// Saves a context copied whole from another store, in one write, unless its key is
+    /// taken (`false` then).
+    pub fn restore(&self, dump: &Dump) -> Result<bool> {
+        dump.check()?;
+        let ctx = &dump.context;
+        if self.exists(&ctx.key())? {
+            return Ok(false);
+        }
+        let save = Save {
+            before_updated_at: ctx.updated_at,
+            new_from_node: 0,
+            after: Arc::clone(ctx),
+            messages: dump.messages.clone(),
+            joined: Vec::new(),
+            path_changed: true,
+        };
+        let mut batch = WriteBatch::default();
+        self.put_save(&mut batch, &save, true)?;
+        // The children were written as active now; those with siblings get their own time back.
+        let (children, key) = (self.family(keys::CF_CHILDREN)?, keys::context_key(&ctx.key()));
+        for &(node, active_at) in &dump.active_at {
+            let message = dump
+                .message(node)
+                .ok_or_else(|| Error::Corrupt(format!("context {}: no message {node}", ctx.key())))?;
+            let stored = codec::StoredChild { id: message.id.as_bytes().to_vec(), active_at };
+            batch.put_cf(children, keys::child_key(&key, message.parent, node), codec::encode(&stored));
+        }
+        self.write(batch)?;
+        Ok(true)
     }
 }
 

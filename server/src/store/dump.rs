@@ -1,0 +1,102 @@
+//! A whole context as a store holds it — its metadata, its active path and every message
+//! of every branch — for copying it to another store (`ctxd migrate`) and checking the copy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::backend::Backend;
+use super::codec;
+use super::error::{Error, Result};
+use crate::domain::{Context, ContextKey, Message};
+
+/// Messages read from a store at once while dumping a context.
+const READ_BATCH: u64 = 1024;
+
+#[derive(Debug, Clone)]
+pub struct Dump {
+    /// The metadata, phase (pending tool calls, a run in flight) and active path.
+    pub context: Arc<Context>,
+    /// Every message of the tree, by node: `messages[i].node == i`.
+    pub messages: Vec<Arc<Message>>,
+    /// Where a parent has several children: each child's node and the revision it was last
+    /// active at (which branch a switch into that subtree follows). A lone child has no
+    /// choice to remember, so none is kept for it.
+    pub active_at: Vec<(u64, u64)>,
+}
+
+impl Dump {
+    /// Reads context `key` whole from `store`; `None` if there is no such context.
+    pub async fn read(store: &dyn Backend, key: &ContextKey) -> Result<Option<Self>> {
+        let Some(context) = store.load(key).await? else { return Ok(None) };
+        let mut messages = Vec::with_capacity(usize::try_from(context.next_node).unwrap_or(0));
+        let mut from = 0;
+        while from < context.next_node {
+            let nodes: Vec<u64> = (from..context.next_node.min(from + READ_BATCH)).collect();
+            messages.extend(store.messages(key, &nodes).await?.into_iter().map(Arc::new));
+            from += READ_BATCH;
+        }
+        let mut families: BTreeMap<Option<u64>, usize> = BTreeMap::new();
+        for message in &messages {
+            *families.entry(message.parent).or_default() += 1;
+        }
+        let mut active_at = Vec::new();
+        for (parent, _) in families.into_iter().filter(|(_, children)| *children > 1) {
+            active_at.extend(store.children(key, parent).await?.into_iter().map(|c| (c.node, c.active_at)));
+        }
+        active_at.sort_unstable();
+        let dump = Self { context: Arc::new(context), messages, active_at };
+        dump.check()?;
+        Ok(Some(dump))
+    }
+
+    /// Fails unless the messages are numbered 0, 1, ... up to the context's next node and
+    /// the active path is made of them.
+    pub fn check(&self) -> Result<()> {
+        let key = self.context.key();
+        if self.messages.len() as u64 != self.context.next_node {
+            return Err(Error::Corrupt(format!(
+                "context {key}: {} messages, but the next is numbered {}",
+                self.messages.len(),
+                self.context.next_node
+            )));
+        }
+        if let Some((node, message)) = self.messages.iter().enumerate().find(|(node, m)| m.node != *node as u64) {
+            return Err(Error::Corrupt(format!("context {key}: message {} is at node {node}", message.node)));
+        }
+        if let Some(message) = self.context.messages.iter().find(|m| self.message(m.node).map(|s| s.id) != Some(m.id)) {
+            return Err(Error::Corrupt(format!("context {key}: path message {} is not in the tree", message.node)));
+        }
+        Ok(())
+    }
+
+    pub fn message(&self, node: u64) -> Option<&Arc<Message>> {
+        self.messages.get(usize::try_from(node).ok()?)
+    }
+
+    /// SHA-256 (hex) of everything the dump holds, in the storage schema: two stores hold
+    /// the same context exactly when their dumps' checksums are equal.
+    pub fn checksum(&self) -> String {
+        let mut hash = Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_be_bytes());
+            hash.update(bytes);
+        };
+        part(self.context.key().to_string().as_bytes());
+        part(&codec::encode(&codec::context_to_stored(&self.context)));
+        part(&codec::encode(&codec::path_to_stored(&self.context.shape)));
+        for message in &self.context.messages {
+            part(&message.node.to_be_bytes());
+        }
+        for message in &self.messages {
+            part(&message.node.to_be_bytes());
+            part(&codec::encode(&codec::message_to_stored(message)));
+        }
+        for (node, active_at) in &self.active_at {
+            part(&node.to_be_bytes());
+            part(&active_at.to_be_bytes());
+        }
+        hex::encode(hash.finalize())
+    }
+}

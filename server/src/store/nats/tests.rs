@@ -1,0 +1,135 @@
+//! The NATS store against a real `nats-server` (one server, JetStream, replicas 1): a
+//! context copied whole from RocksDB across several records, and a copy cut short.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Nats, NatsOptions, StoredNodeMessage, StoredRecord};
+use crate::domain::{
+    Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Phase, Role, TenantId, Timestamp,
+};
+use crate::store::{Backend, Dump, Error, Inserted, Rocks, Save, Store, codec};
+
+/// A JetStream server on a free loopback port, stopped when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let dir = tempfile::tempdir().expect("store dir");
+        let child = Command::new(std::env::var("NATS_SERVER").unwrap_or_else(|_| "/usr/sbin/nats-server".into()))
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (make test installs it; or set NATS_SERVER)");
+        Self { child, port, _dir: dir }
+    }
+
+    async fn open(&self) -> Nats {
+        let options = NatsOptions {
+            urls: vec![format!("nats://127.0.0.1:{}", self.port)],
+            creds: None,
+            user: None,
+            password: None,
+            token: None,
+            prefix: "test".into(),
+            replicas: 1,
+        };
+        tokio::time::timeout(Duration::from_secs(30), Nats::open(&options)).await.expect("NATS ready").expect("open")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A context of 40 turns with 40 KiB replies (about 1.6 MB: several records), saved in
+/// RocksDB the way the runtime saves it, and read back whole.
+async fn long_context_on_rocks(dir: &std::path::Path) -> Dump {
+    let store = Store::open(dir, false).expect("open rocksdb");
+    let key = ContextKey::new(TenantId::parse("acme").expect("tenant"), ContextId::from_bytes([7; 16]));
+    let mut ctx =
+        Context::new(key.clone(), "alice".into(), "long".into(), ContextConfig::default(), Timestamp::from_micros(1));
+    store.insert(&ctx).expect("insert");
+    let reply = "word ".repeat(8 * 1024);
+    for turn in 0..40u64 {
+        let now = Timestamp::from_micros(i64::try_from(turn).unwrap_or(0) + 10);
+        let question = Message::text(MessageId::new(), ctx.place(0), Role::User, format!("question {turn}"), now);
+        let answer = Message::text(MessageId::new(), ctx.place(1), Role::Assistant, reply.clone(), now);
+        let change = Change::to(Phase::Idle).with(question).with(answer);
+        let after = ctx.apply(&change, now);
+        let save = Save {
+            before_updated_at: ctx.updated_at,
+            new_from_node: ctx.next_node,
+            path_changed: !Arc::ptr_eq(&ctx.shape, &after.shape),
+            after: Arc::new(after.clone()),
+            messages: change.messages.clone(),
+            joined: Vec::new(),
+        };
+        store.commit(&save).expect("commit");
+        ctx = after;
+    }
+    let rocks = Rocks::with(store, dir).expect("rocks");
+    let dump = Dump::read(&rocks, &key).await.expect("read").expect("there");
+    rocks.close().await;
+    assert_eq!(dump.messages.len(), 80);
+    dump
+}
+
+#[tokio::test]
+async fn a_long_context_restores_across_records_and_reads_back_identical() {
+    let rocks_dir = tempfile::tempdir().expect("dir");
+    let dump = long_context_on_rocks(rocks_dir.path()).await;
+    let server = Server::start();
+    let nats = server.open().await;
+    let key = dump.context.key();
+    assert_eq!(nats.restore(&dump).await.expect("restore"), Inserted::Saved);
+    let records = nats.log.get_info().await.expect("info").state.messages;
+    assert!(records > 4, "{records} records: a record holds at most 256 KiB of messages");
+    let copy = Dump::read(&nats, &key).await.expect("read").expect("there");
+    assert_eq!(copy.checksum(), dump.checksum());
+    assert_eq!(nats.restore(&dump).await.expect("again"), Inserted::Taken);
+    assert_eq!(nats.keys().await.expect("keys"), vec![key.clone()]);
+
+    // A fresh process derives nothing again and lists it.
+    drop(nats);
+    let nats = server.open().await;
+    assert_eq!(nats.list(&key.tenant, None, 10).await.expect("list").0.len(), 1);
+    assert_eq!(Dump::read(&nats, &key).await.expect("read").expect("there").checksum(), dump.checksum());
+}
+
+#[tokio::test]
+async fn a_copy_cut_short_is_never_a_context_and_the_next_restore_starts_again() {
+    let rocks_dir = tempfile::tempdir().expect("dir");
+    let dump = long_context_on_rocks(rocks_dir.path()).await;
+    let server = Server::start();
+    let nats = server.open().await;
+    let key = dump.context.key();
+    // What a restore killed after its first record leaves: messages, and no context.
+    let first = dump.messages[..10]
+        .iter()
+        .map(|m| StoredNodeMessage { node: m.node, message: Some(codec::message_to_stored(m)) })
+        .collect();
+    let record = StoredRecord { messages: first, ..Default::default() };
+    nats.save(&key, record, 0, None).await.expect("first record");
+
+    let loading = nats.load(&key).await.expect_err("not a context");
+    assert!(matches!(&loading, Error::Unavailable(why) if why.contains("did not finish")), "{loading}");
+    assert!(nats.list(&key.tenant, None, 10).await.expect("list").0.is_empty(), "not listed");
+    assert!(nats.interrupted().await.expect("interrupted").is_empty(), "nothing to resume");
+
+    assert_eq!(nats.restore(&dump).await.expect("restore"), Inserted::Saved);
+    let copy = Dump::read(&nats, &key).await.expect("read").expect("there");
+    assert_eq!(copy.checksum(), dump.checksum());
+}
