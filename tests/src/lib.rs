@@ -298,6 +298,11 @@ impl Server {
     }
 }
 
+/// A client of a ctxd this crate did not start, without credentials.
+pub fn client_for(channel: Channel) -> Client {
+    client_with(channel, None)
+}
+
 fn client_with(channel: Channel, token: Option<&str>) -> Client {
     let bearer = token.map(|token| format!("Bearer {token}").parse().expect("a header value"));
     ContextServiceClient::with_interceptor(channel, Bearer(bearer)).max_decoding_message_size(64 * 1024 * 1024)

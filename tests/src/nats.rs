@@ -90,9 +90,23 @@ impl NatsCluster {
         }
     }
 
+    /// Kills server `i` (from 0) with SIGKILL: no chance to sync or hand anything over.
+    pub async fn kill9(&mut self, i: usize) {
+        let mut child = self.nodes[i].child.take().expect("server running");
+        child.start_kill().expect("kill -9");
+        child.wait().await.expect("wait");
+    }
+
+    /// Starts server `i` again on its store dir (after `kill9`).
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "kill the server first");
+        self.start_node(i);
+    }
+
     fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let log = std::fs::File::create(self.dir.path().join(format!("{}.log", node.name))).expect("log file");
+        let path = self.dir.path().join(format!("{}.log", node.name));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
         let child = Command::new(nats_server())
             .arg("-c")
             .arg(&node.config)

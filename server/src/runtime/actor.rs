@@ -19,7 +19,7 @@ use super::shared::{ListEvent, Shared};
 use super::tenants::RunSlot;
 use crate::domain::{BranchError, Context, ContextId, ContextKey, FsmState, MessageId, Timestamp};
 use crate::fsm::{self, Command, Effect, Env};
-use crate::store::{Save, Tree};
+use crate::store::{self, Save, Tree};
 use crate::telemetry::{names, traces};
 
 /// At most this many commands are saved in one batch, so a fast producer cannot hold
@@ -287,6 +287,15 @@ impl Live {
             && let Err(error) = self.commit(save).instrument(save_span).await
         {
             match reply {
+                // Another writer (or a save this process gave up on that reached the log
+                // after all) moved the context on: memory is stale, so unload it and let
+                // the next access read the truth.
+                Some(reply) if matches!(error, Error::Storage(store::Error::Conflict { .. })) => {
+                    let reason = error.to_string();
+                    let _ = reply.send(Err(error));
+                    self.actor.fail(reason);
+                    return false;
+                }
                 // The action fails and nothing changed: memory is still what is on disk.
                 Some(reply) => {
                     let _ = reply.send(Err(error));

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
@@ -23,6 +24,7 @@ use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, consumer};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
 
 pub use connect::NatsOptions;
 use layout::{Layout, StoredChildEntry, StoredChildren, StoredJoined, StoredNodeMessage, StoredRecord, StoredSnapshot};
@@ -37,6 +39,12 @@ use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Me
 
 /// Reads of the tree in flight at once when loading a path.
 const READ_AHEAD: usize = 64;
+
+/// How long a save waits for the cluster to take it (a leader elected after a server
+/// died) before it fails UNAVAILABLE.
+const SAVE_PATIENCE: Duration = Duration::from_secs(15);
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// The messages a record of a restored context holds at most, bytes: well under the
 /// servers' default largest publish (1 MiB).
@@ -147,24 +155,48 @@ impl Nats {
     /// Appends an encoded record (`deleted`: a tombstone) to the context's log if its last
     /// sequence is still `expect` (0: the log is empty). Returns the record's sequence, or
     /// `None` if the log moved on.
+    ///
+    /// While the cluster cannot answer (a server gone, a leader being elected) the publish is
+    /// retried for up to [`SAVE_PATIENCE`], under the same message id: if an attempt whose
+    /// acknowledgement was lost did reach the log, JetStream answers the retry with that
+    /// record's sequence instead of appending it twice. The id names the record's content,
+    /// so a different record after a failed save is never mistaken for it; and if that failed
+    /// save reached the log after all, the different record is refused (the log moved on).
     async fn append(&self, key: &ContextKey, payload: Vec<u8>, deleted: bool, expect: u64) -> Result<Option<u64>> {
-        let mut message = PublishMessage::build()
-            .payload(payload.into())
-            .expected_last_subject_sequence(expect)
-            // A retried publish of the same save is recognised, not appended twice.
-            .message_id(format!("{}:{expect}", self.layout.log(key)));
-        if deleted {
-            // The tombstone replaces the context's whole log.
-            message = message.header("Nats-Rollup", "sub");
-        }
-        let acked = match self.js.send_publish(self.layout.log(key), message).await {
-            Ok(ack) => ack.await,
-            Err(e) => Err(e),
-        };
-        match acked {
-            Ok(ack) => Ok(Some(ack.sequence)),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-            Err(e) => Err(unavailable(e)),
+        let subject = self.layout.log(key);
+        let digest = Sha256::digest(&payload);
+        let id = format!("{subject}:{expect}:{}", hex::encode(&digest[..16]));
+        let payload = bytes::Bytes::from(payload);
+        let started = Instant::now();
+        let mut pause = RETRY_FIRST;
+        loop {
+            let mut message = PublishMessage::build()
+                .payload(payload.clone())
+                .expected_last_subject_sequence(expect)
+                .message_id(id.clone());
+            if deleted {
+                // The tombstone replaces the context's whole log.
+                message = message.header("Nats-Rollup", "sub");
+            }
+            let acked = match self.js.send_publish(subject.clone(), message).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            let error = match acked {
+                Ok(ack) => return Ok(Some(ack.sequence)),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
+                Err(e) if matches!(e.kind(), PublishErrorKind::MaxPayloadExceeded) => return Err(unavailable(e)),
+                Err(e) => e,
+            };
+            if started.elapsed() + pause > SAVE_PATIENCE || self.closed.load(Ordering::Acquire) {
+                return Err(Error::Unavailable(format!(
+                    "the NATS cluster did not take the save within {} s ({error}); is a majority of its servers up?",
+                    SAVE_PATIENCE.as_secs()
+                )));
+            }
+            tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "the NATS cluster did not take a save; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
         }
     }
 

@@ -133,3 +133,18 @@ async fn a_copy_cut_short_is_never_a_context_and_the_next_restore_starts_again()
     let copy = Dump::read(&nats, &key).await.expect("read").expect("there");
     assert_eq!(copy.checksum(), dump.checksum());
 }
+
+#[tokio::test]
+async fn a_retried_save_is_acknowledged_once_and_a_different_one_is_refused() {
+    let server = Server::start();
+    let nats = server.open().await;
+    let key = ContextKey::new(TenantId::parse("acme").expect("tenant"), ContextId::from_bytes([8; 16]));
+    let record = codec::encode(&StoredRecord { new_from_node: 1, ..Default::default() });
+    let first = nats.append(&key, record.clone(), false, 0).await.expect("append");
+    // The same record again, as a retry after a lost acknowledgement: the same sequence back.
+    assert_eq!(nats.append(&key, record, false, 0).await.expect("retry"), first);
+    // A different record on the same expectation: the log moved on.
+    let other = codec::encode(&StoredRecord { new_from_node: 2, ..Default::default() });
+    assert_eq!(nats.append(&key, other, false, 0).await.expect("refused"), None);
+    assert_eq!(nats.log.get_info().await.expect("info").state.messages, 1);
+}
