@@ -7,6 +7,7 @@
 
 mod branches;
 mod crosscheck;
+mod engine;
 mod floor;
 mod load;
 mod report;
@@ -15,6 +16,7 @@ mod stats;
 
 use clap::Parser;
 
+use engine::Engine;
 use report::Row;
 use scenarios::Scale;
 
@@ -37,6 +39,10 @@ struct Args {
     /// what authentication costs (with no per-tenant run limit in the way of 64 clients).
     #[arg(long)]
     jwt: bool,
+    /// The store ctxd runs on: RocksDB, or a 3-server NATS JetStream cluster started on
+    /// loopback for each server (replicas 3).
+    #[arg(long, value_enum, default_value = "rocksdb")]
+    store: Engine,
 }
 
 const ALL: [&str; 9] = ["floor", "action", "crosscheck", "turn", "watch", "history", "branches", "restart", "mixed"];
@@ -44,9 +50,18 @@ const ALL: [&str; 9] = ["floor", "action", "crosscheck", "turn", "watch", "histo
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let chosen: Vec<String> = if args.scenarios.is_empty() { ALL.map(String::from).to_vec() } else { args.scenarios };
+    let chosen: Vec<String> = if args.scenarios.is_empty() {
+        // The branches scenario reads RocksDB directly.
+        ALL.iter().filter(|s| args.store == Engine::Rocksdb || **s != "branches").map(|s| (*s).to_owned()).collect()
+    } else {
+        args.scenarios.clone()
+    };
     if let Some(unknown) = chosen.iter().find(|s| !ALL.contains(&s.as_str())) {
         eprintln!("ctxd-bench: unknown scenario {unknown:?}; choose from {}", ALL.join(", "));
+        std::process::exit(2);
+    }
+    if args.store == Engine::Nats && chosen.iter().any(|s| s == "branches") {
+        eprintln!("ctxd-bench: the branches scenario reads RocksDB directly; run it without --store nats");
         std::process::exit(2);
     }
     let scale = Scale { quick: args.quick };
@@ -63,7 +78,7 @@ async fn main() {
         server_args.extend(["--max-active-runs-per-tenant".into(), "100000".into()]);
     }
     let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
-    let mut server = scenarios::start_server(&server_args).await;
+    let mut server = scenarios::start_server(args.store, &server_args).await;
     if args.jwt {
         let claims = ctxd_tests::tokens::claims("bench");
         server.token = Some(ctxd_tests::tokens::hs256(ctxd_tests::tokens::HS256_SECRET, &claims));
@@ -92,16 +107,22 @@ async fn main() {
     }
     drop(server);
     if wants("history") {
-        add(scenarios::history(scale).await);
+        add(scenarios::history(args.store, scale).await);
     }
     if wants("branches") {
         add(branches::actions(scale).await);
         add(branches::load(scale));
     }
     if wants("restart") {
-        add(scenarios::restart(scale).await);
+        add(scenarios::restart(args.store, scale).await);
     }
 
+    if args.store == Engine::Nats {
+        rows = rows
+            .into_iter()
+            .map(|row| if row.scenario == "floor" { row } else { row.note("store", "nats R3") })
+            .collect();
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
     } else {

@@ -9,6 +9,7 @@ use futures::future::join_all;
 use pb::FsmState;
 use pb::watch_state_response::Kind;
 
+use crate::engine::Engine;
 use crate::floor::Floor;
 use crate::load;
 use crate::report::Row;
@@ -28,9 +29,20 @@ impl Scale {
     }
 }
 
-/// A ctxd with the mock LLM at delay 0, durable (synced) writes; its writer logs each write.
-pub async fn start_server(extra: &[&str]) -> Server {
-    Server::start_with_env(0, extra, &[("RUST_LOG", "info,ctxd::store::rocks::writer=debug")]).await
+/// A ctxd with the mock LLM at delay 0, durable (synced or replicated) writes; RocksDB's
+/// writer logs each write.
+pub async fn start_server(engine: Engine, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    engine.serve(dir, extra, &[("RUST_LOG", "info,ctxd::store::rocks::writer=debug")]).await
+}
+
+/// The NATS requests the server has made so far, by op (append, put, read); none on RocksDB.
+async fn nats_requests(server: &Server) -> [f64; 3] {
+    if server.nats.is_none() {
+        return [0.0; 3];
+    }
+    let scrape = ctxd_tests::metrics::scrape(server).await;
+    ["append", "put", "read"].map(|op| ctxd_tests::metrics::value(&scrape, "ctxd_nats_requests_total", &[("op", op)]))
 }
 
 const SAVES_PER_FSYNC: &str = "saves_per_fsync";
@@ -189,6 +201,7 @@ pub async fn turn(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
     for (case, content) in [("plain reply", "hello there"), ("with an auto-approved tool call", "/tool clock {}")] {
         let id = create(&mut client, "turn").await;
         let before = ctxd_tests::get(&mut client, &id).await.revision;
+        let requests_before = nats_requests(server).await;
         let started = Instant::now();
         let mut samples = Vec::with_capacity(turns);
         for _ in 0..turns {
@@ -203,12 +216,19 @@ pub async fn turn(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
         let saves = (server.log_matching(&["auto-saved", &id], 1).await.len() - 1) as f64 / turns as f64;
         let summary = Summary::of(samples, started.elapsed());
         let ratio = summary.p50_us / floor_p50;
-        rows.push(
-            Row::new("turn", format!("SendMessage(wait=true, BASIC), {case}"), summary)
-                .note("transitions_per_turn", transitions)
-                .note("saves_per_turn", saves)
-                .note("p50_vs_floor", format!("{ratio:.2}")),
-        );
+        let mut row = Row::new("turn", format!("SendMessage(wait=true, BASIC), {case}"), summary)
+            .note("transitions_per_turn", transitions)
+            .note("saves_per_turn", saves)
+            .note("p50_vs_floor", format!("{ratio:.2}"));
+        if server.nats.is_some() {
+            let after = nats_requests(server).await;
+            let per_turn = |i: usize| format!("{:.1}", (after[i] - requests_before[i]) / turns as f64);
+            row = row
+                .note("nats_appends_per_turn", per_turn(0))
+                .note("nats_puts_per_turn", per_turn(1))
+                .note("nats_reads_per_turn", per_turn(2));
+        }
+        rows.push(row);
     }
     rows
 }
@@ -349,11 +369,11 @@ pub async fn watch_latency(server: &Server, scale: Scale) -> Vec<Row> {
 }
 
 /// SendMessage and GetState latency against conversations of 10 … 100,000 messages.
-pub async fn history(scale: Scale) -> Vec<Row> {
+pub async fn history(engine: Engine, scale: Scale) -> Vec<Row> {
     let sizes: Vec<u64> = scale.pick(vec![10, 1000], vec![10, 1000, 10_000, 100_000]);
     let dir = tempfile::tempdir().expect("temp dir");
     let ids: Vec<_> = sizes.iter().map(|&n| load::fill(dir.path(), 1, n)[0]).collect();
-    let server = Server::start_on(dir, 0, &[], &[]).await;
+    let server = engine.serve(dir, &[], &[]).await;
     let mut client = server.client().await;
     let samples_per = scale.pick(10, 100);
     let mut rows = Vec::new();
@@ -394,17 +414,20 @@ pub async fn history(scale: Scale) -> Vec<Row> {
 }
 
 /// Process start to serving with many saved contexts, and disk bytes per message.
-pub async fn restart(scale: Scale) -> Vec<Row> {
-    let (contexts, per_context) = scale.pick((1000, 10), (100_000, 10));
+pub async fn restart(engine: Engine, scale: Scale) -> Vec<Row> {
+    // Copying 100,000 contexts into a cluster one by one would take most of the run.
+    let full = if engine == Engine::Nats { (10_000, 10) } else { (100_000, 10) };
+    let (contexts, per_context) = scale.pick((1000, 10), full);
     let dir = tempfile::tempdir().expect("temp dir");
     let filled = Instant::now();
     let ids = load::fill(dir.path(), contexts, per_context);
-    let load_time = filled.elapsed();
-    let bytes = load::disk_bytes(dir.path());
+    let rocks_bytes = load::disk_bytes(dir.path());
     let messages = contexts as u64 * per_context;
     let mut samples = Vec::new();
     let mut first_get = Vec::new();
-    let mut server = Server::start_on(dir, 0, &[], &[]).await;
+    let mut server = engine.serve(dir, &[], &[]).await;
+    let load_time = filled.elapsed();
+    let bytes = if engine == Engine::Nats { engine.stored_bytes(&server) } else { rocks_bytes };
     for round in 0..3 {
         if round > 0 {
             server.terminate().await;

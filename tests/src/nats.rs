@@ -123,6 +123,20 @@ impl NatsCluster {
         self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect::<Vec<_>>().join(",")
     }
 
+    /// Bytes of every server's JetStream store (all replicas together).
+    pub fn store_bytes(&self) -> u64 {
+        fn size(path: &std::path::Path) -> u64 {
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => std::fs::read_dir(path)
+                    .map(|entries| entries.filter_map(Result::ok).map(|e| size(&e.path())).sum())
+                    .unwrap_or(0),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            }
+        }
+        self.nodes.iter().map(|n| size(&self.dir.path().join(&n.name))).sum()
+    }
+
     /// The servers' logs, for a failing test's message.
     pub fn logs(&self) -> String {
         self.nodes

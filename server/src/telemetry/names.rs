@@ -40,6 +40,9 @@ pub const AUTH_FAILURES: &str = "ctxd_auth_failures_total";
 pub const AUTH_RELOADS: &str = "ctxd_auth_file_reloads_total";
 pub const LIMIT_REFUSALS: &str = "ctxd_tenant_limit_refusals_total";
 
+pub const NATS_REQUESTS: &str = "ctxd_nats_requests_total";
+pub const NATS_SAVE_RETRIES: &str = "ctxd_nats_save_retries_total";
+
 pub const TRACE_SPANS_ENDED: &str = "ctxd_trace_spans_ended_total";
 pub const TRACE_SPANS_EXPORTED: &str = "ctxd_trace_spans_exported_total";
 pub const TRACE_SPANS_FAILED: &str = "ctxd_trace_spans_failed_total";
@@ -101,6 +104,11 @@ pub fn describe() {
     );
     describe_histogram!(TOOL_SECONDS, Unit::Seconds, "Duration of a tool call the server ran.");
     describe_counter!(EXTERNAL_RESULTS, "Results of external tools delivered with SubmitToolResult.");
+    describe_counter!(
+        NATS_REQUESTS,
+        "Requests to the NATS cluster (--store nats), by op: append (a save), put (the tree, a snapshot), read."
+    );
+    describe_counter!(NATS_SAVE_RETRIES, "Saves published again because the NATS cluster did not answer.");
     describe_counter!(TRACE_SPANS_ENDED, "Spans that ended and were queued for export (with --otlp-endpoint).");
     describe_counter!(TRACE_SPANS_EXPORTED, "Spans the OTLP endpoint accepted.");
     describe_counter!(TRACE_SPANS_FAILED, "Spans in batches the OTLP endpoint refused or did not answer.");

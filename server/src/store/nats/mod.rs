@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::{LastRawMessageError, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, consumer};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
+use metrics::counter;
 use sha2::{Digest, Sha256};
 
 pub use connect::NatsOptions;
@@ -36,13 +38,14 @@ use super::dump::Dump;
 use super::error::{Error, Result};
 use super::save::Save;
 use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId};
+use crate::telemetry::names;
 
 /// Reads of the tree in flight at once when loading a path.
 const READ_AHEAD: usize = 64;
 
-/// How long a save waits for the cluster to take it (a leader elected after a server
-/// died) before it fails UNAVAILABLE.
-const SAVE_PATIENCE: Duration = Duration::from_secs(15);
+/// How long a save or read waits for the cluster to answer (a leader elected after a
+/// server died) before it fails UNAVAILABLE.
+const PATIENCE: Duration = Duration::from_secs(15);
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
@@ -130,12 +133,33 @@ impl Nats {
     }
 
     async fn last(&self, stream: &Stream, subject: &str) -> Result<Option<Last>> {
-        found(stream.get_last_raw_message_by_subject(subject).await)
+        self.read(|| stream.get_last_raw_message_by_subject(subject)).await
     }
 
     /// The first record of the context's log at or after `sequence`.
     async fn record_from(&self, key: &ContextKey, sequence: u64) -> Result<Option<Last>> {
-        found(self.log.raw_message_builder().sequence(sequence).next_by_subject(self.layout.log(key)).send().await)
+        let subject = self.layout.log(key);
+        self.read(|| self.log.raw_message_builder().sequence(sequence).next_by_subject(subject.clone()).send()).await
+    }
+
+    /// One message that may not exist (`None` then, not an error), read again while the
+    /// cluster cannot answer (a leader being elected), for up to [`PATIENCE`].
+    async fn read<F>(&self, attempt: impl Fn() -> F) -> Result<Option<Last>>
+    where
+        F: Future<Output = std::result::Result<StreamMessage, LastRawMessageError>>,
+    {
+        let mut backoff = Backoff::new();
+        loop {
+            counter!(names::NATS_REQUESTS, "op" => "read").increment(1);
+            match attempt().await {
+                Ok(message) => return Ok(Some(Last { sequence: message.sequence, payload: message.payload })),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+                Err(e) if backoff.wait(&self.closed).await => {
+                    tracing::debug!(error = %e, "the NATS cluster did not answer a read; retrying");
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
     }
 
     /// The context's last log record and its sequence; `None` if it has none.
@@ -148,6 +172,7 @@ impl Nats {
 
     /// Publishes and waits for the stream's acknowledgement (its replicas hold it).
     async fn put(&self, subject: String, payload: Vec<u8>) -> Result<u64> {
+        counter!(names::NATS_REQUESTS, "op" => "put").increment(1);
         let ack = self.js.publish(subject, payload.into()).await.map_err(unavailable)?;
         Ok(ack.await.map_err(unavailable)?.sequence)
     }
@@ -157,7 +182,7 @@ impl Nats {
     /// `None` if the log moved on.
     ///
     /// While the cluster cannot answer (a server gone, a leader being elected) the publish is
-    /// retried for up to [`SAVE_PATIENCE`], under the same message id: if an attempt whose
+    /// retried for up to [`PATIENCE`], under the same message id: if an attempt whose
     /// acknowledgement was lost did reach the log, JetStream answers the retry with that
     /// record's sequence instead of appending it twice. The id names the record's content,
     /// so a different record after a failed save is never mistaken for it; and if that failed
@@ -167,8 +192,7 @@ impl Nats {
         let digest = Sha256::digest(&payload);
         let id = format!("{subject}:{expect}:{}", hex::encode(&digest[..16]));
         let payload = bytes::Bytes::from(payload);
-        let started = Instant::now();
-        let mut pause = RETRY_FIRST;
+        let mut backoff = Backoff::new();
         loop {
             let mut message = PublishMessage::build()
                 .payload(payload.clone())
@@ -178,6 +202,7 @@ impl Nats {
                 // The tombstone replaces the context's whole log.
                 message = message.header("Nats-Rollup", "sub");
             }
+            counter!(names::NATS_REQUESTS, "op" => "append").increment(1);
             let acked = match self.js.send_publish(subject.clone(), message).await {
                 Ok(ack) => ack.await,
                 Err(e) => Err(e),
@@ -188,15 +213,14 @@ impl Nats {
                 Err(e) if matches!(e.kind(), PublishErrorKind::MaxPayloadExceeded) => return Err(unavailable(e)),
                 Err(e) => e,
             };
-            if started.elapsed() + pause > SAVE_PATIENCE || self.closed.load(Ordering::Acquire) {
+            tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "the NATS cluster did not take a save; retrying");
+            if !backoff.wait(&self.closed).await {
                 return Err(Error::Unavailable(format!(
                     "the NATS cluster did not take the save within {} s ({error}); is a majority of its servers up?",
-                    SAVE_PATIENCE.as_secs()
+                    PATIENCE.as_secs()
                 )));
             }
-            tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "the NATS cluster did not take a save; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(RETRY_MAX);
+            counter!(names::NATS_SAVE_RETRIES).increment(1);
         }
     }
 
@@ -447,17 +471,27 @@ impl StoredRecord {
     }
 }
 
-/// A message that may not exist: `None` then, not an error.
-fn found(
-    result: std::result::Result<
-        async_nats::jetstream::message::StreamMessage,
-        async_nats::jetstream::stream::LastRawMessageError,
-    >,
-) -> Result<Option<Last>> {
-    match result {
-        Ok(message) => Ok(Some(Last { sequence: message.sequence, payload: message.payload })),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(unavailable(e)),
+/// Pauses between attempts while the cluster does not answer: 100 ms, doubling, at most 1 s
+/// apart, for [`PATIENCE`] in all.
+struct Backoff {
+    started: Instant,
+    pause: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self { started: Instant::now(), pause: RETRY_FIRST }
+    }
+
+    /// Waits before the next attempt; `false` (at once) once patience is spent or the store
+    /// is closing.
+    async fn wait(&mut self, closed: &AtomicBool) -> bool {
+        if self.started.elapsed() + self.pause > PATIENCE || closed.load(Ordering::Acquire) {
+            return false;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(RETRY_MAX);
+        true
     }
 }
 
