@@ -73,11 +73,6 @@ impl Layout {
         }
     }
 
-    /// The context a `{prefix}.ctx.{tenant}.{context}` subject names.
-    pub fn parse_context(&self, subject: &str) -> Option<ContextKey> {
-        Self::parse_key(subject.strip_prefix(&self.prefix)?.strip_prefix(".ctx.")?)
-    }
-
     /// The context a `{prefix}.log.{tenant}.{context}` subject names.
     pub fn parse_log(&self, subject: &str) -> Option<ContextKey> {
         Self::parse_key(subject.strip_prefix(&self.prefix)?.strip_prefix(".log.")?)
@@ -178,10 +173,9 @@ mod tests {
         for tenant in ["default", "acme.corp", "a b*>"] {
             let Ok(tenant) = TenantId::parse(tenant) else { continue };
             let key = ContextKey::new(tenant, ContextId::from_bytes([9; 16]));
-            let subject = layout.context(&key);
+            let subject = layout.log(&key);
             assert_eq!(subject.split('.').count(), 4, "{subject}");
-            assert_eq!(layout.parse_context(&subject), Some(key.clone()));
-            assert_eq!(layout.parse_log(&layout.log(&key)), Some(key));
+            assert_eq!(layout.parse_log(&subject), Some(key));
         }
     }
 }

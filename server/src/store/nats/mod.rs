@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use metrics::counter;
 use sha2::{Digest, Sha256};
+use tokio_util::task::TaskTracker;
 
 pub use connect::NatsOptions;
 use layout::{Layout, StoredChildEntry, StoredChildren, StoredJoined, StoredNodeMessage, StoredRecord, StoredSnapshot};
@@ -53,7 +54,20 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// servers' default largest publish (1 MiB).
 const RESTORE_RECORD_BYTES: usize = 256 * 1024;
 
+/// The store; cheap to share with the tasks that derive the tree behind saves.
 pub struct Nats {
+    inner: Arc<Inner>,
+}
+
+impl std::ops::Deref for Nats {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+pub struct Inner {
     client: async_nats::Client,
     js: jetstream::Context,
     layout: Layout,
@@ -63,6 +77,11 @@ pub struct Nats {
     /// What this process knows of each context's log: its last sequence (the condition of
     /// the next save) and how far the tree is derived.
     heads: Mutex<HashMap<ContextKey, Head>>,
+    /// Held while a context's records are derived into the tree, so that they are derived
+    /// one at a time and in log order.
+    deriving: Mutex<HashMap<ContextKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// The derivations running behind saves, awaited at close.
+    derivations: TaskTracker,
     view: View,
     closed: AtomicBool,
 }
@@ -88,7 +107,7 @@ impl Nats {
     pub async fn open(options: &NatsOptions) -> Result<Self> {
         let layout = Layout { prefix: options.prefix.clone() };
         let (client, js, [log, tree, contexts]) = connect::until_ready(options, &layout).await?;
-        let nats = Self {
+        let inner = Inner {
             client,
             js,
             layout,
@@ -96,32 +115,85 @@ impl Nats {
             tree,
             contexts,
             heads: Mutex::new(HashMap::new()),
+            deriving: Mutex::new(HashMap::new()),
+            derivations: TaskTracker::new(),
             view: View::default(),
             closed: AtomicBool::new(false),
         };
-        nats.read_view().await?;
-        Ok(nats)
+        // A cluster that has just come back may answer its first requests "temporarily
+        // unavailable": wait for it, as for the connection.
+        loop {
+            match inner.read_view().await {
+                Ok(()) => break,
+                Err(Error::Unavailable(error)) => {
+                    tracing::warn!(%error, "waiting for the NATS cluster to read the contexts; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(Self { inner: Arc::new(inner) })
     }
 
-    /// Fills the view from the contexts stream (one message per context).
+    /// Saves `record` as the context's next. It is acknowledged once the log holds it; the
+    /// tree is derived from it behind the save, by a task of its own (a read of the tree
+    /// waits for it). Fails with `Conflict` if another writer saved the context since this
+    /// process last read it.
+    async fn save(
+        &self,
+        key: &ContextKey,
+        record: StoredRecord,
+        expect: u64,
+        after: Option<Arc<Context>>,
+    ) -> Result<usize> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::WriterStopped);
+        }
+        let payload = codec::encode(&record);
+        let bytes = payload.len();
+        let Some(sequence) = self.append(key, payload, record.deleted, expect).await? else {
+            self.fence(key, expect);
+            return Err(Error::Conflict { context: key.id.to_string() });
+        };
+        // Saved: from here on nothing may fail the save.
+        self.advance(key, sequence);
+        if let Some(stored) = &record.context {
+            self.view.upsert(&key.tenant, codec::summary_from_stored(key.id, stored)?);
+        }
+        let (inner, key) = (Arc::clone(&self.inner), key.clone());
+        self.derivations.spawn(async move {
+            if let Err(error) = inner.derive_through(&key, sequence, Some((expect, &record, after.as_deref()))).await {
+                tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "saved, but the tree is behind; the next read derives it");
+            }
+        });
+        Ok(bytes)
+    }
+}
+
+impl Inner {
+    /// Fills the view from the log (its last record per context).
     async fn read_view(&self) -> Result<()> {
-        let count = self.contexts.get_info().await.map_err(unavailable)?.state.messages;
+        let count = self.log.get_info().await.map_err(unavailable)?.state.messages;
         if count == 0 {
             return Ok(());
         }
+        // The last record of each context's log, the truth: a snapshot may lag it (written
+        // behind the save, or cut off by a crash), and a context saved mid-run must be found
+        // to be resumed.
         let config = consumer::pull::OrderedConfig {
-            filter_subject: self.layout.contexts_subjects(),
-            deliver_policy: consumer::DeliverPolicy::All,
+            filter_subject: self.layout.log_subjects(),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
             ..Default::default()
         };
         let mut messages =
-            self.contexts.create_consumer(config).await.map_err(unavailable)?.messages().await.map_err(unavailable)?;
+            self.log.create_consumer(config).await.map_err(unavailable)?.messages().await.map_err(unavailable)?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(unavailable)?;
             let pending = message.info().map_err(unavailable)?.pending;
-            if let Some(key) = self.layout.parse_context(&message.subject) {
-                let snapshot: StoredSnapshot = codec::decode("snapshot", &message.payload)?;
-                if let Some(stored) = &snapshot.context {
+            if let Some(key) = self.layout.parse_log(&message.subject) {
+                let record: StoredRecord = codec::decode("record", &message.payload)?;
+                // Deleted, or a copy that did not finish: not a context.
+                if let (Some(stored), false) = (&record.context, record.deleted) {
                     self.view.upsert(&key.tenant, codec::summary_from_stored(key.id, stored)?);
                 }
             }
@@ -228,6 +300,27 @@ impl Nats {
         self.heads.lock().unwrap_or_else(PoisonError::into_inner).get(key).copied()
     }
 
+    /// The log of `key` now ends at `sequence`, saved by this process.
+    fn advance(&self, key: &ContextKey, sequence: u64) {
+        let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        let head = heads.entry(key.clone()).or_insert(Head { last: sequence, derived: 0, fenced: false });
+        head.last = sequence;
+        head.fenced = false;
+    }
+
+    /// The tree of `key` holds the log up to `sequence`.
+    fn mark_derived(&self, key: &ContextKey, sequence: u64) {
+        let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(head) = heads.get_mut(key) {
+            head.derived = head.derived.max(sequence);
+        }
+    }
+
+    fn derivation_lock(&self, key: &ContextKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.deriving.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(locks.entry(key.clone()).or_default())
+    }
+
     fn set_head(&self, key: &ContextKey, head: Option<Head>) {
         let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
         match head {
@@ -237,6 +330,7 @@ impl Nats {
     }
 
     /// The context's log head, with the tree derived up to it; `None` if it does not exist.
+    /// What this process held of it is replaced by what the log says (a reload).
     async fn current(&self, key: &ContextKey) -> Result<Option<(Head, StoredRecord)>> {
         let context = self.layout.context(key);
         let (tail, snapshot) = futures::join!(self.tail(key), self.last(&self.contexts, &context));
@@ -244,26 +338,55 @@ impl Nats {
         if record.deleted {
             return Ok(None);
         }
-        let derived = match snapshot? {
+        let snapshot = match snapshot? {
             Some(s) => codec::decode::<StoredSnapshot>("snapshot", &s.payload)?.log_seq,
             None => 0,
         };
-        let mut head = Head { last, derived, fenced: false };
-        self.catch_up(key, &mut head).await?;
-        self.set_head(key, Some(head));
+        {
+            let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+            let head = heads.entry(key.clone()).or_insert(Head { last, derived: 0, fenced: false });
+            // A save of this process may have landed after the tail was read.
+            let last = head.last.max(last);
+            *head = Head { last, derived: head.derived.max(snapshot).min(last), fenced: false };
+        }
+        self.derive_through(key, last, None).await?;
+        let head = self.head(key).unwrap_or(Head { last, derived: last, fenced: false });
         Ok(Some((head, record)))
     }
 
-    /// Derives the records the tree misses (after a crash between a save and its derivation).
-    async fn catch_up(&self, key: &ContextKey, head: &mut Head) -> Result<()> {
-        while head.derived < head.last {
-            let Some(next) = self.record_from(key, head.derived + 1).await? else {
-                return Err(Error::Corrupt(format!("context {key}: log record {} is missing", head.last)));
+    /// Derives the context's log into the tree up to `sequence`, record by record in log
+    /// order, one derivation of a context at a time. `fresh`: the record at `sequence` as it
+    /// was saved (after the one at the given sequence, with the context after it), derived
+    /// without reading it back when everything before it is derived already.
+    async fn derive_through(
+        &self,
+        key: &ContextKey,
+        sequence: u64,
+        fresh: Option<(u64, &StoredRecord, Option<&Context>)>,
+    ) -> Result<()> {
+        let lock = self.derivation_lock(key);
+        let _one_at_a_time = lock.lock().await;
+        // Deleted meanwhile: nothing to derive.
+        let Some(head) = self.head(key) else { return Ok(()) };
+        let mut derived = head.derived;
+        if let Some((expect, record, after)) = fresh
+            && derived == expect
+        {
+            self.derive(key, record, sequence, after).await?;
+            self.mark_derived(key, sequence);
+            return Ok(());
+        }
+        while derived < sequence {
+            let Some(next) = self.record_from(key, derived + 1).await? else {
+                return Err(Error::Corrupt(format!("context {key}: log record {sequence} is missing")));
             };
             let record: StoredRecord = codec::decode("record", &next.payload)?;
-            tracing::info!(context = %key.id, tenant = %key.tenant, sequence = next.sequence, "deriving a saved record the tree missed");
+            if fresh.is_none() {
+                tracing::info!(context = %key.id, tenant = %key.tenant, sequence = next.sequence, "deriving a saved record the tree missed");
+            }
             self.derive(key, &record, next.sequence, None).await?;
-            head.derived = next.sequence;
+            self.mark_derived(key, next.sequence);
+            derived = next.sequence;
         }
         Ok(())
     }
@@ -353,57 +476,19 @@ impl Nats {
             .await
     }
 
-    /// Saves `record` as the context's next, then derives it. Fails with `Conflict` if
-    /// another writer saved the context since this process last read it.
-    async fn save(
-        &self,
-        key: &ContextKey,
-        record: StoredRecord,
-        expect: u64,
-        after: Option<&Context>,
-    ) -> Result<usize> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::WriterStopped);
-        }
-        let payload = codec::encode(&record);
-        let bytes = payload.len();
-        let Some(sequence) = self.append(key, payload, record.deleted, expect).await? else {
-            self.fence(key, expect);
-            return Err(Error::Conflict { context: key.id.to_string() });
-        };
-        // Saved: from here on nothing may fail the save. The tree is caught up by the next
-        // read if deriving it fails now. Records are derived in log order: if an earlier one
-        // is still missing from the tree, it goes first (the snapshot must never claim a
-        // record the tree does not hold).
-        let derived = self.head(key).map_or(0, |h| h.derived.min(expect));
-        let mut head = Head { last: sequence, derived, fenced: false };
-        let deriving = if derived == expect {
-            self.derive(key, &record, sequence, after).await.map(|()| head.derived = sequence)
-        } else {
-            self.catch_up(key, &mut head).await
-        };
-        match deriving {
-            Ok(()) => {}
-            Err(error) => {
-                tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "saved, but the tree is behind; the next read derives it");
-            }
-        }
-        self.set_head(key, Some(head));
-        if let Some(stored) = &record.context {
-            self.view.upsert(&key.tenant, codec::summary_from_stored(key.id, stored)?);
-        }
-        Ok(bytes)
-    }
-
     /// Ends the context's log with a tombstone (if its last sequence is still `expect`) that
     /// replaces everything before it, then frees its tree. Returns the tombstone's sequence.
     async fn bury(&self, key: &ContextKey, context: Option<codec::StoredContext>, expect: u64) -> Result<u64> {
+        // No derivation may write into the tree after it is purged.
+        let lock = self.derivation_lock(key);
+        let _held = lock.lock().await;
         let tombstone = StoredRecord { context, deleted: true, ..Default::default() };
         let Some(sequence) = self.append(key, codec::encode(&tombstone), true, expect).await? else {
             self.fence(key, expect);
             return Err(Error::Conflict { context: key.id.to_string() });
         };
         self.set_head(key, None);
+        self.deriving.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
         self.view.remove(key);
         // The tombstone is the truth; what follows only frees space (a load reads the log first).
         let tree = self.tree.purge().filter(self.layout.tree_all(key)).into_future();
@@ -505,7 +590,7 @@ impl Backend for Nats {
         let key = ctx.key();
         let Some(expect) = self.free_log(&key).await? else { return Ok(Inserted::Taken) };
         let save = Save::new_context(Arc::clone(&ctx));
-        match self.save(&key, StoredRecord::of(&save), expect, Some(&ctx)).await {
+        match self.save(&key, StoredRecord::of(&save), expect, Some(Arc::clone(&ctx))).await {
             Ok(_) => Ok(Inserted::Saved),
             Err(Error::Conflict { .. }) => Ok(Inserted::Taken),
             Err(e) => Err(e),
@@ -515,7 +600,8 @@ impl Backend for Nats {
     async fn commit(&self, save: Save) -> Result<usize> {
         let key = save.after.key();
         let expect = self.expected(&key).await?;
-        self.save(&key, StoredRecord::of(&save), expect, Some(&save.after)).await
+        let after = Arc::clone(&save.after);
+        self.save(&key, StoredRecord::of(&save), expect, Some(after)).await
     }
 
     async fn load(&self, key: &ContextKey) -> Result<Option<Context>> {
@@ -670,6 +756,11 @@ impl Backend for Nats {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        // Let the derivations behind the last saves finish (a load would redo them anyway).
+        self.derivations.close();
+        if tokio::time::timeout(PATIENCE, self.derivations.wait()).await.is_err() {
+            tracing::warn!("the tree is behind the last saves; the next load derives it");
+        }
         if let Err(error) = self.client.flush().await {
             tracing::warn!(%error, "could not flush the NATS connection");
         }
