@@ -3,14 +3,14 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Nats, NatsOptions, StoredNodeMessage, StoredRecord};
 use crate::domain::{
     Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Phase, Role, TenantId, Timestamp,
 };
-use crate::store::{Backend, Dump, Error, Inserted, Rocks, Save, Store, codec};
+use crate::store::rocks::tree_tests::commit;
+use crate::store::{Backend, Dump, Error, Inserted, Rocks, Store, codec};
 
 /// A JetStream server on a free loopback port, stopped when dropped.
 struct Server {
@@ -67,18 +67,7 @@ async fn long_context_on_rocks(dir: &std::path::Path) -> Dump {
         let now = Timestamp::from_micros(i64::try_from(turn).unwrap_or(0) + 10);
         let question = Message::text(MessageId::new(), ctx.place(0), Role::User, format!("question {turn}"), now);
         let answer = Message::text(MessageId::new(), ctx.place(1), Role::Assistant, reply.clone(), now);
-        let change = Change::to(Phase::Idle).with(question).with(answer);
-        let after = ctx.apply(&change, now);
-        let save = Save {
-            before_updated_at: ctx.updated_at,
-            new_from_node: ctx.next_node,
-            path_changed: !Arc::ptr_eq(&ctx.shape, &after.shape),
-            after: Arc::new(after.clone()),
-            messages: change.messages.clone(),
-            joined: Vec::new(),
-        };
-        store.commit(&save).expect("commit");
-        ctx = after;
+        ctx = commit(&store, &ctx, Change::to(Phase::Idle).with(question).with(answer));
     }
     let rocks = Rocks::with(store, dir).expect("rocks");
     let dump = Dump::read(&rocks, &key).await.expect("read").expect("there");
@@ -87,12 +76,18 @@ async fn long_context_on_rocks(dir: &std::path::Path) -> Dump {
     dump
 }
 
-#[tokio::test]
-async fn a_long_context_restores_across_records_and_reads_back_identical() {
+/// The long context, read from RocksDB, and a NATS server with the store open on it.
+async fn long_context_and_a_server() -> (Dump, Server, Nats) {
     let rocks_dir = tempfile::tempdir().expect("dir");
     let dump = long_context_on_rocks(rocks_dir.path()).await;
     let server = Server::start();
     let nats = server.open().await;
+    (dump, server, nats)
+}
+
+#[tokio::test]
+async fn a_long_context_restores_across_records_and_reads_back_identical() {
+    let (dump, server, nats) = long_context_and_a_server().await;
     let key = dump.context.key();
     assert_eq!(nats.restore(&dump).await.expect("restore"), Inserted::Saved);
     let records = nats.log.get_info().await.expect("info").state.messages;
@@ -111,10 +106,7 @@ async fn a_long_context_restores_across_records_and_reads_back_identical() {
 
 #[tokio::test]
 async fn a_copy_cut_short_is_never_a_context_and_the_next_restore_starts_again() {
-    let rocks_dir = tempfile::tempdir().expect("dir");
-    let dump = long_context_on_rocks(rocks_dir.path()).await;
-    let server = Server::start();
-    let nats = server.open().await;
+    let (dump, _server, nats) = long_context_and_a_server().await;
     let key = dump.context.key();
     // What a restore killed after its first record leaves: messages, and no context.
     let first = dump.messages[..10]

@@ -144,4 +144,4 @@ impl Backend for Rocks {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tree_tests;
+pub(crate) mod tree_tests;

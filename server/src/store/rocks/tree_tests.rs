@@ -18,7 +18,7 @@ fn new_context() -> Context {
 }
 
 /// Applies `change` to `ctx` and commits it the way the runtime does; returns the new state.
-fn commit(store: &Store, ctx: &Context, change: Change) -> Context {
+pub(crate) fn commit(store: &Store, ctx: &Context, change: Change) -> Context {
     let after = ctx.apply(&change, Timestamp::from_micros(i64::try_from(ctx.revision).unwrap_or(0) + 10));
     let joined = match &change.path {
         Some(PathMove::Switch(branch)) => branch.tail.clone(),
