@@ -178,9 +178,14 @@ async fn a_turn_is_traced_from_the_callers_traceparent_through_its_llm_call() {
     };
     let spans = collector
         .wait_for(|spans| {
-            ["ctxd.v1.ContextService/SendMessage", "run", "llm_call", "save", "tool_call"]
-                .iter()
-                .all(|n| ours(spans, n).is_some())
+            // The tool call's run ends (and is exported) after the tool call: wait for it too.
+            let tools_run = ours(spans, "tool_call").is_some_and(|tool| {
+                spans.iter().any(|s| s.span.name == "run" && s.span.span_id == tool.span.parent_span_id)
+            });
+            tools_run
+                && ["ctxd.v1.ContextService/SendMessage", "run", "llm_call", "save"]
+                    .iter()
+                    .all(|n| ours(spans, n).is_some())
         })
         .await;
     let rpc = ours(&spans, "ctxd.v1.ContextService/SendMessage").expect("the RPC's span");
