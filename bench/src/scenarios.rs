@@ -221,6 +221,8 @@ pub async fn turn(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
             .note("saves_per_turn", saves)
             .note("p50_vs_floor", format!("{ratio:.2}"));
         if server.nats.is_some() {
+            // The tree is derived behind each save: let the last derivations finish first.
+            tokio::time::sleep(Duration::from_secs(1)).await;
             let after = nats_requests(server).await;
             let per_turn = |i: usize| format!("{:.1}", (after[i] - requests_before[i]) / turns as f64);
             row = row
