@@ -178,7 +178,8 @@ impl Server {
         });
         // A JetStream cluster that has just started takes a while to place streams: ctxd waits
         // for it (and says so in its log), on a machine that runs other tests meanwhile.
-        let patience = if self.nats.is_some() { PATIENCE * 4 } else { PATIENCE };
+        let on_nats = self.nats.is_some() || self.args.iter().any(|a| a == "nats");
+        let patience = if on_nats { PATIENCE * 4 } else { PATIENCE };
         let addr = tokio::time::timeout(patience, ready_rx)
             .await
             .unwrap_or_else(|_| panic!("ctxd did not start; log:\n{}{}", self.log(), self.nats_logs()))

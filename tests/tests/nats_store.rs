@@ -127,9 +127,23 @@ async fn without_a_quorum_actions_fail_unavailable_change_nothing_and_work_again
     assert_eq!(texts[..2], before.messages.iter().map(text).collect::<Vec<_>>()[..]);
     assert_eq!(texts.iter().filter(|t| *t == "after").count(), 1, "{texts:?}");
     assert!(after.messages.iter().all(|m| status(m) == pb::MessageStatus::Complete), "{texts:?}");
-    // Nothing half-written: a process that never held the context reads exactly this.
+    // Nothing half-written: a process that never held the context reads exactly this (once
+    // the recovered cluster answers its reads again).
     let fresh = on(&cluster).await;
-    assert_eq!(get(&mut fresh.client().await, &id).await, after);
+    let mut reader = fresh.client().await;
+    let request = pb::GetStateRequest { context_id: id.clone(), ..Default::default() };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let stored = loop {
+        match reader.get_state(request.clone()).await {
+            Ok(response) => break response.into_inner().state.expect("state"),
+            Err(status) if status.code() == Code::Unavailable => {
+                assert!(tokio::time::Instant::now() < deadline, "the cluster did not come back: {status:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    assert_eq!(stored, after);
 }
 
 #[tokio::test]

@@ -123,7 +123,11 @@ impl Nats {
         // A cluster that has just come back may answer its first requests "temporarily
         // unavailable": wait for it, as for the connection.
         loop {
-            match inner.read_view().await {
+            // A consumer placed while the cluster recovers may deliver nothing: start again.
+            let read = tokio::time::timeout(PATIENCE, inner.read_view()).await;
+            match read
+                .unwrap_or_else(|_| Err(Error::Unavailable(format!("no contexts read in {} s", PATIENCE.as_secs()))))
+            {
                 Ok(()) => break,
                 Err(Error::Unavailable(error)) => {
                     tracing::warn!(%error, "waiting for the NATS cluster to read the contexts; retrying in 1 s");
