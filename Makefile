@@ -1,8 +1,9 @@
 # The two commands a newcomer needs:
 #   make run    builds and runs ctxd (data in ./data, built-in mock LLM)
 #   make test   checks formatting, lints, and runs every test
-# and one more for numbers:
-#   make bench  builds in release and runs every benchmark scenario (see BENCHMARKS.md)
+# and more:
+#   make bench    builds in release and runs every benchmark scenario (see BENCHMARKS.md)
+#   make cluster  three NATS servers and three ctxd nodes on loopback (docs/cluster.md)
 # Both install what they need (Debian packages, npm tools) when it is missing.
 
 SHELL := /bin/bash
@@ -33,9 +34,14 @@ ARGS ?=
 # 20 and up): checked first, so an older Node stops `make run` / `make test` at once.
 NODE_ENGINES := 20.19+ (20.x) or 22.12+
 
-.PHONY: run test bench setup lint fmt web web-deps node-check
+.PHONY: run test bench cluster setup lint fmt web web-deps node-check
 run: node-check setup web
 	cargo run --release -p ctxd -- --web-dir client-web/dist $(ARGS)
+
+# Three NATS servers and three ctxd nodes on loopback (docs/cluster.md); Ctrl-C stops them.
+cluster: node-check setup web
+	cargo build --release -p ctxd
+	tests/cluster/run.sh
 
 node-check:
 	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit((a === 20 && b >= 19) || (a === 22 && b >= 12) || a > 22 ? 0 : 1)' 2>/dev/null \

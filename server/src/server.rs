@@ -11,18 +11,21 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{ContextApi, Limits};
+use crate::api::{ContextApi, Forwarder, Limits};
 use crate::auth::{AuthLayer, Authenticator};
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::{Config, StoreKind};
 use crate::http;
 use crate::llm::{LlmProvider, LlmRouter, MockProvider, OpenAiConfig, OpenAiProvider};
-use crate::runtime::{self, Contexts, Settings};
+use crate::runtime::{self, Contexts, Placement, Settings, Solo};
 use crate::store::{self, Backend, Nats, Rocks};
 use crate::telemetry::{self, Exporter};
 use crate::tools::{InvalidTool, ToolLimits, ToolRegistry, Workspace};
 
 /// How long shutdown waits for open calls once every context has stopped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Beyond two lease TTLs, how long a call waits for its context's node to be found again.
+const FORWARD_PATIENCE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -89,8 +92,9 @@ async fn serve_metrics(
     Ok(tokio::spawn(telemetry::serve(listener, exporter, stop)))
 }
 
-/// The configured engine, open (for NATS: once the cluster is reachable).
-async fn open_store(config: &Config) -> Result<Arc<dyn Backend>, Error> {
+/// The configured engine, open (for NATS: once the cluster is reachable), and for NATS the
+/// JetStream context the nodes' leases are kept through.
+async fn open_store(config: &Config) -> Result<(Arc<dyn Backend>, Option<async_nats::jetstream::Context>), Error> {
     match config.store {
         StoreKind::Rocksdb => {
             std::fs::create_dir_all(&config.data_dir)
@@ -99,16 +103,43 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Backend>, Error> {
             let rocks = tokio::task::spawn_blocking(move || Rocks::open(&dir, sync))
                 .await
                 .map_err(|e| runtime::Error::Internal(format!("open task failed: {e}")))??;
-            Ok(Arc::new(rocks))
+            Ok((Arc::new(rocks), None))
         }
-        StoreKind::Nats => Ok(Arc::new(Nats::open(&config.nats_options()).await?)),
+        StoreKind::Nats => {
+            let nats = Nats::open(&config.nats_options()).await?;
+            let js = nats.jetstream();
+            Ok((Arc::new(nats), Some(js)))
+        }
     }
+}
+
+/// Which node runs each context: this one alone, or (on NATS) the one holding its lease.
+async fn placement(
+    config: &Config,
+    js: Option<async_nats::jetstream::Context>,
+    bound: SocketAddr,
+) -> Result<(Arc<dyn Placement>, Option<Arc<Forwarder>>), Error> {
+    let Some(js) = js else { return Ok((Arc::new(Solo::new()), None)) };
+    let node_id = config.node_id(bound.port());
+    let lease_ttl = Duration::from_millis(config.lease_ttl_ms);
+    let options = ClusterOptions {
+        node_id: node_id.clone(),
+        advertise: config.advertise_addr(bound)?,
+        lease_ttl,
+        replicas: config.nats_replicas,
+        prefix: config.nats_prefix.clone(),
+    };
+    let cluster = Cluster::join(js, options).await?;
+    // A call waits this long for a dead node's context to be taken over: its lease expires,
+    // then the next look finds it free.
+    let forwarder = Forwarder::new(node_id, lease_ttl * 2 + FORWARD_PATIENCE);
+    Ok((Arc::new(cluster), Some(Arc::new(forwarder))))
 }
 
 /// Runs ctxd until `shutdown` completes, then stops accepting, lets every context finish
 /// saving the transition it is in, and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let store = open_store(&config).await?;
+    let (store, js) = open_store(&config).await?;
     // Metrics before the runtime starts: what happens at start-up (runs resumed, contexts
     // loaded) counts too.
     let stop = CancellationToken::new();
@@ -138,7 +169,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         serves_model: Arc::new(move |model| router.serves(model)),
     };
     let catalog = tools.catalog();
-    let contexts = Contexts::start(store, llm, tools, settings).await?;
+    // Bound before the runtime starts: on a cluster the other nodes are told this address.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+    let (placement, forwarder) = placement(&config, js, addr).await?;
+    let contexts = Contexts::start(store, llm, tools, settings, Arc::clone(&placement)).await?;
 
     let authenticator = Arc::new(Authenticator::start(&config, &stop).map_err(Error::Auth)?);
     if authenticator.is_on() {
@@ -157,10 +194,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
-    let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
     // Small responses must leave at once: without TCP_NODELAY, Nagle's algorithm and the
     // peer's delayed ACKs add ~40 ms to a unary call.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -175,8 +208,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ContextServiceServer<ContextApi>>().await;
-    let mut routes = Routes::new(ContextServiceServer::new(ContextApi::new(contexts.clone(), limits, catalog)))
-        .add_service(health_service);
+    let mut routes =
+        Routes::new(ContextServiceServer::new(ContextApi::new(contexts.clone(), limits, catalog, forwarder)))
+            .add_service(health_service);
     routes = http::add_reflection(routes)?;
     let routes = http::with_web(routes, AuthLayer::new(authenticator), config.web_dir.as_deref());
 
@@ -197,6 +231,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             // streams; requests waiting on them are answered UNAVAILABLE, which lets the
             // server's graceful shutdown finish.
             contexts.shutdown().await;
+            // Every context this node ran is given up: the other nodes take them over now.
+            placement.leave().await;
             // Streams ctxd does not own (a health watch) could hold the server open forever.
             match tokio::time::timeout(DRAIN_TIMEOUT, serve).await {
                 Ok(result) => result?,

@@ -1,6 +1,7 @@
-//! What only the NATS store has to show: the engine, not the process, keeps one writer per
-//! context; a server killed mid-turn (the stream leader among them) loses nothing; without a
-//! quorum actions fail UNAVAILABLE and change nothing; ctxd waits for a cluster not up yet.
+//! What only the NATS store has to show: processes sharing a cluster serve a context as one
+//! (tests/cluster.rs has the rest); a server killed mid-turn (the stream leader among them)
+//! loses nothing; without a quorum actions fail UNAVAILABLE and change nothing; ctxd waits
+//! for a cluster not up yet.
 
 use ctxd_tests::nats::NatsCluster;
 use ctxd_tests::v1 as pb;
@@ -13,36 +14,26 @@ async fn on(cluster: &NatsCluster) -> Server {
 }
 
 #[tokio::test]
-async fn two_processes_that_both_hold_a_context_can_never_interleave_their_saves() {
+async fn two_processes_on_one_cluster_serve_a_context_as_one() {
     let cluster = NatsCluster::start(3).await;
     let (a, b) = (on(&cluster).await, on(&cluster).await);
     let (mut ca, mut cb) = (a.client().await, b.client().await);
     let id = create(&mut ca, "shared").await;
-    // Both processes now hold the context in memory, at the same revision.
+    // B reads what A runs (B sends the call to A, which holds the context), and the same.
     let seen_by_b = get(&mut cb, &id).await;
     assert_eq!(seen_by_b, get(&mut ca, &id).await);
 
     let after_a = send(&mut ca, &id, "from a").await;
     assert_eq!(after_a.messages.len(), 2);
-
-    // B did not see A's saves: JetStream refuses B's, and B changes nothing.
-    let refused = cb.send_message(send_request(&id, "from b", true)).await.expect_err("a stale writer is refused");
-    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
-    assert!(refused.message().contains("another ctxd process"), "{}", refused.message());
-    // What is stored is A's history alone, and a third process reads exactly that.
+    // B's turn follows A's: one writer, whichever process the call reached.
+    let after_b = send(&mut cb, &id, "from b").await;
+    let texts: Vec<String> = after_b.messages.iter().map(text).collect();
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    assert_eq!((texts[0].as_str(), texts[2].as_str()), ("from a", "from b"));
+    // A third process reads exactly that.
     let c = on(&cluster).await;
     let mut cc = c.client().await;
-    let stored = get(&mut cc, &id).await;
-    assert_eq!(stored, get(&mut ca, &id).await);
-    let texts: Vec<String> = stored.messages.iter().map(text).collect();
-    assert_eq!(texts.len(), 2, "{texts:?}");
-    assert_eq!(texts[0], "from a");
-    assert!(!texts.iter().any(|t| t.contains("from b")), "{texts:?}");
-
-    // B dropped what it held: its next action reads the context again and follows A's.
-    let again = send(&mut cb, &id, "from b, having read a").await;
-    let texts: Vec<String> = again.messages.iter().map(text).collect();
-    assert_eq!((texts.len(), texts[0].as_str(), texts[2].as_str()), (4, "from a", "from b, having read a"));
+    assert_eq!(get(&mut cc, &id).await, get(&mut ca, &id).await);
 }
 
 #[tokio::test]
@@ -103,7 +94,15 @@ async fn without_a_quorum_actions_fail_unavailable_change_nothing_and_work_again
     let refused = client.send_message(send_request(&id, "while down", true)).await.expect_err("no quorum");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("NATS cluster did not take the save"), "{}", refused.message());
-    assert_eq!(get(&mut client, &id).await, before, "a failed save changes nothing");
+    // A failed save changes nothing. (Once its heartbeat has failed for most of a lease TTL,
+    // the node gives its contexts up, since another node could take them: reads are then
+    // UNAVAILABLE too until the cluster is back.)
+    match client.get_state(pb::GetStateRequest { context_id: id.clone(), ..Default::default() }).await {
+        Ok(response) => {
+            assert_eq!(response.into_inner().state.as_ref(), Some(&before), "a failed save changes nothing")
+        }
+        Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+    }
 
     cluster.restart(1);
     cluster.restart(2);

@@ -4,15 +4,20 @@
 mod caller;
 mod convert;
 mod deadline;
+mod forward;
 mod page_token;
 mod request;
 mod status;
 mod watch;
 
+use std::sync::Arc;
+
 use ctxd_proto::v1 as pb;
 use ctxd_proto::v1::context_service_server::ContextService;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+pub use forward::Forwarder;
 pub use request::Limits;
 
 use crate::auth::Scope;
@@ -37,11 +42,74 @@ pub struct ContextApi {
     limits: Limits,
     /// The built-in tools, for ListTools.
     tools: Vec<(ToolDefinition, ToolPolicy)>,
+    /// On a cluster: sends calls on to the node that runs their context.
+    forwarder: Option<Arc<Forwarder>>,
 }
 
 impl ContextApi {
-    pub fn new(contexts: Contexts, limits: Limits, tools: Vec<(ToolDefinition, ToolPolicy)>) -> Self {
-        Self { contexts, limits, tools }
+    pub fn new(
+        contexts: Contexts,
+        limits: Limits,
+        tools: Vec<(ToolDefinition, ToolPolicy)>,
+        forwarder: Option<Arc<Forwarder>>,
+    ) -> Self {
+        Self { contexts, limits, tools, forwarder }
+    }
+
+    /// The request as it would be sent on to another node; only kept on a cluster.
+    fn keep<T: Clone>(&self, message: &T) -> Option<T> {
+        self.forwarder.as_ref().map(|_| message.clone())
+    }
+
+    /// Serves a call about `key` here (`local`), or sends `forwarded` (the call as it came) on
+    /// to the node that runs the context (`remote`), looking for that node again while it
+    /// cannot be reached (it died: its lease expires, then a node takes the context over).
+    /// `idempotent`: a read, safe to send again after a failure that may have reached it.
+    #[allow(clippy::too_many_arguments)]
+    async fn routed<Q: Clone, R>(
+        &self,
+        method: &'static str,
+        key: &ContextKey,
+        metadata: &MetadataMap,
+        forwarded: Option<Q>,
+        idempotent: bool,
+        local: impl AsyncFnOnce() -> Result<R, Status>,
+        remote: impl AsyncFn(forward::Client, Request<Q>) -> Result<Response<R>, Status>,
+    ) -> Result<R, Status> {
+        let (Some(forwarder), Some(message)) = (&self.forwarder, forwarded) else { return local().await };
+        let deadline = deadline::from_metadata(metadata);
+        let give_up = tokio::time::Instant::now() + forwarder.patience;
+        let mut backoff = forward::Backoff::new();
+        let mut fresh = false;
+        loop {
+            let Some(peer) = self.contexts.locate(key, fresh).await? else { return local().await };
+            if forward::is_forwarded(metadata) {
+                // One hop only: the sender looks for the context's node again.
+                return Err(forward::moved(key.id, &peer));
+            }
+            let request = forwarder.request(metadata, message.clone(), deadline);
+            let outcome = remote(forwarder.client(&peer)?, request).await;
+            let now = tokio::time::Instant::now();
+            match outcome {
+                Ok(response) => {
+                    metrics::counter!(names::FORWARDED, "grpc_method" => method, "outcome" => "ok").increment(1);
+                    return Ok(response.into_inner());
+                }
+                Err(status)
+                    if forward::retry(&status, idempotent) && now < give_up && deadline.is_none_or(|d| now < d) =>
+                {
+                    tracing::debug!(context = %key.id, %peer, %status, "the context's node did not take the call; looking for it again");
+                    metrics::counter!(names::FORWARDED, "grpc_method" => method, "outcome" => "unreachable")
+                        .increment(1);
+                    backoff.wait().await;
+                    fresh = true;
+                }
+                Err(status) => {
+                    metrics::counter!(names::FORWARDED, "grpc_method" => method, "outcome" => "error").increment(1);
+                    return Err(status);
+                }
+            }
+        }
     }
 
     async fn act(
@@ -49,10 +117,9 @@ impl ContextApi {
         key: &ContextKey,
         action: impl Into<Action>,
         wait: bool,
-        view: i32,
-        metadata: &tonic::metadata::MetadataMap,
+        view: pb::StateView,
+        metadata: &MetadataMap,
     ) -> Result<Option<pb::ContextState>, Status> {
-        let view = request::view(view)?;
         let deadline = deadline::from_metadata(metadata);
         let ctx = self.contexts.act(key, action, wait, deadline).await?;
         Ok(Some(convert::context_state_view(&ctx, view)))
@@ -80,22 +147,37 @@ impl ContextService for ContextApi {
         request: Request<pb::ForkContextRequest>,
     ) -> Result<Response<pb::ForkContextResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let pb::ForkContextRequest { context_id, message_id, title, new_context_id } = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
+        let pb::ForkContextRequest { context_id, message_id, title, new_context_id } = message;
         let source = caller::key(&who, parse_context_id(&context_id)?);
         let through = request::optional_id("message_id", &message_id)?;
         let id = request::optional_id("new_context_id", &new_context_id)?;
         let title = request::title(title)?;
-        let ctx = self.contexts.fork(&source, through, who.tenant, who.subject, id, title).await?;
-        Ok(Response::new(pb::ForkContextResponse { state: Some(convert::context_state(&ctx)) }))
+        // Served where the source runs: it reads the source as that node holds it.
+        let local = async || {
+            let ctx = self.contexts.fork(&source, through, who.tenant.clone(), who.subject.clone(), id, title).await?;
+            Ok(pb::ForkContextResponse { state: Some(convert::context_state(&ctx)) })
+        };
+        let remote = async |mut c: forward::Client, r| c.fork_context(r).await;
+        let response = self.routed("ForkContext", &source, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn get_state(&self, request: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
         let who = caller::caller(&request, Scope::Read)?;
-        let pb::GetStateRequest { context_id, view } = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
+        let pb::GetStateRequest { context_id, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
-        let ctx = self.contexts.get(&key).await?;
-        Ok(Response::new(pb::GetStateResponse { state: Some(convert::context_state_view(&ctx, view)) }))
+        let local = async || {
+            let ctx = self.contexts.get(&key).await?;
+            Ok(pb::GetStateResponse { state: Some(convert::context_state_view(&ctx, view)) })
+        };
+        let remote = async |mut c: forward::Client, r| c.get_state(r).await;
+        let response = self.routed("GetState", &key, &metadata, forwarded, true, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn list_contexts(
@@ -119,15 +201,20 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::UpdateContextResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
         let pb::UpdateContextRequest { context_id, title, config, expected_revision, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
+        let view = request::view(view)?;
         let command = Command::Update {
             title: title.map(request::title).transpose()?,
             config: config.map(|c| request::config(Some(c), &self.limits)).transpose()?,
             expected_revision,
         };
-        let state = self.act(&key, command, false, view, &metadata).await?;
-        Ok(Response::new(pb::UpdateContextResponse { state }))
+        let local =
+            async || Ok(pb::UpdateContextResponse { state: self.act(&key, command, false, view, &metadata).await? });
+        let remote = async |mut c: forward::Client, r| c.update_context(r).await;
+        let response = self.routed("UpdateContext", &key, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn delete_context(
@@ -135,10 +222,17 @@ impl ContextService for ContextApi {
         request: Request<pb::DeleteContextRequest>,
     ) -> Result<Response<pb::DeleteContextResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let pb::DeleteContextRequest { context_id } = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
+        let pb::DeleteContextRequest { context_id } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
-        self.contexts.delete(&key).await?;
-        Ok(Response::new(pb::DeleteContextResponse {}))
+        let local = async || {
+            self.contexts.delete(&key).await?;
+            Ok(pb::DeleteContextResponse {})
+        };
+        let remote = async |mut c: forward::Client, r| c.delete_context(r).await;
+        let response = self.routed("DeleteContext", &key, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn send_message(
@@ -147,15 +241,20 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
         let pb::SendMessageRequest { context_id, content, client_message_id, expected_revision, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
+        let view = request::view(view)?;
         let command = Command::Send {
             content: request::content(content, &self.limits)?,
             client_message_id: request::client_message_id(client_message_id)?,
             expected_revision,
         };
-        let state = self.act(&key, command, wait, view, &metadata).await?;
-        Ok(Response::new(pb::SendMessageResponse { state }))
+        let local =
+            async || Ok(pb::SendMessageResponse { state: self.act(&key, command, wait, view, &metadata).await? });
+        let remote = async |mut c: forward::Client, r| c.send_message(r).await;
+        let response = self.routed("SendMessage", &key, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn edit_message(
@@ -164,6 +263,7 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::EditMessageResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
         let pb::EditMessageRequest {
             context_id,
             message_id,
@@ -174,14 +274,18 @@ impl ContextService for ContextApi {
             view,
         } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
+        let view = request::view(view)?;
         let command = Command::Edit {
             message_id: request::message_id(&message_id)?,
             content: request::content(content, &self.limits)?,
             client_message_id: request::client_message_id(client_message_id)?,
             expected_revision,
         };
-        let state = self.act(&key, command, wait, view, &metadata).await?;
-        Ok(Response::new(pb::EditMessageResponse { state }))
+        let local =
+            async || Ok(pb::EditMessageResponse { state: self.act(&key, command, wait, view, &metadata).await? });
+        let remote = async |mut c: forward::Client, r| c.edit_message(r).await;
+        let response = self.routed("EditMessage", &key, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn regenerate_reply(
@@ -190,12 +294,17 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::RegenerateReplyResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
         let pb::RegenerateReplyRequest { context_id, message_id, expected_revision, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
+        let view = request::view(view)?;
         let command =
             Command::Regenerate { message_id: request::optional_id("message_id", &message_id)?, expected_revision };
-        let state = self.act(&key, command, wait, view, &metadata).await?;
-        Ok(Response::new(pb::RegenerateReplyResponse { state }))
+        let local =
+            async || Ok(pb::RegenerateReplyResponse { state: self.act(&key, command, wait, view, &metadata).await? });
+        let remote = async |mut c: forward::Client, r| c.regenerate_reply(r).await;
+        let response = self.routed("RegenerateReply", &key, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn switch_branch(
@@ -204,11 +313,16 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::SwitchBranchResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
         let pb::SwitchBranchRequest { context_id, message_id, expected_revision, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
+        let view = request::view(view)?;
         let action = Action::Switch { message_id: request::message_id(&message_id)?, expected_revision };
-        let state = self.act(&key, action, false, view, &metadata).await?;
-        Ok(Response::new(pb::SwitchBranchResponse { state }))
+        let local =
+            async || Ok(pb::SwitchBranchResponse { state: self.act(&key, action, false, view, &metadata).await? });
+        let remote = async |mut c: forward::Client, r| c.switch_branch(r).await;
+        let response = self.routed("SwitchBranch", &key, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn list_messages(
@@ -216,16 +330,24 @@ impl ContextService for ContextApi {
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         let who = caller::caller(&request, Scope::Read)?;
-        let pb::ListMessagesRequest { context_id, parent_id, page_size, page_token } = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
+        let pb::ListMessagesRequest { context_id, parent_id, page_size, page_token } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let parent = request::optional_id("parent_id", &parent_id)?;
         let limit = request::page_size(page_size)?;
         let after = page_token::decode_node(&page_token)?;
-        let (messages, next) = self.contexts.children(&key, parent, after, limit).await?;
-        Ok(Response::new(pb::ListMessagesResponse {
-            messages: messages.iter().map(|(m, versions)| convert::message(m, *versions)).collect(),
-            next_page_token: page_token::encode_node(next),
-        }))
+        // Served where the context runs: only that node's store has finished writing its tree.
+        let local = async || {
+            let (messages, next) = self.contexts.children(&key, parent, after, limit).await?;
+            Ok(pb::ListMessagesResponse {
+                messages: messages.iter().map(|(m, versions)| convert::message(m, *versions)).collect(),
+                next_page_token: page_token::encode_node(next),
+            })
+        };
+        let remote = async |mut c: forward::Client, r| c.list_messages(r).await;
+        let response = self.routed("ListMessages", &key, &metadata, forwarded, true, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn approve_tools(
@@ -234,14 +356,19 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::ApproveToolsResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
         let pb::ApproveToolsRequest { context_id, approved_tool_call_ids, denied_tool_call_ids, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
+        let view = request::view(view)?;
         let command = Command::Approve {
             approved: request::tool_call_ids("approved_tool_call_ids", approved_tool_call_ids)?,
             denied: request::tool_call_ids("denied_tool_call_ids", denied_tool_call_ids)?,
         };
-        let state = self.act(&key, command, wait, view, &metadata).await?;
-        Ok(Response::new(pb::ApproveToolsResponse { state }))
+        let local =
+            async || Ok(pb::ApproveToolsResponse { state: self.act(&key, command, wait, view, &metadata).await? });
+        let remote = async |mut c: forward::Client, r| c.approve_tools(r).await;
+        let response = self.routed("ApproveTools", &key, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn cancel_run(
@@ -250,19 +377,29 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
         let pb::CancelRunRequest { context_id, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
-        let state = self.act(&key, Command::Cancel, wait, view, &metadata).await?;
-        Ok(Response::new(pb::CancelRunResponse { state }))
+        let view = request::view(view)?;
+        let local =
+            async || Ok(pb::CancelRunResponse { state: self.act(&key, Command::Cancel, wait, view, &metadata).await? });
+        let remote = async |mut c: forward::Client, r| c.cancel_run(r).await;
+        let response = self.routed("CancelRun", &key, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn retry_run(&self, request: Request<pb::RetryRunRequest>) -> Result<Response<pb::RetryRunResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
         let pb::RetryRunRequest { context_id, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
-        let state = self.act(&key, Command::Retry, wait, view, &metadata).await?;
-        Ok(Response::new(pb::RetryRunResponse { state }))
+        let view = request::view(view)?;
+        let local =
+            async || Ok(pb::RetryRunResponse { state: self.act(&key, Command::Retry, wait, view, &metadata).await? });
+        let remote = async |mut c: forward::Client, r| c.retry_run(r).await;
+        let response = self.routed("RetryRun", &key, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn submit_tool_result(
@@ -271,13 +408,21 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::SubmitToolResultResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
         let (metadata, _, message) = request.into_parts();
+        let forwarded = self.keep(&message);
         let pb::SubmitToolResultRequest { context_id, tool_call_id, outcome, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
+        let view = request::view(view)?;
         let call_id = request::tool_call_ids("tool_call_id", vec![tool_call_id])?.remove(0);
         let result = request::tool_result(outcome, &self.limits)?;
-        let state = self.act(&key, Command::SubmitToolResult { call_id, result }, wait, view, &metadata).await?;
-        metrics::counter!(names::EXTERNAL_RESULTS).increment(1);
-        Ok(Response::new(pb::SubmitToolResultResponse { state }))
+        let local = async || {
+            let command = Command::SubmitToolResult { call_id, result };
+            let state = self.act(&key, command, wait, view, &metadata).await?;
+            metrics::counter!(names::EXTERNAL_RESULTS).increment(1);
+            Ok(pb::SubmitToolResultResponse { state })
+        };
+        let remote = async |mut c: forward::Client, r| c.submit_tool_result(r).await;
+        let response = self.routed("SubmitToolResult", &key, &metadata, forwarded, false, local, remote).await?;
+        Ok(Response::new(response))
     }
 
     async fn list_tools(
@@ -297,9 +442,15 @@ impl ContextService for ContextApi {
         request: Request<pb::WatchStateRequest>,
     ) -> Result<Response<Self::WatchStateStream>, Status> {
         let who = caller::caller(&request, Scope::Read)?;
-        let pb::WatchStateRequest { context_id, from_revision } = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
+        let pb::WatchStateRequest { context_id, from_revision } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
-        watch::state(&self.contexts, &key, from_revision).await.map(Response::new)
+        match &self.forwarder {
+            None => watch::state(&self.contexts, &key, from_revision).await.map(Response::new),
+            Some(forwarder) => {
+                watch::anywhere(&self.contexts, forwarder, key, from_revision, metadata).await.map(Response::new)
+            }
+        }
     }
 
     type WatchContextsStream = watch::ResponseStream<pb::WatchContextsResponse>;

@@ -20,11 +20,21 @@ impl From<Error> for Status {
             Error::Fork(_) => Code::FailedPrecondition,
             Error::Storage(store::Error::Corrupt(_)) => Code::DataLoss,
             Error::Storage(store::Error::Conflict { .. }) => Code::Aborted,
-            Error::Storage(_) | Error::ShuttingDown | Error::Stopped { .. } | Error::Unloaded => Code::Unavailable,
+            Error::Storage(_)
+            | Error::ShuttingDown
+            | Error::Stopped { .. }
+            | Error::Unloaded
+            | Error::Elsewhere { .. } => Code::Unavailable,
             Error::Overloaded(_) | Error::TooManyRuns { .. } | Error::TooManyContexts { .. } => Code::ResourceExhausted,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,
         };
-        Status::new(code, error.to_string())
+        let moved = matches!(error, Error::Elsewhere { .. });
+        let mut status = Status::new(code, error.to_string());
+        if moved {
+            // A node that sent the call on looks for the context's node again.
+            status.metadata_mut().insert(super::forward::MOVED, tonic::metadata::MetadataValue::from_static("1"));
+        }
+        status
     }
 }

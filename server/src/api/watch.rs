@@ -1,16 +1,19 @@
 //! The two server-streaming RPCs: a context's changes, and the list of contexts.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use ctxd_proto::v1 as pb;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use metrics::{counter, gauge};
 use pb::watch_contexts_response::Kind as ListKind;
 use pb::watch_state_response::Kind;
 use tokio::sync::broadcast;
 use tonic::Status;
+use tonic::metadata::MetadataMap;
 
 use super::convert;
+use super::forward::{self, Backoff, Forwarder};
 use crate::domain::{ContextKey, ContextSummary, TenantId};
 use crate::runtime::{Contexts, EventKind, ListEvent, Subscription, Update};
 use crate::telemetry::names;
@@ -123,6 +126,104 @@ pub async fn state(
         }
     });
     Ok(Box::pin(stream))
+}
+
+/// A context's changes on a cluster, from whichever node runs it: from this node's feed when
+/// it runs here, else relayed from the node that does. When that node goes away (it stopped,
+/// or died) the stream goes on from the node that takes the context over, from the last
+/// revision it sent, so the watcher sees no gap (a snapshot, at worst) and nothing twice.
+pub async fn anywhere(
+    contexts: &Contexts,
+    forwarder: &Arc<Forwarder>,
+    key: ContextKey,
+    from_revision: u64,
+    metadata: MetadataMap,
+) -> Result<ResponseStream<pb::WatchStateResponse>, Status> {
+    let Some(first) = upstream(contexts, forwarder, &key, from_revision, &metadata, false).await? else {
+        return state(contexts, &key, from_revision).await;
+    };
+    let (contexts, forwarder) = (contexts.clone(), Arc::clone(forwarder));
+    let stopping = contexts.stopping();
+    let stream = async_stream::stream! {
+        let open = Open::new("WatchState");
+        let mut relayed = first;
+        let mut last = from_revision;
+        loop {
+            loop {
+                let next = tokio::select! {
+                    () = stopping.cancelled() => return,
+                    next = relayed.message() => next,
+                };
+                let Ok(Some(response)) = next else { break };
+                last = response.revision;
+                let deleted = matches!(response.kind, Some(Kind::ContextDeleted(_)));
+                open.sent();
+                yield Ok(response);
+                if deleted {
+                    return;
+                }
+            }
+            // The node that ran it went away: follow the context to its next node.
+            match upstream(&contexts, &forwarder, &key, last, &metadata, true).await {
+                Ok(Some(next)) => relayed = next,
+                Ok(None) => {
+                    match state(&contexts, &key, last).await {
+                        Ok(mut here) => {
+                            while let Some(item) = here.next().await {
+                                yield item;
+                            }
+                        }
+                        Err(status) => yield Err(status),
+                    }
+                    return;
+                }
+                Err(status) => {
+                    yield Err(status);
+                    return;
+                }
+            }
+        }
+    };
+    Ok(Box::pin(stream))
+}
+
+/// The watch of `key` on the node that runs it, looked for again (with patience) until it
+/// answers; `None` when the context runs here. `fresh`: ask the engine who runs it, not this
+/// node's view (which pointed at a node that went away).
+async fn upstream(
+    contexts: &Contexts,
+    forwarder: &Forwarder,
+    key: &ContextKey,
+    from_revision: u64,
+    metadata: &MetadataMap,
+    fresh: bool,
+) -> Result<Option<tonic::Streaming<pb::WatchStateResponse>>, Status> {
+    let give_up = tokio::time::Instant::now() + forwarder.patience;
+    let mut backoff = Backoff::new();
+    let mut fresh = fresh;
+    loop {
+        let Some(peer) = contexts.locate(key, fresh).await? else { return Ok(None) };
+        if forward::is_forwarded(metadata) {
+            return Err(forward::moved(key.id, &peer));
+        }
+        let request = pb::WatchStateRequest { context_id: key.id.to_string(), from_revision };
+        let mut client = forwarder.client(&peer)?;
+        match client.watch_state(forwarder.request(metadata, request, None)).await {
+            Ok(response) => {
+                counter!(names::FORWARDED, "grpc_method" => "WatchState", "outcome" => "ok").increment(1);
+                return Ok(Some(response.into_inner()));
+            }
+            Err(status) if forward::retry(&status, true) && tokio::time::Instant::now() < give_up => {
+                counter!(names::FORWARDED, "grpc_method" => "WatchState", "outcome" => "unreachable").increment(1);
+                backoff.wait().await;
+                fresh = true;
+            }
+            Err(status) => {
+                counter!(names::FORWARDED, "grpc_method" => "WatchState", "outcome" => "error").increment(1);
+                return Err(status);
+            }
+        }
+    }
 }
 
 fn summaries(page: &[ContextSummary]) -> pb::WatchContextsResponse {

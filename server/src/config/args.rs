@@ -37,6 +37,15 @@ pub struct Args {
     /// Servers holding each NATS stream.
     #[arg(long, env = "CTXD_NATS_REPLICAS", global = true)]
     pub nats_replicas: Option<usize>,
+    /// This node's name among ctxd nodes on one NATS cluster (default: host name and port).
+    #[arg(long, env = "CTXD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// host:port the other nodes reach this one at (default: the listen address).
+    #[arg(long, env = "CTXD_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// How long a dead node keeps its contexts before another takes them over, ms.
+    #[arg(long, env = "CTXD_LEASE_TTL_MS")]
+    pub lease_ttl_ms: Option<u64>,
     /// Mock LLM delay per streamed word, ms.
     #[arg(long, env = "CTXD_MOCK_DELAY_MS")]
     pub mock_delay_ms: Option<u64>,

@@ -64,6 +64,15 @@ pub struct Config {
     pub nats_prefix: String,
     /// Servers that hold each stream; a save is acknowledged once a majority has it.
     pub nats_replicas: usize,
+    /// This node's name among the ctxd nodes sharing a NATS cluster (letters, digits, '-',
+    /// '_'); none: derived from the host name and the port.
+    pub node_id: Option<String>,
+    /// host:port the other nodes reach this one at; none: the address it listens on (which
+    /// must then not be 0.0.0.0 or [::]).
+    pub advertise_addr: Option<String>,
+    /// How long a node that stopped renewing its place (it died) keeps its contexts before
+    /// another node takes them over, in milliseconds. The same on every node.
+    pub lease_ttl_ms: u64,
     /// Pause of the mock LLM before each streamed word, in milliseconds.
     pub mock_delay_ms: u64,
     /// Root directory of the file tools; without it they are not offered.
@@ -143,6 +152,9 @@ impl Default for Config {
             nats_creds: None,
             nats_prefix: "ctxd".into(),
             nats_replicas: 3,
+            node_id: None,
+            advertise_addr: None,
+            lease_ttl_ms: 5_000,
             mock_delay_ms: 20,
             workspace: None,
             max_message_bytes: 256 * 1024,
@@ -221,6 +233,9 @@ impl Config {
             nats_creds,
             nats_prefix,
             nats_replicas,
+            node_id,
+            advertise_addr,
+            lease_ttl_ms,
             mock_delay_ms,
             workspace,
             max_message_bytes,
@@ -268,6 +283,7 @@ impl Config {
             nats_url,
             nats_prefix,
             nats_replicas,
+            lease_ttl_ms,
             mock_delay_ms,
             max_message_bytes,
             sync_writes,
@@ -291,6 +307,8 @@ impl Config {
         overlay_optional!(
             openai_base_url,
             nats_creds,
+            node_id,
+            advertise_addr,
             workspace,
             web_dir,
             otlp_endpoint,
@@ -358,6 +376,21 @@ impl Config {
         if !(1..=5).contains(&self.nats_replicas) {
             return Err(Error::Invalid(format!("nats-replicas is {}; JetStream allows 1 to 5", self.nats_replicas)));
         }
+        if let Some(node_id) = &self.node_id
+            && (node_id.is_empty()
+                || node_id.len() > 64
+                || !node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        {
+            return Err(Error::Invalid(format!(
+                "node-id {node_id:?} must be 1 to 64 letters, digits, '_' or '-' (it names a key in the cluster)"
+            )));
+        }
+        if !(300..=600_000).contains(&self.lease_ttl_ms) {
+            return Err(Error::Invalid(format!(
+                "lease-ttl-ms is {}; it must be between 300 (0.3 s) and 600000 (10 min)",
+                self.lease_ttl_ms
+            )));
+        }
         if self.jwt_tenant_claim.is_empty() {
             return Err(Error::Invalid("jwt-tenant-claim must name a claim".into()));
         }
@@ -412,6 +445,30 @@ impl Config {
             token: secret_from_env(&["CTXD_NATS_TOKEN", "NATS_TOKEN"]),
             prefix: self.nats_prefix.clone(),
             replicas: self.nats_replicas,
+        }
+    }
+
+    /// This node's name in a cluster: `node-id`, or the host name and the port it listens on.
+    pub fn node_id(&self, port: u16) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "ctxd".into());
+        let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(48).collect();
+        format!("{}-{port}", if host.is_empty() { "ctxd" } else { &host })
+    }
+
+    /// Where the other nodes reach this one: `advertise-addr`, or the address it listens on.
+    pub fn advertise_addr(&self, bound: SocketAddr) -> Result<String, Error> {
+        match &self.advertise_addr {
+            Some(addr) => Ok(addr.clone()),
+            None if bound.ip().is_unspecified() => Err(Error::Invalid(format!(
+                "listening on {bound}, this node cannot tell the others where to reach it: set --advertise-addr                  (host:port)"
+            ))),
+            None => Ok(bound.to_string()),
         }
     }
 

@@ -15,6 +15,7 @@ use super::error::{Error, Result};
 use super::feed::{self, EventKind, Feed};
 use super::handle::{Action, ActorHandle, Gone, Request, Slot};
 use super::meters;
+use super::placement::{Claim, Lease};
 use super::shared::{ListEvent, Shared};
 use super::tenants::RunSlot;
 use crate::domain::{BranchError, Context, ContextId, ContextKey, FsmState, MessageId, Timestamp};
@@ -47,6 +48,10 @@ pub(super) struct Actor {
     loaded: bool,
     /// The state this context is counted under in the active-runs gauge, mid-run.
     counted_run: Option<FsmState>,
+    /// This node's right to run the context, once taken.
+    lease: Option<Lease>,
+    /// The node's standing: when it changes, the lease is void.
+    standing: watch::Receiver<u64>,
 }
 
 impl Actor {
@@ -56,6 +61,7 @@ impl Actor {
         let feed = Arc::new(Feed::new());
         let handle = ActorHandle { mailbox: mailbox_tx, state: state_rx, feed: Arc::clone(&feed), instance };
         let (driver, results) = Driver::new(Arc::clone(&shared));
+        let standing = shared.placement.standing();
         let actor = Self {
             key,
             instance,
@@ -68,6 +74,8 @@ impl Actor {
             queue: VecDeque::new(),
             loaded: false,
             counted_run: None,
+            lease: None,
+            standing,
         };
         (handle, actor)
     }
@@ -78,6 +86,19 @@ impl Actor {
     }
 
     pub(super) async fn run(mut self) {
+        // Only the node that holds the context may load it: another would not see its saves.
+        match self.shared.placement.claim(&self.key).await {
+            Ok(Claim::Mine(lease)) => self.lease = Some(lease),
+            Ok(Claim::Elsewhere(peer)) => {
+                self.stop(Gone::Elsewhere(peer.clone()), |id| Error::Elsewhere { id, peer: peer.clone() });
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(context = %self.key.id, tenant = %self.key.tenant, error = %e, "could not take the context");
+                self.fail(format!("could not take it: {e}"));
+                return;
+            }
+        }
         match self.shared.store.load(&self.key).await {
             Ok(Some(ctx)) => {
                 let ctx = Arc::new(ctx);
@@ -137,8 +158,16 @@ impl Actor {
             };
         }
         self.driver.abort_all();
+        if let Some(lease) = self.lease.take() {
+            self.shared.release(self.key.clone(), lease);
+        }
         self.feed.end(if matches!(gone, Gone::Deleted) { EventKind::Deleted } else { EventKind::Closed });
         self.state.send_replace(Slot::Gone(gone));
+    }
+
+    /// Whether the lease this actor runs under is still good.
+    fn in_standing(&self) -> bool {
+        self.lease.is_some_and(|lease| *self.standing.borrow() == lease.standing)
     }
 }
 
@@ -207,6 +236,13 @@ impl Live {
                     }
                 }
                 () = actor.driver.reap() => {}
+                changed = actor.standing.changed() => {
+                    if changed.is_err() || !actor.in_standing() {
+                        tracing::warn!(context = %actor.key.id, "this node lost its standing in the cluster; another node takes the context over");
+                        actor.fail("this node lost its lease on the context; try again".into());
+                        return;
+                    }
+                }
                 () = tokio::time::sleep(unload_after), if idle => {
                     if self.try_unload() {
                         return;

@@ -12,6 +12,7 @@ use super::actor::Actor;
 use super::error::{Error, Result};
 use super::feed::{Subscription, Update};
 use super::handle::{Action, ActorHandle, Gone, Request, Slot};
+use super::placement::{Claim, Peer, Placement};
 use super::settings::Settings;
 use super::shared::{ListEvent, Shared};
 use crate::domain::{
@@ -19,7 +20,7 @@ use crate::domain::{
     Timestamp, TreeReader, Versions,
 };
 use crate::llm::LlmProvider;
-use crate::store::{Backend, Inserted, Tree};
+use crate::store::{Backend, Change, Inserted, Tree};
 use crate::telemetry::names;
 use crate::tools::ToolRegistry;
 
@@ -30,22 +31,96 @@ pub struct Contexts {
 }
 
 impl Contexts {
-    /// Starts the runtime and resumes every context that was saved in the middle of a run.
+    /// Starts the runtime and resumes every context that was saved in the middle of a run
+    /// (on a cluster: that no live node runs).
     pub async fn start(
         store: Arc<dyn Backend>,
         llm: Arc<dyn LlmProvider>,
         tools: Arc<ToolRegistry>,
         settings: Settings,
+        placement: Arc<dyn Placement>,
     ) -> Result<Self> {
-        let contexts = Self { shared: Arc::new(Shared::new(store, llm, tools, settings)) };
-        let interrupted = contexts.shared.store.interrupted().await?;
-        if !interrupted.is_empty() {
-            tracing::info!(count = interrupted.len(), "resuming contexts interrupted mid-run");
+        let changes = store.changes();
+        let shared = Shared::new(store, llm, tools, settings, placement, changes.is_some());
+        let contexts = Self { shared: Arc::new(shared) };
+        if let Some(changes) = changes {
+            contexts.shared.tasks.spawn(report_list_changes(Arc::clone(&contexts.shared), changes));
         }
-        for key in interrupted {
-            contexts.handle(&key);
+        let interrupted = contexts.shared.store.interrupted().await?;
+        match contexts.shared.placement.changes() {
+            // Other nodes may run some of them: each is looked at like a dead node's runs.
+            Some(changes) => {
+                contexts.adopt(interrupted);
+                contexts.shared.tasks.spawn(contexts.clone().sweep(changes));
+            }
+            None => {
+                if !interrupted.is_empty() {
+                    tracing::info!(count = interrupted.len(), "resuming contexts interrupted mid-run");
+                }
+                for key in interrupted {
+                    contexts.handle(&key);
+                }
+            }
         }
         Ok(contexts)
+    }
+
+    /// Looks for runs no live node runs any more (their node died, or left), whenever the
+    /// cluster changes and every `sweep_every` besides, and takes over this node's share.
+    async fn sweep(self, mut changes: tokio::sync::watch::Receiver<u64>) {
+        let every = self.shared.placement.sweep_every();
+        loop {
+            tokio::select! {
+                () = self.shared.shutdown.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(every) => {}
+            }
+            match self.shared.store.interrupted().await {
+                Ok(interrupted) => self.adopt(interrupted),
+                Err(error) => tracing::warn!(%error, "could not look for runs to take over"),
+            }
+        }
+    }
+
+    /// Starts this node's share of the runs in `interrupted` that nobody runs.
+    fn adopt(&self, interrupted: Vec<ContextKey>) {
+        let candidates: Vec<ContextKey> = interrupted.into_iter().filter(|key| !self.is_local(key)).collect();
+        if candidates.is_empty() {
+            return;
+        }
+        for key in self.shared.placement.orphans(candidates) {
+            tracing::info!(context = %key.id, tenant = %key.tenant, "taking over a run no live node runs");
+            metrics::counter!(names::RUNS_TAKEN_OVER).increment(1);
+            self.handle(&key);
+        }
+    }
+
+    /// Whether an actor of this node has (or is loading) `key`.
+    fn is_local(&self, key: &ContextKey) -> bool {
+        let actors = self.shared.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        actors.get(key).is_some_and(|handle| !handle.mailbox.is_closed())
+    }
+
+    /// Where calls about `key` are served: here (`None`, the context then loaded here), or on
+    /// the node that runs it. NOT_FOUND if it does not exist. `fresh`: ask the engine, not
+    /// this node's view of who runs what (after that view pointed at a node that is gone).
+    pub async fn locate(&self, key: &ContextKey, fresh: bool) -> Result<Option<Peer>> {
+        if self.shared.placement.changes().is_none() {
+            return Ok(None);
+        }
+        if !fresh
+            && !self.is_local(key)
+            && let Some(peer) = self.shared.placement.holder(key)
+        {
+            return Ok(Some(peer));
+        }
+        // The actor here (started if need be) has the answer once it took the context or
+        // found who holds it.
+        match self.loaded(key).await {
+            Ok(_) => Ok(None),
+            Err(Error::Elsewhere { peer, .. }) => Ok(Some(peer)),
+            Err(error) => Err(error),
+        }
     }
 
     /// Cancelled when the server starts shutting down; long-lived calls end then.
@@ -108,12 +183,26 @@ impl Contexts {
     /// if its id is taken in its tenant, RESOURCE_EXHAUSTED if the tenant has its most contexts.
     async fn insert_new(&self, ctx: Context) -> Result<Arc<Context>> {
         let key = ctx.key();
+        // On a cluster the new context is this node's until it is written in full: no other
+        // node may load (and finish writing) it meanwhile.
+        let lease = match self.shared.placement.claim(&key).await? {
+            Claim::Mine(lease) => lease,
+            Claim::Elsewhere(_) => return Err(Error::AlreadyExists(key.id)),
+        };
+        let inserted = self.insert_held(ctx).await;
+        self.shared.release(key, lease);
+        inserted
+    }
+
+    async fn insert_held(&self, ctx: Context) -> Result<Arc<Context>> {
+        let key = ctx.key();
         // Creation is rare; one lock makes "exists? then insert" atomic and the counts exact.
         let _membership = self.shared.membership.lock().await;
         let max = self.shared.settings.max_contexts_per_tenant;
+        // A store other processes write counts their contexts too: ask it each time.
         let counted = match max {
-            Some(_) => self.shared.members.get(&key.tenant),
-            None => None,
+            Some(_) if !self.shared.store_reports => self.shared.members.get(&key.tenant),
+            _ => None,
         };
         let store = &self.shared.store;
         // A taken id is ALREADY_EXISTS even for a tenant at its limit; without a limit the
@@ -138,7 +227,9 @@ impl Contexts {
         if store.insert(Arc::clone(&ctx)).await? == Inserted::Taken {
             return Err(Error::AlreadyExists(key.id));
         }
-        if let Some(count) = count {
+        if let Some(count) = count
+            && !self.shared.store_reports
+        {
             self.shared.members.set(&key.tenant, count + 1);
         }
         tracing::info!(context = %key.id, tenant = %key.tenant, revision = ctx.revision, from = "-", to = %ctx.state(), "auto-saved");
@@ -252,6 +343,7 @@ impl Contexts {
             Gone::NotFound | Gone::Deleted => Err(Error::NotFound(id)),
             Gone::Unloaded => Ok(()),
             Gone::Stopped(reason) => Err(Error::Stopped { id, reason }),
+            Gone::Elsewhere(peer) => Err(Error::Elsewhere { id, peer }),
         }
     }
 
@@ -338,7 +430,8 @@ impl Contexts {
         }
     }
 
-    /// The live actor of a context, started if there is none.
+    /// The live actor of a context, started if there is none (on a cluster it first takes
+    /// the context's lease, or ends at once saying which node holds it).
     fn handle(&self, key: &ContextKey) -> ActorHandle {
         let mut actors = self.shared.actors.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(handle) = actors.get(key)
@@ -356,5 +449,25 @@ impl Contexts {
             self.shared.tasks.spawn(actor.run());
         }
         handle
+    }
+}
+
+/// Tells list watchers of every save the store reports (this node's and other nodes').
+async fn report_list_changes(shared: Arc<Shared>, mut changes: tokio::sync::broadcast::Receiver<Change>) {
+    loop {
+        let change = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            change = changes.recv() => change,
+        };
+        match change {
+            Ok(Change::Saved { key, summary }) => {
+                shared.announce_list(ListEvent::Upserted { tenant: key.tenant, summary });
+            }
+            Ok(Change::Removed(key)) => shared.announce_list(ListEvent::Removed(key)),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "list watchers missed changes the store reported; their next page is whole");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }

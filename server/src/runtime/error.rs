@@ -1,5 +1,6 @@
 //! What the runtime's callers can be told went wrong.
 
+use super::placement::Peer;
 use crate::domain::{ContextId, ForkError, MessageId, TenantId};
 use crate::fsm::Rejection;
 use crate::store;
@@ -40,6 +41,9 @@ pub enum Error {
          GetState or WatchState show how it ends"
     )]
     DeadlineExceeded { id: ContextId, revision: u64 },
+    /// Another node holds the context: the call belongs there.
+    #[error("context {id} is run by node {peer} now; try again")]
+    Elsewhere { id: ContextId, peer: Peer },
     #[error("internal error: {0}")]
     Internal(String),
 }

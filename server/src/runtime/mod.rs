@@ -3,7 +3,8 @@
 //!
 //! `contexts` is the registry callers use; `actor` applies commands and saves them, `driver`
 //! runs the effects they ask for, `batch` stages the transitions of one instant, `feed`
-//! fans saved changes out to watchers, `tenants` holds the per-tenant limits.
+//! fans saved changes out to watchers, `tenants` holds the per-tenant limits, `placement`
+//! says which node runs a context.
 
 mod actor;
 mod batch;
@@ -13,6 +14,7 @@ mod error;
 mod feed;
 mod handle;
 mod meters;
+mod placement;
 mod prompt;
 mod settings;
 mod shared;
@@ -22,6 +24,7 @@ pub use contexts::Contexts;
 pub use error::{Error, Result};
 pub use feed::{Event, EventKind, Feed, OnPath, Subscription, Update};
 pub use handle::{Action, Gone, Slot};
+pub use placement::{Claim, Lease, Peer, Placement, Solo};
 pub use settings::Settings;
 pub use shared::ListEvent;
 

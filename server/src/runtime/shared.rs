@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handle::ActorHandle;
+use super::placement::{Lease, Placement};
 use super::settings::Settings;
 use super::tenants::{Members, Runs};
 use crate::domain::{ContextKey, ContextSummary, TenantId};
@@ -54,6 +55,10 @@ pub(super) struct Shared {
     pub(super) shutdown: CancellationToken,
     pub(super) tasks: TaskTracker,
     pub(super) list_events: tokio::sync::broadcast::Sender<ListEvent>,
+    pub(super) placement: Arc<dyn Placement>,
+    /// The store reports every save, this process's and other processes': list events come
+    /// from there, not from the actors (which would tell this process's twice).
+    pub(super) store_reports: bool,
 }
 
 impl Shared {
@@ -62,6 +67,8 @@ impl Shared {
         llm: Arc<dyn LlmProvider>,
         tools: Arc<ToolRegistry>,
         settings: Settings,
+        placement: Arc<dyn Placement>,
+        store_reports: bool,
     ) -> Self {
         Self {
             store,
@@ -76,12 +83,31 @@ impl Shared {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             list_events: tokio::sync::broadcast::channel(LIST_CHANNEL_CAPACITY).0,
+            placement,
+            store_reports,
         }
     }
 
+    /// A change this process made; told to list watchers unless the store reports it.
     pub(super) fn list_changed(&self, event: ListEvent) {
+        if !self.store_reports {
+            self.announce_list(event);
+        }
+    }
+
+    pub(super) fn announce_list(&self, event: ListEvent) {
         // Nobody watching the list is fine.
         let _ = self.list_events.send(event);
+    }
+
+    /// Gives up the lease of `key` once what was saved of it is written in full (a next
+    /// holder must not find the store still being written behind a save).
+    pub(super) fn release(self: &Arc<Self>, key: ContextKey, lease: Lease) {
+        let shared = Arc::clone(self);
+        self.tasks.spawn(async move {
+            shared.store.settle(&key).await;
+            shared.placement.release(&key, lease).await;
+        });
     }
 
     /// Forgets `instance` as the actor of `key`, if it still is.

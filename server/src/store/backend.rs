@@ -16,6 +16,13 @@ use crate::domain::{
     Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, TenantId, TreeReader,
 };
 
+/// A save as the store reports it to every process that shares it (see [`Backend::changes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Saved { key: ContextKey, summary: ContextSummary },
+    Removed(ContextKey),
+}
+
 /// What inserting a new context did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -74,6 +81,18 @@ pub trait Backend: Send + Sync {
 
     /// The children of `parent` (`None`: the first messages) of context `key`, oldest first.
     async fn children(&self, key: &ContextKey, parent: Option<u64>) -> Result<Vec<Child>>;
+
+    /// Waits until everything saved of `key` by this process is written in full (a store that
+    /// finishes a save behind it, like NATS, is done with it), so another process may take the
+    /// context over. Bounded: a store that cannot finish leaves it to the next reader.
+    async fn settle(&self, _key: &ContextKey) {}
+
+    /// Every save of every context, by any process sharing the store, once it is saved, for a
+    /// store that several processes share (NATS); `None` for a store this process alone
+    /// writes (RocksDB), whose saves the runtime already knows of.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 
     /// The engine's own figures worth exporting as gauges: (metric name, value).
     fn figures(&self) -> Vec<(&'static str, u64)>;

@@ -12,7 +12,7 @@ mod save;
 pub mod nats;
 pub mod rocks;
 
-pub use backend::{Backend, Inserted, Tree};
+pub use backend::{Backend, Change, Inserted, Tree};
 pub use dump::Dump;
 pub use error::{Error, Result};
 pub use nats::{Nats, NatsOptions};

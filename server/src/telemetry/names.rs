@@ -43,6 +43,12 @@ pub const LIMIT_REFUSALS: &str = "ctxd_tenant_limit_refusals_total";
 pub const NATS_REQUESTS: &str = "ctxd_nats_requests_total";
 pub const NATS_SAVE_RETRIES: &str = "ctxd_nats_save_retries_total";
 
+pub const CLUSTER_NODES: &str = "ctxd_cluster_nodes";
+pub const FORWARDED: &str = "ctxd_forwarded_calls_total";
+pub const RUNS_TAKEN_OVER: &str = "ctxd_runs_taken_over_total";
+pub const LEASES_HELD: &str = "ctxd_leases_held";
+pub const STANDING_LOST: &str = "ctxd_cluster_standing_lost_total";
+
 pub const TRACE_SPANS_ENDED: &str = "ctxd_trace_spans_ended_total";
 pub const TRACE_SPANS_EXPORTED: &str = "ctxd_trace_spans_exported_total";
 pub const TRACE_SPANS_FAILED: &str = "ctxd_trace_spans_failed_total";
@@ -109,6 +115,17 @@ pub fn describe() {
         "Requests to the NATS cluster (--store nats), by op: append (a save), put (the tree, a snapshot), read."
     );
     describe_counter!(NATS_SAVE_RETRIES, "Saves published again because the NATS cluster did not answer.");
+    describe_gauge!(CLUSTER_NODES, "Live ctxd nodes this node sees on the cluster (--store nats), itself included.");
+    describe_counter!(
+        FORWARDED,
+        "Calls sent on to the node that runs their context, by grpc_method and outcome (ok, error, unreachable)."
+    );
+    describe_counter!(RUNS_TAKEN_OVER, "Runs this node took over from a node that left or died.");
+    describe_gauge!(LEASES_HELD, "Contexts this node holds the lease of (it runs them).");
+    describe_counter!(
+        STANDING_LOST,
+        "Times this node could not renew its place in the cluster in time and stopped every context it ran."
+    );
     describe_counter!(TRACE_SPANS_ENDED, "Spans that ended and were queued for export (with --otlp-endpoint).");
     describe_counter!(TRACE_SPANS_EXPORTED, "Spans the OTLP endpoint accepted.");
     describe_counter!(TRACE_SPANS_FAILED, "Spans in batches the OTLP endpoint refused or did not answer.");

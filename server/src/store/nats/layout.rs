@@ -79,7 +79,7 @@ impl Layout {
     }
 
     /// The context of `{tenant}.{context}`.
-    fn parse_key(tokens: &str) -> Option<ContextKey> {
+    pub(crate) fn parse_key(tokens: &str) -> Option<ContextKey> {
         let (tenant, id) = tokens.split_once('.')?;
         let tenant = TenantId::parse(std::str::from_utf8(&hex::decode(tenant).ok()?).ok()?).ok()?;
         let id: [u8; 16] = hex::decode(id).ok()?.try_into().ok()?;
@@ -87,7 +87,7 @@ impl Layout {
     }
 }
 
-fn context_tokens(key: &ContextKey) -> String {
+pub(crate) fn context_tokens(key: &ContextKey) -> String {
     format!("{}.{}", hex::encode(key.tenant.as_str()), hex::encode(key.id.as_bytes()))
 }
 

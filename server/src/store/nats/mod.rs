@@ -27,13 +27,20 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use metrics::counter;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use connect::NatsOptions;
+pub(crate) use layout::context_tokens;
+
+/// The context named by `{tenant hex}.{context hex}` (see [`context_tokens`]).
+pub(crate) fn parse_context_tokens(tokens: &str) -> Option<ContextKey> {
+    Layout::parse_key(tokens)
+}
 use layout::{Layout, StoredChildEntry, StoredChildren, StoredJoined, StoredNodeMessage, StoredRecord, StoredSnapshot};
 use view::View;
 
-use super::backend::{Backend, Inserted};
+use super::backend::{Backend, Change, Inserted};
 use super::codec::{self, StoredNode};
 use super::dump::Dump;
 use super::error::{Error, Result};
@@ -83,7 +90,11 @@ pub struct Inner {
     /// The derivations running behind saves, awaited at close.
     derivations: TaskTracker,
     view: View,
+    /// Every process's saves, as the follower reads them from the log.
+    changes: tokio::sync::broadcast::Sender<Change>,
     closed: AtomicBool,
+    /// Ends the follower.
+    stopping: CancellationToken,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +105,15 @@ struct Head {
     /// save is refused until it is loaded again.
     fenced: bool,
 }
+
+/// The consumer that follows the log, and the last sequence it delivered.
+struct Following {
+    messages: consumer::pull::Ordered,
+    last: u64,
+}
+
+/// Saves reported to the runtime that it may fall behind by.
+const CHANGES_CAPACITY: usize = 4096;
 
 /// The last message of a subject, if any.
 struct Last {
@@ -118,25 +138,34 @@ impl Nats {
             deriving: Mutex::new(HashMap::new()),
             derivations: TaskTracker::new(),
             view: View::default(),
+            changes: tokio::sync::broadcast::channel(CHANGES_CAPACITY).0,
             closed: AtomicBool::new(false),
+            stopping: CancellationToken::new(),
         };
         // A cluster that has just come back may answer its first requests "temporarily
         // unavailable": wait for it, as for the connection.
-        loop {
+        let following = loop {
             // A consumer placed while the cluster recovers may deliver nothing: start again.
             let read = tokio::time::timeout(PATIENCE, inner.read_view()).await;
             match read
                 .unwrap_or_else(|_| Err(Error::Unavailable(format!("no contexts read in {} s", PATIENCE.as_secs()))))
             {
-                Ok(()) => break,
+                Ok(following) => break following,
                 Err(Error::Unavailable(error)) => {
                     tracing::warn!(%error, "waiting for the NATS cluster to read the contexts; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(error) => return Err(error),
             }
-        }
-        Ok(Self { inner: Arc::new(inner) })
+        };
+        let inner = Arc::new(inner);
+        tokio::spawn(Arc::clone(&inner).follow(following));
+        Ok(Self { inner })
+    }
+
+    /// The JetStream context the store talks through (the cluster's leases share it).
+    pub fn jetstream(&self) -> jetstream::Context {
+        self.js.clone()
     }
 
     /// Saves `record` as the context's next. It is acknowledged once the log holds it; the
@@ -175,37 +204,100 @@ impl Nats {
 }
 
 impl Inner {
-    /// Fills the view from the log (its last record per context).
-    async fn read_view(&self) -> Result<()> {
-        let count = self.log.get_info().await.map_err(unavailable)?.state.messages;
-        if count == 0 {
-            return Ok(());
-        }
-        // The last record of each context's log, the truth: a snapshot may lag it (written
-        // behind the save, or cut off by a crash), and a context saved mid-run must be found
-        // to be resumed.
-        let config = consumer::pull::OrderedConfig {
-            filter_subject: self.layout.log_subjects(),
-            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        };
-        let mut messages =
-            self.log.create_consumer(config).await.map_err(unavailable)?.messages().await.map_err(unavailable)?;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(unavailable)?;
-            let pending = message.info().map_err(unavailable)?.pending;
-            if let Some(key) = self.layout.parse_log(&message.subject) {
-                let record: StoredRecord = codec::decode("record", &message.payload)?;
-                // Deleted, or a copy that did not finish: not a context.
-                if let (Some(stored), false) = (&record.context, record.deleted) {
-                    self.view.upsert(&key.tenant, codec::summary_from_stored(key.id, stored)?);
+    /// Reads the last record of each context's log into the view, and returns the consumer
+    /// that did, positioned after them, to follow the log with. The log is the truth: a
+    /// snapshot may lag it (written behind the save, or cut off by a crash), and a context
+    /// saved mid-run must be found to be resumed.
+    async fn read_view(&self) -> Result<Following> {
+        let state = self.log.get_info().await.map_err(unavailable)?.state;
+        let deliver_policy =
+            if state.messages == 0 { consumer::DeliverPolicy::All } else { consumer::DeliverPolicy::LastPerSubject };
+        let mut messages = self.follower(deliver_policy).await?;
+        let mut last = 0;
+        if state.messages > 0 {
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(unavailable)?;
+                let info = message.info().map_err(unavailable)?;
+                let (sequence, pending) = (info.stream_sequence, info.pending);
+                last = sequence;
+                self.followed(&message.subject, &message.payload, false)?;
+                if pending == 0 {
+                    break;
                 }
             }
-            if pending == 0 {
-                break;
+        }
+        Ok(Following { messages, last })
+    }
+
+    /// An ordered consumer of every context's log records, from `deliver_policy` on.
+    async fn follower(&self, deliver_policy: consumer::DeliverPolicy) -> Result<consumer::pull::Ordered> {
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: self.layout.log_subjects(),
+            deliver_policy,
+            ..Default::default()
+        };
+        self.log.create_consumer(config).await.map_err(unavailable)?.messages().await.map_err(unavailable)
+    }
+
+    /// Applies one log record, saved by any process, to the view; `report`: tells the
+    /// runtime too.
+    fn followed(&self, subject: &str, payload: &[u8], report: bool) -> Result<()> {
+        let Some(key) = self.layout.parse_log(subject) else { return Ok(()) };
+        let record: StoredRecord = codec::decode("record", payload)?;
+        if record.deleted {
+            self.view.remove(&key);
+            if report {
+                let _ = self.changes.send(Change::Removed(key));
+            }
+        } else if let Some(stored) = &record.context {
+            // A record without a context is part of a copy that did not finish: not a context.
+            let summary = codec::summary_from_stored(key.id, stored)?;
+            self.view.upsert(&key.tenant, summary.clone());
+            if report {
+                let _ = self.changes.send(Change::Saved { key, summary });
             }
         }
         Ok(())
+    }
+
+    /// Keeps following the log once the view is read: every process's saves reach the view
+    /// (ListContexts, the search for interrupted runs) and the runtime (WatchContexts). A
+    /// consumer that fails is made again from the record after the last one seen.
+    async fn follow(self: Arc<Self>, mut following: Following) {
+        loop {
+            let next = tokio::select! {
+                () = self.stopping.cancelled() => return,
+                next = following.messages.next() => next,
+            };
+            let error = match next {
+                Some(Ok(message)) => {
+                    if let Ok(info) = message.info() {
+                        following.last = info.stream_sequence;
+                    }
+                    if let Err(error) = self.followed(&message.subject, &message.payload, true) {
+                        tracing::warn!(subject = %message.subject, %error, "skipped a log record the view could not read");
+                    }
+                    continue;
+                }
+                Some(Err(error)) => error.to_string(),
+                None => "the consumer ended".to_owned(),
+            };
+            tracing::warn!(%error, "stopped following the NATS log; following it again from where it stopped");
+            loop {
+                tokio::select! {
+                    () = self.stopping.cancelled() => return,
+                    () = tokio::time::sleep(RETRY_MAX) => {}
+                }
+                let from = consumer::DeliverPolicy::ByStartSequence { start_sequence: following.last + 1 };
+                match self.follower(from).await {
+                    Ok(messages) => {
+                        following.messages = messages;
+                        break;
+                    }
+                    Err(error) => tracing::warn!(%error, "could not follow the NATS log; retrying"),
+                }
+            }
+        }
     }
 
     async fn last(&self, stream: &Stream, subject: &str) -> Result<Option<Last>> {
@@ -753,6 +845,28 @@ impl Backend for Nats {
             .collect()
     }
 
+    async fn settle(&self, key: &ContextKey) {
+        // The derivations behind this process's saves of `key` hold its lock: once it is
+        // free and the tree is at the head, nothing of it is left to write.
+        let settled = async {
+            drop(self.derivation_lock(key).lock().await);
+            if self.head(key).is_some_and(|head| head.derived < head.last)
+                && let Err(error) = self.derived(key).await
+            {
+                tracing::warn!(context = %key.id, %error, "handing the context over with its tree behind; the next holder derives it");
+            }
+        };
+        if tokio::time::timeout(PATIENCE, settled).await.is_err() {
+            tracing::warn!(context = %key.id, "handing the context over with its tree behind; the next holder derives it");
+        }
+        // Whoever holds it next may save it: what this process knew of its log is stale then.
+        self.set_head(key, None);
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        Some(self.inner.changes.subscribe())
+    }
+
     fn figures(&self) -> Vec<(&'static str, u64)> {
         // The NATS servers export their own figures (their monitoring port).
         Vec::new()
@@ -760,6 +874,7 @@ impl Backend for Nats {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.stopping.cancel();
         // Let the derivations behind the last saves finish (a load would redo them anyway).
         self.derivations.close();
         if tokio::time::timeout(PATIENCE, self.derivations.wait()).await.is_err() {

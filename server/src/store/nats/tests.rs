@@ -9,8 +9,8 @@ use super::{Nats, NatsOptions, StoredNodeMessage, StoredRecord};
 use crate::domain::{
     Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Phase, Role, TenantId, Timestamp,
 };
-use crate::store::rocks::tree_tests::commit;
-use crate::store::{Backend, Dump, Error, Inserted, Rocks, Store, codec};
+use crate::store::rocks::tree_tests::{commit, save_of};
+use crate::store::{Backend, Change as Saved, Dump, Error, Inserted, Rocks, Store, codec};
 
 /// A JetStream server on a free loopback port, stopped when dropped.
 struct Server {
@@ -139,4 +139,45 @@ async fn a_retried_save_is_acknowledged_once_and_a_different_one_is_refused() {
     let other = codec::encode(&StoredRecord { new_from_node: 2, ..Default::default() });
     assert_eq!(nats.append(&key, other, false, 0).await.expect("refused"), None);
     assert_eq!(nats.log.get_info().await.expect("info").state.messages, 1);
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused_by_the_log_and_every_process_sees_every_save() {
+    let server = Server::start();
+    let (a, b) = (server.open().await, server.open().await);
+    let mut reported = b.changes().expect("a shared store reports saves");
+    let key = ContextKey::new(TenantId::parse("acme").expect("tenant"), ContextId::from_bytes([9; 16]));
+    let ctx =
+        Context::new(key.clone(), "alice".into(), "shared".into(), ContextConfig::default(), Timestamp::from_micros(1));
+    assert_eq!(a.insert(std::sync::Arc::new(ctx.clone())).await.expect("insert"), Inserted::Saved);
+    // B follows A's saves: its list and its reports have the context.
+    let first = tokio::time::timeout(Duration::from_secs(10), reported.recv()).await.expect("reported").expect("open");
+    assert!(
+        matches!(&first, Saved::Saved { key: k, summary } if *k == key && summary.revision == ctx.revision),
+        "{first:?}"
+    );
+    assert_eq!(b.list(&key.tenant, None, 10).await.expect("list").0.len(), 1);
+
+    // Both hold it; A saves first, so B's save, made without seeing A's, is refused.
+    let held_by_b = b.load(&key).await.expect("load").expect("there");
+    let say = |ctx: &Context, text: &str| {
+        let message = Message::text(MessageId::new(), ctx.place(0), Role::User, text.into(), Timestamp::from_micros(5));
+        Change::to(Phase::Idle).with(message)
+    };
+    let held_by_a = a.load(&key).await.expect("load").expect("there");
+    let (after_a, save) = save_of(&held_by_a, say(&held_by_a, "from a"));
+    a.commit(save).await.expect("a saves");
+    let (_, stale) = save_of(&held_by_b, say(&held_by_b, "from b"));
+    assert!(matches!(b.commit(stale).await, Err(Error::Conflict { .. })), "a stale writer is refused");
+    // Once B lets the context go and reads it again, it follows A's save.
+    b.settle(&key).await;
+    let reread = b.load(&key).await.expect("load").expect("there");
+    assert_eq!(reread.messages, after_a.messages);
+    let (after_b, save) = save_of(&reread, say(&reread, "from b, having read a"));
+    b.commit(save).await.expect("b saves after reading");
+    a.settle(&key).await;
+    let texts: Vec<String> =
+        a.load(&key).await.expect("load").expect("there").messages.iter().map(|m| m.text_content()).collect();
+    assert_eq!(texts, ["from a", "from b, having read a"]);
+    assert_eq!(after_b.revision, reread.revision + 1);
 }

@@ -1,6 +1,7 @@
 //! Every context's summary, in memory, ordered for listing: what `ListContexts`, the tenant
 //! counts and the search for interrupted runs read, so none of them scans the cluster per
-//! call. Filled from the contexts stream at start, then kept by this process's saves.
+//! call. Filled from each context's last log record at start, then kept by following the
+//! log: every process's saves.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};

@@ -19,6 +19,13 @@ fn new_context() -> Context {
 
 /// Applies `change` to `ctx` and commits it the way the runtime does; returns the new state.
 pub(crate) fn commit(store: &Store, ctx: &Context, change: Change) -> Context {
+    let (after, save) = save_of(ctx, change);
+    store.commit(&save).expect("commit");
+    after
+}
+
+/// The state after `change`, and the save the runtime would make of it.
+pub(crate) fn save_of(ctx: &Context, change: Change) -> (Context, Save) {
     let after = ctx.apply(&change, Timestamp::from_micros(i64::try_from(ctx.revision).unwrap_or(0) + 10));
     let joined = match &change.path {
         Some(PathMove::Switch(branch)) => branch.tail.clone(),
@@ -32,8 +39,7 @@ pub(crate) fn commit(store: &Store, ctx: &Context, change: Change) -> Context {
         messages: change.messages.clone(),
         joined,
     };
-    store.commit(&save).expect("commit");
-    after
+    (after, save)
 }
 
 fn say(ctx: &Context, k: u64, role: Role, text: &str) -> Message {

@@ -1,0 +1,135 @@
+//! Calls about a context another node runs are sent on to that node, over the same public
+//! API: with the caller's credentials (the node that runs the context checks them again) and
+//! what is left of its deadline, marked as forwarded so they go no further.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use ctxd_proto::v1::context_service_client::ContextServiceClient;
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::domain::ContextId;
+use crate::runtime::{self, Peer};
+
+pub type Client = ContextServiceClient<Channel>;
+
+/// Marks a forwarded call (its value: the node that sent it on).
+pub const FORWARDED: &str = "ctxd-forwarded";
+/// On the status a forwarded call gets from a node that does not run its context (any more):
+/// the sender should look for the context's node again.
+pub const MOVED: &str = "ctxd-moved";
+/// The caller's headers a forwarded call carries.
+const CARRIED: [&str; 4] = ["authorization", "traceparent", "tracestate", "x-request-id"];
+
+pub struct Forwarder {
+    node: String,
+    /// How long a call may wait for a context's node to be found again (it died, and its
+    /// lease has to expire first).
+    pub patience: Duration,
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl Forwarder {
+    pub fn new(node: String, patience: Duration) -> Self {
+        Self { node, patience, clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// A client of `peer`, connected on first use and kept.
+    pub fn client(&self, peer: &Peer) -> Result<Client, Status> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = clients.get(&peer.addr) {
+            return Ok(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{}", peer.addr))
+            .map_err(|e| Status::internal(format!("node {} advertises an address that is not one: {e}", peer.node)))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true);
+        let client = ContextServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        clients.insert(peer.addr.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// `message` as the call to send on, with the caller's headers and deadline.
+    pub fn request<T>(&self, metadata: &MetadataMap, message: T, deadline: Option<Instant>) -> Request<T> {
+        let mut request = Request::new(message);
+        let headers = request.metadata_mut();
+        for name in CARRIED {
+            if let Some(value) = metadata.get(name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        if let Ok(node) = self.node.parse() {
+            headers.insert(FORWARDED, node);
+        }
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+        request
+    }
+}
+
+/// Whether a call was forwarded to this node.
+pub fn is_forwarded(metadata: &MetadataMap) -> bool {
+    metadata.contains_key(FORWARDED)
+}
+
+/// What a forwarded call gets from a node that does not run its context (UNAVAILABLE, with
+/// [`MOVED`]).
+pub fn moved(id: ContextId, peer: &Peer) -> Status {
+    Status::from(runtime::Error::Elsewhere { id, peer: peer.clone() })
+}
+
+/// Whether a failed forward is worth sending again once the context's node is found anew:
+/// the node said the context moved, or the call never reached it (nothing could have
+/// happened). `idempotent`: a read, safe to send again whatever happened.
+pub fn retry(status: &Status, idempotent: bool) -> bool {
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    status.metadata().contains_key(MOVED) || idempotent || never_sent(status)
+}
+
+/// The call failed connecting: the node is not there, so it cannot have seen the call.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::TimedOut
+            )
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Pauses between looks for a context's node: 50 ms, doubling, at most 500 ms apart.
+pub struct Backoff(Duration);
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self(Duration::from_millis(50))
+    }
+
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_millis(500));
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,127 @@
+//! Where a context's actor may run. On one node it is always here (`Solo`); on a cluster of
+//! nodes sharing one store, the node that holds a context's lease runs it and the others send
+//! its calls there (`crate::cluster` implements that on NATS). The runtime only asks the
+//! questions below and never names the engine.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::error::Result;
+use crate::domain::ContextKey;
+
+/// Another ctxd node, as calls are sent to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub node: String,
+    /// host:port of its gRPC listener.
+    pub addr: String,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.node, self.addr)
+    }
+}
+
+/// This node's right to run a context, as the engine recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The engine's revision of the record that says so (for giving it up by compare-and-set).
+    pub revision: u64,
+    /// The standing it was taken under (see [`Placement::standing`]).
+    pub standing: u64,
+}
+
+/// The outcome of asking for a context.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    Mine(Lease),
+    /// A live node holds it: its calls go there.
+    Elsewhere(Peer),
+}
+
+#[async_trait]
+pub trait Placement: Send + Sync {
+    /// Takes `key` for this node unless a live node holds it (compare-and-set in the engine:
+    /// of two nodes asking at once, one gets it).
+    async fn claim(&self, key: &ContextKey) -> Result<Claim>;
+
+    /// Gives `key` up; called once its last save is written in full.
+    async fn release(&self, key: &ContextKey, lease: Lease);
+
+    /// The live node that holds `key`, if it is not this one, as far as this node knows
+    /// without asking the engine (a hint: the holder may have let it go since).
+    fn holder(&self, key: &ContextKey) -> Option<Peer>;
+
+    /// Of `candidates` (contexts saved mid-run that no actor here runs), those whose holder is
+    /// gone and that this node should take over. Spread over the live nodes, so that the runs
+    /// of a node that died do not all land on one survivor.
+    fn orphans(&self, candidates: Vec<ContextKey>) -> Vec<ContextKey>;
+
+    /// Changes whenever a node joins, leaves or is found dead, or a lease is given up: time to
+    /// look for orphans. `None` on one node (nothing to look for).
+    fn changes(&self) -> Option<watch::Receiver<u64>>;
+
+    /// How often to look for orphans even when nothing was seen to change.
+    fn sweep_every(&self) -> Duration;
+
+    /// The standing under which this node holds its leases. It changes when the node lost it
+    /// (it could not tell the cluster it was alive in time): every lease taken before is then
+    /// void, and its actors must stop at once, since another node may take their contexts.
+    fn standing(&self) -> watch::Receiver<u64>;
+
+    /// Leaves the cluster: called at shutdown once every lease was given up, so that the other
+    /// nodes take over at once instead of waiting for this one's to expire.
+    async fn leave(&self);
+}
+
+/// One node: every context is run here.
+pub struct Solo {
+    standing: watch::Sender<u64>,
+}
+
+impl Solo {
+    pub fn new() -> Self {
+        Self { standing: watch::channel(0).0 }
+    }
+}
+
+impl Default for Solo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Placement for Solo {
+    async fn claim(&self, _key: &ContextKey) -> Result<Claim> {
+        Ok(Claim::Mine(Lease { revision: 0, standing: 0 }))
+    }
+
+    async fn release(&self, _key: &ContextKey, _lease: Lease) {}
+
+    fn holder(&self, _key: &ContextKey) -> Option<Peer> {
+        None
+    }
+
+    fn orphans(&self, _candidates: Vec<ContextKey>) -> Vec<ContextKey> {
+        Vec::new()
+    }
+
+    fn changes(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+
+    fn sweep_every(&self) -> Duration {
+        Duration::MAX
+    }
+
+    fn standing(&self) -> watch::Receiver<u64> {
+        self.standing.subscribe()
+    }
+
+    async fn leave(&self) {}
+}
