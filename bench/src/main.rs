@@ -6,6 +6,7 @@
 #![allow(clippy::expect_used)]
 
 mod branches;
+mod cluster;
 mod crosscheck;
 mod engine;
 mod floor;
@@ -23,7 +24,8 @@ use scenarios::Scale;
 #[derive(Debug, Parser)]
 #[command(name = "ctxd-bench", about = "Benchmarks ctxd against the physical floor")]
 struct Args {
-    /// Scenarios to run (default: all): floor, action, crosscheck, turn, watch, history, restart, mixed.
+    /// Scenarios to run (default: all): floor, action, crosscheck, turn, watch, history, branches,
+    /// restart, mixed, cluster (3 NATS servers and 1 or 3 ctxd nodes, whatever --store says).
     scenarios: Vec<String>,
     /// Seconds instead of minutes: small sizes, for a smoke run.
     #[arg(long)]
@@ -45,7 +47,8 @@ struct Args {
     store: Engine,
 }
 
-const ALL: [&str; 9] = ["floor", "action", "crosscheck", "turn", "watch", "history", "branches", "restart", "mixed"];
+const ALL: [&str; 10] =
+    ["floor", "action", "crosscheck", "turn", "watch", "history", "branches", "restart", "mixed", "cluster"];
 
 #[tokio::main]
 async fn main() {
@@ -116,11 +119,14 @@ async fn main() {
     if wants("restart") {
         add(scenarios::restart(args.store, scale).await);
     }
+    if wants("cluster") {
+        add(cluster::cluster(scale).await);
+    }
 
     if args.store == Engine::Nats {
         rows = rows
             .into_iter()
-            .map(|row| if row.scenario == "floor" { row } else { row.note("store", "nats R3") })
+            .map(|row| if matches!(row.scenario, "floor" | "cluster") { row } else { row.note("store", "nats R3") })
             .collect();
     }
     if args.json {

@@ -241,7 +241,7 @@ fn wall_micros() -> i64 {
 
 /// Microseconds from the event's `updated_at` (when the server began the saved
 /// transition) to its receipt here; the fsync of that transition is included.
-fn commit_to_receipt(event: &pb::WatchStateResponse) -> Option<Duration> {
+pub(crate) fn commit_to_receipt(event: &pb::WatchStateResponse) -> Option<Duration> {
     let at = event.updated_at?;
     let committed = at.seconds * 1_000_000 + i64::from(at.nanos / 1000);
     Some(Duration::from_micros(u64::try_from(wall_micros() - committed).unwrap_or(0)))

@@ -317,12 +317,39 @@ impl Inner {
     /// been renewed for a TTL is taken for gone (nats-server 2.9 deletes expired keys without
     /// telling watchers).
     async fn watch_nodes(self: Arc<Self>) {
-        let mut expiry = tokio::time::interval(self.ttl / 4);
+        let every = self.ttl / 4;
+        self.follow(
+            &self.nodes,
+            "the cluster's nodes",
+            |entry| self.member_entry(entry),
+            every,
+            || self.expire_members(),
+        )
+        .await;
+    }
+
+    /// Follows the owners bucket: who runs which context.
+    async fn watch_owners(self: Arc<Self>) {
+        self.follow(&self.owners, "who runs which context", |entry| self.owner_entry(entry), Duration::MAX, || {})
+            .await;
+    }
+
+    /// Hands every entry of `bucket` (those it holds first, then each change) to `apply`, and
+    /// runs `tick` every `every` meanwhile; a watch that fails is made again.
+    async fn follow(
+        &self,
+        bucket: &kv::Store,
+        what: &str,
+        apply: impl Fn(kv::Entry),
+        every: Duration,
+        tick: impl Fn(),
+    ) {
+        let mut ticks = tokio::time::interval(every.min(Duration::from_secs(3600)));
         loop {
-            let mut entries = match self.nodes.watch_with_history(">").await {
+            let mut entries = match bucket.watch_with_history(">").await {
                 Ok(entries) => entries,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot watch the cluster's nodes; retrying");
+                    tracing::warn!(%error, "cannot watch {what}; retrying");
                     tokio::select! {
                         () = self.stopping.cancelled() => return,
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -332,16 +359,36 @@ impl Inner {
             loop {
                 tokio::select! {
                     () = self.stopping.cancelled() => return,
-                    _ = expiry.tick() => self.expire_members(),
+                    _ = ticks.tick() => tick(),
                     entry = entries.next() => match entry {
-                        Some(Ok(entry)) => self.member_entry(entry),
+                        Some(Ok(entry)) => apply(entry),
                         Some(Err(error)) => {
-                            tracing::warn!(%error, "lost the watch of the cluster's nodes; watching again");
+                            tracing::warn!(%error, "lost the watch of {what}; watching again");
                             break;
                         }
                         None => break,
                     },
                 }
+            }
+        }
+    }
+
+    fn owner_entry(&self, entry: kv::Entry) {
+        let Some(key) = parse_owner_key(&entry.key) else { return };
+        let record = match entry.operation {
+            kv::Operation::Put => OwnerRecord::decode(&entry.value),
+            _ => None,
+        };
+        let mut seen = Self::lock(&self.seen);
+        match record {
+            Some(record) => {
+                seen.insert(key, record);
+            }
+            None => {
+                seen.remove(&key);
+                drop(seen);
+                // A context given up: a run in it may need a new node.
+                self.changed();
             }
         }
     }
@@ -379,54 +426,6 @@ impl Inner {
         drop(members);
         if after != before {
             self.changed();
-        }
-    }
-
-    /// Follows the owners bucket: who runs which context.
-    async fn watch_owners(self: Arc<Self>) {
-        loop {
-            let mut entries = match self.owners.watch_with_history(">").await {
-                Ok(entries) => entries,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot watch who runs which context; retrying");
-                    tokio::select! {
-                        () = self.stopping.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                let entry = tokio::select! {
-                    () = self.stopping.cancelled() => return,
-                    entry = entries.next() => entry,
-                };
-                match entry {
-                    Some(Ok(entry)) => {
-                        let Some(key) = parse_owner_key(&entry.key) else { continue };
-                        let record = match entry.operation {
-                            kv::Operation::Put => OwnerRecord::decode(&entry.value),
-                            _ => None,
-                        };
-                        let mut seen = Self::lock(&self.seen);
-                        match record {
-                            Some(record) => {
-                                seen.insert(key, record);
-                            }
-                            None => {
-                                seen.remove(&key);
-                                drop(seen);
-                                // A context given up: a run in it may need a new node.
-                                self.changed();
-                            }
-                        }
-                    }
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, "lost the watch of who runs which context; watching again");
-                        break;
-                    }
-                    None => break,
-                }
-            }
         }
     }
 
