@@ -46,6 +46,9 @@ pub struct ClusterOptions {
     pub prefix: String,
 }
 
+/// How long a claim waits for a cluster that does not answer (a leader being elected).
+const PATIENCE: Duration = Duration::from_secs(15);
+
 /// Attempts at taking (or giving up) a context while other writes to the owners bucket come
 /// first, before giving up UNAVAILABLE.
 const CLAIM_ATTEMPTS: usize = 30;
@@ -151,6 +154,59 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// One attempt at [`Placement::claim`].
+    async fn try_claim(&self, key: &ContextKey) -> runtime::Result<Claim> {
+        let inner = &self.inner;
+        let standing = *inner.standing.borrow();
+        {
+            let mut held = Inner::lock(&inner.held);
+            if let Some(entry) = held.get_mut(key) {
+                entry.count += 1;
+                return Ok(Claim::Mine(Lease { revision: entry.revision, standing }));
+            }
+        }
+        // After this node's own write of the record (giving it up) is acknowledged: a read may
+        // not show a write still being replicated, and "the record is mine" must be true.
+        let lock = inner.key_lock(key);
+        let _one_at_a_time = lock.lock().await;
+        if let Some(entry) = Inner::lock(&inner.held).get_mut(key) {
+            entry.count += 1;
+            return Ok(Claim::Mine(Lease { revision: entry.revision, standing }));
+        }
+        let subject = owner_key(key);
+        for _ in 0..CLAIM_ATTEMPTS {
+            let registration = inner.registration();
+            let mine = OwnerRecord { node: inner.me.clone(), epoch: registration.epoch.clone() };
+            let (after, current) = inner.read_owner(&subject).await?;
+            let owner = current.as_ref().map(|(_, record)| record);
+            if let Some(owner) = owner {
+                if *owner == mine {
+                    let revision = current.as_ref().map_or(0, |(revision, _)| *revision);
+                    return Ok(inner.hold(key, revision, standing));
+                }
+                if let Some(peer) = inner.is_live(owner) {
+                    return Ok(Claim::Elsewhere(peer));
+                }
+                if let Some(peer) = inner.gone(owner).await? {
+                    // Alive, says the cluster: this node's view of it lags.
+                    return Ok(Claim::Elsewhere(peer));
+                }
+            }
+            let wrote = inner.write_owner(&subject, Some(&mine), after).await?;
+            if let Some(revision) = wrote {
+                if let Some(owner) = owner {
+                    tracing::info!(context = %key.id, from = %owner.node, "took over a context from a node that is gone");
+                }
+                return Ok(inner.hold(key, revision, standing));
+            }
+            // Another write came first (for this context or any other): look again.
+            tokio::time::sleep(Duration::from_millis(rand::random_range(1..=10))).await;
+        }
+        Err(unavailable("owners", format!("context {} could not be taken for this node; try again", key.id)))
+    }
+}
+
 /// The KV bucket `name`, made if missing; refused if it exists with another max age (nodes
 /// started with different lease TTLs would not agree on when a node is gone).
 ///
@@ -244,11 +300,14 @@ impl Inner {
     /// once the key expires) and registers again as a new incarnation.
     async fn heartbeat(self: Arc<Self>) {
         let every = self.ttl / 3;
+        let mut pause = every;
         loop {
             tokio::select! {
                 () = self.stopping.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep(pause) => {}
             }
+            // After a failure, again soon: a cluster that recovers is told at once.
+            pause = self.ttl / 12;
             let registration = self.registration();
             let record = NodeRecord { epoch: registration.epoch.clone(), addr: self.addr.clone() };
             let sent = Instant::now();
@@ -259,12 +318,14 @@ impl Inner {
                     let mut current = Self::lock(&self.registration);
                     current.revision = revision;
                     current.renewed = sent;
+                    pause = every;
                     continue;
                 }
                 Ok(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     // Expired while unreachable, or another process registered under this id.
                     tracing::warn!(node = %self.me, %error, "this node's place in the cluster changed under it");
                     self.lose_standing().await;
+                    pause = every;
                     continue;
                 }
                 Ok(Err(error)) => {
@@ -274,6 +335,7 @@ impl Inner {
             }
             if registration.renewed.elapsed() > self.ttl * 3 / 4 {
                 self.lose_standing().await;
+                pause = every;
             }
         }
     }
@@ -499,53 +561,20 @@ impl Inner {
 #[async_trait]
 impl Placement for Cluster {
     async fn claim(&self, key: &ContextKey) -> runtime::Result<Claim> {
-        let inner = &self.inner;
-        let standing = *inner.standing.borrow();
-        {
-            let mut held = Inner::lock(&inner.held);
-            if let Some(entry) = held.get_mut(key) {
-                entry.count += 1;
-                return Ok(Claim::Mine(Lease { revision: entry.revision, standing }));
+        // While the cluster elects a leader (a server died) its buckets do not answer: wait,
+        // as a save does, rather than fail the call.
+        let give_up = Instant::now() + PATIENCE;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.try_claim(key).await {
+                Err(runtime::Error::Storage(store::Error::Unavailable(error))) if Instant::now() + pause < give_up => {
+                    tracing::warn!(context = %key.id, %error, "the cluster did not answer a claim; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                outcome => return outcome,
             }
         }
-        // After this node's own write of the record (giving it up) is acknowledged: a read may
-        // not show a write still being replicated, and "the record is mine" must be true.
-        let lock = inner.key_lock(key);
-        let _one_at_a_time = lock.lock().await;
-        if let Some(entry) = Inner::lock(&inner.held).get_mut(key) {
-            entry.count += 1;
-            return Ok(Claim::Mine(Lease { revision: entry.revision, standing }));
-        }
-        let subject = owner_key(key);
-        for _ in 0..CLAIM_ATTEMPTS {
-            let registration = inner.registration();
-            let mine = OwnerRecord { node: inner.me.clone(), epoch: registration.epoch.clone() };
-            let (after, current) = inner.read_owner(&subject).await?;
-            let owner = current.as_ref().map(|(_, record)| record);
-            if let Some(owner) = owner {
-                if *owner == mine {
-                    let revision = current.as_ref().map_or(0, |(revision, _)| *revision);
-                    return Ok(inner.hold(key, revision, standing));
-                }
-                if let Some(peer) = inner.is_live(owner) {
-                    return Ok(Claim::Elsewhere(peer));
-                }
-                if let Some(peer) = inner.gone(owner).await? {
-                    // Alive, says the cluster: this node's view of it lags.
-                    return Ok(Claim::Elsewhere(peer));
-                }
-            }
-            let wrote = inner.write_owner(&subject, Some(&mine), after).await?;
-            if let Some(revision) = wrote {
-                if let Some(owner) = owner {
-                    tracing::info!(context = %key.id, from = %owner.node, "took over a context from a node that is gone");
-                }
-                return Ok(inner.hold(key, revision, standing));
-            }
-            // Another write came first (for this context or any other): look again.
-            tokio::time::sleep(Duration::from_millis(rand::random_range(1..=10))).await;
-        }
-        Err(unavailable("owners", format!("context {} could not be taken for this node; try again", key.id)))
     }
 
     async fn release(&self, key: &ContextKey, lease: Lease) {

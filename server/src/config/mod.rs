@@ -71,7 +71,9 @@ pub struct Config {
     /// must then not be 0.0.0.0 or [::]).
     pub advertise_addr: Option<String>,
     /// How long a node that stopped renewing its place (it died) keeps its contexts before
-    /// another node takes them over, in milliseconds. The same on every node.
+    /// another node takes them over, in milliseconds. The same on every node. Longer than a
+    /// NATS stream's leader election (nats-server 2.9 waits 4 to 9 s), so that a NATS
+    /// failover never costs a healthy node its contexts.
     pub lease_ttl_ms: u64,
     /// Pause of the mock LLM before each streamed word, in milliseconds.
     pub mock_delay_ms: u64,
@@ -154,7 +156,7 @@ impl Default for Config {
             nats_replicas: 3,
             node_id: None,
             advertise_addr: None,
-            lease_ttl_ms: 5_000,
+            lease_ttl_ms: 15_000,
             mock_delay_ms: 20,
             workspace: None,
             max_message_bytes: 256 * 1024,
