@@ -46,6 +46,9 @@ pub struct ClusterOptions {
     pub prefix: String,
 }
 
+/// Between attempts to join a cluster that does not answer yet.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+
 /// How long a claim waits for a cluster that does not answer (a leader being elected).
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -115,11 +118,29 @@ fn new_epoch() -> String {
 
 impl Cluster {
     /// Joins the cluster: the buckets (made if missing), this node's key, and the watches.
+    /// While the cluster does not answer (it has just started and is placing streams, or is
+    /// electing a leader) this waits, with a log line a second; a bucket configured unlike
+    /// this node is an error at once.
     pub async fn join(js: jetstream::Context, options: ClusterOptions) -> Result<Self, store::Error> {
+        let mut attempt = 0u64;
+        loop {
+            match Self::try_join(&js, &options).await {
+                Err(error @ store::Error::Unavailable(_)) => {
+                    attempt += 1;
+                    tracing::warn!(node = %options.node_id, %error, attempt, "waiting for the NATS cluster to join it; retrying in 1 s");
+                    tokio::time::sleep(JOIN_RETRY).await;
+                }
+                joined => return joined,
+            }
+        }
+    }
+
+    /// One attempt at [`Cluster::join`].
+    async fn try_join(js: &jetstream::Context, options: &ClusterOptions) -> Result<Self, store::Error> {
         let ttl = options.lease_ttl;
-        let (nodes, _) = bucket(&js, format!("{}_nodes", options.prefix), ttl, options.replicas).await?;
+        let (nodes, _) = bucket(js, format!("{}_nodes", options.prefix), ttl, options.replicas).await?;
         let owners_bucket = format!("{}_owners", options.prefix);
-        let (owners, owners_stream) = bucket(&js, owners_bucket.clone(), Duration::ZERO, options.replicas).await?;
+        let (owners, owners_stream) = bucket(js, owners_bucket.clone(), Duration::ZERO, options.replicas).await?;
         let epoch = new_epoch();
         let record = NodeRecord { epoch: epoch.clone(), addr: options.advertise.clone() };
         let sent = Instant::now();
@@ -127,6 +148,8 @@ impl Cluster {
             .put(&options.node_id, record.encode())
             .await
             .map_err(|e| store::Error::Unavailable(format!("NATS: cannot register node {}: {e}", options.node_id)))?;
+        let options = options.clone();
+        let js = js.clone();
         let inner = Arc::new(Inner {
             me: options.node_id.clone(),
             addr: options.advertise,
