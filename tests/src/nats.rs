@@ -38,7 +38,29 @@ struct Node {
 
 impl NatsCluster {
     /// Starts `size` servers clustered with JetStream (a single server for `size == 1`).
+    ///
+    /// The ports are picked free, then given to the servers; in between, another test on this
+    /// machine can take one (CI saw a cluster one server short answer "no suitable peers for
+    /// placement" until the test gave up). A server that cannot listen exits, so a cluster
+    /// that loses one at start is stopped and started again on other ports.
     pub async fn start(size: usize) -> Self {
+        const ATTEMPTS: usize = 5;
+        let mut failures = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let mut cluster = Self::configure(size);
+            for i in 0..size {
+                cluster.start_node(i);
+            }
+            match cluster.wait_for_leader().await {
+                Ok(()) => return cluster,
+                Err(exited) => failures.push(exited),
+            }
+        }
+        panic!("no NATS cluster of {size} started in {ATTEMPTS} attempts:\n{}", failures.join("\n"));
+    }
+
+    /// Config files for `size` servers on fresh free ports, in a fresh directory.
+    fn configure(size: usize) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let mut nodes = Vec::with_capacity(size);
@@ -67,27 +89,37 @@ impl NatsCluster {
             std::fs::write(&config, text).expect("write nats config");
             nodes.push(Node { name, client_port: *client_port, config, child: None });
         }
-        let mut cluster = Self { dir, nodes };
-        for i in 0..size {
-            cluster.start_node(i);
-        }
-        cluster.wait_for_leader().await;
-        cluster
+        Self { dir, nodes }
     }
 
     /// Until the servers have elected the leader that places streams (ctxd would wait for it
-    /// too; waiting here keeps that out of the time tests give ctxd to start).
-    async fn wait_for_leader(&self) {
-        if self.nodes.len() < 2 {
-            return;
-        }
+    /// too; waiting here keeps that out of the time tests give ctxd to start). Fails with the
+    /// logs if a server exits meanwhile (a port taken since it was picked).
+    async fn wait_for_leader(&mut self) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while tokio::time::Instant::now() < deadline {
-            if self.logs().contains("JetStream cluster new metadata leader") {
-                return;
+        loop {
+            if let Some(exited) = self.exited() {
+                return Err(format!("{exited} exited at start:\n{}", self.logs()));
+            }
+            // A server listens for routes after it says it is ready, so both lines count.
+            let clustered = self.nodes.len() > 1;
+            let ready = (0..self.nodes.len()).all(|i| {
+                let log = self.log(i);
+                log.contains("Server is ready") && (!clustered || log.contains("Listening for route connections"))
+            });
+            let led = !clustered || self.logs().contains("JetStream cluster new metadata leader");
+            if (ready && led) || tokio::time::Instant::now() >= deadline {
+                return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// The name of a server that was started and has exited, if any.
+    fn exited(&mut self) -> Option<String> {
+        self.nodes
+            .iter_mut()
+            .find_map(|n| n.child.as_mut().is_some_and(|c| !matches!(c.try_wait(), Ok(None))).then(|| n.name.clone()))
     }
 
     /// Kills server `i` (from 0) with SIGKILL: no chance to sync or hand anything over.
@@ -139,12 +171,10 @@ impl NatsCluster {
 
     /// The servers' logs, for a failing test's message.
     pub fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| {
-                let text = std::fs::read_to_string(self.dir.path().join(format!("{}.log", n.name))).unwrap_or_default();
-                format!("--- {} ---\n{text}", n.name)
-            })
-            .collect()
+        (0..self.nodes.len()).map(|i| format!("--- {} ---\n{}", self.nodes[i].name, self.log(i))).collect()
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.nodes[i].name))).unwrap_or_default()
     }
 }
