@@ -1,13 +1,14 @@
 //! Many ctxd nodes on one 3-server NATS cluster (docs/cluster.md): turns with 1 and 3 nodes
-//! (each client's context run by the node it calls, and every call sent on to another node),
-//! a change made on one node seen by a watcher on another, and failover after `kill -9`.
+//! (each client's context run by the node it calls, every call sent on to another node, and
+//! calls spread by a round-robin load balancer, with where the runs end up), a change made on
+//! one node seen by a watcher on another, and failover after `kill -9`.
 //! CPU is read per node, so a turn's cost per node can be projected to more machines.
 
 use std::time::{Duration, Instant};
 
 use ctxd_tests::nats::NatsCluster;
 use ctxd_tests::v1 as pb;
-use ctxd_tests::{Client, Server, create, send_request};
+use ctxd_tests::{Client, Server, create, metrics, send_request};
 use futures::future::join_all;
 use pb::watch_state_response::Kind;
 
@@ -30,7 +31,18 @@ impl Nodes {
         let mut nodes = Vec::new();
         for i in 1..=count {
             let id = format!("bench{i}");
-            let args = ["--store", "nats", "--nats-url", &urls, "--lease-ttl-ms", &ttl, "--node-id", &id];
+            let args = [
+                "--store",
+                "nats",
+                "--nats-url",
+                &urls,
+                "--lease-ttl-ms",
+                &ttl,
+                "--node-id",
+                &id,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ];
             nodes.push(Server::start(mock_delay_ms, &args).await);
         }
         Self { nodes, _cluster: cluster }
@@ -39,6 +51,24 @@ impl Nodes {
     fn cpu(&self) -> Vec<Duration> {
         self.nodes.iter().map(Server::cpu_time).collect()
     }
+
+    /// How many contexts each node runs.
+    async fn leases_held(&self) -> Vec<f64> {
+        let mut held = Vec::new();
+        for node in &self.nodes {
+            held.push(metrics::value(&metrics::scrape(node).await, "ctxd_leases_held", &[]));
+        }
+        held
+    }
+
+    /// Unary calls the nodes have sent on to another node so far, all nodes together.
+    async fn forwarded(&self) -> f64 {
+        let mut sent = 0.0;
+        for node in &self.nodes {
+            sent += metrics::value(&metrics::scrape(node).await, "ctxd_forwarded_calls_total", &[("outcome", "ok")]);
+        }
+        sent
+    }
 }
 
 pub async fn cluster(scale: Scale) -> Vec<Row> {
@@ -46,9 +76,10 @@ pub async fn cluster(scale: Scale) -> Vec<Row> {
     let (clients, turns) = scale.pick((6, 5), (24, 40));
     for count in [1, 3] {
         let nodes = Nodes::start(count, 0).await;
-        rows.push(turns_on(&nodes, clients, turns, false).await);
+        rows.push(turns_on(&nodes, clients, turns, Routing::Home).await);
         if count == 3 {
-            rows.push(turns_on(&nodes, clients, turns, true).await);
+            rows.push(turns_on(&nodes, clients, turns, Routing::Forwarded).await);
+            rows.push(turns_on(&nodes, clients, turns, Routing::RoundRobin).await);
             rows.push(cross_node_watch(&nodes, scale.pick(10, 200)).await);
         }
     }
@@ -56,28 +87,53 @@ pub async fn cluster(scale: Scale) -> Vec<Row> {
     rows
 }
 
-/// `clients` concurrent clients, a context each, `turns` turns each (wait=true). Each client
-/// calls node `client % nodes`; `forwarded`: its context is run by the next node, so every
-/// call is sent on once.
-async fn turns_on(nodes: &Nodes, clients: usize, turns: usize, forwarded: bool) -> Row {
+/// Which node each client's calls reach; `home` is node `client % nodes`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    /// Every call reaches `home`, which runs the context.
+    Home,
+    /// `home` runs the context (it got the first call) and every other call reaches the next
+    /// node, so each is sent on once.
+    Forwarded,
+    /// A round-robin load balancer: every context is created on node 1, its first call after
+    /// that reaches `home`, and each later call the next node in turn. Where the runs end up
+    /// is what this measures (docs/cluster.md, "Spread").
+    RoundRobin,
+}
+
+/// `clients` concurrent clients, a context each, `turns` turns each (wait=true), routed as
+/// `routing` says. Notes the CPU per turn of each node, how many of these contexts each node
+/// runs afterwards (its `ctxd_leases_held`), and the share of turns sent on to another node.
+async fn turns_on(nodes: &Nodes, clients: usize, turns: usize, routing: Routing) -> Row {
     let count = nodes.nodes.len();
-    let mut pairs: Vec<(Client, String)> = Vec::new();
+    let held_before = nodes.leases_held().await;
+    let mut runs: Vec<(Vec<Client>, String)> = Vec::new();
     for c in 0..clients {
         let home = c % count;
-        let mut owner = nodes.nodes[home].client().await;
-        let id = create(&mut owner, "bench").await;
+        let creator = if routing == Routing::RoundRobin { 0 } else { home };
+        let id = create(&mut nodes.nodes[creator].client().await, "bench").await;
         // The first call takes the context for the node it reaches.
-        ctxd_tests::get(&mut owner, &id).await;
-        let caller = if forwarded { nodes.nodes[(home + 1) % count].client().await } else { owner };
-        pairs.push((caller, id));
+        ctxd_tests::get(&mut nodes.nodes[home].client().await, &id).await;
+        let callers = match routing {
+            Routing::Home => vec![home],
+            Routing::Forwarded => vec![(home + 1) % count],
+            Routing::RoundRobin => (1..=count).map(|k| (home + k) % count).collect(),
+        };
+        let mut clients = Vec::new();
+        for node in callers {
+            clients.push(nodes.nodes[node].client().await);
+        }
+        runs.push((clients, id));
     }
+    let forwarded = nodes.forwarded().await;
     let cpu = nodes.cpu();
     let started = Instant::now();
-    let runs = pairs.into_iter().map(|(mut client, id)| async move {
+    let runs = runs.into_iter().map(|(mut clients, id)| async move {
         let mut samples = Vec::with_capacity(turns);
-        for _ in 0..turns {
+        for turn in 0..turns {
+            let caller = turn % clients.len();
             let t = Instant::now();
-            client.send_message(send_request(&id, "hello there", true)).await.expect("turn");
+            clients[caller].send_message(send_request(&id, "hello there", true)).await.expect("turn");
             samples.push(t.elapsed());
         }
         samples
@@ -86,16 +142,31 @@ async fn turns_on(nodes: &Nodes, clients: usize, turns: usize, forwarded: bool) 
     let wall = started.elapsed();
     let used: Vec<f64> =
         nodes.cpu().iter().zip(&cpu).map(|(after, before)| after.saturating_sub(*before).as_secs_f64()).collect();
+    let sent_on = nodes.forwarded().await - forwarded;
     let total = samples.len() as f64;
     let per_node: Vec<String> = used.iter().map(|s| format!("{:.0}", s * 1e6 / total)).collect();
-    let case = match (count, forwarded) {
+    let held: Vec<String> = nodes
+        .leases_held()
+        .await
+        .iter()
+        .zip(&held_before)
+        .map(|(after, before)| format!("{:.0}", after - before))
+        .collect();
+    let case = match (count, routing) {
         (1, _) => format!("{clients} clients, 1 node"),
-        (_, false) => format!("{clients} clients over {count} nodes, each context run by the node called"),
-        (_, true) => format!("{clients} clients over {count} nodes, every call sent on to the node running it"),
+        (_, Routing::Home) => format!("{clients} clients over {count} nodes, each context run by the node called"),
+        (_, Routing::Forwarded) => {
+            format!("{clients} clients over {count} nodes, every call sent on to the node running it")
+        }
+        (_, Routing::RoundRobin) => {
+            format!("{clients} clients, contexts created on node 1, calls round-robin over {count} nodes")
+        }
     };
     let mut row = Row::new("cluster", case, Summary::of(samples, wall))
         .note("cpu_us_per_turn_all_nodes", format!("{:.0}", used.iter().sum::<f64>() * 1e6 / total))
-        .note("cpu_us_per_turn_by_node", per_node.join("/"));
+        .note("cpu_us_per_turn_by_node", per_node.join("/"))
+        .note("contexts_run_by_node", held.join("/"))
+        .note("calls_sent_on_pct", format!("{:.0}", sent_on * 100.0 / total));
     row.server_cpu_ms = Some((used.iter().sum::<f64>() * 1e3) as u64);
     row
 }

@@ -42,7 +42,18 @@ impl Nodes {
         let mut nodes = Vec::new();
         for i in 1..=3 {
             let name = format!("node{i}");
-            let args = ["--store", "nats", "--nats-url", &urls, "--lease-ttl-ms", &ttl, "--node-id", &name];
+            let args = [
+                "--store",
+                "nats",
+                "--nats-url",
+                &urls,
+                "--lease-ttl-ms",
+                &ttl,
+                "--node-id",
+                &name,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ];
             nodes.push(Server::start(mock_delay_ms, &args).await);
         }
         Self { nodes, cluster }
@@ -139,6 +150,34 @@ async fn any_node_serves_any_context_and_watchers_anywhere_see_every_change() {
     for client in [&mut a, &mut b, &mut c] {
         let gone = client.get_state(pb::GetStateRequest { context_id: id.clone(), ..Default::default() }).await;
         assert_eq!(gone.expect_err("deleted").code(), Code::NotFound);
+    }
+}
+
+#[tokio::test]
+async fn a_context_runs_on_the_node_its_first_call_reached_not_on_the_node_that_created_it() {
+    let nodes = Nodes::start(1500, 0).await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(nodes.client(i).await);
+    }
+    // Six contexts, all created on node 1. As a round-robin load balancer sends them, the
+    // first call about context `i`, right after its creation, reaches node `i % 3`, and each
+    // later one the next node.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let id = create(&mut clients[0], &format!("spread {i}")).await;
+        for turn in 0..3 {
+            let done = send(&mut clients[(i + turn) % 3], &id, &format!("turn {turn}")).await;
+            assert_eq!(text(done.messages.last().expect("reply")), format!("You said: turn {turn}"));
+        }
+        ids.push(id);
+    }
+    for (n, node) in nodes.nodes.iter().enumerate() {
+        let held = metrics::value(&metrics::scrape(node).await, "ctxd_leases_held", &[]);
+        assert_eq!(held, 2.0, "node {} runs the two contexts whose first call it got", n + 1);
+    }
+    for id in &ids {
+        assert_eq!(get(&mut clients[1], id).await.messages.len(), 6);
     }
 }
 

@@ -12,8 +12,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::domain::ContextId;
-use crate::runtime::{self, Peer};
+use crate::runtime::Peer;
 
 pub type Client = ContextServiceClient<Channel>;
 
@@ -79,12 +78,6 @@ pub fn is_forwarded(metadata: &MetadataMap) -> bool {
     metadata.contains_key(FORWARDED)
 }
 
-/// What a forwarded call gets from a node that does not run its context (UNAVAILABLE, with
-/// [`MOVED`]).
-pub fn moved(id: ContextId, peer: &Peer) -> Status {
-    Status::from(runtime::Error::Elsewhere { id, peer: peer.clone() })
-}
-
 /// Whether a failed forward is worth sending again once the context's node is found anew:
 /// the node said the context moved, or the call never reached it (nothing could have
 /// happened). `idempotent`: a read, safe to send again whatever happened.
@@ -114,17 +107,23 @@ fn never_sent(status: &Status) -> bool {
     false
 }
 
-/// Pauses between looks for a context's node: 50 ms, doubling, at most 500 ms apart.
-pub struct Backoff(Duration);
+/// Pauses between looks for a context's node: none before the first look again (this node's
+/// view was only stale, say: the engine answers at once), then 50 ms, doubling, at most 500 ms
+/// apart (a lease has to expire, or a node to finish giving the context up).
+pub struct Backoff(Option<Duration>);
 
 impl Backoff {
     pub fn new() -> Self {
-        Self(Duration::from_millis(50))
+        Self(None)
     }
 
     pub async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_millis(500));
+        let Some(pause) = self.0 else {
+            self.0 = Some(Duration::from_millis(50));
+            return;
+        };
+        tokio::time::sleep(pause).await;
+        self.0 = Some((pause * 2).min(Duration::from_millis(500)));
     }
 }
 

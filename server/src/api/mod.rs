@@ -77,16 +77,17 @@ impl ContextApi {
         remote: impl AsyncFn(forward::Client, Request<Q>) -> Result<Response<R>, Status>,
     ) -> Result<R, Status> {
         let (Some(forwarder), Some(message)) = (&self.forwarder, forwarded) else { return local().await };
+        if forward::is_forwarded(metadata) {
+            // One hop only: if the context is not run here, the sender looks for it again.
+            self.contexts.serve_forwarded(key).await?;
+            return local().await;
+        }
         let deadline = deadline::from_metadata(metadata);
         let give_up = tokio::time::Instant::now() + forwarder.patience;
         let mut backoff = forward::Backoff::new();
         let mut fresh = false;
         loop {
             let Some(peer) = self.contexts.locate(key, fresh).await? else { return local().await };
-            if forward::is_forwarded(metadata) {
-                // One hop only: the sender looks for the context's node again.
-                return Err(forward::moved(key.id, &peer));
-            }
             let request = forwarder.request(metadata, message.clone(), deadline);
             let outcome = remote(forwarder.client(&peer)?, request).await;
             let now = tokio::time::Instant::now();

@@ -24,12 +24,13 @@ impl From<Error> for Status {
             | Error::ShuttingDown
             | Error::Stopped { .. }
             | Error::Unloaded
-            | Error::Elsewhere { .. } => Code::Unavailable,
+            | Error::Elsewhere { .. }
+            | Error::NotHere(_) => Code::Unavailable,
             Error::Overloaded(_) | Error::TooManyRuns { .. } | Error::TooManyContexts { .. } => Code::ResourceExhausted,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,
         };
-        let moved = matches!(error, Error::Elsewhere { .. });
+        let moved = matches!(error, Error::Elsewhere { .. } | Error::NotHere(_));
         let mut status = Status::new(code, error.to_string());
         if moved {
             // A node that sent the call on looks for the context's node again.

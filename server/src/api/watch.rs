@@ -200,12 +200,14 @@ async fn upstream(
 ) -> Result<Option<tonic::Streaming<pb::WatchStateResponse>>, Status> {
     let give_up = tokio::time::Instant::now() + forwarder.patience;
     let mut backoff = Backoff::new();
+    if forward::is_forwarded(metadata) {
+        // One hop only: if the context is not run here, the sender looks for it again.
+        contexts.serve_forwarded(key).await?;
+        return Ok(None);
+    }
     let mut fresh = fresh;
     loop {
         let Some(peer) = contexts.locate(key, fresh).await? else { return Ok(None) };
-        if forward::is_forwarded(metadata) {
-            return Err(forward::moved(key.id, &peer));
-        }
         let request = pb::WatchStateRequest { context_id: key.id.to_string(), from_revision };
         let mut client = forwarder.client(&peer)?;
         match client.watch_state(forwarder.request(metadata, request, None)).await {

@@ -648,6 +648,26 @@ impl Placement for Cluster {
         self.inner.is_live(&owner).filter(|peer| peer.node != self.inner.me)
     }
 
+    async fn kept(&self, key: &ContextKey) -> runtime::Result<bool> {
+        let inner = &self.inner;
+        // Held: a creation, or a release waiting for its last save to be written; not kept.
+        if Inner::lock(&inner.held).contains_key(key) {
+            return Ok(false);
+        }
+        // After a release of this node's in flight, as a claim reads.
+        let lock = inner.key_lock(key);
+        let held_lock = lock.lock().await;
+        let kept = if Inner::lock(&inner.held).contains_key(key) {
+            Ok(false)
+        } else {
+            let mine = OwnerRecord { node: inner.me.clone(), epoch: inner.registration().epoch };
+            inner.read_owner(&owner_key(key)).await.map(|(_, current)| current.is_some_and(|(_, owner)| owner == mine))
+        };
+        drop(held_lock);
+        inner.forget_lock(key, lock);
+        kept
+    }
+
     fn orphans(&self, candidates: Vec<ContextKey>) -> Vec<ContextKey> {
         let inner = &self.inner;
         let mut live: Vec<String> = Inner::lock(&inner.members)

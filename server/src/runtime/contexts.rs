@@ -123,6 +123,19 @@ impl Contexts {
         }
     }
 
+    /// Whether a call another node sent on here is served here: only if this node runs the
+    /// context, or the engine still names this node its holder (see [`Placement::kept`]);
+    /// otherwise [`Error::NotHere`] or [`Error::Elsewhere`], and the sender looks again. A free
+    /// context is never taken for another node's caller: the sender takes it, so a context
+    /// runs on the node its first call reached (docs/cluster.md, "Spread"), not on a node
+    /// that a stale view pointed at (say, the one that created it).
+    pub async fn serve_forwarded(&self, key: &ContextKey) -> Result<()> {
+        if !self.is_local(key) && !self.shared.placement.kept(key).await? {
+            return Err(Error::NotHere(key.id));
+        }
+        self.loaded(key).await.map(drop)
+    }
+
     /// Cancelled when the server starts shutting down; long-lived calls end then.
     pub fn stopping(&self) -> CancellationToken {
         self.shared.shutdown.clone()

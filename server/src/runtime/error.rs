@@ -44,6 +44,10 @@ pub enum Error {
     /// Another node holds the context: the call belongs there.
     #[error("context {id} is run by node {peer} now; try again")]
     Elsewhere { id: ContextId, peer: Peer },
+    /// A call another node sent on, about a context this node does not run: the sender
+    /// takes it or finds its node.
+    #[error("context {0} is not run by this node; try again")]
+    NotHere(ContextId),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -56,6 +56,11 @@ pub trait Placement: Send + Sync {
     /// without asking the engine (a hint: the holder may have let it go since).
     fn holder(&self, key: &ContextKey) -> Option<Peer>;
 
+    /// Whether the engine names this node the holder of `key` though this node holds no lease
+    /// of it (giving it up failed): every other node sends its calls here, so this node must
+    /// run it again.
+    async fn kept(&self, key: &ContextKey) -> Result<bool>;
+
     /// Of `candidates` (contexts saved mid-run that no actor here runs), those whose holder is
     /// gone and that this node should take over. Spread over the live nodes, so that the runs
     /// of a node that died do not all land on one survivor.
@@ -105,6 +110,11 @@ impl Placement for Solo {
 
     fn holder(&self, _key: &ContextKey) -> Option<Peer> {
         None
+    }
+
+    async fn kept(&self, _key: &ContextKey) -> Result<bool> {
+        // Every context is this node's.
+        Ok(true)
     }
 
     fn orphans(&self, _candidates: Vec<ContextKey>) -> Vec<ContextKey> {
