@@ -27,23 +27,9 @@ struct Nodes {
 impl Nodes {
     async fn start(count: usize, mock_delay_ms: u64) -> Self {
         let cluster = NatsCluster::start(3).await;
-        let (urls, ttl) = (cluster.urls(), LEASE_TTL_MS.to_string());
         let mut nodes = Vec::new();
         for i in 1..=count {
-            let id = format!("bench{i}");
-            let args = [
-                "--store",
-                "nats",
-                "--nats-url",
-                &urls,
-                "--lease-ttl-ms",
-                &ttl,
-                "--node-id",
-                &id,
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ];
-            nodes.push(Server::start(mock_delay_ms, &args).await);
+            nodes.push(cluster.ctxd_node(&format!("bench{i}"), LEASE_TTL_MS, mock_delay_ms).await);
         }
         Self { nodes, _cluster: cluster }
     }

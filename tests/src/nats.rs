@@ -150,6 +150,15 @@ impl NatsCluster {
         node.child = Some(child);
     }
 
+    /// A ctxd node of a cluster of them on these servers (docs/cluster.md), named `node_id`,
+    /// with a metrics listener.
+    pub async fn ctxd_node(&self, node_id: &str, lease_ttl_ms: u64, mock_delay_ms: u64) -> crate::Server {
+        let (urls, ttl) = (self.urls(), lease_ttl_ms.to_string());
+        let args = ["--store", "nats", "--nats-url", &urls, "--lease-ttl-ms", &ttl, "--node-id", node_id];
+        let metrics = ["--metrics-listen", "127.0.0.1:0"];
+        crate::Server::start(mock_delay_ms, &[&args[..], &metrics[..]].concat()).await
+    }
+
     /// The servers' client URLs, comma-separated, as `--nats-url` takes them.
     pub fn urls(&self) -> String {
         self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect::<Vec<_>>().join(",")

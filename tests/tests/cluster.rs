@@ -37,30 +37,24 @@ impl Drop for Nodes {
 impl Nodes {
     async fn start(lease_ttl_ms: u64, mock_delay_ms: u64) -> Self {
         let cluster = NatsCluster::start(3).await;
-        let urls = cluster.urls();
-        let ttl = lease_ttl_ms.to_string();
         let mut nodes = Vec::new();
         for i in 1..=3 {
-            let name = format!("node{i}");
-            let args = [
-                "--store",
-                "nats",
-                "--nats-url",
-                &urls,
-                "--lease-ttl-ms",
-                &ttl,
-                "--node-id",
-                &name,
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ];
-            nodes.push(Server::start(mock_delay_ms, &args).await);
+            nodes.push(cluster.ctxd_node(&format!("node{i}"), lease_ttl_ms, mock_delay_ms).await);
         }
         Self { nodes, cluster }
     }
 
     async fn client(&self, i: usize) -> Client {
         self.nodes[i].client().await
+    }
+
+    /// A client of each node, in order.
+    async fn clients(&self) -> Vec<Client> {
+        let mut clients = Vec::new();
+        for node in &self.nodes {
+            clients.push(node.client().await);
+        }
+        clients
     }
 }
 
@@ -156,10 +150,7 @@ async fn any_node_serves_any_context_and_watchers_anywhere_see_every_change() {
 #[tokio::test]
 async fn a_context_runs_on_the_node_its_first_call_reached_not_on_the_node_that_created_it() {
     let nodes = Nodes::start(1500, 0).await;
-    let mut clients = Vec::new();
-    for i in 0..3 {
-        clients.push(nodes.client(i).await);
-    }
+    let mut clients = nodes.clients().await;
     // Six contexts, all created on node 1. As a round-robin load balancer sends them, the
     // first call about context `i`, right after its creation, reaches node `i % 3`, and each
     // later one the next node.
@@ -184,10 +175,7 @@ async fn a_context_runs_on_the_node_its_first_call_reached_not_on_the_node_that_
 #[tokio::test]
 async fn concurrent_sends_through_every_node_store_one_and_a_resend_adds_nothing() {
     let nodes = Nodes::start(1500, 100).await;
-    let mut clients = Vec::new();
-    for i in 0..3 {
-        clients.push(nodes.client(i).await);
-    }
+    let mut clients = nodes.clients().await;
     let id = create(&mut clients[0], "race").await;
     let requests: Vec<pb::SendMessageRequest> =
         (0..30).map(|i| send_request(&id, &format!("send {i}"), false)).collect();
