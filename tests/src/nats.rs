@@ -103,11 +103,11 @@ impl NatsCluster {
             }
             // A server listens for routes after it says it is ready, so both lines count.
             let clustered = self.nodes.len() > 1;
-            let ready = (0..self.nodes.len()).all(|i| {
-                let log = self.log(i);
+            let logs: Vec<String> = (0..self.nodes.len()).map(|i| self.log(i)).collect();
+            let ready = logs.iter().all(|log| {
                 log.contains("Server is ready") && (!clustered || log.contains("Listening for route connections"))
             });
-            let led = !clustered || self.logs().contains("JetStream cluster new metadata leader");
+            let led = !clustered || logs.iter().any(|log| log.contains("JetStream cluster new metadata leader"));
             if (ready && led) || tokio::time::Instant::now() >= deadline {
                 return Ok(());
             }
@@ -154,9 +154,19 @@ impl NatsCluster {
     /// with a metrics listener.
     pub async fn ctxd_node(&self, node_id: &str, lease_ttl_ms: u64, mock_delay_ms: u64) -> crate::Server {
         let (urls, ttl) = (self.urls(), lease_ttl_ms.to_string());
-        let args = ["--store", "nats", "--nats-url", &urls, "--lease-ttl-ms", &ttl, "--node-id", node_id];
-        let metrics = ["--metrics-listen", "127.0.0.1:0"];
-        crate::Server::start(mock_delay_ms, &[&args[..], &metrics[..]].concat()).await
+        let args = [
+            "--store",
+            "nats",
+            "--nats-url",
+            &urls,
+            "--lease-ttl-ms",
+            &ttl,
+            "--node-id",
+            node_id,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ];
+        crate::Server::start(mock_delay_ms, &args).await
     }
 
     /// The servers' client URLs, comma-separated, as `--nats-url` takes them.

@@ -198,13 +198,13 @@ async fn upstream(
     metadata: &MetadataMap,
     fresh: bool,
 ) -> Result<Option<tonic::Streaming<pb::WatchStateResponse>>, Status> {
-    let give_up = tokio::time::Instant::now() + forwarder.patience;
-    let mut backoff = Backoff::new();
     if forward::is_forwarded(metadata) {
         // One hop only: if the context is not run here, the sender looks for it again.
         contexts.serve_forwarded(key).await?;
         return Ok(None);
     }
+    let give_up = tokio::time::Instant::now() + forwarder.patience;
+    let mut backoff = Backoff::new();
     let mut fresh = fresh;
     loop {
         let Some(peer) = contexts.locate(key, fresh).await? else { return Ok(None) };
