@@ -34,8 +34,13 @@ fn main() -> ExitCode {
     // pipe never holds up a context; lossless: a full buffer waits rather than drops a line.
     let (writer, _flush_on_exit) =
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
-    let text = (config.log_format == LogFormat::Text)
-        .then(|| fmt::layer().with_writer(writer.clone()).with_ansi(std::io::stderr().is_terminal()));
+    // Client-given strings in fields are escaped: no forged lines, no terminal escapes.
+    let text = (config.log_format == LogFormat::Text).then(|| {
+        fmt::layer()
+            .fmt_fields(ctxd::telemetry::escaped_fields())
+            .with_writer(writer.clone())
+            .with_ansi(std::io::stderr().is_terminal())
+    });
     // Fields at the top level of each object, beside "message", as log collectors expect;
     // with tracing on, "span" names the run or call (and its trace_id) a line belongs to.
     let json = (config.log_format == LogFormat::Json).then(|| {

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +11,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::api::{ContextApi, Forwarder, Limits};
-use crate::auth::{AuthLayer, Authenticator};
+use crate::auth::{AuthLayer, Authenticator, PeerKey};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::{Config, StoreKind};
 use crate::http;
@@ -51,6 +53,8 @@ pub enum Error {
     Metrics(#[from] telemetry::MetricsError),
     #[error("{0}")]
     Auth(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The mock, plus the OpenAI-compatible provider when one is configured.
@@ -118,6 +122,7 @@ async fn placement(
     config: &Config,
     js: Option<async_nats::jetstream::Context>,
     bound: SocketAddr,
+    key: Option<Arc<PeerKey>>,
 ) -> Result<(Arc<dyn Placement>, Option<Arc<Forwarder>>), Error> {
     let Some(js) = js else { return Ok((Arc::new(Solo::new()), None)) };
     let node_id = config.node_id(bound.port());
@@ -128,12 +133,29 @@ async fn placement(
         lease_ttl,
         replicas: config.nats_replicas,
         prefix: config.nats_prefix.clone(),
+        key: key.clone(),
     };
     let cluster = Cluster::join(js, options).await?;
+    let tls = match &config.peer_tls_ca {
+        Some(ca) => Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_pem("peer-tls-ca", ca)?))),
+        None => None,
+    };
     // A call waits this long for a dead node's context to be taken over: its lease expires,
     // then the next look finds it free.
-    let forwarder = Forwarder::new(node_id, lease_ttl * 2 + FORWARD_PATIENCE);
+    let forwarder = Forwarder::new(node_id, lease_ttl * 2 + FORWARD_PATIENCE, key, tls);
     Ok((Arc::new(cluster), Some(Arc::new(forwarder))))
+}
+
+/// A PEM file named by setting `what`.
+fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::Tls(format!("{what} {}: {e}", path.display())))
+}
+
+/// The API port's TLS, when `tls-cert` and `tls-key` are set.
+fn server_tls(config: &Config) -> Result<Option<ServerTlsConfig>, Error> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
+    let identity = Identity::from_pem(read_pem("tls-cert", cert)?, read_pem("tls-key", key)?);
+    Ok(Some(ServerTlsConfig::new().identity(identity)))
 }
 
 /// Runs ctxd until `shutdown` completes, then stops accepting, lets every context finish
@@ -174,11 +196,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .await
         .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
     let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
-    let (placement, forwarder) = placement(&config, js, addr).await?;
+    let peer_key = match &config.cluster_secret_file {
+        Some(path) => Some(Arc::new(PeerKey::load(path).map_err(Error::Auth)?)),
+        None => None,
+    };
+    let (placement, forwarder) = placement(&config, js, addr, peer_key.clone()).await?;
     let contexts = Contexts::start(store, llm, tools, settings, Arc::clone(&placement)).await?;
 
     let authenticator = Arc::new(Authenticator::start(&config, &stop).map_err(Error::Auth)?);
-    if authenticator.is_on() {
+    let authenticator_on = authenticator.is_on();
+    if authenticator_on {
         tracing::info!(
             hs256 = config.jwt_hs256_secret_file.is_some(),
             jwks = config.jwt_jwks_file.is_some(),
@@ -212,10 +239,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Routes::new(ContextServiceServer::new(ContextApi::new(contexts.clone(), limits, catalog, forwarder)))
             .add_service(health_service);
     routes = http::add_reflection(routes)?;
-    let routes = http::with_web(routes, AuthLayer::new(authenticator), config.web_dir.as_deref());
+    let routes = http::with_web(routes, AuthLayer::new(authenticator, peer_key), config.web_dir.as_deref());
 
-    let serve = tonic::transport::Server::builder()
+    // Without authentication, only requests addressed to this server by a loopback name (or
+    // an allowed host) are answered: a page whose domain is rebound to 127.0.0.1 is not.
+    let hosts = (!authenticator_on).then(|| {
+        let also: Vec<String> = [Some(addr.to_string()), config.advertise_addr.clone()].into_iter().flatten().collect();
+        http::AllowedHostsLayer::new(http::AllowedHosts::new(&config.allowed_hosts, &also))
+    });
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = server_tls(&config)? {
+        builder = builder.tls_config(tls).map_err(|e| Error::Tls(format!("tls-cert / tls-key: {e}")))?;
+    }
+    let serve = builder
         .accept_http1(true)
+        .layer(tower::util::option_layer(hosts))
         .layer(http::cors(&config.cors_origins)?)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());

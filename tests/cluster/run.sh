@@ -21,6 +21,14 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# The NATS servers require a user and password, and the nodes share a secret: whoever can
+# reach NATS or a node's port cannot read the data or pose as a node (docs/security.md).
+# Both are made fresh for each run, readable by this user only.
+umask 077
+nats_password=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/cluster.secret"
+export NATS_USER=ctxd NATS_PASSWORD=$nats_password
+
 urls=""
 for i in 1 2 3; do
     routes=""
@@ -38,6 +46,10 @@ cluster {
   listen: 127.0.0.1:$((6221 + i))
   routes: [$routes]
 }
+authorization {
+  user: ctxd
+  password: "$nats_password"
+}
 CONF
     "$nats_server" -c "$dir/n$i.conf" > "$dir/n$i.log" 2>&1 &
     pids+=($!)
@@ -47,6 +59,7 @@ done
 for i in 1 2 3; do
     # shellcheck disable=SC2086
     RUST_LOG=${RUST_LOG:-info} "$ctxd" --store nats --nats-url "$urls" --node-id "node$i" \
+        --cluster-secret-file "$dir/cluster.secret" \
         --listen "127.0.0.1:$((50050 + i))" --metrics-listen "127.0.0.1:$((9463 + i))" \
         --web-dir client-web/dist ${CTXD_ARGS:-} > "$dir/node$i.log" 2>&1 &
     pids+=($!)

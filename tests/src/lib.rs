@@ -18,11 +18,13 @@ use tonic::transport::Channel;
 
 pub use ctxd_proto::v1;
 
+pub mod credentials;
 pub mod fake_openai;
 mod fold;
 pub mod metrics;
 pub mod nats;
 pub mod otlp;
+pub mod tls;
 pub mod tokens;
 pub use fold::Folded;
 

@@ -44,10 +44,15 @@ impl NatsCluster {
     /// placement" until the test gave up). A server that cannot listen exits, so a cluster
     /// that loses one at start is stopped and started again on other ports.
     pub async fn start(size: usize) -> Self {
+        Self::start_with(size, "").await
+    }
+
+    /// As `start`, each server's config file ending with `extra` (TLS, authorization, ...).
+    pub async fn start_with(size: usize, extra: &str) -> Self {
         const ATTEMPTS: usize = 5;
         let mut failures = Vec::new();
         for _ in 0..ATTEMPTS {
-            let mut cluster = Self::configure(size);
+            let mut cluster = Self::configure(size, extra);
             for i in 0..size {
                 cluster.start_node(i);
             }
@@ -60,7 +65,7 @@ impl NatsCluster {
     }
 
     /// Config files for `size` servers on fresh free ports, in a fresh directory.
-    fn configure(size: usize) -> Self {
+    fn configure(size: usize, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let mut nodes = Vec::with_capacity(size);
@@ -82,7 +87,7 @@ impl NatsCluster {
                 String::new()
             };
             let text = format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{client_port}\njetstream {{\n  store_dir: \"{}\"\n}}\n{cluster}",
+                "server_name: {name}\nlisten: 127.0.0.1:{client_port}\njetstream {{\n  store_dir: \"{}\"\n}}\n{cluster}{extra}\n",
                 store.display()
             );
             let config = dir.path().join(format!("{name}.conf"));
@@ -153,8 +158,20 @@ impl NatsCluster {
     /// A ctxd node of a cluster of them on these servers (docs/cluster.md), named `node_id`,
     /// with a metrics listener.
     pub async fn ctxd_node(&self, node_id: &str, lease_ttl_ms: u64, mock_delay_ms: u64) -> crate::Server {
+        self.ctxd_node_with(node_id, lease_ttl_ms, mock_delay_ms, &[], &[]).await
+    }
+
+    /// As `ctxd_node`, with more flags and environment variables.
+    pub async fn ctxd_node_with(
+        &self,
+        node_id: &str,
+        lease_ttl_ms: u64,
+        mock_delay_ms: u64,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> crate::Server {
         let (urls, ttl) = (self.urls(), lease_ttl_ms.to_string());
-        let args = [
+        let mut args = vec![
             "--store",
             "nats",
             "--nats-url",
@@ -166,7 +183,8 @@ impl NatsCluster {
             "--metrics-listen",
             "127.0.0.1:0",
         ];
-        crate::Server::start(mock_delay_ms, &args).await
+        args.extend(extra);
+        crate::Server::start_with_env(mock_delay_ms, &args, env).await
     }
 
     /// The servers' client URLs, comma-separated, as `--nats-url` takes them.

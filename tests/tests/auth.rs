@@ -2,63 +2,15 @@
 //! credential, tenants kept apart, keys rotating without a restart, per-tenant limits and
 //! workspaces, and the refusal to serve a network without authentication.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use ctxd_tests::tokens::{self, ED25519_ONE, ED25519_TWO, HS256_SECRET, authorized, bearer};
+use ctxd_tests::credentials::{AUDIENCE, Credentials, sha256_hex, start_with_auth, token};
+use ctxd_tests::tokens::{self, ED25519_ONE, ED25519_TWO, authorized, bearer};
 use ctxd_tests::v1 as pb;
 use ctxd_tests::*;
 use serde_json::json;
 use tonic::{Code, Status};
-
-const AUDIENCE: &str = "ctxd-test";
-
-/// Credential files in a directory of their own, kept while the server runs.
-struct Credentials {
-    dir: tempfile::TempDir,
-}
-
-impl Credentials {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("credentials dir");
-        std::fs::write(dir.path().join("secret"), format!("{HS256_SECRET}\n")).expect("secret");
-        std::fs::write(dir.path().join("jwks.json"), tokens::jwks(&[(ED25519_ONE, "one")])).expect("jwks");
-        std::fs::write(dir.path().join("api-keys"), "# no keys yet\n").expect("api keys");
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The flags that turn on every kind of authentication with these files.
-    fn args(&self) -> Vec<String> {
-        let path = |name: &str| self.path(name).to_str().expect("utf-8").to_owned();
-        vec![
-            "--jwt-hs256-secret-file".into(),
-            path("secret"),
-            "--jwt-jwks-file".into(),
-            path("jwks.json"),
-            "--jwt-audience".into(),
-            AUDIENCE.into(),
-            "--api-keys-file".into(),
-            path("api-keys"),
-        ]
-    }
-}
-
-async fn start_with_auth(credentials: &Credentials, mock_delay_ms: u64, extra: &[&str]) -> Server {
-    let mut args = credentials.args();
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start(mock_delay_ms, &args).await
-}
-
-/// A good HS256 token of `tenant` for this server's audience, with `changes` to its claims.
-fn token(tenant: &str, changes: serde_json::Value) -> String {
-    let claims = tokens::with(tokens::claims(tenant), json!({"aud": AUDIENCE}));
-    tokens::hs256(HS256_SECRET, &tokens::with(claims, changes))
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rpc {
@@ -457,22 +409,6 @@ async fn jwks_and_api_keys_are_re_read_without_a_restart() {
     assert_eq!(denied.code(), Code::PermissionDenied);
     std::fs::write(credentials.path("api-keys"), "# revoked\n").expect("revoke");
     until_listing(&mut client, key, refused).await;
-}
-
-fn sha256_hex(key: &str) -> String {
-    // The server's own hashing is what is under test; the `api-key new` round trip below
-    // checks the line it prints. Here the line is written as an operator would, with sha256sum.
-    let output = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            child.stdin.take().expect("stdin").write_all(key.as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("sha256sum");
-    String::from_utf8(output.stdout).expect("utf-8").split_whitespace().next().expect("a hash").to_owned()
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use tonic::{Request, Status};
 
-use crate::auth::{Principal, Scope};
+use crate::auth::{Credential, Principal, Scope};
 use crate::domain::{ContextId, ContextKey};
 
 /// The request's caller, if it holds `needed`; PERMISSION_DENIED naming the scope if not.
@@ -21,6 +21,15 @@ pub fn caller<T>(request: &Request<T>, needed: Scope) -> Result<Principal, Statu
         )));
     }
     Ok(principal.clone())
+}
+
+/// The credential the request was authenticated with, for a stream to end when it lapses.
+pub fn credential<T>(request: &Request<T>) -> Result<Credential, Status> {
+    request
+        .extensions()
+        .get::<Credential>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("the request was not authenticated"))
 }
 
 /// The context `id` of the caller's tenant: another tenant's context of the same id is a

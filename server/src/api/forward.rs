@@ -3,21 +3,22 @@
 //! what is left of its deadline, marked as forwarded so they go no further.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ctxd_proto::v1::context_service_client::ContextServiceClient;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::auth::{FORWARDED_HEADER, PEER_AUTH_HEADER, PeerKey};
 use crate::runtime::Peer;
 
 pub type Client = ContextServiceClient<Channel>;
 
 /// Marks a forwarded call (its value: the node that sent it on).
-pub const FORWARDED: &str = "ctxd-forwarded";
+pub const FORWARDED: &str = FORWARDED_HEADER;
 /// On the status a forwarded call gets from a node that does not run its context (any more):
 /// the sender should look for the context's node again.
 pub const MOVED: &str = "ctxd-moved";
@@ -29,12 +30,16 @@ pub struct Forwarder {
     /// How long a call may wait for a context's node to be found again (it died, and its
     /// lease has to expire first).
     pub patience: Duration,
+    /// Signs each call sent on, so the receiving node knows it comes from a peer.
+    key: Option<Arc<PeerKey>>,
+    /// With it, calls go to the other nodes over TLS, their certificates checked.
+    tls: Option<ClientTlsConfig>,
     clients: Mutex<HashMap<String, Client>>,
 }
 
 impl Forwarder {
-    pub fn new(node: String, patience: Duration) -> Self {
-        Self { node, patience, clients: Mutex::new(HashMap::new()) }
+    pub fn new(node: String, patience: Duration, key: Option<Arc<PeerKey>>, tls: Option<ClientTlsConfig>) -> Self {
+        Self { node, patience, key, tls, clients: Mutex::new(HashMap::new()) }
     }
 
     /// A client of `peer`, connected on first use and kept.
@@ -43,10 +48,17 @@ impl Forwarder {
         if let Some(client) = clients.get(&peer.addr) {
             return Ok(client.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{}", peer.addr))
-            .map_err(|e| Status::internal(format!("node {} advertises an address that is not one: {e}", peer.node)))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let unusable = |e: tonic::transport::Error| {
+            Status::internal(format!("node {} advertises an address that cannot be used: {e}", peer.node))
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", peer.addr))
+            .map_err(unusable)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(unusable)?;
+        }
         let client = ContextServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
@@ -65,6 +77,9 @@ impl Forwarder {
         }
         if let Ok(node) = self.node.parse() {
             headers.insert(FORWARDED, node);
+        }
+        if let Some(proof) = self.key.as_ref().and_then(|key| key.sign_call(&self.node).parse().ok()) {
+            headers.insert(PEER_AUTH_HEADER, proof);
         }
         if let Some(deadline) = deadline {
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));

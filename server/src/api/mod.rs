@@ -443,15 +443,15 @@ impl ContextService for ContextApi {
         request: Request<pb::WatchStateRequest>,
     ) -> Result<Response<Self::WatchStateStream>, Status> {
         let who = caller::caller(&request, Scope::Read)?;
+        let credential = caller::credential(&request)?;
         let (metadata, _, message) = request.into_parts();
         let pb::WatchStateRequest { context_id, from_revision } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
-        match &self.forwarder {
-            None => watch::state(&self.contexts, &key, from_revision).await.map(Response::new),
-            Some(forwarder) => {
-                watch::anywhere(&self.contexts, forwarder, key, from_revision, metadata).await.map(Response::new)
-            }
-        }
+        let stream = match &self.forwarder {
+            None => watch::state(&self.contexts, &key, from_revision).await?,
+            Some(forwarder) => watch::anywhere(&self.contexts, forwarder, key, from_revision, metadata).await?,
+        };
+        Ok(Response::new(watch::until_lapsed(stream, credential)))
     }
 
     type WatchContextsStream = watch::ResponseStream<pb::WatchContextsResponse>;
@@ -461,8 +461,10 @@ impl ContextService for ContextApi {
         request: Request<pb::WatchContextsRequest>,
     ) -> Result<Response<Self::WatchContextsStream>, Status> {
         let who = caller::caller(&request, Scope::Read)?;
+        let credential = caller::credential(&request)?;
         let pb::WatchContextsRequest { page_size } = request.into_inner();
         let limit = request::page_size(page_size)?;
-        watch::list(&self.contexts, who.tenant, limit).await.map(Response::new)
+        let stream = watch::list(&self.contexts, who.tenant, limit).await?;
+        Ok(Response::new(watch::until_lapsed(stream, credential)))
     }
 }

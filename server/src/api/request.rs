@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::domain::ToolResult;
-use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId, MessageId};
+use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId, MessageId, shown};
 use crate::tools::{ArgumentSchema, truncate};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -95,19 +95,23 @@ pub fn config(value: Option<pb::ContextConfig>, limits: &Limits) -> Result<Conte
         return Err(Status::invalid_argument(format!("config.model is longer than {MAX_ID_BYTES} bytes")));
     }
     if !model.is_empty() && !(limits.serves_model)(&model) {
-        return Err(Status::invalid_argument(format!("config.model: no LLM provider is configured for {model:?}")));
+        return Err(Status::invalid_argument(format!(
+            "config.model: no LLM provider is configured for {}",
+            shown(&model)
+        )));
     }
     let external_tools =
         external_tools.into_iter().map(|tool| external_tool(tool, limits)).collect::<Result<Vec<_>, _>>()?;
     let mut names: Vec<&str> = external_tools.iter().map(|t| t.name.as_str()).collect();
     names.sort_unstable();
     if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(Status::invalid_argument(format!("config.external_tools: {:?} is declared twice", twice[0])));
+        return Err(Status::invalid_argument(format!("config.external_tools: {} is declared twice", shown(twice[0]))));
     }
     let known = |name: &String| limits.tool_names.contains(name) || external_tools.iter().any(|t| &t.name == name);
     if let Some(unknown) = auto_approve_tools.iter().find(|name| !known(name)) {
         return Err(Status::invalid_argument(format!(
-            "config.auto_approve_tools: no tool named {unknown:?}; the server has: {}",
+            "config.auto_approve_tools: no tool named {}; the server has: {}",
+            shown(unknown),
             limits.tool_names.join(", ")
         )));
     }
@@ -117,7 +121,7 @@ pub fn config(value: Option<pb::ContextConfig>, limits: &Limits) -> Result<Conte
 fn external_tool(tool: pb::ExternalTool, limits: &Limits) -> Result<ExternalTool, Status> {
     let pb::ExternalTool { name, description, parameters_json_schema, requires_approval, idempotent, timeout_ms } =
         tool;
-    let field = format!("config.external_tools[{name:?}]");
+    let field = format!("config.external_tools[{}]", shown(&name));
     let valid_name = !name.is_empty()
         && name.len() <= MAX_TOOL_NAME
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
@@ -173,7 +177,7 @@ pub fn page_size(value: i32) -> Result<usize, Status> {
 /// Tool call ids of an ApproveTools request.
 pub fn tool_call_ids(field: &str, ids: Vec<String>) -> Result<Vec<String>, Status> {
     if let Some(bad) = ids.iter().find(|id| id.is_empty() || id.len() > MAX_ID_BYTES) {
-        return Err(Status::invalid_argument(format!("{field}: invalid tool call id {bad:?}")));
+        return Err(Status::invalid_argument(format!("{field}: invalid tool call id {}", shown(bad))));
     }
     Ok(ids)
 }

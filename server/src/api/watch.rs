@@ -14,6 +14,7 @@ use tonic::metadata::MetadataMap;
 
 use super::convert;
 use super::forward::{self, Backoff, Forwarder};
+use crate::auth::Credential;
 use crate::domain::{ContextKey, ContextSummary, TenantId};
 use crate::runtime::{Contexts, EventKind, ListEvent, Subscription, Update};
 use crate::telemetry::names;
@@ -82,6 +83,28 @@ fn state_response(context_id: &str, update: &Update) -> Option<pb::WatchStateRes
         revision,
         kind: Some(kind),
         updated_at: Some(convert::timestamp(updated_at)),
+    })
+}
+
+/// `stream`, ended with UNAUTHENTICATED as soon as the credential that opened it lapses
+/// (expired, or revoked in the keys or JWKS file).
+pub fn until_lapsed<T: Send + 'static>(mut stream: ResponseStream<T>, credential: Credential) -> ResponseStream<T> {
+    Box::pin(async_stream::stream! {
+        let lapsed = credential.lapsed();
+        tokio::pin!(lapsed);
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(item) => yield item,
+                    None => return,
+                },
+                error = &mut lapsed => {
+                    counter!(names::WATCH_LAPSED, "reason" => error.reason()).increment(1);
+                    yield Err(Status::unauthenticated(format!("{error}; this stream has ended")));
+                    return;
+                }
+            }
+        }
     })
 }
 

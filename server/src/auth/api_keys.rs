@@ -67,6 +67,7 @@ impl ApiKeys {
             tenant: entry.tenant.clone(),
             subject: subject(&entry.hash),
             scopes: entry.scopes,
+            valid_until: None,
         })
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use jsonwebtoken::DecodingKey;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::api_keys::ApiKeys;
@@ -22,6 +23,9 @@ pub struct Authenticator {
     api_keys: Option<Arc<Watched<ApiKeys>>>,
     /// Every caller when no verifier is configured, built once rather than per call.
     unauthenticated: Principal,
+    /// Counts changes of the keys and JWKS files in force, for streams to check their
+    /// credentials again.
+    changes: watch::Sender<u64>,
 }
 
 impl Authenticator {
@@ -32,8 +36,9 @@ impl Authenticator {
             Some(path) => Some(read_secret(path)?),
             None => None,
         };
+        let changes = watch::Sender::new(0);
         let jwks = match &config.jwt_jwks_file {
-            Some(path) => Some(Watched::start("JWKS file", path, jwt::parse_jwks, stop.clone())?),
+            Some(path) => Some(Watched::start("JWKS file", path, jwt::parse_jwks, changes.clone(), stop.clone())?),
             None => None,
         };
         let jwt = (hs256.is_some() || jwks.is_some()).then(|| JwtVerifier {
@@ -43,14 +48,20 @@ impl Authenticator {
                 issuer: config.jwt_issuer.clone(),
                 audience: config.jwt_audience.clone(),
                 tenant_claim: config.jwt_tenant_claim.clone(),
+                leeway_secs: config.jwt_leeway_secs,
             },
             verified: Verified::default(),
         });
         let api_keys = match &config.api_keys_file {
-            Some(path) => Some(Watched::start("API keys file", path, ApiKeys::parse, stop.clone())?),
+            Some(path) => Some(Watched::start("API keys file", path, ApiKeys::parse, changes.clone(), stop.clone())?),
             None => None,
         };
-        Ok(Self { jwt, api_keys, unauthenticated: Principal::unauthenticated() })
+        Ok(Self { jwt, api_keys, unauthenticated: Principal::unauthenticated(), changes })
+    }
+
+    /// Changes whenever a keys or JWKS file change is put in force.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Whether callers must authenticate.

@@ -28,6 +28,12 @@ pub enum AuthError {
     WrongIssuer,
     #[error("the token's audience is not the one this server accepts")]
     WrongAudience,
+    #[error("the token has no `{0}` claim, which this server requires")]
+    MissingClaim(&'static str),
+    #[error("the token's `{0}` claim must be a space-separated string or a list of strings")]
+    BadScope(&'static str),
+    #[error("the credential was revoked or no longer grants this stream")]
+    Revoked,
     #[error("the token has no `{0}` claim naming its tenant")]
     NoTenant(String),
     #[error("the token's `{0}` claim is not a valid tenant name")]
@@ -53,6 +59,9 @@ impl AuthError {
             AuthError::NoExpiry => "no_expiry",
             AuthError::WrongIssuer => "wrong_issuer",
             AuthError::WrongAudience => "wrong_audience",
+            AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::BadScope(_) => "bad_scope",
+            AuthError::Revoked => "revoked",
             AuthError::NoTenant(_) => "no_tenant",
             AuthError::BadTenant(_) => "bad_tenant",
             AuthError::UnknownApiKey => "unknown_api_key",

@@ -16,9 +16,6 @@ use super::verified::{self, Verified};
 use super::watched::Watched;
 use crate::domain::TenantId;
 
-/// Clock skew tolerated on `exp` and `nbf`, in seconds.
-const LEEWAY_SECS: u64 = 30;
-
 /// The asymmetric algorithms a JWKS key may verify.
 const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::RS256,
@@ -62,11 +59,32 @@ pub fn parse_jwks(text: &str) -> Result<Vec<PublicKey>, String> {
     Ok(keys)
 }
 
+/// The scopes a token grants: OAuth's space-separated `scope` string or, as identity
+/// providers also emit, a list of strings in `scope` or `scp`. Only a token with neither
+/// claim gets the default (read and write); a claim of any other shape (null, a number, a
+/// list holding something else) is refused rather than read as "no restriction".
+fn scopes(claims: &Map<String, Value>) -> Result<Scopes, AuthError> {
+    let Some((name, claim)) = ["scope", "scp"].into_iter().find_map(|name| claims.get(name).map(|c| (name, c))) else {
+        return Ok(Scopes::READ_WRITE);
+    };
+    match claim {
+        Value::String(scope) => Ok(Scopes::from_names(scope.split_whitespace())),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().ok_or(AuthError::BadScope(name)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Scopes::from_names),
+        _ => Err(AuthError::BadScope(name)),
+    }
+}
+
 /// What a JWT must satisfy.
 pub struct JwtRules {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub tenant_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
 }
 
 pub struct JwtVerifier {
@@ -95,8 +113,9 @@ impl JwtVerifier {
         };
         // `exp` is required, so a verified token has one (a number, by jsonwebtoken's checks).
         let expires = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0) as u64;
-        let principal = self.principal(claims)?;
-        self.verified.put(digest, principal.clone(), expires.saturating_add(LEEWAY_SECS), used);
+        let valid_until = expires.saturating_add(self.rules.leeway_secs);
+        let principal = self.principal(claims, valid_until)?;
+        self.verified.put(digest, principal.clone(), valid_until, used);
         Ok(principal)
     }
 
@@ -128,9 +147,14 @@ impl JwtVerifier {
 
     fn decode(&self, token: &str, key: &DecodingKey, algorithm: Algorithm) -> Result<Map<String, Value>, AuthError> {
         let mut validation = Validation::new(algorithm);
-        validation.leeway = LEEWAY_SECS;
+        validation.leeway = self.rules.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // Configured means required: the crate checks `iss` and `aud` only when present, so a
+        // token that left them out (or set them to null) would pass.
+        let mut required = vec!["exp"];
+        required.extend(self.rules.issuer.as_ref().map(|_| "iss"));
+        required.extend(self.rules.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         match &self.rules.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),
             None => validation.iss = None,
@@ -150,8 +174,8 @@ impl JwtVerifier {
             ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
             ErrorKind::InvalidAudience => AuthError::WrongAudience,
             ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => AuthError::NoExpiry,
-            ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::WrongIssuer,
-            ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::MissingClaim("iss"),
+            ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::MissingClaim("aud"),
             ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm => {
                 AuthError::Algorithm(format!("{algorithm:?}"))
             }
@@ -159,7 +183,7 @@ impl JwtVerifier {
         })
     }
 
-    fn principal(&self, mut claims: Map<String, Value>) -> Result<Principal, AuthError> {
+    fn principal(&self, mut claims: Map<String, Value>, valid_until: u64) -> Result<Principal, AuthError> {
         let claim = &self.rules.tenant_claim;
         let tenant = match claims.get(claim) {
             Some(Value::String(name)) => TenantId::parse(name).map_err(|_| AuthError::BadTenant(claim.clone()))?,
@@ -170,11 +194,7 @@ impl JwtVerifier {
             Some(Value::String(sub)) => sub,
             _ => String::new(),
         };
-        // OAuth's space-separated `scope`; a token without one may read and write.
-        let scopes = match claims.get("scope") {
-            Some(Value::String(scope)) => Scopes::from_names(scope.split_whitespace()),
-            _ => Scopes::READ_WRITE,
-        };
-        Ok(Principal { tenant, subject, scopes })
+        let scopes = scopes(&claims)?;
+        Ok(Principal { tenant, subject, scopes, valid_until: Some(valid_until) })
     }
 }

@@ -2,21 +2,25 @@
 //! `Principal` it hands to handlers, and the scopes that say what a caller may do.
 //!
 //! `authenticator` picks the verifier for a bearer token; `jwt` and `api_keys` verify one
-//! kind each; `verified` remembers verified JWTs until they expire; `watched` re-reads the
+//! kind each; `credential` ends a stream whose credential lapsed; `verified` remembers verified JWTs until they expire; `watched` re-reads the
 //! files when they change; `layer` is the tower layer.
 
 mod api_keys;
 mod authenticator;
+mod credential;
 mod error;
 mod jwt;
 mod layer;
+mod peer_key;
 mod principal;
 mod verified;
 mod watched;
 
 pub use api_keys::{KEY_PREFIX, new_key};
 pub use authenticator::Authenticator;
+pub use credential::Credential;
 pub use error::AuthError;
 pub use layer::AuthLayer;
+pub use peer_key::{FORWARDED_HEADER, PEER_AUTH_HEADER, PeerKey};
 pub use principal::{Principal, Scope, Scopes};
 pub use watched::POLL_INTERVAL;

@@ -77,12 +77,20 @@ pub struct Principal {
     /// The user or service (a JWT's `sub`; `api-key:<first hex digits of its hash>` for a key).
     pub subject: String,
     pub scopes: Scopes,
+    /// When the credential stops being accepted, in seconds since the epoch (a JWT's `exp`
+    /// plus the clock-skew leeway); none: until it is revoked.
+    pub valid_until: Option<u64>,
 }
 
 impl Principal {
     /// The caller of a server without authentication: the default tenant, every scope.
     pub fn unauthenticated() -> Self {
-        Self { tenant: TenantId::default_tenant(), subject: String::new(), scopes: Scopes::READ_WRITE }
+        Self {
+            tenant: TenantId::default_tenant(),
+            subject: String::new(),
+            scopes: Scopes::READ_WRITE,
+            valid_until: None,
+        }
     }
 }
 

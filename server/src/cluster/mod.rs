@@ -27,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use records::{NodeRecord, OwnerRecord, chosen, owner_key, parse_owner_key};
 
-use crate::domain::ContextKey;
+use crate::auth::PeerKey;
+use crate::domain::{ContextKey, shown};
 use crate::runtime::{self, Claim, Lease, Peer, Placement};
 use crate::store;
-use crate::telemetry::names;
+use crate::telemetry::{LogLimiter, names};
 
 /// How this node takes part.
 #[derive(Debug, Clone)]
@@ -44,6 +45,9 @@ pub struct ClusterOptions {
     pub replicas: usize,
     /// Names the buckets, as it names the store's streams.
     pub prefix: String,
+    /// The cluster's shared secret: this node's record is signed with it, and records not
+    /// signed with it are no node's.
+    pub key: Option<Arc<PeerKey>>,
 }
 
 /// Between attempts to join a cluster that does not answer yet.
@@ -63,6 +67,10 @@ pub struct Cluster {
 struct Inner {
     me: String,
     addr: String,
+    /// The cluster's shared secret, if it has one.
+    key: Option<Arc<PeerKey>>,
+    /// Limits the log lines about records that are no node's.
+    refused_members: LogLimiter,
     ttl: Duration,
     nodes: kv::Store,
     owners: kv::Store,
@@ -142,7 +150,8 @@ impl Cluster {
         let owners_bucket = format!("{}_owners", options.prefix);
         let (owners, owners_stream) = bucket(js, owners_bucket.clone(), Duration::ZERO, options.replicas).await?;
         let epoch = new_epoch();
-        let record = NodeRecord { epoch: epoch.clone(), addr: options.advertise.clone() };
+        let record =
+            NodeRecord::signed(&options.node_id, epoch.clone(), options.advertise.clone(), options.key.as_deref());
         let sent = Instant::now();
         let revision = nodes
             .put(&options.node_id, record.encode())
@@ -153,6 +162,8 @@ impl Cluster {
         let inner = Arc::new(Inner {
             me: options.node_id.clone(),
             addr: options.advertise,
+            key: options.key.clone(),
+            refused_members: LogLimiter::default(),
             ttl,
             nodes,
             owners,
@@ -332,7 +343,7 @@ impl Inner {
             // After a failure, again soon: a cluster that recovers is told at once.
             pause = self.ttl / 12;
             let registration = self.registration();
-            let record = NodeRecord { epoch: registration.epoch.clone(), addr: self.addr.clone() };
+            let record = self.record(registration.epoch.clone());
             let sent = Instant::now();
             let renewed =
                 tokio::time::timeout(every, self.nodes.update(&self.me, record.encode(), registration.revision)).await;
@@ -376,7 +387,7 @@ impl Inner {
             registration.epoch.clone_from(&epoch);
         }
         self.standing.send_modify(|n| *n = n.wrapping_add(1));
-        let record = NodeRecord { epoch, addr: self.addr.clone() };
+        let record = self.record(epoch);
         loop {
             let sent = Instant::now();
             match self.nodes.put(&self.me, record.encode()).await {
@@ -478,9 +489,26 @@ impl Inner {
         }
     }
 
+    /// This node's membership record in incarnation `epoch`.
+    fn record(&self, epoch: String) -> NodeRecord {
+        NodeRecord::signed(&self.me, epoch, self.addr.clone(), self.key.as_deref())
+    }
+
+    /// A node's record as this node reads it: none if it is not a node of this cluster's
+    /// (with a secret, a record not signed with it is someone posing as a node).
+    fn member_record(&self, entry: &kv::Entry) -> Option<NodeRecord> {
+        let record = NodeRecord::decode(&entry.key, &entry.value, self.key.as_deref());
+        if record.is_none() && entry.operation == kv::Operation::Put && self.refused_members.admit("member").is_some() {
+            tracing::warn!(node = %shown(&entry.key), "ignoring a node record not signed with this cluster's secret");
+            counter!(names::MEMBERS_REFUSED).increment(1);
+        }
+        record
+    }
+
     fn member_entry(&self, entry: kv::Entry) {
+        let record = self.member_record(&entry);
         let mut members = Self::lock(&self.members);
-        let changed = match (entry.operation, NodeRecord::decode(&entry.value)) {
+        let changed = match (entry.operation, record) {
             (kv::Operation::Put, Some(record)) => {
                 let member = Member { epoch: record.epoch, addr: record.addr, seen: Instant::now() };
                 let known = members.insert(entry.key.clone(), member.clone());
@@ -572,7 +600,7 @@ impl Inner {
             return Ok(None);
         }
         let entry = self.nodes.entry(owner.node.clone()).await.map_err(|e| unavailable("nodes", e))?;
-        match entry.filter(|e| e.operation == kv::Operation::Put).and_then(|e| NodeRecord::decode(&e.value)) {
+        match entry.filter(|e| e.operation == kv::Operation::Put).and_then(|e| self.member_record(&e)) {
             Some(record) if record.epoch == owner.epoch => {
                 Ok(Some(Peer { node: owner.node.clone(), addr: record.addr }))
             }

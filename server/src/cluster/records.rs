@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::PeerKey;
 use crate::domain::ContextKey;
 use crate::store::nats::{context_tokens, parse_context_tokens};
 
@@ -16,6 +17,10 @@ use crate::store::nats::{context_tokens, parse_context_tokens};
 pub struct NodeRecord {
     pub epoch: String,
     pub addr: String,
+    /// The record's signature with the cluster secret (empty without one): with a secret,
+    /// an unsigned record is no node's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,12 +30,21 @@ pub struct OwnerRecord {
 }
 
 impl NodeRecord {
+    /// Node `node`'s record, signed with `key` when the cluster has one.
+    pub fn signed(node: &str, epoch: String, addr: String, key: Option<&PeerKey>) -> Self {
+        let mac = key.map(|key| key.sign_member(node, &epoch, &addr)).unwrap_or_default();
+        Self { epoch, addr, mac }
+    }
+
     pub fn encode(&self) -> bytes::Bytes {
         serde_json::to_vec(self).unwrap_or_default().into()
     }
 
-    pub fn decode(value: &[u8]) -> Option<Self> {
-        serde_json::from_slice(value).ok()
+    /// Node `node`'s record, if it is one: readable and, when the cluster has a secret,
+    /// signed with it.
+    pub fn decode(node: &str, value: &[u8], key: Option<&PeerKey>) -> Option<Self> {
+        let record: Self = serde_json::from_slice(value).ok()?;
+        key.is_none_or(|key| key.verify_member(node, &record.epoch, &record.addr, &record.mac)).then_some(record)
     }
 }
 
@@ -78,8 +92,8 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_keys_name_the_context() {
-        let node = NodeRecord { epoch: "e1".into(), addr: "127.0.0.1:5000".into() };
-        assert_eq!(NodeRecord::decode(&node.encode()), Some(node));
+        let node = NodeRecord::signed("a", "e1".into(), "127.0.0.1:5000".into(), None);
+        assert_eq!(NodeRecord::decode("a", &node.encode(), None), Some(node));
         let owner = OwnerRecord { node: "a".into(), epoch: "e2".into() };
         assert_eq!(OwnerRecord::decode(&owner.encode()), Some(owner));
         assert_eq!(OwnerRecord::decode(b"not json"), None);

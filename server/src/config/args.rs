@@ -31,6 +31,33 @@ pub struct Args {
     /// NATS credentials file (.creds).
     #[arg(long, env = "CTXD_NATS_CREDS", global = true)]
     pub nats_creds: Option<PathBuf>,
+    /// File with an NKey seed to authenticate to NATS with.
+    #[arg(long, env = "CTXD_NATS_NKEY_FILE", global = true)]
+    pub nats_nkey_file: Option<PathBuf>,
+    /// CA certificate (PEM) for the NATS servers; set, TLS to NATS is required.
+    #[arg(long, env = "CTXD_NATS_TLS_CA", global = true)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present to NATS.
+    #[arg(long, env = "CTXD_NATS_TLS_CERT", global = true)]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the NATS client certificate.
+    #[arg(long, env = "CTXD_NATS_TLS_KEY", global = true)]
+    pub nats_tls_key: Option<PathBuf>,
+    /// File with the secret the nodes of a cluster share (at least 32 bytes).
+    #[arg(long, env = "CTXD_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Allow a cluster on a non-loopback address without a cluster secret.
+    #[arg(long, env = "CTXD_INSECURE_CLUSTER")]
+    pub insecure_cluster: bool,
+    /// Certificate chain (PEM) to serve the API over TLS.
+    #[arg(long, env = "CTXD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of that certificate.
+    #[arg(long, env = "CTXD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) of the other nodes; set, calls to them go over TLS.
+    #[arg(long, env = "CTXD_PEER_TLS_CA")]
+    pub peer_tls_ca: Option<PathBuf>,
     /// Prefix of ctxd's NATS streams and subjects.
     #[arg(long, env = "CTXD_NATS_PREFIX", global = true)]
     pub nats_prefix: Option<String>,
@@ -127,12 +154,18 @@ pub struct Args {
     /// JWT claim that names the tenant.
     #[arg(long, env = "CTXD_JWT_TENANT_CLAIM")]
     pub jwt_tenant_claim: Option<String>,
+    /// Tolerated JWT clock skew on exp and nbf, seconds.
+    #[arg(long, env = "CTXD_JWT_LEEWAY_SECS")]
+    pub jwt_leeway_secs: Option<u64>,
     /// API keys file (re-read on change).
     #[arg(long, env = "CTXD_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
     /// Allow serving without authentication on a non-loopback address.
     #[arg(long, env = "CTXD_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Without authentication: comma-separated Host names accepted besides loopback ones (* for any).
+    #[arg(long, env = "CTXD_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
     /// Runs a tenant may have in progress at once (32 with authentication on, no limit without).
     #[arg(long, env = "CTXD_MAX_ACTIVE_RUNS_PER_TENANT")]
     pub max_active_runs_per_tenant: Option<usize>,

@@ -60,6 +60,15 @@ pub struct Config {
     pub nats_url: Vec<String>,
     /// A NATS `.creds` file (user JWT and NKey seed).
     pub nats_creds: Option<PathBuf>,
+    /// A file holding an NKey seed (`SU...`) to authenticate to NATS with.
+    pub nats_nkey_file: Option<PathBuf>,
+    /// CA certificate (PEM) the NATS servers' certificates are checked against; set, TLS to
+    /// NATS is required.
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients (with `nats-tls-key`).
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub nats_tls_key: Option<PathBuf>,
     /// Names ctxd's streams and subjects, so that several deployments share a cluster.
     pub nats_prefix: String,
     /// Servers that hold each stream; a save is acknowledged once a majority has it.
@@ -70,6 +79,21 @@ pub struct Config {
     /// host:port the other nodes reach this one at; none: the address it listens on (which
     /// must then not be 0.0.0.0 or [::]).
     pub advertise_addr: Option<String>,
+    /// A file holding the secret the nodes of a cluster share (at least 32 bytes): a node signs
+    /// its membership record and every call it sends on with it, and ignores records and
+    /// refuses forwarded calls that are not signed with it.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Run a cluster on a non-loopback address without `cluster-secret-file` (anyone who can
+    /// write to NATS or reach the port could pose as a node).
+    pub insecure_cluster: bool,
+    /// Certificate chain (PEM) to serve the API port over TLS with (with `tls-key`); the other
+    /// nodes then call this one over TLS too.
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) the other nodes' certificates are checked against: set, calls sent
+    /// on to another node go over TLS.
+    pub peer_tls_ca: Option<PathBuf>,
     /// How long a node that stopped renewing its place (it died) keeps its contexts before
     /// another node takes them over, in milliseconds. The same on every node. Longer than a
     /// NATS stream's leader election (nats-server 2.9 waits 4 to 9 s), so that a NATS
@@ -132,11 +156,18 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     /// The JWT claim naming the caller's tenant; a token without it is refused.
     pub jwt_tenant_claim: String,
+    /// Clock skew tolerated on a JWT's `exp` and `nbf`, in seconds; a stream opened with a
+    /// JWT ends this long after its `exp`.
+    pub jwt_leeway_secs: u64,
     /// API keys, one a line: `tenant scopes sha256-hex-of-key`; re-read when it changes.
     pub api_keys_file: Option<PathBuf>,
     /// Serve without authentication on a non-loopback address (anyone who reaches the port
     /// reads and changes everything).
     pub insecure_no_auth: bool,
+    /// Without authentication, the `Host` names (host or host:port; `*`: any) requests may
+    /// carry besides loopback names and addresses; others are refused, so that a web page
+    /// whose domain is rebound to 127.0.0.1 cannot reach ctxd.
+    pub allowed_hosts: Vec<String>,
     /// Runs one tenant may have in progress at once; more are refused until one ends. None:
     /// 32 with authentication on; no limit without it (one implicit tenant, as before tenants).
     pub max_active_runs_per_tenant: Option<usize>,
@@ -152,6 +183,15 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             nats_url: vec!["nats://127.0.0.1:4222".into()],
             nats_creds: None,
+            nats_nkey_file: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            cluster_secret_file: None,
+            insecure_cluster: false,
+            tls_cert: None,
+            tls_key: None,
+            peer_tls_ca: None,
             nats_prefix: "ctxd".into(),
             nats_replicas: 3,
             node_id: None,
@@ -191,8 +231,10 @@ impl Default for Config {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_tenant_claim: "tenant".into(),
+            jwt_leeway_secs: 30,
             api_keys_file: None,
             insecure_no_auth: false,
+            allowed_hosts: Vec::new(),
             max_active_runs_per_tenant: None,
             max_contexts_per_tenant: None,
         }
@@ -233,6 +275,15 @@ impl Config {
             data_dir,
             nats_url,
             nats_creds,
+            nats_nkey_file,
+            nats_tls_ca,
+            nats_tls_cert,
+            nats_tls_key,
+            cluster_secret_file,
+            insecure_cluster,
+            tls_cert,
+            tls_key,
+            peer_tls_ca,
             nats_prefix,
             nats_replicas,
             node_id,
@@ -265,8 +316,10 @@ impl Config {
             jwt_issuer,
             jwt_audience,
             jwt_tenant_claim,
+            jwt_leeway_secs,
             api_keys_file,
             insecure_no_auth,
+            allowed_hosts,
             max_active_runs_per_tenant,
             max_contexts_per_tenant,
             command: _,
@@ -304,11 +357,21 @@ impl Config {
             llm_idle_timeout_ms,
             external_tool_timeout_ms,
             metrics_listen,
-            jwt_tenant_claim
+            jwt_tenant_claim,
+            jwt_leeway_secs,
+            allowed_hosts
         );
         overlay_optional!(
             openai_base_url,
             nats_creds,
+            nats_nkey_file,
+            nats_tls_ca,
+            nats_tls_cert,
+            nats_tls_key,
+            cluster_secret_file,
+            tls_cert,
+            tls_key,
+            peer_tls_ca,
             node_id,
             advertise_addr,
             workspace,
@@ -323,6 +386,7 @@ impl Config {
             max_contexts_per_tenant
         );
         config.insecure_no_auth |= insecure_no_auth;
+        config.insecure_cluster |= insecure_cluster;
         config.validate()?;
         Ok(config)
     }
@@ -405,6 +469,34 @@ impl Config {
                 self.listen
             )));
         }
+        self.validate_cluster()?;
+        Ok(())
+    }
+
+    /// A cluster off loopback authenticates its nodes to each other; TLS settings come in pairs.
+    fn validate_cluster(&self) -> Result<(), Error> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::Invalid("tls-cert and tls-key go together".into()));
+        }
+        if self.nats_tls_cert.is_some() != self.nats_tls_key.is_some() {
+            return Err(Error::Invalid("nats-tls-cert and nats-tls-key go together".into()));
+        }
+        let advertised_off_loopback = match &self.advertise_addr {
+            Some(addr) => !addr.rsplit_once(':').map(|(host, _)| host.trim_matches(['[', ']'])).is_some_and(|host| {
+                host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }),
+            None => false,
+        };
+        let off_loopback = !self.listen.ip().is_loopback() || advertised_off_loopback;
+        if self.store == StoreKind::Nats && off_loopback && self.cluster_secret_file.is_none() && !self.insecure_cluster
+        {
+            return Err(Error::Invalid(format!(
+                "refusing to serve other ctxd nodes on {} without a cluster secret: whoever can reach NATS could register \
+                 as a node and be sent callers' credentials. Configure --cluster-secret-file (the same file on every \
+                 node; docs/security.md says how), or pass --insecure-cluster to run without one anyway",
+                self.advertise_addr.as_deref().map_or_else(|| self.listen.to_string(), str::to_owned)
+            )));
+        }
         Ok(())
     }
 
@@ -442,6 +534,9 @@ impl Config {
         crate::store::NatsOptions {
             urls: self.nats_url.clone(),
             creds: self.nats_creds.clone(),
+            nkey_file: self.nats_nkey_file.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_client: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
             user: secret_from_env(&["CTXD_NATS_USER", "NATS_USER"]),
             password: secret_from_env(&["CTXD_NATS_PASSWORD", "NATS_PASSWORD"]),
             token: secret_from_env(&["CTXD_NATS_TOKEN", "NATS_TOKEN"]),

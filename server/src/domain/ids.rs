@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 /// A string that is not a UUID where one was required.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} is not a valid UUID")]
+#[error("{} is not a valid UUID", super::shown(value))]
 pub struct InvalidId {
     pub value: String,
 }

@@ -16,8 +16,9 @@ pub struct TenantId(Arc<str>);
 /// A string that cannot name a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a valid tenant name (1 to {MAX_TENANT_LEN} ASCII letters, digits, '-', '_' or '.', starting with a \
-     letter or digit)"
+    "{} is not a valid tenant name (1 to {MAX_TENANT_LEN} ASCII letters, digits, '-', '_' or '.', starting with a \
+     letter or digit)",
+    super::shown(.0)
 )]
 pub struct InvalidTenant(pub String);
 

@@ -28,6 +28,21 @@ pub struct RequestedToolCall {
     pub arguments_json: String,
 }
 
+/// A requested call with the verdict of the check made before the reply reaches the state
+/// machine: `refused` holds the error result that answers it at once (an unknown tool,
+/// arguments its schema refuses), so it never waits for approval, a run, or another service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedToolCall {
+    pub call: RequestedToolCall,
+    pub refused: Option<String>,
+}
+
+impl CheckedToolCall {
+    pub fn passed(call: RequestedToolCall) -> Self {
+        Self { call, refused: None }
+    }
+}
+
 /// A tool's output as the model will see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolResult {

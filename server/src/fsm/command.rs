@@ -1,4 +1,4 @@
-use crate::domain::{Branch, ContextConfig, MessageId, RequestedToolCall, ToolResult, Usage};
+use crate::domain::{Branch, CheckedToolCall, ContextConfig, MessageId, ToolResult, Usage};
 
 /// Something that moves a context: a client's action, or the result of an effect.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +75,8 @@ pub enum Command {
 /// What the LLM produced besides text.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LlmReply {
-    pub tool_calls: Vec<RequestedToolCall>,
+    /// The calls the model asked for, each checked (off the executor) before it arrives.
+    pub tool_calls: Vec<CheckedToolCall>,
     pub usage: Option<Usage>,
     pub duration_ms: u64,
     /// The model that answered, as the provider reported it.

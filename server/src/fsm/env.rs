@@ -1,16 +1,11 @@
 //! The outside world, as far as the state machine sees it.
 
-use crate::domain::{Context, ContextConfig, MessageId, Timestamp, ToolPolicy};
+use crate::domain::{Context, MessageId, Timestamp, ToolPolicy};
 
 /// What the state machine may ask about tools.
 pub trait ToolCatalog {
     /// The policy of a server tool; `None` for tools the server does not have.
     fn policy(&self, name: &str) -> Option<ToolPolicy>;
-
-    /// Checks a call before it is saved: `Err` holds the error result that answers it at
-    /// once (an unknown tool, arguments its schema refuses), so it never waits for approval,
-    /// a run, or another service.
-    fn check_call(&self, config: &ContextConfig, name: &str, arguments_json: &str) -> Result<(), String>;
 }
 
 pub struct Env<'a> {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::domain::{
-    Approval, Context, ContextConfig, ContextId, ContextKey, FsmState, Message, MessageId, MessageStatus, Phase,
-    RequestedToolCall, Role, TenantId, Timestamp, ToolPolicy, ToolResult, Usage,
+    Approval, CheckedToolCall, Context, ContextConfig, ContextId, ContextKey, FsmState, Message, MessageId,
+    MessageStatus, Phase, RequestedToolCall, Role, TenantId, Timestamp, ToolPolicy, ToolResult, Usage,
 };
 use std::cell::Cell;
 
@@ -17,11 +17,6 @@ impl ToolCatalog for Policies {
             "launch" => Some(ToolPolicy { requires_approval: true, idempotent: false, external: false }),
             _ => None,
         }
-    }
-
-    /// Every call passes but one whose arguments are not JSON.
-    fn check_call(&self, _: &ContextConfig, _: &str, arguments_json: &str) -> Result<(), String> {
-        if arguments_json == "not json" { Err("invalid arguments: not JSON".into()) } else { Ok(()) }
     }
 }
 
@@ -89,7 +84,13 @@ impl Harness {
         self.apply(Command::Continue);
         let tool_calls = calls
             .iter()
-            .map(|(id, name)| RequestedToolCall { id: (*id).into(), name: (*name).into(), arguments_json: "{}".into() })
+            .map(|(id, name)| {
+                CheckedToolCall::passed(RequestedToolCall {
+                    id: (*id).into(),
+                    name: (*name).into(),
+                    arguments_json: "{}".into(),
+                })
+            })
             .collect();
         self.apply(Command::LlmFinished { reply: LlmReply { tool_calls, ..LlmReply::default() } });
     }
@@ -330,10 +331,10 @@ fn calls_refused_before_saving_are_answered_in_the_same_change_and_never_pending
     let mut h = Harness::new(ContextConfig::default());
     h.send("use tools");
     h.apply(Command::Continue);
-    let call = |id: &str, name: &str, arguments: &str| RequestedToolCall {
-        id: id.into(),
-        name: name.into(),
-        arguments_json: arguments.into(),
+    // The runtime checks each call before the reply arrives; arguments that are not JSON fail.
+    let call = |id: &str, name: &str, arguments: &str| CheckedToolCall {
+        call: RequestedToolCall { id: id.into(), name: name.into(), arguments_json: arguments.into() },
+        refused: (arguments == "not json").then(|| "invalid arguments: not JSON".to_owned()),
     };
     let tool_calls =
         vec![call("c1", "read_file", "not json"), call("c2", "read_file", "{}"), call("c3", "clock", "{}")];

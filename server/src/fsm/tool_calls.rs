@@ -7,7 +7,7 @@ use super::effect::Effect;
 use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
-use crate::domain::{Approval, Change, Context, Message, Phase, Place, RequestedToolCall, Role, ToolCall, ToolResult};
+use crate::domain::{Approval, Change, CheckedToolCall, Context, Message, Phase, Place, Role, ToolCall, ToolResult};
 
 /// Text of the tool message that answers a denied call.
 pub const DENIED: &str = "denied by the user";
@@ -17,20 +17,19 @@ pub const CANCELLED: &str = "cancelled by the user";
 pub const INTERRUPTED: &str = "interrupted by restart";
 
 /// The calls of a finished reply, each with its approval decided by its tool's policy, and
-/// the error answers (the `answers_from`-th new message on) of the calls refused before
-/// saving: those are never pending, whatever their tool's policy.
+/// the error answers (the `answers_from`-th new message on) of the calls the check refused:
+/// those are never pending, whatever their tool's policy.
 pub fn decide(
     ctx: &Context,
     answers_from: u64,
-    requested: Vec<RequestedToolCall>,
+    requested: Vec<CheckedToolCall>,
     env: &Env,
 ) -> (Vec<ToolCall>, Vec<Message>) {
     let mut answers = Vec::new();
     let calls = requested
         .into_iter()
-        .map(|call| {
+        .map(|CheckedToolCall { call, refused }| {
             let policy = env.policy(ctx, &call.name);
-            let refused = env.tools.check_call(&ctx.config, &call.name, &call.arguments_json).err();
             let approval = match policy {
                 Some(policy)
                     if refused.is_none()

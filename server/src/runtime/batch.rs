@@ -172,9 +172,6 @@ mod tests {
         fn policy(&self, _: &str) -> Option<ToolPolicy> {
             None
         }
-        fn check_call(&self, _: &ContextConfig, _: &str, _: &str) -> Result<(), String> {
-            Ok(())
-        }
     }
 
     fn env(tools: &NoTools) -> Env<'_> {

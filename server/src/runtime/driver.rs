@@ -20,11 +20,11 @@ use tracing::{Instrument as _, Span};
 use super::prompt;
 use super::settings::Settings;
 use super::shared::Shared;
-use crate::domain::{Context, Phase, ToolCall, ToolResult};
+use crate::domain::{Context, ExternalTool, Phase, ToolCall, ToolResult};
 use crate::fsm::{Command, Effect, LlmReply};
 use crate::llm::{LlmEvent, LlmStream, MOCK_MODEL};
 use crate::telemetry::{names, traces};
-use crate::tools::NO_EXTERNAL_RESULT;
+use crate::tools::{NO_EXTERNAL_RESULT, ToolRegistry};
 
 /// Effect results waiting to be applied can pile up this far before producers wait.
 const EVENT_CAPACITY: usize = 64;
@@ -91,7 +91,10 @@ impl Driver {
                     Span::none()
                 };
                 let stream = self.shared.llm.stream(request);
-                self.tasks.spawn(pump_llm(stream, labels, self.events.clone(), self.generation).instrument(span));
+                let checks =
+                    Checks { tools: Arc::clone(&self.shared.tools), external: ctx.config.external_tools.clone() };
+                self.tasks
+                    .spawn(pump_llm(stream, labels, checks, self.events.clone(), self.generation).instrument(span));
             }
             Effect::ScheduleRetry { attempt, at_least_ms } => {
                 let settings = &self.shared.settings;
@@ -223,11 +226,25 @@ impl LlmLabels {
     }
 }
 
+/// What the tool calls of a reply are checked against.
+struct Checks {
+    tools: Arc<ToolRegistry>,
+    /// The context's external tools.
+    external: Vec<ExternalTool>,
+}
+
 /// Turns a provider's stream into commands for the actor.
-async fn pump_llm(mut stream: LlmStream, labels: LlmLabels, events: mpsc::Sender<Event>, generation: u64) {
+async fn pump_llm(
+    mut stream: LlmStream,
+    labels: LlmLabels,
+    checks: Checks,
+    events: mpsc::Sender<Event>,
+    generation: u64,
+) {
     let started = Instant::now();
     let mut first_text = true;
     let mut reply = LlmReply::default();
+    let mut requested = Vec::new();
     while let Some(event) = stream.next().await {
         let command = match event {
             Ok(LlmEvent::Text(text)) if text.is_empty() => continue,
@@ -240,7 +257,7 @@ async fn pump_llm(mut stream: LlmStream, labels: LlmLabels, events: mpsc::Sender
                 Command::LlmDelta { text }
             }
             Ok(LlmEvent::ToolCall(call)) => {
-                reply.tool_calls.push(call);
+                requested.push(call);
                 continue;
             }
             Ok(LlmEvent::Usage(usage)) => {
@@ -282,6 +299,7 @@ async fn pump_llm(mut stream: LlmStream, labels: LlmLabels, events: mpsc::Sender
         Span::current().record("llm.completion_tokens", usage.completion_tokens);
     }
     reply.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    reply.tool_calls = checks.tools.check_calls(checks.external, requested).await;
     let _ = events.send((generation, Command::LlmFinished { reply })).await;
 }
 

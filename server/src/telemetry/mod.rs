@@ -4,8 +4,12 @@
 
 mod exporter;
 mod grpc;
+mod log_fields;
+mod log_limit;
 pub mod names;
 pub mod traces;
 
 pub use exporter::{Error as MetricsError, Exporter, serve};
 pub use grpc::{GrpcMetricsLayer, is_grpc};
+pub use log_fields::escaped_fields;
+pub use log_limit::LogLimiter;

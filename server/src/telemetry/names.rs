@@ -35,8 +35,13 @@ pub const LLM_RETRY_AFTER_SECONDS: &str = "ctxd_llm_retry_after_wait_seconds_tot
 pub const TOOL_CALLS: &str = "ctxd_tool_calls_total";
 pub const TOOL_SECONDS: &str = "ctxd_tool_call_duration_seconds";
 pub const EXTERNAL_RESULTS: &str = "ctxd_external_tool_results_total";
+pub const TOOL_CHECKS_OVER_BUDGET: &str = "ctxd_tool_argument_checks_over_budget_total";
 
 pub const AUTH_FAILURES: &str = "ctxd_auth_failures_total";
+pub const WATCH_LAPSED: &str = "ctxd_watch_streams_lapsed_total";
+pub const HOSTS_REFUSED: &str = "ctxd_http_host_refused_total";
+pub const MEMBERS_REFUSED: &str = "ctxd_cluster_records_refused_total";
+pub const FORWARDS_REFUSED: &str = "ctxd_forwarded_calls_refused_total";
 pub const AUTH_RELOADS: &str = "ctxd_auth_file_reloads_total";
 pub const LIMIT_REFUSALS: &str = "ctxd_tenant_limit_refusals_total";
 
@@ -84,6 +89,19 @@ pub fn describe() {
     describe_histogram!(SAVES_PER_WRITE, Unit::Count, "Saves that shared one write and one fsync.");
     describe_histogram!(SAVE_BYTES, Unit::Bytes, "Bytes one write put into the store.");
     describe_counter!(AUTH_FAILURES, "Calls refused UNAUTHENTICATED, by reason (the credential is never logged).");
+    describe_counter!(MEMBERS_REFUSED, "Node records ignored because they are not signed with the cluster secret.");
+    describe_counter!(
+        FORWARDS_REFUSED,
+        "Calls marked as forwarded refused because no node of this cluster signed them."
+    );
+    describe_counter!(
+        HOSTS_REFUSED,
+        "Requests refused because their Host is neither loopback nor allowed (a server without authentication)."
+    );
+    describe_counter!(
+        WATCH_LAPSED,
+        "Watch streams ended UNAUTHENTICATED because their credential expired or was revoked, by reason."
+    );
     describe_counter!(AUTH_RELOADS, "Re-reads of a changed JWKS or API keys file, by file and outcome.");
     describe_counter!(LIMIT_REFUSALS, "Actions refused by a per-tenant limit, by limit (runs, contexts).");
     describe_gauge!(CONTEXTS_LOADED, "Contexts held in memory by a live actor.");
@@ -110,6 +128,10 @@ pub fn describe() {
     );
     describe_histogram!(TOOL_SECONDS, Unit::Seconds, "Duration of a tool call the server ran.");
     describe_counter!(EXTERNAL_RESULTS, "Results of external tools delivered with SubmitToolResult.");
+    describe_counter!(
+        TOOL_CHECKS_OVER_BUDGET,
+        "Replies whose tool call arguments could not be checked within the time budget (the calls were refused)."
+    );
     describe_counter!(
         NATS_REQUESTS,
         "Requests to the NATS cluster (--store nats), by op: append (a save), put (the tree, a snapshot), read."

@@ -16,8 +16,7 @@ impl ExternalTools {
         config.external_tools.iter().map(|tool| ToolDefinition {
             name: tool.name.clone(),
             description: tool.description.clone(),
-            parameters: ArgumentSchema::parse(&tool.parameters_json_schema)
-                .map(|(_, schema)| schema)
+            parameters: ArgumentSchema::parse_json(&tool.parameters_json_schema)
                 .unwrap_or_else(|_| serde_json::json!({"type": "object"})),
         })
     }

@@ -14,8 +14,11 @@ use super::schema::ArgumentSchema;
 use super::tool::{Tool, ToolError};
 use super::workspace::Workspace;
 use super::write_file::WriteFile;
-use crate::domain::{ContextConfig, TenantId, ToolDefinition, ToolPolicy, ToolResult};
+use crate::domain::{
+    CheckedToolCall, ExternalTool, RequestedToolCall, TenantId, ToolDefinition, ToolPolicy, ToolResult,
+};
 use crate::fsm::ToolCatalog;
+use crate::telemetry::names;
 
 #[derive(Debug, Clone)]
 pub struct ToolLimits {
@@ -34,6 +37,9 @@ pub struct ToolRegistry {
     definitions: Arc<[ToolDefinition]>,
     limits: ToolLimits,
 }
+
+/// How long checking the arguments of one reply's tool calls may take.
+pub const CHECK_BUDGET: Duration = Duration::from_secs(1);
 
 /// How the error result of a server tool that ran out of time begins.
 pub const TIMED_OUT: &str = "timed out after";
@@ -105,9 +111,43 @@ impl ToolCatalog for ToolRegistry {
     fn policy(&self, name: &str) -> Option<ToolPolicy> {
         self.tools.get(name).map(|r| r.tool.policy())
     }
+}
 
-    fn check_call(&self, config: &ContextConfig, name: &str, arguments_json: &str) -> Result<(), String> {
-        if let Some(tool) = config.external_tool(name) {
+impl ToolRegistry {
+    /// Checks the calls of one reply before the state machine sees them (an unknown tool,
+    /// arguments its schema refuses), on a blocking thread and within [`CHECK_BUDGET`]: a
+    /// schema a caller declared is bounded when it is accepted, and this is the second line,
+    /// so no schema can hold up the executor or a context for long. Calls still unchecked
+    /// when the budget runs out are refused.
+    pub async fn check_calls(
+        self: &Arc<Self>,
+        external: Vec<ExternalTool>,
+        calls: Vec<RequestedToolCall>,
+    ) -> Vec<CheckedToolCall> {
+        if calls.is_empty() {
+            return Vec::new();
+        }
+        let (registry, asked) = (Arc::clone(self), calls.clone());
+        let checking = tokio::task::spawn_blocking(move || {
+            asked.iter().map(|call| registry.check_call(&external, &call.name, &call.arguments_json).err()).collect()
+        });
+        let verdicts: Vec<Option<String>> = match tokio::time::timeout(CHECK_BUDGET, checking).await {
+            Ok(Ok(verdicts)) => verdicts,
+            Ok(Err(_)) | Err(_) => {
+                metrics::counter!(names::TOOL_CHECKS_OVER_BUDGET).increment(1);
+                tracing::warn!(calls = calls.len(), "checking tool call arguments took longer than {CHECK_BUDGET:?}");
+                let refusal = format!(
+                    "invalid arguments: checking them against the tool's schema took longer than {} ms",
+                    CHECK_BUDGET.as_millis()
+                );
+                vec![Some(refusal); calls.len()]
+            }
+        };
+        calls.into_iter().zip(verdicts).map(|(call, refused)| CheckedToolCall { call, refused }).collect()
+    }
+
+    fn check_call(&self, external: &[ExternalTool], name: &str, arguments_json: &str) -> Result<(), String> {
+        if let Some(tool) = external.iter().find(|t| t.name == name) {
             return ExternalTools::check(tool, arguments_json);
         }
         match self.tools.get(name) {
@@ -118,7 +158,7 @@ impl ToolCatalog for ToolRegistry {
 }
 
 fn unknown(name: &str) -> String {
-    format!("no tool named {name:?}")
+    format!("no tool named {}", crate::domain::shown(name))
 }
 
 /// Cuts `output` to `max` bytes (on a char boundary) and says so.

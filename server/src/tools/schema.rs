@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use super::schema_bounds::SchemaBounds;
+
 /// A compiled argument schema.
 pub struct ArgumentSchema {
     validator: jsonschema::Validator,
@@ -17,32 +19,44 @@ impl ArgumentSchema {
         jsonschema::validator_for(schema).map(|validator| Self { validator }).map_err(|e| e.to_string())
     }
 
-    /// Parses a JSON text and compiles it; empty text means "any object".
+    /// Parses a schema a caller declared, checks it against [`SchemaBounds::DEFAULT`] and
+    /// compiles it; empty text means "any object". The error says what is wrong with it.
     pub fn parse(text: &str) -> Result<(Self, Value), String> {
-        let schema: Value = if text.trim().is_empty() {
-            serde_json::json!({"type": "object"})
-        } else {
-            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?
-        };
+        let schema = Self::parse_json(text)?;
+        SchemaBounds::DEFAULT.check(&schema, text.len())?;
         Self::compile(&schema).map(|compiled| (compiled, schema))
     }
 
-    /// Parses a call's arguments and checks them; the error is written for the model.
+    /// The JSON of a declared schema, without compiling it (what the model is shown).
+    pub fn parse_json(text: &str) -> Result<Value, String> {
+        if text.trim().is_empty() {
+            return Ok(serde_json::json!({"type": "object"}));
+        }
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
+    }
+
+    /// Parses a call's arguments and checks them; the error, written for the model, names the
+    /// first problem found (finding every one can cost far more than the check itself).
     pub fn check(&self, arguments_json: &str) -> Result<Value, String> {
         let arguments: Value =
             serde_json::from_str(arguments_json).map_err(|e| format!("invalid arguments: not JSON ({e})"))?;
         if !arguments.is_object() {
             return Err("invalid arguments: expected a JSON object".into());
         }
-        let problems: Vec<String> = self
-            .validator
-            .iter_errors(&arguments)
-            .map(|e| {
+        if self.validator.is_valid(&arguments) {
+            return Ok(arguments);
+        }
+        match self.validator.validate(&arguments) {
+            Ok(()) => Ok(arguments),
+            Err(e) => {
                 let path = e.instance_path().to_string();
-                if path.is_empty() { e.to_string() } else { format!("{path}: {e}") }
-            })
-            .collect();
-        if problems.is_empty() { Ok(arguments) } else { Err(format!("invalid arguments: {}", problems.join("; "))) }
+                Err(if path.is_empty() {
+                    format!("invalid arguments: {e}")
+                } else {
+                    format!("invalid arguments: {path}: {e}")
+                })
+            }
+        }
     }
 }
 

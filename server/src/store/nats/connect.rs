@@ -19,6 +19,12 @@ pub struct NatsOptions {
     pub urls: Vec<String>,
     /// A `.creds` file (JWT and NKey seed).
     pub creds: Option<PathBuf>,
+    /// A file holding an NKey seed.
+    pub nkey_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the servers; set, TLS is required.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), for servers that verify clients.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
     pub user: Option<String>,
     pub password: Option<String>,
     pub token: Option<String>,
@@ -26,6 +32,24 @@ pub struct NatsOptions {
     pub prefix: String,
     /// How many servers hold each stream.
     pub replicas: usize,
+}
+
+impl NatsOptions {
+    /// Servers to reach without credentials or TLS (a cluster on loopback, as in tests).
+    pub fn plain(urls: Vec<String>, prefix: &str, replicas: usize) -> Self {
+        Self {
+            urls,
+            creds: None,
+            nkey_file: None,
+            tls_ca: None,
+            tls_client: None,
+            user: None,
+            password: None,
+            token: None,
+            prefix: prefix.to_owned(),
+            replicas,
+        }
+    }
 }
 
 /// Between attempts while the cluster is not reachable.
@@ -80,6 +104,17 @@ async fn ready(
     }
     if let Some(token) = &options.token {
         connect = connect.token(token.clone());
+    }
+    if let Some(path) = &options.nkey_file {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| Error::Misconfigured(format!("NATS NKey seed file {}: {e}", path.display())))?;
+        connect = connect.nkey(seed.trim().to_owned());
+    }
+    if let Some(ca) = &options.tls_ca {
+        connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &options.tls_client {
+        connect = connect.add_client_certificate(cert.clone(), key.clone());
     }
     let client = connect.connect(addrs).await.map_err(unavailable)?;
     let js = jetstream::new(client.clone());

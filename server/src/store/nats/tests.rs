@@ -34,15 +34,7 @@ impl Server {
     }
 
     async fn open(&self) -> Nats {
-        let options = NatsOptions {
-            urls: vec![format!("nats://127.0.0.1:{}", self.port)],
-            creds: None,
-            user: None,
-            password: None,
-            token: None,
-            prefix: "test".into(),
-            replicas: 1,
-        };
+        let options = NatsOptions::plain(vec![format!("nats://127.0.0.1:{}", self.port)], "test", 1);
         tokio::time::timeout(Duration::from_secs(30), Nats::open(&options)).await.expect("NATS ready").expect("open")
     }
 }

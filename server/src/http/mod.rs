@@ -1,16 +1,22 @@
 //! Everything on the one listener besides ContextService: grpc-web translation, CORS for
-//! browsers on other origins, health, reflection, and the web client's static files.
+//! browsers on other origins, the Host check of a server without authentication, health,
+//! reflection, and the web client's static files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use axum::body::Body;
 use http::{HeaderName, HeaderValue, Method, Request};
 use tonic::service::Routes;
-use tower::ServiceExt;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
-use tower_http::services::{ServeDir, ServeFile};
+
+mod allowed_hosts;
+mod static_files;
+
+pub use allowed_hosts::{AllowedHosts, AllowedHostsLayer};
+use static_files::StaticFiles;
 
 use crate::auth::AuthLayer;
+use crate::domain::shown;
 use crate::telemetry::{GrpcMetricsLayer, is_grpc};
 
 /// Headers a browser client must be allowed to read to see a call's outcome.
@@ -76,17 +82,15 @@ pub fn with_web(routes: Routes, auth: AuthLayer, web_dir: Option<&Path>) -> Rout
     let Some(dir) = web_dir else {
         return Routes::from(router);
     };
-    let files = ServeDir::new(PathBuf::from(dir)).fallback(ServeFile::new(dir.join("index.html")));
+    let files = StaticFiles::new(dir);
     let router = router.fallback(move |request: Request<Body>| {
         let files = files.clone();
         async move {
             if is_grpc(request.headers()) {
-                return tonic::Status::unimplemented(format!("no method {}", request.uri().path())).into_http::<Body>();
+                let method = shown(request.uri().path());
+                return tonic::Status::unimplemented(format!("no method {method}")).into_http::<Body>();
             }
-            match files.oneshot(request).await {
-                Ok(response) => response.map(Body::new),
-                Err(never) => match never {},
-            }
+            files.serve(request).await
         }
     });
     Routes::from(router)
