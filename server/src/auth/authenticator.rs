@@ -96,14 +96,6 @@ impl Authenticator {
 
 /// The HS256 secret: the file's bytes without a trailing newline.
 fn read_secret(path: &Path) -> Result<DecodingKey, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read JWT secret file {}: {e}", path.display()))?;
-    let secret = bytes.strip_suffix(b"\n").map(|b| b.strip_suffix(b"\r").unwrap_or(b)).unwrap_or(&bytes);
-    if secret.len() < 32 {
-        return Err(format!(
-            "the JWT secret in {} is {} bytes; HS256 needs at least 32 (e.g. `openssl rand -hex 32`)",
-            path.display(),
-            secret.len()
-        ));
-    }
-    DecodingKey::from_secret(secret).map_err(|e| format!("JWT secret file {}: {e}", path.display()))
+    let secret = super::peer_key::read_secret_file("JWT secret", path)?;
+    DecodingKey::from_secret(&secret).map_err(|e| format!("JWT secret file {}: {e}", path.display()))
 }

@@ -36,17 +36,7 @@ impl std::fmt::Debug for PeerKey {
 impl PeerKey {
     /// The secret in `path` (a trailing newline is ignored).
     pub fn load(path: &Path) -> Result<Self, String> {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read cluster secret file {}: {e}", path.display()))?;
-        let secret = bytes.strip_suffix(b"\n").map(|b| b.strip_suffix(b"\r").unwrap_or(b)).unwrap_or(&bytes);
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(format!(
-                "the cluster secret in {} is {} bytes; it needs at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
-                path.display(),
-                secret.len()
-            ));
-        }
-        Ok(Self { secret: secret.to_vec() })
+        read_secret_file("cluster secret", path).map(|secret| Self { secret })
     }
 
     fn mac(&self, parts: &[&str]) -> Hmac<Sha256> {
@@ -89,6 +79,21 @@ impl PeerKey {
         let Ok(sent) = at.parse::<u64>() else { return false };
         now_ms().abs_diff(sent) <= CALL_WINDOW_MS && self.verify(&["ctxd-call-v1", at, node], signature)
     }
+}
+
+/// A shared secret (`what`) from the file at `path`: its bytes without a trailing newline, at
+/// least [`MIN_SECRET_BYTES`] of them.
+pub fn read_secret_file(what: &str, path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {what} file {}: {e}", path.display()))?;
+    let secret = bytes.strip_suffix(b"\n").map(|b| b.strip_suffix(b"\r").unwrap_or(b)).unwrap_or(&bytes);
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "the {what} in {} is {} bytes; it needs at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
+            path.display(),
+            secret.len()
+        ));
+    }
+    Ok(secret.to_vec())
 }
 
 fn now_ms() -> u64 {

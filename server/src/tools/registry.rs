@@ -115,17 +115,25 @@ impl ToolCatalog for ToolRegistry {
 
 impl ToolRegistry {
     /// Checks the calls of one reply before the state machine sees them (an unknown tool,
-    /// arguments its schema refuses), on a blocking thread and within [`CHECK_BUDGET`]: a
-    /// schema a caller declared is bounded when it is accepted, and this is the second line,
-    /// so no schema can hold up the executor or a context for long. Calls still unchecked
-    /// when the budget runs out are refused.
+    /// arguments its schema refuses). The server's own schemas are small and trusted: their
+    /// calls are checked at once. A schema a caller declared is bounded when it is accepted,
+    /// and as a second line its calls are checked on a blocking thread within
+    /// [`CHECK_BUDGET`], so no schema can hold up the executor or a context for long; calls
+    /// still unchecked when the budget runs out are refused.
     pub async fn check_calls(
         self: &Arc<Self>,
         external: Vec<ExternalTool>,
         calls: Vec<RequestedToolCall>,
     ) -> Vec<CheckedToolCall> {
-        if calls.is_empty() {
-            return Vec::new();
+        let declared = |call: &RequestedToolCall| external.iter().any(|tool| tool.name == call.name);
+        if !calls.iter().any(declared) {
+            return calls
+                .into_iter()
+                .map(|call| {
+                    let refused = self.check_call(&[], &call.name, &call.arguments_json).err();
+                    CheckedToolCall { call, refused }
+                })
+                .collect();
         }
         let (registry, asked) = (Arc::clone(self), calls.clone());
         let checking = tokio::task::spawn_blocking(move || {
