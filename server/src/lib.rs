@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod cluster;
 pub mod config;
 pub mod domain;

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::domain::ContextKey;
-use crate::store::{self, Backend, Dump, Inserted, Nats, NatsOptions, Rocks};
+use crate::store::{self, Backend, Inserted, Nats, NatsOptions, Rocks};
 
 /// One side of a migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,14 +66,8 @@ impl Place {
                 if source && !dir.join("CURRENT").is_file() {
                     return Err(Error::Invalid(format!("{} holds no ctxd data (no RocksDB database)", dir.display())));
                 }
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-                let dir = dir.clone();
                 // Synced: a copy reported done survives a crash of this machine.
-                let rocks = tokio::task::spawn_blocking(move || Rocks::open(&dir, true))
-                    .await
-                    .map_err(|e| Error::Invalid(format!("open task failed: {e}")))?;
-                Ok(Arc::new(rocks?))
+                Ok(Arc::new(Rocks::open_dir(dir.clone(), true).await?))
             }
             Self::Nats(urls) => {
                 let options = NatsOptions { urls: urls.clone(), ..nats.clone() };
@@ -129,9 +123,9 @@ pub async fn run(
 /// Copies one context; `None` if the source no longer has it. Returns what restoring did
 /// and how many messages the context holds.
 async fn copy(from: &dyn Backend, to: &dyn Backend, key: &ContextKey) -> store::Result<Option<(Inserted, u64)>> {
-    let Some(dump) = Dump::read(from, key).await? else { return Ok(None) };
+    let Some(dump) = from.dump(key).await? else { return Ok(None) };
     let outcome = to.restore(&dump).await?;
-    let copy = Dump::read(to, key).await?;
+    let copy = to.dump(key).await?;
     let mismatch = |what: &str| {
         store::Error::Corrupt(match outcome {
             Inserted::Taken => {

@@ -31,8 +31,6 @@ const FORWARD_PATIENCE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot create data dir {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
@@ -101,12 +99,7 @@ async fn serve_metrics(
 async fn open_store(config: &Config) -> Result<(Arc<dyn Backend>, Option<async_nats::jetstream::Context>), Error> {
     match config.store {
         StoreKind::Rocksdb => {
-            std::fs::create_dir_all(&config.data_dir)
-                .map_err(|source| Error::DataDir { path: config.data_dir.display().to_string(), source })?;
-            let (dir, sync) = (config.data_dir.clone(), config.sync_writes);
-            let rocks = tokio::task::spawn_blocking(move || Rocks::open(&dir, sync))
-                .await
-                .map_err(|e| runtime::Error::Internal(format!("open task failed: {e}")))??;
+            let rocks = Rocks::open_dir(config.data_dir.clone(), config.sync_writes).await?;
             Ok((Arc::new(rocks), None))
         }
         StoreKind::Nats => {

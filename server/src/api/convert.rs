@@ -115,7 +115,7 @@ pub fn message(message: &Message, versions: Versions) -> pb::Message {
             MessageStatus::Error => pb::MessageStatus::Error,
         } as i32,
         created_at: Some(timestamp(message.created_at)),
-        is_error: message.is_error,
+        is_error: message.is_error(),
         usage: message
             .usage
             .map(|u| pb::Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }),

@@ -13,6 +13,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::auth::{FORWARDED_HEADER, PEER_AUTH_HEADER, PeerKey};
+use crate::backoff::Backoff;
 use crate::runtime::Peer;
 
 pub type Client = ContextServiceClient<Channel>;
@@ -125,25 +126,5 @@ fn never_sent(status: &Status) -> bool {
 /// Pauses between looks for a context's node: none before the first look again (this node's
 /// view was only stale, say: the engine answers at once), then 50 ms, doubling, at most 500 ms
 /// apart (a lease has to expire, or a node to finish giving the context up).
-pub struct Backoff(Option<Duration>);
-
-impl Backoff {
-    pub fn new() -> Self {
-        Self(None)
-    }
-
-    pub async fn wait(&mut self) {
-        let Some(pause) = self.0 else {
-            self.0 = Some(Duration::from_millis(50));
-            return;
-        };
-        tokio::time::sleep(pause).await;
-        self.0 = Some((pause * 2).min(Duration::from_millis(500)));
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub const LOOK_AGAIN: Backoff =
+    Backoff { immediate: 1, first: Duration::from_millis(50), max: Duration::from_millis(500), jitter: false };

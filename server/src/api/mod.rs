@@ -84,7 +84,7 @@ impl ContextApi {
         }
         let deadline = deadline::from_metadata(metadata);
         let give_up = tokio::time::Instant::now() + forwarder.patience;
-        let mut backoff = forward::Backoff::new();
+        let mut backoff = forward::LOOK_AGAIN.attempts();
         let mut fresh = false;
         loop {
             let Some(peer) = self.contexts.locate(key, fresh).await? else { return local().await };

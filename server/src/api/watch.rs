@@ -13,7 +13,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use super::convert;
-use super::forward::{self, Backoff, Forwarder};
+use super::forward::{self, Forwarder};
 use crate::auth::Credential;
 use crate::domain::{ContextKey, ContextSummary, TenantId};
 use crate::runtime::{Contexts, EventKind, ListEvent, Subscription, Update};
@@ -227,7 +227,7 @@ async fn upstream(
         return Ok(None);
     }
     let give_up = tokio::time::Instant::now() + forwarder.patience;
-    let mut backoff = Backoff::new();
+    let mut backoff = forward::LOOK_AGAIN.attempts();
     let mut fresh = fresh;
     loop {
         let Some(peer) = contexts.locate(key, fresh).await? else { return Ok(None) };

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::api_keys::ApiKeys;
 use super::error::AuthError;
-use super::jwt::{self, JwtRules, JwtVerifier};
+use super::jwks;
+use super::jwt::{JwtRules, JwtVerifier};
 use super::principal::Principal;
 use super::verified::Verified;
 use super::watched::Watched;
@@ -38,7 +39,7 @@ impl Authenticator {
         };
         let changes = watch::Sender::new(0);
         let jwks = match &config.jwt_jwks_file {
-            Some(path) => Some(Watched::start("JWKS file", path, jwt::parse_jwks, changes.clone(), stop.clone())?),
+            Some(path) => Some(Watched::start("JWKS file", path, jwks::parse_jwks, changes.clone(), stop.clone())?),
             None => None,
         };
         let jwt = (hs256.is_some() || jwks.is_some()).then(|| JwtVerifier {

@@ -1,14 +1,17 @@
 //! Who is calling: the layer that authenticates every gRPC call (JWTs and API keys), the
 //! `Principal` it hands to handlers, and the scopes that say what a caller may do.
 //!
-//! `authenticator` picks the verifier for a bearer token; `jwt` and `api_keys` verify one
-//! kind each; `credential` ends a stream whose credential lapsed; `verified` remembers verified JWTs until they expire; `watched` re-reads the
-//! files when they change; `layer` is the tower layer.
+//! `authenticator` picks the verifier for a bearer token; `jwt` (with `jwks`' keys) and
+//! `api_keys` verify one kind each; `verified` remembers verified JWTs until they expire;
+//! `watched` re-reads the files when they change; `credential` ends a stream whose
+//! credential lapsed; `peer_key` is what the nodes of a cluster prove themselves with;
+//! `layer` is the tower layer.
 
 mod api_keys;
 mod authenticator;
 mod credential;
 mod error;
+mod jwks;
 mod jwt;
 mod layer;
 mod peer_key;

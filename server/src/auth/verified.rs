@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 
-use super::jwt::PublicKey;
+use super::jwks::PublicKey;
 use super::principal::Principal;
 
 /// Entries kept at most; when full, the cache starts over (a burst of new tokens costs one

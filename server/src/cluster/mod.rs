@@ -31,6 +31,8 @@ use crate::auth::PeerKey;
 use crate::domain::{ContextKey, shown};
 use crate::runtime::{self, Claim, Lease, Peer, Placement};
 use crate::store;
+// How long a claim waits for a cluster that does not answer (a leader being elected).
+use crate::store::nats::PATIENCE;
 use crate::telemetry::{LogLimiter, names};
 
 /// How this node takes part.
@@ -52,9 +54,6 @@ pub struct ClusterOptions {
 
 /// Between attempts to join a cluster that does not answer yet.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
-
-/// How long a claim waits for a cluster that does not answer (a leader being elected).
-const PATIENCE: Duration = Duration::from_secs(15);
 
 /// Attempts at taking (or giving up) a context while other writes to the owners bucket come
 /// first, before giving up UNAVAILABLE.

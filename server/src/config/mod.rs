@@ -1,13 +1,17 @@
 //! Configuration: defaults, overridden by a TOML file, overridden by `CTXD_*` environment
-//! variables, overridden by command-line flags.
+//! variables, overridden by command-line flags. Here: every setting with its default and
+//! what is derived from it; `args` the command line, `load` the layering, `validate` what
+//! makes a configuration unusable.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 mod args;
+mod load;
+mod validate;
 
 pub use args::{ApiKeyCommand, Args, Command};
 
@@ -218,7 +222,7 @@ impl Default for Config {
             ]
             .map(String::from)
             .to_vec(),
-            default_model: "mock".into(),
+            default_model: crate::llm::MOCK_MODEL.into(),
             openai_base_url: None,
             openai_models: Vec::new(),
             llm_connect_timeout_ms: 10_000,
@@ -260,244 +264,6 @@ impl Config {
                 other => Some((name, shown(other))),
             })
             .collect()
-    }
-
-    /// Defaults, then the config file, then flags and environment.
-    pub fn load(args: Args) -> Result<Self, Error> {
-        let mut config = match &args.config {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
-        };
-        let Args {
-            config: _,
-            listen,
-            store,
-            data_dir,
-            nats_url,
-            nats_creds,
-            nats_nkey_file,
-            nats_tls_ca,
-            nats_tls_cert,
-            nats_tls_key,
-            cluster_secret_file,
-            insecure_cluster,
-            tls_cert,
-            tls_key,
-            peer_tls_ca,
-            nats_prefix,
-            nats_replicas,
-            node_id,
-            advertise_addr,
-            lease_ttl_ms,
-            mock_delay_ms,
-            workspace,
-            max_message_bytes,
-            sync_writes,
-            llm_max_attempts,
-            llm_retry_base_ms,
-            llm_retry_max_ms,
-            tool_timeout_ms,
-            tool_max_output_bytes,
-            idle_unload_secs,
-            log,
-            log_format,
-            web_dir,
-            cors_origins,
-            default_model,
-            openai_base_url,
-            openai_models,
-            llm_connect_timeout_ms,
-            llm_idle_timeout_ms,
-            external_tool_timeout_ms,
-            metrics_listen,
-            otlp_endpoint,
-            jwt_hs256_secret_file,
-            jwt_jwks_file,
-            jwt_issuer,
-            jwt_audience,
-            jwt_tenant_claim,
-            jwt_leeway_secs,
-            api_keys_file,
-            insecure_no_auth,
-            allowed_hosts,
-            max_active_runs_per_tenant,
-            max_contexts_per_tenant,
-            command: _,
-        } = args;
-        macro_rules! overlay {
-            ($($field:ident),*) => { $( if let Some(value) = $field { config.$field = value; } )* };
-        }
-        // Settings that default to nothing: a flag sets them.
-        macro_rules! overlay_optional {
-            ($($field:ident),*) => { $( if $field.is_some() { config.$field = $field; } )* };
-        }
-        overlay!(
-            listen,
-            store,
-            data_dir,
-            nats_url,
-            nats_prefix,
-            nats_replicas,
-            lease_ttl_ms,
-            mock_delay_ms,
-            max_message_bytes,
-            sync_writes,
-            llm_max_attempts,
-            llm_retry_base_ms,
-            llm_retry_max_ms,
-            tool_timeout_ms,
-            tool_max_output_bytes,
-            idle_unload_secs,
-            log,
-            log_format,
-            cors_origins,
-            default_model,
-            openai_models,
-            llm_connect_timeout_ms,
-            llm_idle_timeout_ms,
-            external_tool_timeout_ms,
-            metrics_listen,
-            jwt_tenant_claim,
-            jwt_leeway_secs,
-            allowed_hosts
-        );
-        overlay_optional!(
-            openai_base_url,
-            nats_creds,
-            nats_nkey_file,
-            nats_tls_ca,
-            nats_tls_cert,
-            nats_tls_key,
-            cluster_secret_file,
-            tls_cert,
-            tls_key,
-            peer_tls_ca,
-            node_id,
-            advertise_addr,
-            workspace,
-            web_dir,
-            otlp_endpoint,
-            jwt_hs256_secret_file,
-            jwt_jwks_file,
-            jwt_issuer,
-            jwt_audience,
-            api_keys_file,
-            max_active_runs_per_tenant,
-            max_contexts_per_tenant
-        );
-        config.insecure_no_auth |= insecure_no_auth;
-        config.insecure_cluster |= insecure_cluster;
-        config.validate()?;
-        Ok(config)
-    }
-
-    fn from_file(path: &Path) -> Result<Self, Error> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.display().to_string(), source })?;
-        toml::from_str(&text)
-            .map_err(|source| Error::Parse { path: path.display().to_string(), source: Box::new(source) })
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        if self.max_message_bytes == 0 {
-            return Err(Error::Invalid("max-message-bytes must be at least 1".into()));
-        }
-        if self.default_model != "mock" && self.openai_base_url.is_none() {
-            return Err(Error::Invalid(format!(
-                "default-model {:?} needs openai-base-url (only \"mock\" is built in)",
-                self.default_model
-            )));
-        }
-        self.metrics_addr()?;
-        if self.llm_max_attempts == 0 {
-            return Err(Error::Invalid("llm-max-attempts must be at least 1".into()));
-        }
-        if let Some(workspace) = &self.workspace
-            && !workspace.is_dir()
-        {
-            return Err(Error::Invalid(format!("workspace {} is not a directory", workspace.display())));
-        }
-        if let Some(web_dir) = &self.web_dir
-            && !web_dir.join("index.html").is_file()
-        {
-            return Err(Error::Invalid(format!("web-dir {} has no index.html", web_dir.display())));
-        }
-        if self.max_active_runs_per_tenant == Some(0) {
-            return Err(Error::Invalid("max-active-runs-per-tenant must be at least 1".into()));
-        }
-        if self.max_contexts_per_tenant == Some(0) {
-            return Err(Error::Invalid("max-contexts-per-tenant must be at least 1".into()));
-        }
-        if self.nats_url.is_empty() {
-            return Err(Error::Invalid("nats-url must name at least one server".into()));
-        }
-        if self.nats_prefix.is_empty()
-            || !self.nats_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(Error::Invalid(format!(
-                "nats-prefix {:?} must be letters, digits, '_' or '-' (it names streams and subjects)",
-                self.nats_prefix
-            )));
-        }
-        if !(1..=5).contains(&self.nats_replicas) {
-            return Err(Error::Invalid(format!("nats-replicas is {}; JetStream allows 1 to 5", self.nats_replicas)));
-        }
-        if let Some(node_id) = &self.node_id
-            && (node_id.is_empty()
-                || node_id.len() > 64
-                || !node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-        {
-            return Err(Error::Invalid(format!(
-                "node-id {node_id:?} must be 1 to 64 letters, digits, '_' or '-' (it names a key in the cluster)"
-            )));
-        }
-        if !(300..=600_000).contains(&self.lease_ttl_ms) {
-            return Err(Error::Invalid(format!(
-                "lease-ttl-ms is {}; it must be between 300 (0.3 s) and 600000 (10 min)",
-                self.lease_ttl_ms
-            )));
-        }
-        if self.jwt_tenant_claim.is_empty() {
-            return Err(Error::Invalid("jwt-tenant-claim must name a claim".into()));
-        }
-        if !self.listen.ip().is_loopback() && !self.auth_configured() && !self.insecure_no_auth {
-            return Err(Error::Invalid(format!(
-                "refusing to listen on {} without authentication: anyone who can reach that address could read and \
-                 change every conversation. Configure --jwt-hs256-secret-file, --jwt-jwks-file or --api-keys-file (the \
-                 README's \"Authentication\" section says how), listen on a loopback address such as 127.0.0.1, or \
-                 pass --insecure-no-auth to serve without authentication anyway",
-                self.listen
-            )));
-        }
-        self.validate_cluster()?;
-        Ok(())
-    }
-
-    /// A cluster off loopback authenticates its nodes to each other; TLS settings come in pairs.
-    fn validate_cluster(&self) -> Result<(), Error> {
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(Error::Invalid("tls-cert and tls-key go together".into()));
-        }
-        if self.nats_tls_cert.is_some() != self.nats_tls_key.is_some() {
-            return Err(Error::Invalid("nats-tls-cert and nats-tls-key go together".into()));
-        }
-        let advertised_off_loopback = match &self.advertise_addr {
-            Some(addr) => !addr.rsplit_once(':').map(|(host, _)| host.trim_matches(['[', ']'])).is_some_and(|host| {
-                host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            }),
-            None => false,
-        };
-        let off_loopback = !self.listen.ip().is_loopback() || advertised_off_loopback;
-        if self.store == StoreKind::Nats && off_loopback && self.cluster_secret_file.is_none() && !self.insecure_cluster
-        {
-            return Err(Error::Invalid(format!(
-                "refusing to serve other ctxd nodes on {} without a cluster secret: whoever can reach NATS could register \
-                 as a node and be sent callers' credentials. Configure --cluster-secret-file (the same file on every \
-                 node; docs/security.md says how), or pass --insecure-cluster to run without one anyway",
-                self.advertise_addr.as_deref().map_or_else(|| self.listen.to_string(), str::to_owned)
-            )));
-        }
-        Ok(())
     }
 
     /// Runs one tenant may have in progress at once (see `max_active_runs_per_tenant`).

@@ -31,6 +31,11 @@ pub struct ExternalTool {
 }
 
 impl ContextConfig {
+    /// The model this config asks for: its own, or `default` when it names none.
+    pub fn model_or<'a>(&'a self, default: &'a str) -> &'a str {
+        if self.model.is_empty() { default } else { &self.model }
+    }
+
     pub fn external_tool(&self, name: &str) -> Option<&ExternalTool> {
         self.external_tools.iter().find(|t| t.name == name)
     }

@@ -1,5 +1,6 @@
 use super::ids::MessageId;
 use super::time::Timestamp;
+use super::tool::ToolOutcome;
 use super::tree::Place;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +78,8 @@ pub struct Message {
     /// On user messages: the client's idempotency key.
     pub client_message_id: Option<String>,
     pub status: MessageStatus,
-    /// On tool messages: the tool failed, was denied, cancelled or interrupted.
-    pub is_error: bool,
+    /// On tool messages: how the call ended.
+    pub tool_outcome: Option<ToolOutcome>,
     pub usage: Option<Usage>,
     pub duration_ms: u64,
     /// On assistant messages: the model that wrote it, as the provider reported it (as it
@@ -102,12 +103,17 @@ impl Message {
             tool_call_id: None,
             client_message_id: None,
             status: MessageStatus::Complete,
-            is_error: false,
+            tool_outcome: None,
             usage: None,
             duration_ms: 0,
             model: String::new(),
             created_at: now,
         }
+    }
+
+    /// On tool messages: the tool failed, timed out, or was denied, cancelled or interrupted.
+    pub fn is_error(&self) -> bool {
+        self.tool_outcome.is_some_and(ToolOutcome::is_error)
     }
 
     pub fn place(&self) -> Place {

@@ -23,5 +23,5 @@ pub use phase::{FsmState, Phase};
 pub use shown::{SHOWN_CHARS, Shown, shown};
 pub use tenant::{ContextKey, InvalidTenant, MAX_TENANT_LEN, TenantId};
 pub use time::Timestamp;
-pub use tool::{CheckedToolCall, RequestedToolCall, ToolDefinition, ToolPolicy, ToolResult};
+pub use tool::{CheckedToolCall, RequestedToolCall, ToolDefinition, ToolOutcome, ToolPolicy, ToolResult};
 pub use tree::{PathShape, Place, Segment, Sibling, Versions};

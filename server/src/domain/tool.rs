@@ -43,19 +43,62 @@ impl CheckedToolCall {
     }
 }
 
-/// A tool's output as the model will see it.
+/// How a tool call ended, as saved with its answer (the model reads only the text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ToolOutcome {
+    /// The tool ran and answered.
+    Ok,
+    /// The tool ran and failed, or the call was refused (an unknown tool, bad arguments).
+    Failed,
+    /// The tool, or the service running an external one, did not answer in time.
+    TimedOut,
+    /// A person denied the call.
+    Denied,
+    /// CancelRun ended the run while the call was open.
+    Cancelled,
+    /// A restart interrupted a call that is not safe to run twice.
+    Interrupted,
+}
+
+impl ToolOutcome {
+    pub fn is_error(self) -> bool {
+        self != ToolOutcome::Ok
+    }
+
+    /// A short, bounded label (metrics).
+    pub fn label(self) -> &'static str {
+        match self {
+            ToolOutcome::Ok => "ok",
+            ToolOutcome::Failed => "error",
+            ToolOutcome::TimedOut => "timeout",
+            ToolOutcome::Denied => "denied",
+            ToolOutcome::Cancelled => "cancelled",
+            ToolOutcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A tool's output as the model will see it, and how the call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolResult {
     pub output: String,
-    pub is_error: bool,
+    pub outcome: ToolOutcome,
 }
 
 impl ToolResult {
     pub fn ok(output: impl Into<String>) -> Self {
-        Self { output: output.into(), is_error: false }
+        Self::ended(ToolOutcome::Ok, output)
     }
 
     pub fn error(output: impl Into<String>) -> Self {
-        Self { output: output.into(), is_error: true }
+        Self::ended(ToolOutcome::Failed, output)
+    }
+
+    pub fn ended(outcome: ToolOutcome, output: impl Into<String>) -> Self {
+        Self { output: output.into(), outcome }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.outcome.is_error()
     }
 }

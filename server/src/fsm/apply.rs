@@ -6,8 +6,9 @@ use super::effect::Effect;
 use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
-use super::tool_calls::{self, CANCELLED, INTERRUPTED};
-use crate::domain::{Approval, Change, Context, Message, MessageStatus, Phase, Place, Role, ToolCall};
+use super::steps::{already_saved, call_llm_with, check_revision, user_message};
+use super::tool_calls;
+use crate::domain::{Approval, Change, Context, Message, MessageStatus, Phase, Role, ToolCall, ToolOutcome};
 
 /// Applies `command` to `ctx`. Deterministic: the same inputs give the same outcome.
 pub fn apply(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, Rejection> {
@@ -52,11 +53,6 @@ fn call_llm(attempt: u32) -> Outcome {
     call_llm_with(Change::to(Phase::AwaitingLlmResponse { attempt }), attempt)
 }
 
-/// `change` (which moves to AWAITING_LLM_RESPONSE), then the LLM call.
-pub(super) fn call_llm_with(change: Change, attempt: u32) -> Outcome {
-    Outcome::then(change, Effect::CallLlm { attempt })
-}
-
 fn send(
     ctx: &Context,
     content: String,
@@ -78,20 +74,6 @@ fn send(
     let message = user_message(ctx.place(0), content, client_message_id, env);
     let change = Change::to(Phase::ProcessingUserMessage).with(message).titled(title);
     Ok(Outcome::then(change, Effect::Continue))
-}
-
-/// Whether the user message with this idempotency key was saved: a resend (of a send or
-/// an edit) is answered with the current state, whatever happened since. That is what makes
-/// retrying safe.
-pub(super) fn already_saved(ctx: &Context, client_message_id: Option<&str>) -> bool {
-    client_message_id.is_some_and(|id| ctx.client_ids.contains_key(id))
-}
-
-/// A user message at `place`, carrying the client's idempotency key.
-pub(super) fn user_message(place: Place, content: String, client_message_id: Option<String>, env: &Env) -> Message {
-    let mut message = Message::text((env.new_id)(), place, Role::User, content, env.now);
-    message.client_message_id = client_message_id;
-    message
 }
 
 /// Longest title taken from a message, in characters.
@@ -118,13 +100,6 @@ fn title_from(content: &str) -> String {
         title.push_str(word);
     }
     title
-}
-
-pub(super) fn check_revision(ctx: &Context, expected_revision: Option<u64>) -> Result<(), Rejection> {
-    match expected_revision {
-        Some(expected) if expected != ctx.revision => Err(Rejection::StaleRevision { expected, actual: ctx.revision }),
-        _ => Ok(()),
-    }
 }
 
 fn continue_run(ctx: &Context) -> Outcome {
@@ -219,7 +194,7 @@ fn cancel(ctx: &Context, env: &Env) -> Result<Outcome, Rejection> {
             .unwrap_or_default(),
         Phase::ProcessingLlmResponse { message }
         | Phase::AwaitingToolApproval { message }
-        | Phase::ExecutingTools { message } => tool_calls::close_open_calls(ctx, message, CANCELLED, env),
+        | Phase::ExecutingTools { message } => tool_calls::close_open_calls(ctx, message, ToolOutcome::Cancelled, env),
         Phase::ProcessingUserMessage
         | Phase::AwaitingLlmResponse { .. }
         | Phase::ProcessingToolResults
@@ -251,7 +226,7 @@ fn resume(ctx: &Context, env: &Env) -> Outcome {
             if lost.is_empty() {
                 return Outcome::run(Effect::RunTools { calls: rerun });
             }
-            let answers = tool_calls::error_answers(ctx, &lost, INTERRUPTED, env);
+            let answers = tool_calls::error_answers(ctx, &lost, ToolOutcome::Interrupted, env);
             if rerun.is_empty() {
                 Outcome::then(Change::to(Phase::ProcessingToolResults).with_all(answers), Effect::Continue)
             } else {

@@ -1,11 +1,11 @@
 //! The actions that move a conversation to another branch of its tree: an edited message, a
 //! regenerated reply, a switch between versions. Each leaves the old branch in storage.
 
-use super::apply::{already_saved, call_llm_with, check_revision, user_message};
 use super::effect::Effect;
 use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
+use super::steps::{already_saved, call_llm_with, check_revision, user_message};
 use crate::domain::{Branch, Change, Context, Message, MessageId, PathMove, Phase, Role};
 
 /// Branches move only while no run is going on.

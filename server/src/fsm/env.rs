@@ -21,7 +21,7 @@ pub struct Env<'a> {
 impl Env<'_> {
     /// The model `ctx` asks for.
     pub fn model<'c>(&'c self, ctx: &'c Context) -> &'c str {
-        if ctx.config.model.is_empty() { self.default_model } else { &ctx.config.model }
+        ctx.config.model_or(self.default_model)
     }
 
     /// A tool's policy: the context's external tools first, then the server's tools.

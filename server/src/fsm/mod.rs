@@ -15,6 +15,7 @@ mod effect;
 mod env;
 mod outcome;
 mod rejection;
+mod steps;
 #[cfg(test)]
 mod tests;
 mod tool_calls;

@@ -1,7 +1,7 @@
 use super::*;
 use crate::domain::{
     Approval, CheckedToolCall, Context, ContextConfig, ContextId, ContextKey, FsmState, Message, MessageId,
-    MessageStatus, Phase, RequestedToolCall, Role, TenantId, Timestamp, ToolPolicy, ToolResult, Usage,
+    MessageStatus, Phase, RequestedToolCall, Role, TenantId, Timestamp, ToolOutcome, ToolPolicy, ToolResult, Usage,
 };
 use std::cell::Cell;
 
@@ -189,8 +189,8 @@ fn tools_needing_approval_wait_for_a_decision_of_every_call() {
     let running: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(running, ["c1", "c2"]);
     assert_eq!(
-        (h.last().tool_call_id.as_deref(), h.last().text_content(), h.last().is_error),
-        (Some("c3"), DENIED.into(), true)
+        (h.last().tool_call_id.as_deref(), h.last().text_content(), h.last().is_error(), h.last().tool_outcome),
+        (Some("c3"), DENIED.into(), true, Some(ToolOutcome::Denied))
     );
     assert_eq!(
         h.try_apply(approve(&["c1"], &[])),
@@ -279,14 +279,15 @@ fn cancel_keeps_partial_text_closes_open_calls_and_rests() {
     assert_eq!(h.state(), FsmState::Idle);
     let assistant = h.ctx.messages.iter().rev().find(|m| m.role == Role::Assistant).expect("assistant");
     assert_eq!(assistant.tool_calls[0].approval, Approval::Denied);
-    let answers: Vec<(Option<&str>, String)> = h
+    let answers: Vec<(Option<&str>, String, Option<ToolOutcome>)> = h
         .ctx
         .messages
         .iter()
         .filter(|m| m.role == Role::Tool)
-        .map(|m| (m.tool_call_id.as_deref(), m.text_content()))
+        .map(|m| (m.tool_call_id.as_deref(), m.text_content(), m.tool_outcome))
         .collect();
-    assert_eq!(answers, [(Some("c1"), CANCELLED.into()), (Some("c2"), CANCELLED.into())]);
+    let cancelled = Some(ToolOutcome::Cancelled);
+    assert_eq!(answers, [(Some("c1"), CANCELLED.into(), cancelled), (Some("c2"), CANCELLED.into(), cancelled)]);
 
     h.send("/fail");
     h.apply(Command::Continue);
@@ -316,7 +317,10 @@ fn resume_reissues_llm_calls_and_reruns_only_idempotent_tools() {
     assert_eq!(h.state(), FsmState::ExecutingTools);
     let Some(Effect::RunTools { calls }) = resumed.effects().first() else { panic!("idempotent tools rerun") };
     assert_eq!(calls.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c2"]);
-    assert_eq!((h.last().tool_call_id.as_deref(), h.last().text_content()), (Some("c1"), INTERRUPTED.into()));
+    assert_eq!(
+        (h.last().tool_call_id.as_deref(), h.last().text_content(), h.last().tool_outcome),
+        (Some("c1"), INTERRUPTED.into(), Some(ToolOutcome::Interrupted))
+    );
     assert!(
         h.apply(Command::Resume).effects().iter().all(|e| matches!(e, Effect::RunTools { calls } if calls.len() == 1))
     );
@@ -342,7 +346,7 @@ fn calls_refused_before_saving_are_answered_in_the_same_change_and_never_pending
     let saved = finished.change().expect("a change");
     assert_eq!(saved.messages.len(), 2, "the reply and the answer to the refused call, together");
     let answer = &saved.messages[1];
-    assert_eq!((answer.tool_call_id.as_deref(), answer.is_error), (Some("c1"), true));
+    assert_eq!((answer.tool_call_id.as_deref(), answer.tool_outcome), (Some("c1"), Some(ToolOutcome::Failed)));
     assert_eq!(answer.text_content(), "invalid arguments: not JSON");
     let reply = h.ctx.message(saved.messages[0].seq).expect("reply").clone();
     let approvals: Vec<Approval> = reply.tool_calls.iter().map(|c| c.approval).collect();

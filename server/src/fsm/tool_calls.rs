@@ -7,7 +7,9 @@ use super::effect::Effect;
 use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
-use crate::domain::{Approval, Change, CheckedToolCall, Context, Message, Phase, Place, Role, ToolCall, ToolResult};
+use crate::domain::{
+    Approval, Change, CheckedToolCall, Context, Message, Phase, Place, Role, ToolCall, ToolOutcome, ToolResult,
+};
 
 /// Text of the tool message that answers a denied call.
 pub const DENIED: &str = "denied by the user";
@@ -85,7 +87,7 @@ pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env)
     }
 
     let denied = message.tool_calls.iter().filter(|c| c.approval == Approval::Denied);
-    let denials = error_answers(ctx, denied, DENIED, env);
+    let denials = error_answers(ctx, denied, ToolOutcome::Denied, env);
     let calls = ctx.open_calls(seq, &message.tool_calls);
     Ok(if calls.is_empty() {
         Outcome::then(Change::to(Phase::GeneratingResponse).with(message).with_all(denials), Effect::Continue)
@@ -98,18 +100,30 @@ pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env)
 fn tool_message(call: &ToolCall, result: &ToolResult, place: Place, env: &Env) -> Message {
     let mut message = Message::text((env.new_id)(), place, Role::Tool, result.output.clone(), env.now);
     message.tool_call_id = Some(call.id.clone());
-    message.is_error = result.is_error;
+    message.tool_outcome = Some(result.outcome);
     message
 }
 
-/// Error answers to `calls`, appended in order after the context's last message.
+/// The answer to a call that will not run (denied, cancelled or interrupted), with its text.
+fn not_run(outcome: ToolOutcome) -> ToolResult {
+    let text = match outcome {
+        ToolOutcome::Denied => DENIED,
+        ToolOutcome::Cancelled => CANCELLED,
+        ToolOutcome::Interrupted => INTERRUPTED,
+        other => other.label(),
+    };
+    ToolResult::ended(outcome, text)
+}
+
+/// The answers to `calls` that will not run, appended in order after the context's last
+/// message.
 pub fn error_answers<'a>(
     ctx: &Context,
     calls: impl IntoIterator<Item = &'a ToolCall>,
-    text: &str,
+    outcome: ToolOutcome,
     env: &Env,
 ) -> Vec<Message> {
-    let error = ToolResult::error(text);
+    let error = not_run(outcome);
     calls.into_iter().zip(0..).map(|(call, k)| tool_message(call, &error, ctx.place(k), env)).collect()
 }
 
@@ -135,7 +149,7 @@ pub fn submit(ctx: &Context, call_id: String, result: ToolResult, env: &Env) -> 
         ctx.messages.iter().rev().find(|m| m.role == Role::Tool && m.tool_call_id.as_deref() == Some(&call_id));
     if let Some(answer) = answer {
         // The same result again is a retry of a delivery that worked.
-        return if answer.text_content() == result.output && answer.is_error == result.is_error {
+        return if answer.text_content() == result.output && answer.is_error() == result.is_error() {
             Ok(Outcome::default())
         } else {
             Err(Rejection::ToolCallAnswered { id: call_id })
@@ -149,9 +163,9 @@ pub fn submit(ctx: &Context, call_id: String, result: ToolResult, env: &Env) -> 
     Ok(tool_finished(ctx, &call_id, result, env))
 }
 
-/// Answers every call of message `seq` that has no result yet with `text`, marking calls
-/// that were still waiting for approval as denied.
-pub fn close_open_calls(ctx: &Context, seq: u64, text: &str, env: &Env) -> Vec<Message> {
+/// Answers every call of message `seq` that has no result yet as `outcome` (cancelled,
+/// interrupted), marking calls that were still waiting for approval as denied.
+pub fn close_open_calls(ctx: &Context, seq: u64, outcome: ToolOutcome, env: &Env) -> Vec<Message> {
     let Some(original) = ctx.message(seq) else {
         return Vec::new();
     };
@@ -170,6 +184,6 @@ pub fn close_open_calls(ctx: &Context, seq: u64, text: &str, env: &Env) -> Vec<M
         }
         changed.push(message);
     }
-    changed.extend(error_answers(ctx, open, text, env));
+    changed.extend(error_answers(ctx, open, outcome, env));
     changed
 }

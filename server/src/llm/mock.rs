@@ -33,6 +33,10 @@ impl LlmProvider for MockProvider {
             })
             .boxed()
     }
+
+    fn name(&self, _model: &str) -> &'static str {
+        MOCK_MODEL
+    }
 }
 
 fn reply_for(request: &LlmRequest) -> Vec<Result<LlmEvent, LlmError>> {

@@ -52,6 +52,10 @@ impl std::fmt::Debug for OpenAiProvider {
 }
 
 impl LlmProvider for OpenAiProvider {
+    fn name(&self, _model: &str) -> &'static str {
+        "openai"
+    }
+
     fn stream(&self, request: LlmRequest) -> LlmStream {
         let mut call = self.client.post(&self.url).header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(key) = &self.api_key {

@@ -123,4 +123,8 @@ pub type LlmStream = BoxStream<'static, Result<LlmEvent, LlmError>>;
 /// Streams a reply for a conversation. Dropping the stream must abort the request.
 pub trait LlmProvider: Send + Sync + 'static {
     fn stream(&self, request: LlmRequest) -> LlmStream;
+
+    /// The name of the provider that serves `model` (a metric label): `mock`, `openai`, or
+    /// `none` when nothing serves it.
+    fn name(&self, model: &str) -> &'static str;
 }

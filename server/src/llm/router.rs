@@ -47,4 +47,8 @@ impl LlmProvider for LlmRouter {
             }
         }
     }
+
+    fn name(&self, model: &str) -> &'static str {
+        self.provider(model).map_or("none", |provider| provider.name(model))
+    }
 }

@@ -12,7 +12,8 @@ use super::actor::Actor;
 use super::error::{Error, Result};
 use super::feed::{Subscription, Update};
 use super::handle::{Action, ActorHandle, Gone, Request, Slot};
-use super::placement::{Claim, Peer, Placement};
+use super::peer::Peer;
+use super::placement::{Claim, Placement};
 use super::settings::Settings;
 use super::shared::{ListEvent, Shared};
 use crate::domain::{
@@ -162,9 +163,7 @@ impl Contexts {
         mut config: ContextConfig,
     ) -> Result<Arc<Context>> {
         let key = ContextKey::new(tenant, id.unwrap_or_default());
-        if config.model.is_empty() {
-            config.model.clone_from(&self.shared.settings.default_model);
-        }
+        config.model = config.model_or(&self.shared.settings.default_model).to_owned();
         self.insert_new(Context::new(key, created_by, title, config, Timestamp::now())).await
     }
 

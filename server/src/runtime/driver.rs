@@ -20,9 +20,9 @@ use tracing::{Instrument as _, Span};
 use super::prompt;
 use super::settings::Settings;
 use super::shared::Shared;
-use crate::domain::{Context, ExternalTool, Phase, ToolCall, ToolResult};
+use crate::domain::{Context, ExternalTool, Phase, ToolCall, ToolOutcome, ToolResult};
 use crate::fsm::{Command, Effect, LlmReply};
-use crate::llm::{LlmEvent, LlmStream, MOCK_MODEL};
+use crate::llm::{LlmEvent, LlmStream};
 use crate::telemetry::{names, traces};
 use crate::tools::{NO_EXTERNAL_RESULT, ToolRegistry};
 
@@ -74,7 +74,7 @@ impl Driver {
             Effect::CallLlm { attempt } => {
                 let settings = &self.shared.settings;
                 let request = prompt::request(ctx, &settings.default_model, self.shared.tools.definitions(), attempt);
-                let labels = LlmLabels::of(&request.model, settings);
+                let labels = LlmLabels::of(self.shared.llm.name(&request.model), &request.model, settings);
                 let span = if traces::enabled() {
                     tracing::info_span!(
                         parent: run,
@@ -98,7 +98,7 @@ impl Driver {
             }
             Effect::ScheduleRetry { attempt, at_least_ms } => {
                 let settings = &self.shared.settings;
-                let backoff = backoff(attempt, settings.retry_base, settings.retry_max);
+                let backoff = settings.llm_retry.pause(attempt);
                 let asked = Duration::from_millis(at_least_ms.unwrap_or(0));
                 counter!(names::LLM_RETRIES).increment(1);
                 if asked > backoff {
@@ -166,7 +166,8 @@ impl Driver {
                     async move {
                         // Its arguments were checked before the call was saved.
                         tokio::time::sleep(timeout).await;
-                        let result = ToolResult::error(format!("{NO_EXTERNAL_RESULT} {} ms", timeout.as_millis()));
+                        let text = format!("{NO_EXTERNAL_RESULT} {} ms", timeout.as_millis());
+                        let result = ToolResult::ended(ToolOutcome::TimedOut, text);
                         Span::current().record("outcome", "timeout");
                         tracing::warn!(tool = %call.name, call = %call.id, "no result from the external tool in time");
                         let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
@@ -183,8 +184,8 @@ impl Driver {
                         let result = tools.run(&tenant, &call.name, &call.arguments_json).await;
                         histogram!(names::TOOL_SECONDS, "tool" => call.name.clone())
                             .record(started.elapsed().as_secs_f64());
-                        Span::current().record("outcome", if result.is_error { "error" } else { "ok" });
-                        if result.is_error {
+                        Span::current().record("outcome", result.outcome.label());
+                        if result.is_error() {
                             tracing::warn!(tool = %call.name, call = %call.id, error = %result.output, "tool call failed");
                         }
                         let _ = events.send((generation, Command::ToolFinished { call_id: call.id, result })).await;
@@ -204,8 +205,7 @@ struct LlmLabels {
 }
 
 impl LlmLabels {
-    fn of(model: &str, settings: &Settings) -> Self {
-        let provider = if model == MOCK_MODEL { "mock" } else { "openai" };
+    fn of(provider: &'static str, model: &str, settings: &Settings) -> Self {
         let model = if settings.metered_models.iter().any(|m| m == model) { model } else { "other" };
         Self { provider, model: model.to_owned() }
     }
@@ -301,27 +301,4 @@ async fn pump_llm(
     reply.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     reply.tool_calls = checks.tools.check_calls(checks.external, requested).await;
     let _ = events.send((generation, Command::LlmFinished { reply })).await;
-}
-
-/// Exponential backoff with jitter: base × 2^(attempt-1), capped, then scaled by 50–100 %.
-fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let exponential = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    exponential.min(max).mul_f64(rand::random_range(0.5..=1.0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_capped() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        for attempt in 1..40 {
-            let delay = backoff(attempt, base, max);
-            let ceiling = base.saturating_mul(1 << (attempt - 1).min(16));
-            let ceiling = ceiling.min(max);
-            assert!(delay <= ceiling && delay >= ceiling / 2, "attempt {attempt}: {delay:?}");
-        }
-    }
 }

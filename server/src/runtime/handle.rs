@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::Result;
 use super::feed::Feed;
-use super::placement::Peer;
+use super::peer::Peer;
 use crate::domain::{Context, MessageId};
 use crate::fsm::Command;
 

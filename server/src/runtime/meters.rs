@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use metrics::counter;
 
-use crate::domain::{Context, Message, Role};
-use crate::fsm::{CANCELLED, DENIED, INTERRUPTED};
+use crate::domain::{Context, Message, Role, ToolOutcome};
 use crate::telemetry::names;
-use crate::tools::{NO_EXTERNAL_RESULT, TIMED_OUT, ToolRegistry};
+use crate::tools::ToolRegistry;
 
 /// Counts the answers to tool calls among the messages a transition saved, by tool and
 /// outcome. Tools other services run are counted as `external`, so clients cannot grow
@@ -15,14 +14,7 @@ use crate::tools::{NO_EXTERNAL_RESULT, TIMED_OUT, ToolRegistry};
 pub(super) fn count_tool_answers(ctx: &Context, saved: &[Arc<Message>], tools: &ToolRegistry) {
     for answer in saved.iter().filter(|m| m.role == Role::Tool) {
         let Some(call_id) = answer.tool_call_id.as_deref() else { continue };
-        let outcome = match answer.text_content().as_str() {
-            _ if !answer.is_error => "ok",
-            DENIED => "denied",
-            CANCELLED => "cancelled",
-            INTERRUPTED => "interrupted",
-            text if text.starts_with(TIMED_OUT) || text.starts_with(NO_EXTERNAL_RESULT) => "timeout",
-            _ => "error",
-        };
+        let outcome = answer.tool_outcome.map_or("error", ToolOutcome::label);
         let name = ctx
             .messages
             .iter()

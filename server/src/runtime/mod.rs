@@ -14,6 +14,7 @@ mod error;
 mod feed;
 mod handle;
 mod meters;
+mod peer;
 mod placement;
 mod prompt;
 mod settings;
@@ -24,7 +25,8 @@ pub use contexts::Contexts;
 pub use error::{Error, Result};
 pub use feed::{Event, EventKind, Feed, OnPath, Subscription, Update};
 pub use handle::{Action, Gone, Slot};
-pub use placement::{Claim, Lease, Peer, Placement, Solo};
+pub use peer::Peer;
+pub use placement::{Claim, Lease, Placement, Solo};
 pub use settings::Settings;
 pub use shared::ListEvent;
 

@@ -3,28 +3,15 @@
 //! its calls there (`crate::cluster` implements that on NATS). The runtime only asks the
 //! questions below and never names the engine.
 
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::error::Result;
+use super::peer::Peer;
+
 use crate::domain::ContextKey;
-
-/// Another ctxd node, as calls are sent to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub node: String,
-    /// host:port of its gRPC listener.
-    pub addr: String,
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.node, self.addr)
-    }
-}
 
 /// This node's right to run a context, as the engine recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

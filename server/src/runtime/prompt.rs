@@ -14,7 +14,7 @@ pub fn request(ctx: &Context, default_model: &str, builtin: Arc<[ToolDefinition]
     } else {
         builtin.iter().cloned().chain(ExternalTools::definitions(&ctx.config)).collect()
     };
-    let model = if ctx.config.model.is_empty() { default_model } else { &ctx.config.model };
+    let model = ctx.config.model_or(default_model);
     LlmRequest {
         model: model.to_owned(),
         system_prompt: ctx.config.system_prompt.clone(),

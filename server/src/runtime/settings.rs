@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::llm::MOCK_MODEL;
 
@@ -9,10 +10,8 @@ use crate::llm::MOCK_MODEL;
 pub struct Settings {
     /// LLM attempts per call (the first try included) before a run fails.
     pub max_llm_attempts: u32,
-    /// Backoff before the first retry; doubles each attempt, with jitter.
-    pub retry_base: Duration,
-    /// The longest backoff.
-    pub retry_max: Duration,
+    /// Pauses before LLM retries: doubling each attempt, with jitter.
+    pub llm_retry: Backoff,
     /// A resting context with no watchers unloads after this long.
     pub idle_unload: Duration,
     /// The model of contexts whose config names none.
@@ -32,8 +31,12 @@ impl From<&Config> for Settings {
     fn from(config: &Config) -> Self {
         Self {
             max_llm_attempts: config.llm_max_attempts,
-            retry_base: Duration::from_millis(config.llm_retry_base_ms),
-            retry_max: Duration::from_millis(config.llm_retry_max_ms),
+            llm_retry: Backoff {
+                immediate: 0,
+                first: Duration::from_millis(config.llm_retry_base_ms),
+                max: Duration::from_millis(config.llm_retry_max_ms),
+                jitter: true,
+            },
             idle_unload: Duration::from_secs(config.idle_unload_secs),
             default_model: config.default_model.clone(),
             external_tool_timeout: Duration::from_millis(config.external_tool_timeout_ms),

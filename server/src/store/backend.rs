@@ -5,6 +5,7 @@
 //! Every method is a whole operation of the runtime (a save, a load, a page of a list), so
 //! that each engine can do it in as few round trips as it allows.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,6 +16,9 @@ use super::save::Save;
 use crate::domain::{
     Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, TenantId, TreeReader,
 };
+
+/// Messages read from a store at once while dumping a context.
+const DUMP_BATCH: u64 = 1024;
 
 /// A save as the store reports it to every process that shares it (see [`Backend::changes`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +76,31 @@ pub trait Backend: Send + Sync {
     /// returns `Saved`, the store holds exactly what `dump` does (a copy cut short by a
     /// crash is never taken for a context: the next restore of it starts again).
     async fn restore(&self, dump: &Dump) -> Result<Inserted>;
+
+    /// Reads context `key` whole, as [`Backend::restore`] takes it; `None` if there is no
+    /// such context.
+    async fn dump(&self, key: &ContextKey) -> Result<Option<Dump>> {
+        let Some(context) = self.load(key).await? else { return Ok(None) };
+        let mut messages = Vec::with_capacity(usize::try_from(context.next_node).unwrap_or(0));
+        let mut from = 0;
+        while from < context.next_node {
+            let nodes: Vec<u64> = (from..context.next_node.min(from + DUMP_BATCH)).collect();
+            messages.extend(self.messages(key, &nodes).await?.into_iter().map(Arc::new));
+            from += DUMP_BATCH;
+        }
+        let mut families: BTreeMap<Option<u64>, usize> = BTreeMap::new();
+        for message in &messages {
+            *families.entry(message.parent).or_default() += 1;
+        }
+        let mut active_at = Vec::new();
+        for (parent, _) in families.into_iter().filter(|(_, children)| *children > 1) {
+            active_at.extend(self.children(key, parent).await?.into_iter().map(|c| (c.node, c.active_at)));
+        }
+        active_at.sort_unstable();
+        let dump = Dump { context: Arc::new(context), messages, active_at };
+        dump.check()?;
+        Ok(Some(dump))
+    }
 
     /// The node of message `id` of context `key`, on any branch.
     async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<u64>>;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::error::Error;
 use crate::domain::{
     Approval, ContentPart, Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, MessageId,
-    MessageStatus, PathShape, Phase, Role, Segment, Sibling, Timestamp, ToolCall, Usage,
+    MessageStatus, PathShape, Phase, Role, Segment, Sibling, Timestamp, ToolCall, ToolOutcome, Usage,
 };
 
 /// The only format written so far; readers refuse values of formats they do not know.
@@ -142,6 +142,11 @@ pub struct StoredMessage {
     /// The parent's node; absent for first messages.
     #[prost(uint64, optional, tag = "14")]
     pub parent: Option<u64>,
+    /// On tool messages: how the call ended (1 ok, 2 failed, 3 timed out, 4 denied, 5
+    /// cancelled, 6 interrupted); 0 on messages saved before outcomes were, whose `is_error`
+    /// says ok or failed.
+    #[prost(int32, tag = "15")]
+    pub tool_outcome: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -396,7 +401,15 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
             MessageStatus::Cancelled => 3,
             MessageStatus::Error => 4,
         },
-        is_error: message.is_error,
+        is_error: message.is_error(),
+        tool_outcome: message.tool_outcome.map_or(0, |outcome| match outcome {
+            ToolOutcome::Ok => 1,
+            ToolOutcome::Failed => 2,
+            ToolOutcome::TimedOut => 3,
+            ToolOutcome::Denied => 4,
+            ToolOutcome::Cancelled => 5,
+            ToolOutcome::Interrupted => 6,
+        }),
         usage: message
             .usage
             .map(|u| StoredUsage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }),
@@ -425,8 +438,21 @@ pub fn message_from_stored(node: u64, stored: StoredMessage) -> Result<Message, 
         model,
         depth,
         parent,
+        tool_outcome,
     } = stored;
     let corrupt = |what: &str, value: i32| Error::Corrupt(format!("message {node}: unknown {what} {value}"));
+    // Saved before outcomes were: a tool message's `is_error` tells ok from failed.
+    let tool_outcome = match tool_outcome {
+        0 if role == 4 || is_error => Some(if is_error { ToolOutcome::Failed } else { ToolOutcome::Ok }),
+        0 => None,
+        1 => Some(ToolOutcome::Ok),
+        2 => Some(ToolOutcome::Failed),
+        3 => Some(ToolOutcome::TimedOut),
+        4 => Some(ToolOutcome::Denied),
+        5 => Some(ToolOutcome::Cancelled),
+        6 => Some(ToolOutcome::Interrupted),
+        other => return Err(corrupt("tool outcome", other)),
+    };
     let id = message_id(&id, format_args!("message {node}"))?;
     // Saved before branches: node = depth, and each message follows the one before.
     let (seq, parent) = match depth {
@@ -475,7 +501,7 @@ pub fn message_from_stored(node: u64, stored: StoredMessage) -> Result<Message, 
             4 => MessageStatus::Error,
             other => return Err(corrupt("status", other)),
         },
-        is_error,
+        tool_outcome,
         usage: usage.map(|u| Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }),
         duration_ms,
         model,
@@ -494,3 +520,7 @@ pub fn summary_from_stored(id: ContextId, stored: &StoredContext) -> Result<crat
         updated_at: Timestamp::from_micros(stored.updated_at_us),
     })
 }
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

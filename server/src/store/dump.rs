@@ -1,18 +1,13 @@
 //! A whole context as a store holds it — its metadata, its active path and every message
 //! of every branch — for copying it to another store (`ctxd migrate`) and checking the copy.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::backend::Backend;
 use super::codec;
 use super::error::{Error, Result};
-use crate::domain::{Context, ContextKey, Message};
-
-/// Messages read from a store at once while dumping a context.
-const READ_BATCH: u64 = 1024;
+use crate::domain::{Context, Message};
 
 #[derive(Debug, Clone)]
 pub struct Dump {
@@ -27,30 +22,6 @@ pub struct Dump {
 }
 
 impl Dump {
-    /// Reads context `key` whole from `store`; `None` if there is no such context.
-    pub async fn read(store: &dyn Backend, key: &ContextKey) -> Result<Option<Self>> {
-        let Some(context) = store.load(key).await? else { return Ok(None) };
-        let mut messages = Vec::with_capacity(usize::try_from(context.next_node).unwrap_or(0));
-        let mut from = 0;
-        while from < context.next_node {
-            let nodes: Vec<u64> = (from..context.next_node.min(from + READ_BATCH)).collect();
-            messages.extend(store.messages(key, &nodes).await?.into_iter().map(Arc::new));
-            from += READ_BATCH;
-        }
-        let mut families: BTreeMap<Option<u64>, usize> = BTreeMap::new();
-        for message in &messages {
-            *families.entry(message.parent).or_default() += 1;
-        }
-        let mut active_at = Vec::new();
-        for (parent, _) in families.into_iter().filter(|(_, children)| *children > 1) {
-            active_at.extend(store.children(key, parent).await?.into_iter().map(|c| (c.node, c.active_at)));
-        }
-        active_at.sort_unstable();
-        let dump = Self { context: Arc::new(context), messages, active_at };
-        dump.check()?;
-        Ok(Some(dump))
-    }
-
     /// Fails unless the messages are numbered 0, 1, ... up to the context's next node and
     /// the active path is made of them.
     pub fn check(&self) -> Result<()> {

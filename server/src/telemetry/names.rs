@@ -58,14 +58,21 @@ pub const TRACE_SPANS_ENDED: &str = "ctxd_trace_spans_ended_total";
 pub const TRACE_SPANS_EXPORTED: &str = "ctxd_trace_spans_exported_total";
 pub const TRACE_SPANS_FAILED: &str = "ctxd_trace_spans_failed_total";
 
-/// RocksDB's figures, read at each scrape (see `Store::figures`).
+pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "ctxd_rocksdb_pending_compaction_bytes";
+pub const ROCKSDB_MEMTABLE_BYTES: &str = "ctxd_rocksdb_memtable_bytes";
+pub const ROCKSDB_SST_BYTES: &str = "ctxd_rocksdb_sst_bytes";
+pub const ROCKSDB_BLOCK_CACHE_BYTES: &str = "ctxd_rocksdb_block_cache_bytes";
+pub const ROCKSDB_ESTIMATED_KEYS: &str = "ctxd_rocksdb_estimated_keys";
+pub const ROCKSDB_WAL_BYTES: &str = "ctxd_rocksdb_wal_bytes";
+
+/// RocksDB's figures, read at each scrape (see `Store::figures`), with their help.
 pub const ROCKSDB_FIGURES: &[(&str, &str)] = &[
-    ("ctxd_rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates compaction has to rewrite."),
-    ("ctxd_rocksdb_memtable_bytes", "Bytes in memtables."),
-    ("ctxd_rocksdb_sst_bytes", "Bytes of live SST files."),
-    ("ctxd_rocksdb_block_cache_bytes", "Bytes the block cache holds."),
-    ("ctxd_rocksdb_estimated_keys", "Keys RocksDB estimates it holds."),
-    ("ctxd_rocksdb_wal_bytes", "Bytes of write-ahead log files."),
+    (ROCKSDB_PENDING_COMPACTION_BYTES, "Bytes RocksDB estimates compaction has to rewrite."),
+    (ROCKSDB_MEMTABLE_BYTES, "Bytes in memtables."),
+    (ROCKSDB_SST_BYTES, "Bytes of live SST files."),
+    (ROCKSDB_BLOCK_CACHE_BYTES, "Bytes the block cache holds."),
+    (ROCKSDB_ESTIMATED_KEYS, "Keys RocksDB estimates it holds."),
+    (ROCKSDB_WAL_BYTES, "Bytes of write-ahead log files."),
 ];
 
 /// Histograms of seconds share these buckets: 100 µs (a save) to 60 s (a long reply).

@@ -15,7 +15,7 @@ use super::tool::{Tool, ToolError};
 use super::workspace::Workspace;
 use super::write_file::WriteFile;
 use crate::domain::{
-    CheckedToolCall, ExternalTool, RequestedToolCall, TenantId, ToolDefinition, ToolPolicy, ToolResult,
+    CheckedToolCall, ExternalTool, RequestedToolCall, TenantId, ToolDefinition, ToolOutcome, ToolPolicy, ToolResult,
 };
 use crate::fsm::ToolCatalog;
 use crate::telemetry::names;
@@ -102,7 +102,9 @@ impl ToolRegistry {
         match tokio::time::timeout(self.limits.timeout, tool.call(tenant, arguments)).await {
             Ok(Ok(output)) => ToolResult::ok(truncate(output, self.limits.max_output_bytes)),
             Ok(Err(ToolError(message))) => ToolResult::error(message),
-            Err(_) => ToolResult::error(format!("{TIMED_OUT} {} ms", self.limits.timeout.as_millis())),
+            Err(_) => {
+                ToolResult::ended(ToolOutcome::TimedOut, format!("{TIMED_OUT} {} ms", self.limits.timeout.as_millis()))
+            }
         }
     }
 }
@@ -201,12 +203,12 @@ mod tests {
         let limits = ToolLimits { timeout: Duration::from_secs(1), max_output_bytes: 1024 };
         let registry = ToolRegistry::builtin(None, limits).expect("built-in schemas compile");
         let tenant = TenantId::default_tenant();
-        assert!(registry.run(&tenant, "nope", "{}").await.is_error);
+        assert!(registry.run(&tenant, "nope", "{}").await.is_error());
         assert!(registry.run(&tenant, "calculator", r#"{"expr": "1"}"#).await.output.contains("invalid arguments"));
         assert_eq!(registry.run(&tenant, "calculator", r#"{"expression": "6 * 7"}"#).await.output, "42");
-        assert!(registry.run(&tenant, "clock", "not json").await.is_error);
-        assert!(registry.run(&tenant, "clock", "[1]").await.is_error);
+        assert!(registry.run(&tenant, "clock", "not json").await.is_error());
+        assert!(registry.run(&tenant, "clock", "[1]").await.is_error());
         let ok = registry.run(&tenant, "clock", "{}").await;
-        assert!(!ok.is_error && ok.output.ends_with('Z'), "{ok:?}");
+        assert!(!ok.is_error() && ok.output.ends_with('Z'), "{ok:?}");
     }
 }

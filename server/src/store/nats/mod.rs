@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
@@ -45,15 +45,17 @@ use super::codec::{self, StoredNode};
 use super::dump::Dump;
 use super::error::{Error, Result};
 use super::save::Save;
+use crate::backoff::{Attempts, Backoff};
 use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId};
 use crate::telemetry::names;
 
 /// Reads of the tree in flight at once when loading a path.
 const READ_AHEAD: usize = 64;
 
-/// How long a save or read waits for the cluster to answer (a leader elected after a
-/// server died) before it fails UNAVAILABLE.
-const PATIENCE: Duration = Duration::from_secs(15);
+/// How long a request waits for the cluster to answer (a leader elected after a server
+/// died) before it fails UNAVAILABLE: saves and reads here, claims of contexts in
+/// `crate::cluster`.
+pub const PATIENCE: Duration = Duration::from_secs(15);
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
@@ -316,13 +318,13 @@ impl Inner {
     where
         F: Future<Output = std::result::Result<StreamMessage, LastRawMessageError>>,
     {
-        let mut backoff = Backoff::new();
+        let mut attempts = RETRY.attempts();
         loop {
             counter!(names::NATS_REQUESTS, "op" => "read").increment(1);
             match attempt().await {
                 Ok(message) => return Ok(Some(Last { sequence: message.sequence, payload: message.payload })),
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-                Err(e) if backoff.wait(&self.closed).await => {
+                Err(e) if retry_later(&mut attempts, &self.closed).await => {
                     tracing::debug!(error = %e, "the NATS cluster did not answer a read; retrying");
                 }
                 Err(e) => return Err(unavailable(e)),
@@ -360,7 +362,7 @@ impl Inner {
         let digest = Sha256::digest(&payload);
         let id = format!("{subject}:{expect}:{}", hex::encode(&digest[..16]));
         let payload = bytes::Bytes::from(payload);
-        let mut backoff = Backoff::new();
+        let mut attempts = RETRY.attempts();
         loop {
             let mut message = PublishMessage::build()
                 .payload(payload.clone())
@@ -382,7 +384,7 @@ impl Inner {
                 Err(e) => e,
             };
             tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "the NATS cluster did not take a save; retrying");
-            if !backoff.wait(&self.closed).await {
+            if !retry_later(&mut attempts, &self.closed).await {
                 return Err(Error::Unavailable(format!(
                     "the NATS cluster did not take the save within {} s ({error}); is a majority of its servers up?",
                     PATIENCE.as_secs()
@@ -654,26 +656,16 @@ impl StoredRecord {
 
 /// Pauses between attempts while the cluster does not answer: 100 ms, doubling, at most 1 s
 /// apart, for [`PATIENCE`] in all.
-struct Backoff {
-    started: Instant,
-    pause: Duration,
-}
+const RETRY: Backoff = Backoff { immediate: 0, first: RETRY_FIRST, max: RETRY_MAX, jitter: false };
 
-impl Backoff {
-    fn new() -> Self {
-        Self { started: Instant::now(), pause: RETRY_FIRST }
+/// Waits before the next attempt; `false` (at once) once patience is spent or the store is
+/// closing.
+async fn retry_later(attempts: &mut Attempts, closed: &AtomicBool) -> bool {
+    if attempts.elapsed() + attempts.next_pause() > PATIENCE || closed.load(Ordering::Acquire) {
+        return false;
     }
-
-    /// Waits before the next attempt; `false` (at once) once patience is spent or the store
-    /// is closing.
-    async fn wait(&mut self, closed: &AtomicBool) -> bool {
-        if self.started.elapsed() + self.pause > PATIENCE || closed.load(Ordering::Acquire) {
-            return false;
-        }
-        tokio::time::sleep(self.pause).await;
-        self.pause = (self.pause * 2).min(RETRY_MAX);
-        true
-    }
+    attempts.wait().await;
+    true
 }
 
 fn unavailable(error: impl std::fmt::Display) -> Error {

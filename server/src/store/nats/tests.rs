@@ -62,7 +62,7 @@ async fn long_context_on_rocks(dir: &std::path::Path) -> Dump {
         ctx = commit(&store, &ctx, Change::to(Phase::Idle).with(question).with(answer));
     }
     let rocks = Rocks::with(store, dir).expect("rocks");
-    let dump = Dump::read(&rocks, &key).await.expect("read").expect("there");
+    let dump = rocks.dump(&key).await.expect("read").expect("there");
     rocks.close().await;
     assert_eq!(dump.messages.len(), 80);
     dump
@@ -84,7 +84,7 @@ async fn a_long_context_restores_across_records_and_reads_back_identical() {
     assert_eq!(nats.restore(&dump).await.expect("restore"), Inserted::Saved);
     let records = nats.log.get_info().await.expect("info").state.messages;
     assert!(records > 4, "{records} records: a record holds at most 256 KiB of messages");
-    let copy = Dump::read(&nats, &key).await.expect("read").expect("there");
+    let copy = nats.dump(&key).await.expect("read").expect("there");
     assert_eq!(copy.checksum(), dump.checksum());
     assert_eq!(nats.restore(&dump).await.expect("again"), Inserted::Taken);
     assert_eq!(nats.keys().await.expect("keys"), vec![key.clone()]);
@@ -93,7 +93,7 @@ async fn a_long_context_restores_across_records_and_reads_back_identical() {
     drop(nats);
     let nats = server.open().await;
     assert_eq!(nats.list(&key.tenant, None, 10).await.expect("list").0.len(), 1);
-    assert_eq!(Dump::read(&nats, &key).await.expect("read").expect("there").checksum(), dump.checksum());
+    assert_eq!(nats.dump(&key).await.expect("read").expect("there").checksum(), dump.checksum());
 }
 
 #[tokio::test]
@@ -114,7 +114,7 @@ async fn a_copy_cut_short_is_never_a_context_and_the_next_restore_starts_again()
     assert!(nats.interrupted().await.expect("interrupted").is_empty(), "nothing to resume");
 
     assert_eq!(nats.restore(&dump).await.expect("restore"), Inserted::Saved);
-    let copy = Dump::read(&nats, &key).await.expect("read").expect("there");
+    let copy = nats.dump(&key).await.expect("read").expect("there");
     assert_eq!(copy.checksum(), dump.checksum());
 }
 

@@ -38,6 +38,18 @@ impl Rocks {
         Self::with(store, dir)
     }
 
+    /// Creates `dir` if it is missing and opens the database in it, on a blocking thread
+    /// (opening replays the write-ahead log).
+    pub async fn open_dir(dir: PathBuf, sync: bool) -> Result<Self> {
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::Unavailable(format!("cannot create data dir {}: {e}", dir.display())))?;
+            Self::open(&dir, sync)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("opening the store failed: {e}")))?
+    }
+
     /// The backend over a store already open in `dir`.
     pub fn with(store: Store, dir: &Path) -> Result<Self> {
         let writer = Writer::start(store.clone())

@@ -16,14 +16,15 @@ use crate::store::codec;
 use crate::store::dump::Dump;
 use crate::store::error::{Error, Result};
 use crate::store::save::Save;
+use crate::telemetry::names;
 
 /// RocksDB properties exported as metrics: (metric name, property).
 const FIGURES: &[(&str, &str)] = &[
-    ("ctxd_rocksdb_pending_compaction_bytes", "rocksdb.estimate-pending-compaction-bytes"),
-    ("ctxd_rocksdb_memtable_bytes", "rocksdb.cur-size-all-mem-tables"),
-    ("ctxd_rocksdb_sst_bytes", "rocksdb.live-sst-files-size"),
-    ("ctxd_rocksdb_block_cache_bytes", "rocksdb.block-cache-usage"),
-    ("ctxd_rocksdb_estimated_keys", "rocksdb.estimate-num-keys"),
+    (names::ROCKSDB_PENDING_COMPACTION_BYTES, "rocksdb.estimate-pending-compaction-bytes"),
+    (names::ROCKSDB_MEMTABLE_BYTES, "rocksdb.cur-size-all-mem-tables"),
+    (names::ROCKSDB_SST_BYTES, "rocksdb.live-sst-files-size"),
+    (names::ROCKSDB_BLOCK_CACHE_BYTES, "rocksdb.block-cache-usage"),
+    (names::ROCKSDB_ESTIMATED_KEYS, "rocksdb.estimate-num-keys"),
 ];
 
 #[derive(Clone)]
@@ -337,7 +338,7 @@ impl Store {
                     .sum()
             })
             .unwrap_or(0);
-        figures.push(("ctxd_rocksdb_wal_bytes", wal));
+        figures.push((names::ROCKSDB_WAL_BYTES, wal));
         figures
     }
 
