@@ -10,10 +10,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod args;
+mod declare;
 mod load;
 mod validate;
 
-pub use args::{ApiKeyCommand, Args, Command};
+pub use args::{ApiKeyCommand, Command};
+use declare::settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -48,200 +50,151 @@ pub enum StoreKind {
 /// Runs a tenant may have in progress at once when authentication is on and no limit is set.
 pub const DEFAULT_RUNS_PER_TENANT: usize = 32;
 
-/// Everything ctxd can be configured with.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct Config {
-    /// Address (IP:port) to serve gRPC on; port 0 picks a free one.
-    pub listen: SocketAddr,
-    /// Which engine holds the contexts.
-    pub store: StoreKind,
-    /// Where RocksDB keeps the contexts.
-    pub data_dir: PathBuf,
-    /// NATS servers of the JetStream cluster (`nats://` or `tls://`), for `store = "nats"`.
-    /// User and password or a token come from the environment (`NATS_USER`, `NATS_PASSWORD`,
-    /// `NATS_TOKEN`), never from here.
-    pub nats_url: Vec<String>,
-    /// A NATS `.creds` file (user JWT and NKey seed).
-    pub nats_creds: Option<PathBuf>,
-    /// A file holding an NKey seed (`SU...`) to authenticate to NATS with.
-    pub nats_nkey_file: Option<PathBuf>,
-    /// CA certificate (PEM) the NATS servers' certificates are checked against; set, TLS to
-    /// NATS is required.
-    pub nats_tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for NATS servers that verify clients (with `nats-tls-key`).
-    pub nats_tls_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    pub nats_tls_key: Option<PathBuf>,
-    /// Names ctxd's streams and subjects, so that several deployments share a cluster.
-    pub nats_prefix: String,
-    /// Servers that hold each stream; a save is acknowledged once a majority has it.
-    pub nats_replicas: usize,
-    /// This node's name among the ctxd nodes sharing a NATS cluster (letters, digits, '-',
-    /// '_'); none: derived from the host name and the port.
-    pub node_id: Option<String>,
-    /// host:port the other nodes reach this one at; none: the address it listens on (which
-    /// must then not be 0.0.0.0 or [::]).
-    pub advertise_addr: Option<String>,
-    /// A file holding the secret the nodes of a cluster share (at least 32 bytes): a node signs
-    /// its membership record and every call it sends on with it, and ignores records and
-    /// refuses forwarded calls that are not signed with it.
-    pub cluster_secret_file: Option<PathBuf>,
-    /// Run a cluster on a non-loopback address without `cluster-secret-file` (anyone who can
-    /// write to NATS or reach the port could pose as a node).
-    pub insecure_cluster: bool,
-    /// Certificate chain (PEM) to serve the API port over TLS with (with `tls-key`); the other
-    /// nodes then call this one over TLS too.
-    pub tls_cert: Option<PathBuf>,
-    /// The TLS certificate's private key (PEM).
-    pub tls_key: Option<PathBuf>,
-    /// CA certificate (PEM) the other nodes' certificates are checked against: set, calls sent
-    /// on to another node go over TLS.
-    pub peer_tls_ca: Option<PathBuf>,
-    /// How long a node that stopped renewing its place (it died) keeps its contexts before
-    /// another node takes them over, in milliseconds. The same on every node. Longer than a
-    /// NATS stream's leader election (nats-server 2.9 waits 4 to 9 s), so that a NATS
-    /// failover never costs a healthy node its contexts.
-    pub lease_ttl_ms: u64,
-    /// Pause of the mock LLM before each streamed word, in milliseconds.
-    pub mock_delay_ms: u64,
-    /// Root directory of the file tools; without it they are not offered.
-    pub workspace: Option<PathBuf>,
-    /// Largest user message (and system prompt) accepted, in bytes.
-    pub max_message_bytes: usize,
-    /// Wait for the write-ahead log to reach the disk on every save. Turning it off keeps
-    /// data safe from process crashes but not from power loss.
-    pub sync_writes: bool,
-    /// LLM attempts per call (the first included) before a run fails.
-    pub llm_max_attempts: u32,
-    /// Backoff before the first LLM retry, in milliseconds; doubles per attempt, with jitter.
-    pub llm_retry_base_ms: u64,
-    /// Longest backoff between two LLM attempts, in milliseconds (before jitter).
-    pub llm_retry_max_ms: u64,
-    /// How long one tool call may run, in milliseconds.
-    pub tool_timeout_ms: u64,
-    /// Tool output beyond this many bytes is cut.
-    pub tool_max_output_bytes: usize,
-    /// A resting context with no watchers is unloaded from memory after this many seconds.
-    pub idle_unload_secs: u64,
-    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
-    pub log: String,
-    /// How log lines are written: `text` for people, `json` (one object a line) for collectors.
-    pub log_format: LogFormat,
-    /// Directory served at `/` on the gRPC port (the web client); none: no static files.
-    pub web_dir: Option<PathBuf>,
-    /// Origins whose pages may call ctxd over grpc-web (`*`: any). Pages served by ctxd
-    /// itself are same-origin and need no entry.
-    pub cors_origins: Vec<String>,
-    /// The model of contexts that name none. `mock` is the built-in mock LLM.
-    pub default_model: String,
-    /// Base URL of an OpenAI-compatible API (e.g. `http://localhost:11434/v1` for Ollama).
-    /// The API key comes from `CTXD_OPENAI_API_KEY` or `OPENAI_API_KEY`, never from here.
-    pub openai_base_url: Option<String>,
-    /// Models served by the OpenAI-compatible API; empty: every model but `mock`.
-    pub openai_models: Vec<String>,
-    /// Longest wait for the LLM provider's connection, in milliseconds.
-    pub llm_connect_timeout_ms: u64,
-    /// Longest silence between two chunks of a streamed reply, in milliseconds.
-    pub llm_idle_timeout_ms: u64,
-    /// How long an external tool call waits for its result unless its tool says, in milliseconds.
-    pub external_tool_timeout_ms: u64,
-    /// Where Prometheus metrics are served (`GET /metrics`), a listener of their own; `off`: none.
-    pub metrics_listen: String,
-    /// OTLP/gRPC endpoint that receives traces (e.g. `http://127.0.0.1:4317`); none: no traces.
-    pub otlp_endpoint: Option<String>,
-    /// File holding the shared secret of HS256 JWTs (a trailing newline is ignored).
-    pub jwt_hs256_secret_file: Option<PathBuf>,
-    /// JWKS document with the public keys of RS256/ES256/EdDSA JWTs; re-read when it changes.
-    pub jwt_jwks_file: Option<PathBuf>,
-    /// The `iss` a JWT must carry; none: not checked.
-    pub jwt_issuer: Option<String>,
-    /// The `aud` a JWT must carry; none: not checked.
-    pub jwt_audience: Option<String>,
-    /// The JWT claim naming the caller's tenant; a token without it is refused.
-    pub jwt_tenant_claim: String,
-    /// Clock skew tolerated on a JWT's `exp` and `nbf`, in seconds; a stream opened with a
-    /// JWT ends this long after its `exp`.
-    pub jwt_leeway_secs: u64,
-    /// API keys, one a line: `tenant scopes sha256-hex-of-key`; re-read when it changes.
-    pub api_keys_file: Option<PathBuf>,
-    /// Serve without authentication on a non-loopback address (anyone who reaches the port
-    /// reads and changes everything).
-    pub insecure_no_auth: bool,
-    /// Without authentication, the `Host` names (host or host:port; `*`: any) requests may
-    /// carry besides loopback names and addresses; others are refused, so that a web page
-    /// whose domain is rebound to 127.0.0.1 cannot reach ctxd.
-    pub allowed_hosts: Vec<String>,
-    /// Runs one tenant may have in progress at once; more are refused until one ends. None:
-    /// 32 with authentication on; no limit without it (one implicit tenant, as before tenants).
-    pub max_active_runs_per_tenant: Option<usize>,
-    /// Contexts one tenant may keep; none: no limit.
-    pub max_contexts_per_tenant: Option<u64>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            store: StoreKind::Rocksdb,
-            data_dir: PathBuf::from("./data"),
-            nats_url: vec!["nats://127.0.0.1:4222".into()],
-            nats_creds: None,
-            nats_nkey_file: None,
-            nats_tls_ca: None,
-            nats_tls_cert: None,
-            nats_tls_key: None,
-            cluster_secret_file: None,
-            insecure_cluster: false,
-            tls_cert: None,
-            tls_key: None,
-            peer_tls_ca: None,
-            nats_prefix: "ctxd".into(),
-            nats_replicas: 3,
-            node_id: None,
-            advertise_addr: None,
-            lease_ttl_ms: 15_000,
-            mock_delay_ms: 20,
-            workspace: None,
-            max_message_bytes: 256 * 1024,
-            sync_writes: true,
-            llm_max_attempts: 3,
-            llm_retry_base_ms: 500,
-            llm_retry_max_ms: 10_000,
-            tool_timeout_ms: 30_000,
-            tool_max_output_bytes: 64 * 1024,
-            idle_unload_secs: 300,
-            log: "info".into(),
-            log_format: LogFormat::Text,
-            web_dir: None,
-            cors_origins: [
-                "http://localhost:5173",
-                "http://127.0.0.1:5173",
-                "http://localhost:4173",
-                "http://127.0.0.1:4173",
-            ]
-            .map(String::from)
-            .to_vec(),
-            default_model: crate::llm::MOCK_MODEL.into(),
-            openai_base_url: None,
-            openai_models: Vec::new(),
-            llm_connect_timeout_ms: 10_000,
-            llm_idle_timeout_ms: 60_000,
-            external_tool_timeout_ms: 300_000,
-            metrics_listen: "127.0.0.1:9464".into(),
-            otlp_endpoint: None,
-            jwt_hs256_secret_file: None,
-            jwt_jwks_file: None,
-            jwt_issuer: None,
-            jwt_audience: None,
-            jwt_tenant_claim: "tenant".into(),
-            jwt_leeway_secs: 30,
-            api_keys_file: None,
-            insecure_no_auth: false,
-            allowed_hosts: Vec::new(),
-            max_active_runs_per_tenant: None,
-            max_contexts_per_tenant: None,
-        }
+settings! {
+    settings {
+        /// Address (IP:port) to serve gRPC on; port 0 picks a free one.
+        value listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 50051));
+        /// Which engine holds the contexts.
+        #[arg(value_enum)]
+        value store: StoreKind = StoreKind::Rocksdb;
+        /// Where RocksDB keeps the contexts.
+        value data_dir: PathBuf = PathBuf::from("./data");
+        /// NATS servers of the JetStream cluster (`nats://` or `tls://`), for `store = "nats"`.
+        /// User and password or a token come from the environment (`NATS_USER`, `NATS_PASSWORD`,
+        /// `NATS_TOKEN`), never from here.
+        #[arg(value_delimiter = ',')]
+        value nats_url: Vec<String> = vec!["nats://127.0.0.1:4222".into()];
+        /// A NATS `.creds` file (user JWT and NKey seed).
+        #[arg(global = true)]
+        optional nats_creds: PathBuf = None;
+        /// A file holding an NKey seed (`SU...`) to authenticate to NATS with.
+        #[arg(global = true)]
+        optional nats_nkey_file: PathBuf = None;
+        /// CA certificate (PEM) the NATS servers' certificates are checked against; set, TLS to
+        /// NATS is required.
+        #[arg(global = true)]
+        optional nats_tls_ca: PathBuf = None;
+        /// Client certificate (PEM) for NATS servers that verify clients (with `nats-tls-key`).
+        #[arg(global = true)]
+        optional nats_tls_cert: PathBuf = None;
+        /// The client certificate's private key (PEM).
+        #[arg(global = true)]
+        optional nats_tls_key: PathBuf = None;
+        /// Names ctxd's streams and subjects, so that several deployments share a cluster.
+        #[arg(global = true)]
+        value nats_prefix: String = "ctxd".into();
+        /// Servers that hold each stream; a save is acknowledged once a majority has it.
+        #[arg(global = true)]
+        value nats_replicas: usize = 3;
+        /// This node's name among the ctxd nodes sharing a NATS cluster (letters, digits, '-',
+        /// '_'); none: derived from the host name and the port.
+        optional node_id: String = None;
+        /// host:port the other nodes reach this one at; none: the address it listens on (which
+        /// must then not be 0.0.0.0 or [::]).
+        optional advertise_addr: String = None;
+        /// A file holding the secret the nodes of a cluster share (at least 32 bytes): a node signs
+        /// its membership record and every call it sends on with it, and ignores records and
+        /// refuses forwarded calls that are not signed with it.
+        optional cluster_secret_file: PathBuf = None;
+        /// Certificate chain (PEM) to serve the API port over TLS with (with `tls-key`); the other
+        /// nodes then call this one over TLS too.
+        optional tls_cert: PathBuf = None;
+        /// The TLS certificate's private key (PEM).
+        optional tls_key: PathBuf = None;
+        /// CA certificate (PEM) the other nodes' certificates are checked against: set, calls sent
+        /// on to another node go over TLS.
+        optional peer_tls_ca: PathBuf = None;
+        /// How long a node that stopped renewing its place (it died) keeps its contexts before
+        /// another node takes them over, in milliseconds. The same on every node. Longer than a
+        /// NATS stream's leader election (nats-server 2.9 waits 4 to 9 s), so that a NATS
+        /// failover never costs a healthy node its contexts.
+        value lease_ttl_ms: u64 = 15_000;
+        /// Pause of the mock LLM before each streamed word, in milliseconds.
+        value mock_delay_ms: u64 = 20;
+        /// Root directory of the file tools; without it they are not offered.
+        optional workspace: PathBuf = None;
+        /// Largest user message (and system prompt) accepted, in bytes.
+        value max_message_bytes: usize = 256 * 1024;
+        /// Wait for the write-ahead log to reach the disk on every save. Turning it off keeps
+        /// data safe from process crashes but not from power loss.
+        value sync_writes: bool = true;
+        /// LLM attempts per call (the first included) before a run fails.
+        value llm_max_attempts: u32 = 3;
+        /// Backoff before the first LLM retry, in milliseconds; doubles per attempt, with jitter.
+        value llm_retry_base_ms: u64 = 500;
+        /// Longest backoff between two LLM attempts, in milliseconds (before jitter).
+        value llm_retry_max_ms: u64 = 10_000;
+        /// How long one tool call may run, in milliseconds.
+        value tool_timeout_ms: u64 = 30_000;
+        /// Tool output beyond this many bytes is cut.
+        value tool_max_output_bytes: usize = 64 * 1024;
+        /// A resting context with no watchers is unloaded from memory after this many seconds.
+        value idle_unload_secs: u64 = 300;
+        /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+        value log: String = "info".into();
+        /// How log lines are written: `text` for people, `json` (one object a line) for collectors.
+        #[arg(value_enum)]
+        value log_format: LogFormat = LogFormat::Text;
+        /// Directory served at `/` on the gRPC port (the web client); none: no static files.
+        optional web_dir: PathBuf = None;
+        /// Origins whose pages may call ctxd over grpc-web (`*`: any). Pages served by ctxd
+        /// itself are same-origin and need no entry.
+        #[arg(value_delimiter = ',')]
+        value cors_origins: Vec<String> =
+            ["http://localhost:5173", "http://127.0.0.1:5173", "http://localhost:4173", "http://127.0.0.1:4173"]
+                .map(String::from)
+                .to_vec();
+        /// The model of contexts that name none. `mock` is the built-in mock LLM.
+        value default_model: String = crate::llm::MOCK_MODEL.into();
+        /// Base URL of an OpenAI-compatible API (e.g. `http://localhost:11434/v1` for Ollama).
+        /// The API key comes from `CTXD_OPENAI_API_KEY` or `OPENAI_API_KEY`, never from here.
+        optional openai_base_url: String = None;
+        /// Models served by the OpenAI-compatible API; empty: every model but `mock`.
+        #[arg(value_delimiter = ',')]
+        value openai_models: Vec<String> = Vec::new();
+        /// Longest wait for the LLM provider's connection, in milliseconds.
+        value llm_connect_timeout_ms: u64 = 10_000;
+        /// Longest silence between two chunks of a streamed reply, in milliseconds.
+        value llm_idle_timeout_ms: u64 = 60_000;
+        /// How long an external tool call waits for its result unless its tool says, in milliseconds.
+        value external_tool_timeout_ms: u64 = 300_000;
+        /// Where Prometheus metrics are served (`GET /metrics`), a listener of their own; `off`: none.
+        value metrics_listen: String = "127.0.0.1:9464".into();
+        /// OTLP/gRPC endpoint that receives traces (e.g. `http://127.0.0.1:4317`); none: no traces.
+        optional otlp_endpoint: String = None;
+        /// File holding the shared secret of HS256 JWTs (a trailing newline is ignored).
+        optional jwt_hs256_secret_file: PathBuf = None;
+        /// JWKS document with the public keys of RS256/ES256/EdDSA JWTs; re-read when it changes.
+        optional jwt_jwks_file: PathBuf = None;
+        /// The `iss` a JWT must carry; none: not checked.
+        optional jwt_issuer: String = None;
+        /// The `aud` a JWT must carry; none: not checked.
+        optional jwt_audience: String = None;
+        /// The JWT claim naming the caller's tenant; a token without it is refused.
+        value jwt_tenant_claim: String = "tenant".into();
+        /// Clock skew tolerated on a JWT's `exp` and `nbf`, in seconds; a stream opened with a
+        /// JWT ends this long after its `exp`.
+        value jwt_leeway_secs: u64 = 30;
+        /// API keys, one a line: `tenant scopes sha256-hex-of-key`; re-read when it changes.
+        optional api_keys_file: PathBuf = None;
+        /// Without authentication, the `Host` names (host or host:port; `*`: any) requests may
+        /// carry besides loopback names and addresses; others are refused, so that a web page
+        /// whose domain is rebound to 127.0.0.1 cannot reach ctxd.
+        #[arg(value_delimiter = ',')]
+        value allowed_hosts: Vec<String> = Vec::new();
+        /// Runs one tenant may have in progress at once; more are refused until one ends. None:
+        /// 32 with authentication on; no limit without it (one implicit tenant, as before tenants).
+        optional max_active_runs_per_tenant: usize = None;
+        /// Contexts one tenant may keep; none: no limit.
+        optional max_contexts_per_tenant: u64 = None;
+    }
+    switches {
+        /// Run a cluster on a non-loopback address without `cluster-secret-file` (anyone who can
+        /// write to NATS or reach the port could pose as a node).
+        insecure_cluster;
+        /// Serve without authentication on a non-loopback address (anyone who reaches the port
+        /// reads and changes everything).
+        insecure_no_auth;
     }
 }
 
