@@ -10,7 +10,7 @@ use ctxd_proto::v1::context_service_client::ContextServiceClient;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{FORWARDED_HEADER, PEER_AUTH_HEADER, PeerKey};
 use crate::backoff::Backoff;
@@ -35,19 +35,44 @@ pub struct Forwarder {
     key: Option<Arc<PeerKey>>,
     /// With it, calls go to the other nodes over TLS, their certificates checked.
     tls: Option<ClientTlsConfig>,
-    clients: Mutex<HashMap<String, Client>>,
+    channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Forwarder {
     pub fn new(node: String, patience: Duration, key: Option<Arc<PeerKey>>, tls: Option<ClientTlsConfig>) -> Self {
-        Self { node, patience, key, tls, clients: Mutex::new(HashMap::new()) }
+        Self { node, patience, key, tls, channels: Mutex::new(HashMap::new()) }
     }
 
-    /// A client of `peer`, connected on first use and kept.
+    /// Sends `request` on to `peer` as the unary call `method` (its path, as the descriptors
+    /// name it): one way for every RPC, so no handler writes its own forwarding.
+    pub async fn unary<Q, R>(
+        &self,
+        peer: &Peer,
+        method: &'static str,
+        request: Request<Q>,
+    ) -> Result<Response<R>, Status>
+    where
+        Q: prost::Message + Send + Sync + 'static,
+        R: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = tonic::client::Grpc::new(self.channel(peer)?).max_decoding_message_size(usize::MAX);
+        grpc.ready().await.map_err(|e| Status::unavailable(format!("node {peer} cannot be reached: {e}")))?;
+        let path = http::uri::PathAndQuery::from_static(method);
+        grpc.unary(request, path, tonic_prost::ProstCodec::default()).await
+    }
+
+    /// A client of `peer` (for the streaming calls).
     pub fn client(&self, peer: &Peer) -> Result<Client, Status> {
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = clients.get(&peer.addr) {
-            return Ok(client.clone());
+        Ok(ContextServiceClient::new(self.channel(peer)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    /// The connection to `peer`, made on first use and kept.
+    fn channel(&self, peer: &Peer) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(channel) = channels.get(&peer.addr) {
+            return Ok(channel.clone());
         }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let unusable = |e: tonic::transport::Error| {
@@ -60,11 +85,9 @@ impl Forwarder {
         if let Some(tls) = &self.tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(unusable)?;
         }
-        let client = ContextServiceClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        clients.insert(peer.addr.clone(), client.clone());
-        Ok(client)
+        let channel = endpoint.connect_lazy();
+        channels.insert(peer.addr.clone(), channel.clone());
+        Ok(channel)
     }
 
     /// `message` as the call to send on, with the caller's headers and deadline.

@@ -7,6 +7,7 @@ mod deadline;
 mod forward;
 mod page_token;
 mod request;
+mod route;
 mod status;
 mod watch;
 
@@ -19,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 pub use forward::Forwarder;
 pub use request::Limits;
+use route::Retry;
 
 use crate::auth::Scope;
 use crate::domain::{ContextId, ContextKey, ToolDefinition, ToolPolicy};
@@ -56,63 +58,6 @@ impl ContextApi {
         Self { contexts, limits, tools, forwarder }
     }
 
-    /// The request as it would be sent on to another node; only kept on a cluster.
-    fn keep<T: Clone>(&self, message: &T) -> Option<T> {
-        self.forwarder.as_ref().map(|_| message.clone())
-    }
-
-    /// Serves a call about `key` here (`local`), or sends `forwarded` (the call as it came) on
-    /// to the node that runs the context (`remote`), looking for that node again while it
-    /// cannot be reached (it died: its lease expires, then a node takes the context over).
-    /// `idempotent`: a read, safe to send again after a failure that may have reached it.
-    #[allow(clippy::too_many_arguments)]
-    async fn routed<Q: Clone, R>(
-        &self,
-        method: &'static str,
-        key: &ContextKey,
-        metadata: &MetadataMap,
-        forwarded: Option<Q>,
-        idempotent: bool,
-        local: impl AsyncFnOnce() -> Result<R, Status>,
-        remote: impl AsyncFn(forward::Client, Request<Q>) -> Result<Response<R>, Status>,
-    ) -> Result<R, Status> {
-        let (Some(forwarder), Some(message)) = (&self.forwarder, forwarded) else { return local().await };
-        if forward::is_forwarded(metadata) {
-            // One hop only: if the context is not run here, the sender looks for it again.
-            self.contexts.serve_forwarded(key).await?;
-            return local().await;
-        }
-        let deadline = deadline::from_metadata(metadata);
-        let give_up = tokio::time::Instant::now() + forwarder.patience;
-        let mut backoff = forward::LOOK_AGAIN.attempts();
-        let mut fresh = false;
-        loop {
-            let Some(peer) = self.contexts.locate(key, fresh).await? else { return local().await };
-            let request = forwarder.request(metadata, message.clone(), deadline);
-            let outcome = remote(forwarder.client(&peer)?, request).await;
-            let now = tokio::time::Instant::now();
-            match outcome {
-                Ok(response) => {
-                    metrics::counter!(names::FORWARDED, "grpc_method" => method, "outcome" => "ok").increment(1);
-                    return Ok(response.into_inner());
-                }
-                Err(status)
-                    if forward::retry(&status, idempotent) && now < give_up && deadline.is_none_or(|d| now < d) =>
-                {
-                    tracing::debug!(context = %key.id, %peer, %status, "the context's node did not take the call; looking for it again");
-                    metrics::counter!(names::FORWARDED, "grpc_method" => method, "outcome" => "unreachable")
-                        .increment(1);
-                    backoff.wait().await;
-                    fresh = true;
-                }
-                Err(status) => {
-                    metrics::counter!(names::FORWARDED, "grpc_method" => method, "outcome" => "error").increment(1);
-                    return Err(status);
-                }
-            }
-        }
-    }
-
     async fn act(
         &self,
         key: &ContextKey,
@@ -148,8 +93,7 @@ impl ContextService for ContextApi {
         request: Request<pb::ForkContextRequest>,
     ) -> Result<Response<pb::ForkContextResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::ForkContextRequest { context_id, message_id, title, new_context_id } = message;
         let source = caller::key(&who, parse_context_id(&context_id)?);
         let through = request::optional_id("message_id", &message_id)?;
@@ -160,15 +104,12 @@ impl ContextService for ContextApi {
             let ctx = self.contexts.fork(&source, through, who.tenant.clone(), who.subject.clone(), id, title).await?;
             Ok(pb::ForkContextResponse { state: Some(convert::context_state(&ctx)) })
         };
-        let remote = async |mut c: forward::Client, r| c.fork_context(r).await;
-        let response = self.routed("ForkContext", &source, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+        self.routed(&call, &source, local).await
     }
 
     async fn get_state(&self, request: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
         let who = caller::caller(&request, Scope::Read)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::Safe);
         let pb::GetStateRequest { context_id, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
@@ -176,9 +117,7 @@ impl ContextService for ContextApi {
             let ctx = self.contexts.get(&key).await?;
             Ok(pb::GetStateResponse { state: Some(convert::context_state_view(&ctx, view)) })
         };
-        let remote = async |mut c: forward::Client, r| c.get_state(r).await;
-        let response = self.routed("GetState", &key, &metadata, forwarded, true, local, remote).await?;
-        Ok(Response::new(response))
+        self.routed(&call, &key, local).await
     }
 
     async fn list_contexts(
@@ -201,8 +140,7 @@ impl ContextService for ContextApi {
         request: Request<pb::UpdateContextRequest>,
     ) -> Result<Response<pb::UpdateContextResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::UpdateContextRequest { context_id, title, config, expected_revision, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
@@ -211,11 +149,10 @@ impl ContextService for ContextApi {
             config: config.map(|c| request::config(Some(c), &self.limits)).transpose()?,
             expected_revision,
         };
-        let local =
-            async || Ok(pb::UpdateContextResponse { state: self.act(&key, command, false, view, &metadata).await? });
-        let remote = async |mut c: forward::Client, r| c.update_context(r).await;
-        let response = self.routed("UpdateContext", &key, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+        let local = async || {
+            Ok(pb::UpdateContextResponse { state: self.act(&key, command, false, view, &call.metadata).await? })
+        };
+        self.routed(&call, &key, local).await
     }
 
     async fn delete_context(
@@ -223,17 +160,14 @@ impl ContextService for ContextApi {
         request: Request<pb::DeleteContextRequest>,
     ) -> Result<Response<pb::DeleteContextResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::DeleteContextRequest { context_id } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let local = async || {
             self.contexts.delete(&key).await?;
             Ok(pb::DeleteContextResponse {})
         };
-        let remote = async |mut c: forward::Client, r| c.delete_context(r).await;
-        let response = self.routed("DeleteContext", &key, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+        self.routed(&call, &key, local).await
     }
 
     async fn send_message(
@@ -241,8 +175,7 @@ impl ContextService for ContextApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::SendMessageRequest { context_id, content, client_message_id, expected_revision, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
@@ -252,10 +185,8 @@ impl ContextService for ContextApi {
             expected_revision,
         };
         let local =
-            async || Ok(pb::SendMessageResponse { state: self.act(&key, command, wait, view, &metadata).await? });
-        let remote = async |mut c: forward::Client, r| c.send_message(r).await;
-        let response = self.routed("SendMessage", &key, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+            async || Ok(pb::SendMessageResponse { state: self.act(&key, command, wait, view, &call.metadata).await? });
+        self.routed(&call, &key, local).await
     }
 
     async fn edit_message(
@@ -263,8 +194,7 @@ impl ContextService for ContextApi {
         request: Request<pb::EditMessageRequest>,
     ) -> Result<Response<pb::EditMessageResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::EditMessageRequest {
             context_id,
             message_id,
@@ -283,10 +213,8 @@ impl ContextService for ContextApi {
             expected_revision,
         };
         let local =
-            async || Ok(pb::EditMessageResponse { state: self.act(&key, command, wait, view, &metadata).await? });
-        let remote = async |mut c: forward::Client, r| c.edit_message(r).await;
-        let response = self.routed("EditMessage", &key, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+            async || Ok(pb::EditMessageResponse { state: self.act(&key, command, wait, view, &call.metadata).await? });
+        self.routed(&call, &key, local).await
     }
 
     async fn regenerate_reply(
@@ -294,18 +222,16 @@ impl ContextService for ContextApi {
         request: Request<pb::RegenerateReplyRequest>,
     ) -> Result<Response<pb::RegenerateReplyResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::RegenerateReplyRequest { context_id, message_id, expected_revision, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
         let command =
             Command::Regenerate { message_id: request::optional_id("message_id", &message_id)?, expected_revision };
-        let local =
-            async || Ok(pb::RegenerateReplyResponse { state: self.act(&key, command, wait, view, &metadata).await? });
-        let remote = async |mut c: forward::Client, r| c.regenerate_reply(r).await;
-        let response = self.routed("RegenerateReply", &key, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+        let local = async || {
+            Ok(pb::RegenerateReplyResponse { state: self.act(&key, command, wait, view, &call.metadata).await? })
+        };
+        self.routed(&call, &key, local).await
     }
 
     async fn switch_branch(
@@ -313,17 +239,14 @@ impl ContextService for ContextApi {
         request: Request<pb::SwitchBranchRequest>,
     ) -> Result<Response<pb::SwitchBranchResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::SwitchBranchRequest { context_id, message_id, expected_revision, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
         let action = Action::Switch { message_id: request::message_id(&message_id)?, expected_revision };
         let local =
-            async || Ok(pb::SwitchBranchResponse { state: self.act(&key, action, false, view, &metadata).await? });
-        let remote = async |mut c: forward::Client, r| c.switch_branch(r).await;
-        let response = self.routed("SwitchBranch", &key, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+            async || Ok(pb::SwitchBranchResponse { state: self.act(&key, action, false, view, &call.metadata).await? });
+        self.routed(&call, &key, local).await
     }
 
     async fn list_messages(
@@ -331,8 +254,7 @@ impl ContextService for ContextApi {
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         let who = caller::caller(&request, Scope::Read)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::Safe);
         let pb::ListMessagesRequest { context_id, parent_id, page_size, page_token } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let parent = request::optional_id("parent_id", &parent_id)?;
@@ -346,9 +268,7 @@ impl ContextService for ContextApi {
                 next_page_token: page_token::encode_node(next),
             })
         };
-        let remote = async |mut c: forward::Client, r| c.list_messages(r).await;
-        let response = self.routed("ListMessages", &key, &metadata, forwarded, true, local, remote).await?;
-        Ok(Response::new(response))
+        self.routed(&call, &key, local).await
     }
 
     async fn approve_tools(
@@ -356,8 +276,7 @@ impl ContextService for ContextApi {
         request: Request<pb::ApproveToolsRequest>,
     ) -> Result<Response<pb::ApproveToolsResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::ApproveToolsRequest { context_id, approved_tool_call_ids, denied_tool_call_ids, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
@@ -366,10 +285,8 @@ impl ContextService for ContextApi {
             denied: request::tool_call_ids("denied_tool_call_ids", denied_tool_call_ids)?,
         };
         let local =
-            async || Ok(pb::ApproveToolsResponse { state: self.act(&key, command, wait, view, &metadata).await? });
-        let remote = async |mut c: forward::Client, r| c.approve_tools(r).await;
-        let response = self.routed("ApproveTools", &key, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+            async || Ok(pb::ApproveToolsResponse { state: self.act(&key, command, wait, view, &call.metadata).await? });
+        self.routed(&call, &key, local).await
     }
 
     async fn cancel_run(
@@ -377,30 +294,26 @@ impl ContextService for ContextApi {
         request: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::CancelRunRequest { context_id, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
-        let local =
-            async || Ok(pb::CancelRunResponse { state: self.act(&key, Command::Cancel, wait, view, &metadata).await? });
-        let remote = async |mut c: forward::Client, r| c.cancel_run(r).await;
-        let response = self.routed("CancelRun", &key, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+        let local = async || {
+            Ok(pb::CancelRunResponse { state: self.act(&key, Command::Cancel, wait, view, &call.metadata).await? })
+        };
+        self.routed(&call, &key, local).await
     }
 
     async fn retry_run(&self, request: Request<pb::RetryRunRequest>) -> Result<Response<pb::RetryRunResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::RetryRunRequest { context_id, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
-        let local =
-            async || Ok(pb::RetryRunResponse { state: self.act(&key, Command::Retry, wait, view, &metadata).await? });
-        let remote = async |mut c: forward::Client, r| c.retry_run(r).await;
-        let response = self.routed("RetryRun", &key, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+        let local = async || {
+            Ok(pb::RetryRunResponse { state: self.act(&key, Command::Retry, wait, view, &call.metadata).await? })
+        };
+        self.routed(&call, &key, local).await
     }
 
     async fn submit_tool_result(
@@ -408,8 +321,7 @@ impl ContextService for ContextApi {
         request: Request<pb::SubmitToolResultRequest>,
     ) -> Result<Response<pb::SubmitToolResultResponse>, Status> {
         let who = caller::caller(&request, Scope::Write)?;
-        let (metadata, _, message) = request.into_parts();
-        let forwarded = self.keep(&message);
+        let (call, message) = self.call(request, Retry::IfNeverSent);
         let pb::SubmitToolResultRequest { context_id, tool_call_id, outcome, wait, view } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
@@ -417,13 +329,11 @@ impl ContextService for ContextApi {
         let result = request::tool_result(outcome, &self.limits)?;
         let local = async || {
             let command = Command::SubmitToolResult { call_id, result };
-            let state = self.act(&key, command, wait, view, &metadata).await?;
+            let state = self.act(&key, command, wait, view, &call.metadata).await?;
             metrics::counter!(names::EXTERNAL_RESULTS).increment(1);
             Ok(pb::SubmitToolResultResponse { state })
         };
-        let remote = async |mut c: forward::Client, r| c.submit_tool_result(r).await;
-        let response = self.routed("SubmitToolResult", &key, &metadata, forwarded, false, local, remote).await?;
-        Ok(Response::new(response))
+        self.routed(&call, &key, local).await
     }
 
     async fn list_tools(

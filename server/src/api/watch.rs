@@ -14,9 +14,10 @@ use tonic::metadata::MetadataMap;
 
 use super::convert;
 use super::forward::{self, Forwarder};
+use super::route::{self, Retry};
 use crate::auth::Credential;
 use crate::domain::{ContextKey, ContextSummary, TenantId};
-use crate::runtime::{Contexts, EventKind, ListEvent, Subscription, Update};
+use crate::runtime::{Contexts, EventKind, ListEvent, Peer, Subscription, Update};
 use crate::telemetry::names;
 
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -226,29 +227,12 @@ async fn upstream(
         contexts.serve_forwarded(key).await?;
         return Ok(None);
     }
-    let give_up = tokio::time::Instant::now() + forwarder.patience;
-    let mut backoff = forward::LOOK_AGAIN.attempts();
-    let mut fresh = fresh;
-    loop {
-        let Some(peer) = contexts.locate(key, fresh).await? else { return Ok(None) };
-        let request = pb::WatchStateRequest { context_id: key.id.to_string(), from_revision };
-        let mut client = forwarder.client(&peer)?;
-        match client.watch_state(forwarder.request(metadata, request, None)).await {
-            Ok(response) => {
-                counter!(names::FORWARDED, "grpc_method" => "WatchState", "outcome" => "ok").increment(1);
-                return Ok(Some(response.into_inner()));
-            }
-            Err(status) if forward::retry(&status, true) && tokio::time::Instant::now() < give_up => {
-                counter!(names::FORWARDED, "grpc_method" => "WatchState", "outcome" => "unreachable").increment(1);
-                backoff.wait().await;
-                fresh = true;
-            }
-            Err(status) => {
-                counter!(names::FORWARDED, "grpc_method" => "WatchState", "outcome" => "error").increment(1);
-                return Err(status);
-            }
-        }
-    }
+    let send = |peer: Peer| {
+        let message = pb::WatchStateRequest { context_id: key.id.to_string(), from_revision };
+        let (client, request) = (forwarder.client(&peer), forwarder.request(metadata, message, None));
+        async move { Ok(client?.watch_state(request).await?.into_inner()) }
+    };
+    route::reach(contexts, forwarder, key, "WatchState", Retry::Safe, None, fresh, send).await
 }
 
 fn summaries(page: &[ContextSummary]) -> pb::WatchContextsResponse {

@@ -1,7 +1,9 @@
 //! A tower layer that counts every gRPC call with grpc-ecosystem's metric names. It sits
 //! inside the grpc-web translation, so a browser's call is counted as the same method.
 //! Methods are known from the services' descriptors: a path no service has is counted as
-//! `unknown`, so a client cannot grow the label set.
+//! `unknown`, so a client cannot grow the label set. A known method is also put into the
+//! request's extensions ([`RpcMethod`]), so a handler knows the call it serves by the
+//! descriptors' names (to send it on to another node, to label what it counts).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,17 +22,20 @@ use tracing::{Instrument as _, Span};
 use super::names::{GRPC_HANDLED, GRPC_HANDLING_SECONDS, GRPC_STARTED};
 use super::traces;
 
-/// One RPC's labels. The names are the services' own, read once at start-up and kept for
-/// the life of the process (a few dozen strings), so recording a call allocates nothing.
-#[derive(Debug, Clone, Copy)]
-struct Method {
-    kind: &'static str,
-    service: &'static str,
-    name: &'static str,
+/// One RPC as the descriptors name it. The names are the services' own, read once at
+/// start-up and kept for the life of the process (a few dozen strings), so recording a call
+/// allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcMethod {
+    pub kind: &'static str,
+    pub service: &'static str,
+    pub name: &'static str,
+    /// `/package.Service/Method`, as the call is sent.
+    pub path: &'static str,
 }
 
-impl Method {
-    const UNKNOWN: Self = Self { kind: "unknown", service: "unknown", name: "unknown" };
+impl RpcMethod {
+    const UNKNOWN: Self = Self { kind: "unknown", service: "unknown", name: "unknown", path: "unknown" };
 
     fn labels(&self) -> [(&'static str, &'static str); 3] {
         [("grpc_type", self.kind), ("grpc_service", self.service), ("grpc_method", self.name)]
@@ -39,7 +44,7 @@ impl Method {
 
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
-    methods: Arc<HashMap<String, Method>>,
+    methods: Arc<HashMap<String, RpcMethod>>,
 }
 
 impl GrpcMetricsLayer {
@@ -59,8 +64,8 @@ impl GrpcMetricsLayer {
                             (true, true) => "bidi_stream",
                         };
                         let name: &'static str = Box::leak(method.name().into());
-                        let entry = Method { kind, service: full, name };
-                        methods.insert(format!("/{full}/{}", method.name()), entry);
+                        let path: &'static str = Box::leak(format!("/{full}/{name}").into());
+                        methods.insert(path.to_owned(), RpcMethod { kind, service: full, name, path });
                     }
                 }
             }
@@ -80,7 +85,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 #[derive(Clone)]
 pub struct GrpcMetrics<S> {
     inner: S,
-    methods: Arc<HashMap<String, Method>>,
+    methods: Arc<HashMap<String, RpcMethod>>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcMetrics<S>
@@ -96,9 +101,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let method = is_grpc(request.headers())
-            .then(|| self.methods.get(request.uri().path()).copied().unwrap_or(Method::UNKNOWN));
+            .then(|| self.methods.get(request.uri().path()).copied().unwrap_or(RpcMethod::UNKNOWN));
+        if let Some(known) = method.filter(|m| *m != RpcMethod::UNKNOWN) {
+            request.extensions_mut().insert(known);
+        }
         if let Some(method) = &method {
             counter!(GRPC_STARTED, &method.labels()).increment(1);
         }
@@ -158,7 +166,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 
 /// One call until its status is known.
 struct Call {
-    method: Method,
+    method: RpcMethod,
     started: Instant,
     done: bool,
     /// The RPC's span (disabled without tracing): it ends when the response does.

@@ -10,6 +10,6 @@ pub mod names;
 pub mod traces;
 
 pub use exporter::{Error as MetricsError, Exporter, serve};
-pub use grpc::{GrpcMetricsLayer, is_grpc};
+pub use grpc::{GrpcMetricsLayer, RpcMethod, is_grpc};
 pub use log_fields::escaped_fields;
 pub use log_limit::LogLimiter;
