@@ -19,7 +19,7 @@ use crate::telemetry::{LogLimiter, is_grpc};
 /// The hosts a server without authentication answers.
 #[derive(Debug, Clone)]
 pub struct AllowedHosts {
-    /// Lower-cased names, `host` or `host:port`.
+    /// Names, `host` or `host:port` (compared ignoring ASCII case).
     names: Vec<String>,
     any: bool,
 }
@@ -28,7 +28,7 @@ impl AllowedHosts {
     /// Loopback names and addresses, plus `allowed` (`*`: any host) and `also` (the
     /// addresses this node listens on and is advertised at).
     pub fn new(allowed: &[String], also: &[String]) -> Self {
-        let names = allowed.iter().chain(also).map(|name| name.trim().to_ascii_lowercase()).collect();
+        let names = allowed.iter().chain(also).map(|name| name.trim().to_owned()).collect();
         Self { names, any: allowed.iter().any(|name| name.trim() == "*") }
     }
 
@@ -37,9 +37,10 @@ impl AllowedHosts {
         if self.any {
             return true;
         }
-        let authority = authority.trim().to_ascii_lowercase();
-        let host = host_of(&authority);
-        is_loopback(host) || self.names.iter().any(|name| *name == authority || name == host)
+        let authority = authority.trim();
+        let host = host_of(authority);
+        is_loopback(host)
+            || self.names.iter().any(|name| name.eq_ignore_ascii_case(authority) || name.eq_ignore_ascii_case(host))
     }
 }
 
@@ -55,8 +56,12 @@ fn host_of(authority: &str) -> &str {
 }
 
 fn is_loopback(host: &str) -> bool {
+    const LOCALHOST: &str = "localhost";
     let host = host.trim_end_matches('.');
-    host == "localhost" || host.ends_with(".localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let subdomain = host.len() > LOCALHOST.len()
+        && host.is_char_boundary(host.len() - LOCALHOST.len() - 1)
+        && host[host.len() - LOCALHOST.len() - 1..].eq_ignore_ascii_case(".localhost");
+    host.eq_ignore_ascii_case(LOCALHOST) || subdomain || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Clone)]
@@ -100,13 +105,13 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // HTTP/2 carries the host as :authority (in the URI), HTTP/1.1 as the Host header.
         let authority = match request.uri().authority() {
-            Some(authority) => Some(authority.as_str().to_owned()),
-            None => request.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned),
+            Some(authority) => Some(authority.as_str()),
+            None => request.headers().get(HOST).and_then(|h| h.to_str().ok()),
         };
-        if authority.as_deref().is_some_and(|a| self.layer.hosts.allows(a)) {
+        if authority.is_some_and(|a| self.layer.hosts.allows(a)) {
             return Either::Right(self.inner.call(request));
         }
-        let host = authority.unwrap_or_default();
+        let host = authority.unwrap_or_default().to_owned();
         metrics::counter!(crate::telemetry::names::HOSTS_REFUSED).increment(1);
         if let Some(suppressed) = self.layer.refusals.admit("host") {
             tracing::warn!(host = %shown(&host), suppressed, "refused a request for a host this server does not answer");
