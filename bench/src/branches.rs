@@ -153,14 +153,8 @@ fn context(store: &Store, path: u64, branches: u64, tail: u64, spread: bool) -> 
         groups.into_iter().map(|(seq, group)| (seq, Arc::from(group))).collect();
     // The abandoned branches first, so the path's edges are the most recently active.
     let commit = |after: &Context, messages: Vec<Arc<Message>>| {
-        let save = Save {
-            before_updated_at: now,
-            new_from_node: 0,
-            after: Arc::new(after.clone()),
-            messages,
-            joined: Vec::new(),
-            path_changed: true,
-        };
+        // Every node is written with its edges and ids, as for a new context.
+        let save = Save { before: None, after: Arc::new(after.clone()), messages, joined: Vec::new() };
         store.commit(&save).expect("commit");
     };
     commit(&empty, abandoned);

@@ -121,10 +121,15 @@ pub fn is_forwarded(metadata: &MetadataMap) -> bool {
 /// the node said the context moved, or the call never reached it (nothing could have
 /// happened). `idempotent`: a read, safe to send again whatever happened.
 pub fn retry(status: &Status, idempotent: bool) -> bool {
-    if status.code() != Code::Unavailable {
-        return false;
+    // A status tonic made of a transport failure carries its cause (the other node sends no
+    // cause); some (a connection reset as the call started) come as UNKNOWN, not
+    // UNAVAILABLE, and a read is as safe to send again after those.
+    let transport = std::error::Error::source(status).is_some();
+    match status.code() {
+        Code::Unavailable => status.metadata().contains_key(MOVED) || idempotent || never_sent(status),
+        Code::Unknown => idempotent && transport,
+        _ => false,
     }
-    status.metadata().contains_key(MOVED) || idempotent || never_sent(status)
 }
 
 /// The call failed connecting: the node is not there, so it cannot have seen the call.
@@ -151,3 +156,26 @@ fn never_sent(status: &Status) -> bool {
 /// apart (a lease has to expire, or a node to finish giving the context up).
 pub const LOOK_AGAIN: Backoff =
     Backoff { immediate: 1, first: Duration::from_millis(50), max: Duration::from_millis(500), jitter: false };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_sent_again_after_transport_failures_and_changes_only_when_never_sent() {
+        let moved = {
+            let mut status = Status::unavailable("not here");
+            status.metadata_mut().insert(MOVED, "1".parse().expect("header"));
+            status
+        };
+        assert!(retry(&moved, false) && retry(&moved, true));
+        assert!(retry(&Status::unavailable("gone"), true) && !retry(&Status::unavailable("gone"), false));
+        let refused = Status::from_error(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
+        assert_eq!(refused.code(), Code::Unknown);
+        assert!(retry(&refused, true), "a read, after a transport failure");
+        assert!(!retry(&refused, false), "a change is not sent again unless it cannot have arrived");
+        // A status the other node answered carries no cause: never sent again.
+        assert!(!retry(&Status::unknown("the node said so"), true));
+        assert!(!retry(&Status::not_found("no such context"), true));
+    }
+}

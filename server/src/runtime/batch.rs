@@ -115,14 +115,7 @@ impl Batch {
             }
         }
         let after = after?;
-        Some(Save {
-            before_updated_at: self.saved.updated_at,
-            new_from_node: self.saved.next_node,
-            path_changed: !Arc::ptr_eq(&self.saved.shape, &after.shape),
-            after,
-            messages,
-            joined,
-        })
+        Some(Save { before: Some(Arc::clone(&self.saved)), after, messages, joined })
     }
 
     /// The final state, the steps to publish and the effects to start once saved, with a
@@ -207,7 +200,7 @@ mod tests {
         }
 
         let save = batch.save().expect("something to save");
-        assert_eq!(save.before_updated_at, ctx.updated_at);
+        assert!(save.before.as_ref().is_some_and(|before| Arc::ptr_eq(before, &ctx)), "the context as saved last");
         assert_eq!(save.after.revision, ctx.revision + 5, "PUM, ALR, streaming, PLR, idle");
         assert!(save.after.phase.is_resting());
         assert_eq!(save.messages.len(), 2, "the user message and the reply, once each");

@@ -4,8 +4,9 @@
 pub enum Error {
     #[error("data dir {path} is in use by another ctxd process")]
     Locked { path: String },
+    /// The engine failed (an I/O error, say); its own words.
     #[error("storage error: {0}")]
-    Rocks(#[from] rocksdb::Error),
+    Engine(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the storage writer has stopped")]

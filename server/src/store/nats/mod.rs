@@ -643,7 +643,7 @@ impl StoredRecord {
                 .iter()
                 .map(|m| StoredNodeMessage { node: m.node, message: Some(codec::message_to_stored(m)) })
                 .collect(),
-            new_from_node: save.new_from_node,
+            new_from_node: save.new_from_node(),
             joined: save
                 .joined
                 .iter()

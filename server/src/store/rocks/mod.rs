@@ -24,6 +24,13 @@ use super::error::{Error, Result};
 use super::save::Save;
 use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, TenantId};
 
+/// RocksDB's errors, in the engine's own words: nothing of RocksDB crosses the boundary.
+impl From<rocksdb::Error> for Error {
+    fn from(error: rocksdb::Error) -> Self {
+        Error::Engine(error.into_string())
+    }
+}
+
 /// The RocksDB backend: the database and its writer thread.
 pub struct Rocks {
     store: Store,

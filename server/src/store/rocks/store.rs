@@ -54,7 +54,7 @@ impl Store {
             if e.as_ref().starts_with("IO error") && e.as_ref().contains("/LOCK") {
                 Error::Locked { path: dir.display().to_string() }
             } else {
-                Error::Rocks(e)
+                Error::from(e)
             }
         })?;
         migrate::legacy_into_default_tenant(&mut db, &present)?;
@@ -80,19 +80,19 @@ impl Store {
     /// Saves a new context with the messages it starts with (a fork's), in one write.
     pub fn insert(&self, ctx: &Context) -> Result<()> {
         let mut batch = WriteBatch::default();
-        self.put_save(&mut batch, &Save::new_context(Arc::new(ctx.clone())), true)?;
+        self.put_save(&mut batch, &Save::new_context(Arc::new(ctx.clone())))?;
         self.write(batch)
     }
 
     /// Saves one change atomically.
     pub fn commit(&self, save: &Save) -> Result<()> {
         let mut batch = WriteBatch::default();
-        self.put_save(&mut batch, save, false)?;
+        self.put_save(&mut batch, save)?;
         self.write(batch)
     }
 
-    /// Adds `save` to `batch`; `created`: the context is new (no by-updated entry to replace).
-    pub(super) fn put_save(&self, batch: &mut WriteBatch, save: &Save, created: bool) -> Result<()> {
+    /// Adds `save` to `batch`.
+    pub(super) fn put_save(&self, batch: &mut WriteBatch, save: &Save) -> Result<()> {
         let ctx = &save.after;
         let context = ctx.key();
         let key = keys::context_key(&context);
@@ -109,7 +109,7 @@ impl Store {
                 keys::message_key(&key, message.node),
                 codec::encode(&codec::message_to_stored(message)),
             );
-            if message.node >= save.new_from_node {
+            if message.node >= save.new_from_node() {
                 let (edge, value) = child(message);
                 batch.put_cf(children, edge, value);
                 let node = codec::StoredNode { node: message.node };
@@ -120,12 +120,14 @@ impl Store {
             let (edge, value) = child(message);
             batch.put_cf(children, edge, value);
         }
-        if save.path_changed {
+        // A path record is rewritten only when the path's shape changed (shapes are shared
+        // until they change).
+        if save.before.as_ref().is_none_or(|before| !Arc::ptr_eq(&before.shape, &ctx.shape)) {
             batch.put_cf(self.family(keys::CF_PATHS)?, &key, codec::encode(&codec::path_to_stored(&ctx.shape)));
         }
         let by_updated = self.family(keys::CF_BY_UPDATED)?;
-        if !created && save.before_updated_at != ctx.updated_at {
-            batch.delete_cf(by_updated, keys::by_updated_key(&ctx.tenant, save.before_updated_at, ctx.id));
+        if let Some(before) = save.before.as_ref().filter(|before| before.updated_at != ctx.updated_at) {
+            batch.delete_cf(by_updated, keys::by_updated_key(&ctx.tenant, before.updated_at, ctx.id));
         }
         batch.put_cf(by_updated, keys::by_updated_key(&ctx.tenant, ctx.updated_at, ctx.id), []);
         let active = self.family(keys::CF_ACTIVE)?;
@@ -381,16 +383,9 @@ impl Store {
         if self.exists(&ctx.key())? {
             return Ok(false);
         }
-        let save = Save {
-            before_updated_at: ctx.updated_at,
-            new_from_node: 0,
-            after: Arc::clone(ctx),
-            messages: dump.messages.clone(),
-            joined: Vec::new(),
-            path_changed: true,
-        };
+        let save = Save { before: None, after: Arc::clone(ctx), messages: dump.messages.clone(), joined: Vec::new() };
         let mut batch = WriteBatch::default();
-        self.put_save(&mut batch, &save, true)?;
+        self.put_save(&mut batch, &save)?;
         // The children were written as active now; those with siblings get their own time back.
         let (children, key) = (self.family(keys::CF_CHILDREN)?, keys::context_key(&ctx.key()));
         for &(node, active_at) in &dump.active_at {

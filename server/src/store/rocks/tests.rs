@@ -43,12 +43,10 @@ fn change(phase: Phase, messages: &[Arc<Message>]) -> Change {
 /// The save that takes `before` to `after` by writing `messages`.
 fn save(before: &Context, after: &Context, messages: &[Arc<Message>]) -> Save {
     Save {
-        before_updated_at: before.updated_at,
-        new_from_node: before.next_node,
+        before: Some(Arc::new(before.clone())),
         after: Arc::new(after.clone()),
         messages: messages.to_vec(),
         joined: Vec::new(),
-        path_changed: !Arc::ptr_eq(&before.shape, &after.shape),
     }
 }
 

@@ -32,9 +32,7 @@ pub(crate) fn save_of(ctx: &Context, change: Change) -> (Context, Save) {
         _ => Vec::new(),
     };
     let save = Save {
-        before_updated_at: ctx.updated_at,
-        new_from_node: ctx.next_node,
-        path_changed: !Arc::ptr_eq(&ctx.shape, &after.shape),
+        before: Some(Arc::new(ctx.clone())),
         after: Arc::new(after.clone()),
         messages: change.messages.clone(),
         joined,

@@ -130,7 +130,7 @@ fn write_group(store: &Store, group: &[Job]) -> Result<Vec<usize>> {
         let mut sizes = Vec::with_capacity(group.len());
         for job in group {
             let before = batch.size_in_bytes();
-            store.put_save(&mut batch, &job.save, false)?;
+            store.put_save(&mut batch, &job.save)?;
             sizes.push(batch.size_in_bytes() - before);
         }
         let bytes = batch.size_in_bytes();
