@@ -21,7 +21,8 @@ BUF_VERSION := 1.75.0
 BUF := npm exec --yes --package=@bufbuild/buf@$(BUF_VERSION) -- buf
 # chromium: the browser end-to-end tests drive (never a browser download).
 # nats-server: the JetStream cluster the NATS store's tests start (`--store nats`).
-DEB_PACKAGES := libclang-dev librocksdb-dev libsnappy-dev chromium nats-server
+# openssl: `make cluster` makes a CA and certificates for TLS to NATS.
+DEB_PACKAGES := libclang-dev librocksdb-dev libsnappy-dev chromium nats-server openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The black-box suites that run on every store backend.

@@ -21,13 +21,21 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-# The NATS servers require a user and password, and the nodes share a secret: whoever can
-# reach NATS or a node's port cannot read the data or pose as a node (docs/security.md).
-# Both are made fresh for each run, readable by this user only.
+# The NATS servers speak TLS and require a user and password, and the nodes share a secret:
+# whoever can reach NATS or a node's port cannot read the data or pose as a node
+# (docs/security.md). All are made fresh for each run, readable by this user only.
 umask 077
 nats_password=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/cluster.secret"
 export NATS_USER=ctxd NATS_PASSWORD=$nats_password
+# A CA for this run, and the servers' certificate for 127.0.0.1 it signs.
+ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=ctxd make cluster CA" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+openssl req "${ec[@]}" -subj "/CN=127.0.0.1" -keyout "$dir/nats.key" -out "$dir/nats.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$dir/nats.ext"
+openssl x509 -req -in "$dir/nats.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+    -extfile "$dir/nats.ext" -out "$dir/nats.pem" 2>/dev/null
 
 urls=""
 for i in 1 2 3; do
@@ -50,6 +58,10 @@ authorization {
   user: ctxd
   password: "$nats_password"
 }
+tls {
+  cert_file: "$dir/nats.pem"
+  key_file: "$dir/nats.key"
+}
 CONF
     "$nats_server" -c "$dir/n$i.conf" > "$dir/n$i.log" 2>&1 &
     pids+=($!)
@@ -59,7 +71,7 @@ done
 for i in 1 2 3; do
     # shellcheck disable=SC2086
     RUST_LOG=${RUST_LOG:-info} "$ctxd" --store nats --nats-url "$urls" --node-id "node$i" \
-        --cluster-secret-file "$dir/cluster.secret" \
+        --cluster-secret-file "$dir/cluster.secret" --nats-tls-ca "$dir/ca.pem" \
         --listen "127.0.0.1:$((50050 + i))" --metrics-listen "127.0.0.1:$((9463 + i))" \
         --web-dir client-web/dist ${CTXD_ARGS:-} > "$dir/node$i.log" 2>&1 &
     pids+=($!)
