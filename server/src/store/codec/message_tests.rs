@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::{Place, ToolOutcome};
+use crate::domain::{MessageId, Place, ToolOutcome};
 
 fn tool_answer(outcome: Option<ToolOutcome>) -> Message {
     let place = Place { seq: 1, node: 1, parent: Some(0) };

@@ -1,0 +1,174 @@
+//! A context's metadata, path and phase: domain ↔ stored.
+
+use std::sync::Arc;
+
+use super::schema::*;
+use crate::domain::{
+    Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, PathShape, Phase, Segment, Sibling, Timestamp,
+};
+use crate::store::error::Error;
+
+pub fn context_to_stored(ctx: &Context) -> StoredContext {
+    StoredContext {
+        title: ctx.title.clone(),
+        system_prompt: ctx.config.system_prompt.clone(),
+        model: ctx.config.model.clone(),
+        auto_approve_tools: ctx.config.auto_approve_tools.clone(),
+        revision: ctx.revision,
+        created_at_us: ctx.created_at.as_micros(),
+        updated_at_us: ctx.updated_at.as_micros(),
+        message_count: ctx.next_seq(),
+        next_node: ctx.next_node,
+        phase: Some(phase_to_stored(&ctx.phase)),
+        external_tools: ctx
+            .config
+            .external_tools
+            .iter()
+            .map(|t| StoredExternalTool {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters_json_schema: t.parameters_json_schema.clone(),
+                requires_approval: t.requires_approval,
+                idempotent: t.idempotent,
+                timeout_ms: t.timeout_ms,
+            })
+            .collect(),
+        created_by: ctx.created_by.clone(),
+    }
+}
+
+pub fn path_to_stored(shape: &PathShape) -> StoredPath {
+    StoredPath {
+        segments: shape.segments.iter().map(|s| StoredSegment { seq: s.seq, node: s.node }).collect(),
+        forks: shape.forks.keys().copied().collect(),
+    }
+}
+
+/// The segments of a saved path; a context saved before branches has one, from node 0.
+pub fn segments_from_stored(stored: Option<&StoredPath>) -> Vec<Segment> {
+    match stored {
+        Some(path) => path.segments.iter().map(|s| Segment { seq: s.seq, node: s.node }).collect(),
+        None => vec![Segment { seq: 0, node: 0 }],
+    }
+}
+
+/// Rebuilds a context from its saved metadata, the messages of its active path (depth 0,
+/// 1, ...) and the versions at the depths that have them.
+pub fn context_from_stored(
+    key: ContextKey,
+    stored: StoredContext,
+    messages: Vec<Message>,
+    forks: Vec<(u64, Arc<[Sibling]>)>,
+) -> Result<Context, Error> {
+    let StoredContext {
+        title,
+        system_prompt,
+        model,
+        auto_approve_tools,
+        revision,
+        created_at_us,
+        updated_at_us,
+        message_count,
+        phase,
+        external_tools,
+        created_by,
+        next_node,
+    } = stored;
+    if messages.len() as u64 != message_count {
+        return Err(Error::Corrupt(format!(
+            "context {key}: metadata counts {message_count} messages but {} are stored",
+            messages.len()
+        )));
+    }
+    let phase = phase_from_stored(phase.unwrap_or_default())?;
+    let mut ctx = Context::new(
+        key,
+        created_by,
+        title,
+        ContextConfig {
+            system_prompt,
+            model,
+            auto_approve_tools,
+            external_tools: external_tools
+                .into_iter()
+                .map(
+                    |StoredExternalTool {
+                         name,
+                         description,
+                         parameters_json_schema,
+                         requires_approval,
+                         idempotent,
+                         timeout_ms,
+                     }| ExternalTool {
+                        name,
+                        description,
+                        parameters_json_schema,
+                        requires_approval,
+                        idempotent,
+                        timeout_ms,
+                    },
+                )
+                .collect(),
+        },
+        Timestamp::from_micros(created_at_us),
+    );
+    ctx.phase = phase;
+    ctx.revision = revision;
+    ctx.updated_at = Timestamp::from_micros(updated_at_us);
+    for message in messages {
+        ctx.put_message(Arc::new(message));
+    }
+    ctx.next_node = ctx.next_node.max(next_node);
+    if !forks.is_empty() {
+        let shape = Arc::make_mut(&mut ctx.shape);
+        shape.forks = forks.into_iter().collect();
+    }
+    Ok(ctx)
+}
+
+fn phase_to_stored(phase: &Phase) -> StoredPhase {
+    let (state, attempt, message, error) = match phase {
+        Phase::Idle => (1, 0, 0, ""),
+        Phase::ProcessingUserMessage => (2, 0, 0, ""),
+        Phase::AwaitingLlmResponse { attempt } => (3, *attempt, 0, ""),
+        Phase::StreamingLlmResponse { attempt, message } => (4, *attempt, *message, ""),
+        Phase::ProcessingLlmResponse { message } => (5, 0, *message, ""),
+        Phase::AwaitingToolApproval { message } => (6, 0, *message, ""),
+        Phase::ExecutingTools { message } => (7, 0, *message, ""),
+        Phase::ProcessingToolResults => (8, 0, 0, ""),
+        Phase::GeneratingResponse => (9, 0, 0, ""),
+        Phase::TransientFailure { attempt, error } => (10, *attempt, 0, error.as_str()),
+        Phase::Failed { error } => (11, 0, 0, error.as_str()),
+    };
+    StoredPhase { state, attempt, message, error: error.to_owned() }
+}
+
+fn phase_from_stored(stored: StoredPhase) -> Result<Phase, Error> {
+    let StoredPhase { state, attempt, message, error } = stored;
+    Ok(match state {
+        1 => Phase::Idle,
+        2 => Phase::ProcessingUserMessage,
+        3 => Phase::AwaitingLlmResponse { attempt },
+        4 => Phase::StreamingLlmResponse { attempt, message },
+        5 => Phase::ProcessingLlmResponse { message },
+        6 => Phase::AwaitingToolApproval { message },
+        7 => Phase::ExecutingTools { message },
+        8 => Phase::ProcessingToolResults,
+        9 => Phase::GeneratingResponse,
+        10 => Phase::TransientFailure { attempt, error },
+        11 => Phase::Failed { error },
+        other => return Err(Error::Corrupt(format!("unknown stored state {other}"))),
+    })
+}
+
+pub fn summary_from_stored(id: ContextId, stored: &StoredContext) -> Result<crate::domain::ContextSummary, Error> {
+    Ok(crate::domain::ContextSummary {
+        id,
+        title: stored.title.clone(),
+        state: phase_from_stored(stored.phase.clone().unwrap_or_default())?.state(),
+        revision: stored.revision,
+        message_count: stored.message_count,
+        created_at: Timestamp::from_micros(stored.created_at_us),
+        updated_at: Timestamp::from_micros(stored.updated_at_us),
+    })
+}
