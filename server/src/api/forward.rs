@@ -18,8 +18,6 @@ use crate::runtime::Peer;
 
 pub type Client = ContextServiceClient<Channel>;
 
-/// Marks a forwarded call (its value: the node that sent it on).
-pub const FORWARDED: &str = FORWARDED_HEADER;
 /// On the status a forwarded call gets from a node that does not run its context (any more):
 /// the sender should look for the context's node again.
 pub const MOVED: &str = "ctxd-moved";
@@ -100,7 +98,7 @@ impl Forwarder {
             }
         }
         if let Ok(node) = self.node.parse() {
-            headers.insert(FORWARDED, node);
+            headers.insert(FORWARDED_HEADER, node);
         }
         if let Some(proof) = self.key.as_ref().and_then(|key| key.sign_call(&self.node).parse().ok()) {
             headers.insert(PEER_AUTH_HEADER, proof);
@@ -114,7 +112,7 @@ impl Forwarder {
 
 /// Whether a call was forwarded to this node.
 pub fn is_forwarded(metadata: &MetadataMap) -> bool {
-    metadata.contains_key(FORWARDED)
+    metadata.contains_key(FORWARDED_HEADER)
 }
 
 /// Whether a failed forward is worth sending again once the context's node is found anew:

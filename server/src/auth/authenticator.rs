@@ -97,6 +97,6 @@ impl Authenticator {
 
 /// The HS256 secret: the file's bytes without a trailing newline.
 fn read_secret(path: &Path) -> Result<DecodingKey, String> {
-    let secret = super::peer_key::read_secret_file("JWT secret", path)?;
+    let secret = super::secret_file::read_secret_file("JWT secret", path)?;
     DecodingKey::from_secret(&secret).map_err(|e| format!("JWT secret file {}: {e}", path.display()))
 }

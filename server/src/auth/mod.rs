@@ -16,6 +16,7 @@ mod jwt;
 mod layer;
 mod peer_key;
 mod principal;
+mod secret_file;
 mod verified;
 mod watched;
 

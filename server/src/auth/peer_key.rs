@@ -10,8 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-/// Bytes a cluster secret has at least.
-pub const MIN_SECRET_BYTES: usize = 32;
+use super::secret_file::read_secret_file;
 
 /// How far a forwarded call's time may be from this node's clock, in milliseconds: it is
 /// sent at once, so this is the clocks' skew plus a slow network.
@@ -79,21 +78,6 @@ impl PeerKey {
         let Ok(sent) = at.parse::<u64>() else { return false };
         now_ms().abs_diff(sent) <= CALL_WINDOW_MS && self.verify(&["ctxd-call-v1", at, node], signature)
     }
-}
-
-/// A shared secret (`what`) from the file at `path`: its bytes without a trailing newline, at
-/// least [`MIN_SECRET_BYTES`] of them.
-pub fn read_secret_file(what: &str, path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {what} file {}: {e}", path.display()))?;
-    let secret = bytes.strip_suffix(b"\n").map(|b| b.strip_suffix(b"\r").unwrap_or(b)).unwrap_or(&bytes);
-    if secret.len() < MIN_SECRET_BYTES {
-        return Err(format!(
-            "the {what} in {} is {} bytes; it needs at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
-            path.display(),
-            secret.len()
-        ));
-    }
-    Ok(secret.to_vec())
 }
 
 fn now_ms() -> u64 {

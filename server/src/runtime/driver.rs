@@ -20,7 +20,7 @@ use tracing::{Instrument as _, Span};
 use super::prompt;
 use super::settings::Settings;
 use super::shared::Shared;
-use crate::domain::{Context, ExternalTool, Phase, ToolCall, ToolOutcome, ToolResult};
+use crate::domain::{Context, Phase, ToolCall, ToolOutcome, ToolResult};
 use crate::fsm::{Command, Effect, LlmReply};
 use crate::llm::{LlmEvent, LlmStream};
 use crate::telemetry::{names, traces};
@@ -68,7 +68,7 @@ impl Driver {
     /// Starts the work `effect` asks for on `ctx`, which is saved. `Continue` is the
     /// actor's own and never reaches here.
     /// `run` is the run's span; the calls made for it are spans inside it.
-    pub fn start(&mut self, effect: Effect, ctx: &Context, run: &Span) {
+    pub fn start(&mut self, effect: Effect, ctx: &Arc<Context>, run: &Span) {
         match effect {
             Effect::Continue => {}
             Effect::CallLlm { attempt } => {
@@ -91,8 +91,7 @@ impl Driver {
                     Span::none()
                 };
                 let stream = self.shared.llm.stream(request);
-                let checks =
-                    Checks { tools: Arc::clone(&self.shared.tools), external: ctx.config.external_tools.clone() };
+                let checks = Checks { tools: Arc::clone(&self.shared.tools), ctx: Arc::clone(ctx) };
                 self.tasks
                     .spawn(pump_llm(stream, labels, checks, self.events.clone(), self.generation).instrument(span));
             }
@@ -226,11 +225,11 @@ impl LlmLabels {
     }
 }
 
-/// What the tool calls of a reply are checked against.
+/// What the tool calls of a reply are checked against: the server's tools and the context's
+/// external ones.
 struct Checks {
     tools: Arc<ToolRegistry>,
-    /// The context's external tools.
-    external: Vec<ExternalTool>,
+    ctx: Arc<Context>,
 }
 
 /// Turns a provider's stream into commands for the actor.
@@ -299,6 +298,6 @@ async fn pump_llm(
         Span::current().record("llm.completion_tokens", usage.completion_tokens);
     }
     reply.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    reply.tool_calls = checks.tools.check_calls(checks.external, requested).await;
+    reply.tool_calls = checks.tools.check_calls(checks.ctx, requested).await;
     let _ = events.send((generation, Command::LlmFinished { reply })).await;
 }

@@ -15,7 +15,8 @@ use super::tool::{Tool, ToolError};
 use super::workspace::Workspace;
 use super::write_file::WriteFile;
 use crate::domain::{
-    CheckedToolCall, ExternalTool, RequestedToolCall, TenantId, ToolDefinition, ToolOutcome, ToolPolicy, ToolResult,
+    CheckedToolCall, Context, ExternalTool, RequestedToolCall, TenantId, ToolDefinition, ToolOutcome, ToolPolicy,
+    ToolResult,
 };
 use crate::fsm::ToolCatalog;
 use crate::telemetry::names;
@@ -124,10 +125,10 @@ impl ToolRegistry {
     /// still unchecked when the budget runs out are refused.
     pub async fn check_calls(
         self: &Arc<Self>,
-        external: Vec<ExternalTool>,
+        ctx: Arc<Context>,
         calls: Vec<RequestedToolCall>,
     ) -> Vec<CheckedToolCall> {
-        let declared = |call: &RequestedToolCall| external.iter().any(|tool| tool.name == call.name);
+        let declared = |call: &RequestedToolCall| ctx.config.external_tool(&call.name).is_some();
         if !calls.iter().any(declared) {
             return calls
                 .into_iter()
@@ -139,7 +140,8 @@ impl ToolRegistry {
         }
         let (registry, asked) = (Arc::clone(self), calls.clone());
         let checking = tokio::task::spawn_blocking(move || {
-            asked.iter().map(|call| registry.check_call(&external, &call.name, &call.arguments_json).err()).collect()
+            let external = &ctx.config.external_tools;
+            asked.iter().map(|call| registry.check_call(external, &call.name, &call.arguments_json).err()).collect()
         });
         let verdicts: Vec<Option<String>> = match tokio::time::timeout(CHECK_BUDGET, checking).await {
             Ok(Ok(verdicts)) => verdicts,

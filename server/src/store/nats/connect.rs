@@ -13,7 +13,7 @@ use super::unavailable;
 use crate::store::error::{Error, Result};
 
 /// How to reach the cluster and where ctxd's data is in it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NatsOptions {
     /// Servers to try, `nats://` or `tls://`.
     pub urls: Vec<String>,
@@ -32,6 +32,25 @@ pub struct NatsOptions {
     pub prefix: String,
     /// How many servers hold each stream.
     pub replicas: usize,
+}
+
+/// Shown without the password and the token, so options printed anywhere never leak them.
+impl std::fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "<hidden>");
+        f.debug_struct("NatsOptions")
+            .field("urls", &self.urls)
+            .field("creds", &self.creds)
+            .field("nkey_file", &self.nkey_file)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_client", &self.tls_client)
+            .field("user", &self.user)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .field("prefix", &self.prefix)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
 }
 
 impl NatsOptions {
