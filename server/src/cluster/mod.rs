@@ -8,27 +8,30 @@
 //! without asking who runs what (calls are sent there) and which runs lost their node (this
 //! node takes its share). The store's log refuses a writer that missed a save: the last line
 //! of defence if a node kept writing after losing its place.
+//!
+//! Here: joining, claims and the `Placement` the runtime asks; `membership` (heartbeats, who
+//! is alive), `owners` (who runs what), `records` (what the two buckets hold).
 
+mod membership;
+mod owners;
 mod records;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use futures::StreamExt;
-use metrics::{counter, gauge};
+use metrics::gauge;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use records::{NodeRecord, OwnerRecord, chosen, owner_key, parse_owner_key};
+use records::{NodeRecord, OwnerRecord, chosen, owner_key};
 
 use crate::auth::PeerKey;
-use crate::domain::{ContextKey, shown};
+use crate::domain::ContextKey;
 use crate::runtime::{self, Claim, Lease, Peer, Placement};
 use crate::store;
 // How long a claim waits for a cluster that does not answer (a leader being elected).
@@ -328,107 +331,6 @@ impl Inner {
             .then(|| Peer { node: owner.node.clone(), addr: member.addr.clone() })
     }
 
-    /// Renews this node's key every third of the TTL. A node that could not renew it for
-    /// three quarters of the TTL stops every context it runs (another node may take them
-    /// once the key expires) and registers again as a new incarnation.
-    async fn heartbeat(self: Arc<Self>) {
-        let every = self.ttl / 3;
-        let mut pause = every;
-        loop {
-            tokio::select! {
-                () = self.stopping.cancelled() => return,
-                () = tokio::time::sleep(pause) => {}
-            }
-            // After a failure, again soon: a cluster that recovers is told at once.
-            pause = self.ttl / 12;
-            let registration = self.registration();
-            let record = self.record(registration.epoch.clone());
-            let sent = Instant::now();
-            let renewed =
-                tokio::time::timeout(every, self.nodes.update(&self.me, record.encode(), registration.revision)).await;
-            match renewed {
-                Ok(Ok(revision)) => {
-                    let mut current = Self::lock(&self.registration);
-                    current.revision = revision;
-                    current.renewed = sent;
-                    pause = every;
-                    continue;
-                }
-                Ok(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    // Expired while unreachable, or another process registered under this id.
-                    tracing::warn!(node = %self.me, %error, "this node's place in the cluster changed under it");
-                    self.lose_standing().await;
-                    pause = every;
-                    continue;
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(node = %self.me, %error, "could not renew this node's place in the cluster")
-                }
-                Err(_) => tracing::warn!(node = %self.me, "the cluster did not answer this node's heartbeat in time"),
-            }
-            if registration.renewed.elapsed() > self.ttl * 3 / 4 {
-                self.lose_standing().await;
-                pause = every;
-            }
-        }
-    }
-
-    /// Gives up every lease at once (the actors see the standing change and stop), then
-    /// registers as a new incarnation, trying until the cluster takes it.
-    async fn lose_standing(&self) {
-        tracing::error!(node = %self.me, "this node lost its place in the cluster: stopping every context it runs");
-        counter!(names::STANDING_LOST).increment(1);
-        let dropped = std::mem::take(&mut *Self::lock(&self.held)).len();
-        gauge!(names::LEASES_HELD).decrement(dropped as f64);
-        let epoch = new_epoch();
-        {
-            let mut registration = Self::lock(&self.registration);
-            registration.epoch.clone_from(&epoch);
-        }
-        self.standing.send_modify(|n| *n = n.wrapping_add(1));
-        let record = self.record(epoch);
-        loop {
-            let sent = Instant::now();
-            match self.nodes.put(&self.me, record.encode()).await {
-                Ok(revision) => {
-                    let mut registration = Self::lock(&self.registration);
-                    registration.revision = revision;
-                    registration.renewed = sent;
-                    tracing::info!(node = %self.me, "registered again in the cluster");
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(node = %self.me, %error, "cannot register in the cluster; retrying");
-                    tokio::select! {
-                        () = self.stopping.cancelled() => return,
-                        () = tokio::time::sleep(self.ttl / 3) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Follows the nodes bucket: who is alive, where to reach them. A node whose key has not
-    /// been renewed for a TTL is taken for gone (nats-server 2.9 deletes expired keys without
-    /// telling watchers).
-    async fn watch_nodes(self: Arc<Self>) {
-        let every = self.ttl / 4;
-        self.follow(
-            &self.nodes,
-            "the cluster's nodes",
-            |entry| self.member_entry(entry),
-            every,
-            || self.expire_members(),
-        )
-        .await;
-    }
-
-    /// Follows the owners bucket: who runs which context.
-    async fn watch_owners(self: Arc<Self>) {
-        self.follow(&self.owners, "who runs which context", |entry| self.owner_entry(entry), Duration::MAX, || {})
-            .await;
-    }
-
     /// Hands every entry of `bucket` (those it holds first, then each change) to `apply`, and
     /// runs `tick` every `every` meanwhile; a watch that fails is made again.
     async fn follow(
@@ -465,145 +367,6 @@ impl Inner {
                     },
                 }
             }
-        }
-    }
-
-    fn owner_entry(&self, entry: kv::Entry) {
-        let Some(key) = parse_owner_key(&entry.key) else { return };
-        let record = match entry.operation {
-            kv::Operation::Put => OwnerRecord::decode(&entry.value),
-            _ => None,
-        };
-        let mut seen = Self::lock(&self.seen);
-        match record {
-            Some(record) => {
-                seen.insert(key, record);
-            }
-            None => {
-                seen.remove(&key);
-                drop(seen);
-                // A context given up: a run in it may need a new node.
-                self.changed();
-            }
-        }
-    }
-
-    /// This node's membership record in incarnation `epoch`.
-    fn record(&self, epoch: String) -> NodeRecord {
-        NodeRecord::signed(&self.me, epoch, self.addr.clone(), self.key.as_deref())
-    }
-
-    /// A node's record as this node reads it: none if it is not a node of this cluster's
-    /// (with a secret, a record not signed with it is someone posing as a node).
-    fn member_record(&self, entry: &kv::Entry) -> Option<NodeRecord> {
-        let record = NodeRecord::decode(&entry.key, &entry.value, self.key.as_deref());
-        if record.is_none() && entry.operation == kv::Operation::Put && self.refused_members.admit("member").is_some() {
-            tracing::warn!(node = %shown(&entry.key), "ignoring a node record not signed with this cluster's secret");
-            counter!(names::MEMBERS_REFUSED).increment(1);
-        }
-        record
-    }
-
-    fn member_entry(&self, entry: kv::Entry) {
-        let record = self.member_record(&entry);
-        let mut members = Self::lock(&self.members);
-        let changed = match (entry.operation, record) {
-            (kv::Operation::Put, Some(record)) => {
-                let member = Member { epoch: record.epoch, addr: record.addr, seen: Instant::now() };
-                let known = members.insert(entry.key.clone(), member.clone());
-                known.is_none_or(|known| known.epoch != member.epoch)
-            }
-            _ => members.remove(&entry.key).is_some(),
-        };
-        gauge!(names::CLUSTER_NODES).set(members.len() as f64);
-        drop(members);
-        if changed {
-            tracing::info!(node = %entry.key, joined = matches!(entry.operation, kv::Operation::Put), "the cluster's nodes changed");
-            self.changed();
-        }
-    }
-
-    fn expire_members(&self) {
-        let mut members = Self::lock(&self.members);
-        let before = members.len();
-        members.retain(|node, member| {
-            let alive = node == &self.me || member.seen.elapsed() <= self.ttl;
-            if !alive {
-                tracing::warn!(node = %node, "a node stopped renewing its place in the cluster: taking it for gone");
-            }
-            alive
-        });
-        let after = members.len();
-        gauge!(names::CLUSTER_NODES).set(after as f64);
-        drop(members);
-        if after != before {
-            self.changed();
-        }
-    }
-
-    fn hold(&self, key: &ContextKey, revision: u64, standing: u64) -> Claim {
-        let mut held = Self::lock(&self.held);
-        let entry = held.entry(key.clone()).or_insert_with(|| {
-            gauge!(names::LEASES_HELD).increment(1.0);
-            Held { revision, count: 0 }
-        });
-        entry.count += 1;
-        Claim::Mine(Lease { revision: entry.revision, standing })
-    }
-
-    /// The owners bucket's last sequence, then `subject`'s record (its revision and content)
-    /// as of at least that sequence; `None` if it has none (never taken, or given up).
-    async fn read_owner(&self, subject: &str) -> Result<(u64, Option<(u64, OwnerRecord)>), runtime::Error> {
-        let after = self.owners_stream.get_info().await.map_err(|e| unavailable("owners", e))?.state.last_sequence;
-        let entry = self.owners.entry(subject).await.map_err(|e| unavailable("owners", e))?;
-        let current = entry
-            .filter(|e| e.operation == kv::Operation::Put)
-            .map(|e| (e.revision, OwnerRecord::decode(&e.value).unwrap_or_else(OwnerRecord::nobody)));
-        Ok((after, current))
-    }
-
-    /// Writes `record` (`None`: gives the context up) as `subject`'s owner if nothing at all
-    /// was written to the owners bucket after sequence `after`; returns the record's revision,
-    /// or `None` if something was. The condition is on the whole stream, not on the one key:
-    /// nats-server 2.9 checks a per-key condition only before replicating a write, so two
-    /// writes racing on one key can both pass it (nats-io/nats-server#4320); the stream's
-    /// last sequence is checked as each replica applies the write, in one order for all.
-    async fn write_owner(
-        &self,
-        subject: &str,
-        record: Option<&OwnerRecord>,
-        after: u64,
-    ) -> Result<Option<u64>, runtime::Error> {
-        let mut message = PublishMessage::build().expected_last_sequence(after);
-        message = match record {
-            Some(record) => message.payload(record.encode()),
-            None => message.header("KV-Operation", "DEL"),
-        };
-        let sent = self.js.send_publish(format!("{}{subject}", self.owners_prefix), message).await;
-        let acked = match sent {
-            Ok(ack) => ack.await,
-            Err(error) => Err(error),
-        };
-        match acked {
-            Ok(ack) => Ok(Some(ack.sequence)),
-            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-            Err(error) => Err(unavailable("owners", error)),
-        }
-    }
-
-    /// Whether the cluster itself says `owner` is gone: its key expired or was deleted, or
-    /// names a newer incarnation. Asked before taking a context from it, so a watch that
-    /// lags (this node cut off for a while) never makes it take a live node's context.
-    async fn gone(&self, owner: &OwnerRecord) -> Result<Option<Peer>, runtime::Error> {
-        if owner.node.is_empty() {
-            return Ok(None);
-        }
-        let entry = self.nodes.entry(owner.node.clone()).await.map_err(|e| unavailable("nodes", e))?;
-        match entry.filter(|e| e.operation == kv::Operation::Put).and_then(|e| self.member_record(&e)) {
-            Some(record) if record.epoch == owner.epoch => {
-                Ok(Some(Peer { node: owner.node.clone(), addr: record.addr }))
-            }
-            _ => Ok(None),
         }
     }
 }
