@@ -13,13 +13,13 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-use crate::api::{ContextApi, Forwarder, Limits};
+use crate::api::{ContextApi, Limits};
 use crate::auth::{AuthLayer, Authenticator, PeerKey};
-use crate::cluster::{Cluster, ClusterOptions};
+use crate::cluster::{self, Cluster, ClusterOptions, Forwarder, Placement, Solo};
 use crate::config::{Config, StoreKind};
 use crate::http;
 use crate::llm::{LlmProvider, LlmRouter, MockProvider, OpenAiConfig, OpenAiProvider};
-use crate::runtime::{self, Contexts, Placement, Settings, Solo};
+use crate::runtime::{self, Contexts, Settings};
 use crate::store::{self, Backend, Nats, Rocks};
 use crate::telemetry::{self, Exporter};
 use crate::tools::{InvalidTool, ToolLimits, ToolRegistry, Workspace};
@@ -195,6 +195,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let (placement, forwarder) = placement(&config, js, addr, peer_key.clone()).await?;
     let contexts = Contexts::start(store, llm, tools, settings, Arc::clone(&placement)).await?;
+    cluster::sweep(&contexts).await?;
 
     let authenticator = Arc::new(Authenticator::start(&config, &stop).map_err(Error::Auth)?);
     let authenticator_on = authenticator.is_on();

@@ -4,7 +4,7 @@
 mod caller;
 mod convert;
 mod deadline;
-mod forward;
+mod dispatch;
 mod page_token;
 mod request;
 mod route;
@@ -15,15 +15,13 @@ use std::sync::Arc;
 
 use ctxd_proto::v1 as pb;
 use ctxd_proto::v1::context_service_server::ContextService;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-pub use forward::Forwarder;
 pub use request::Limits;
-use route::Retry;
 
 use crate::auth::Scope;
-use crate::domain::{ContextId, ContextKey, ToolDefinition, ToolPolicy};
+use crate::cluster::{Forwarder, Retry};
+use crate::domain::{ContextId, ToolDefinition, ToolPolicy};
 use crate::fsm::Command;
 use crate::runtime::{Action, Contexts};
 use crate::telemetry::names;
@@ -56,19 +54,6 @@ impl ContextApi {
         forwarder: Option<Arc<Forwarder>>,
     ) -> Self {
         Self { contexts, limits, tools, forwarder }
-    }
-
-    async fn act(
-        &self,
-        key: &ContextKey,
-        action: impl Into<Action>,
-        wait: bool,
-        view: pb::StateView,
-        metadata: &MetadataMap,
-    ) -> Result<Option<pb::ContextState>, Status> {
-        let deadline = deadline::from_metadata(metadata);
-        let ctx = self.contexts.act(key, action, wait, deadline).await?;
-        Ok(Some(convert::context_state_view(&ctx, view)))
     }
 }
 
@@ -139,20 +124,14 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::UpdateContextRequest>,
     ) -> Result<Response<pb::UpdateContextResponse>, Status> {
-        let who = caller::caller(&request, Scope::Write)?;
-        let (call, message) = self.call(request, Retry::IfNeverSent);
-        let pb::UpdateContextRequest { context_id, title, config, expected_revision, view } = message;
-        let key = caller::key(&who, parse_context_id(&context_id)?);
-        let view = request::view(view)?;
-        let command = Command::Update {
-            title: title.map(request::title).transpose()?,
-            config: config.map(|c| request::config(Some(c), &self.limits)).transpose()?,
-            expected_revision,
+        let action = |m: pb::UpdateContextRequest, limits: &Limits| {
+            Ok(Action::from(Command::Update {
+                title: m.title.map(request::title).transpose()?,
+                config: m.config.map(|c| request::config(Some(c), limits)).transpose()?,
+                expected_revision: m.expected_revision,
+            }))
         };
-        let local = async || {
-            Ok(pb::UpdateContextResponse { state: self.act(&key, command, false, view, &call.metadata).await? })
-        };
-        self.routed(&call, &key, local).await
+        self.dispatch(request, action, |state| pb::UpdateContextResponse { state: Some(state) }).await
     }
 
     async fn delete_context(
@@ -174,79 +153,51 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        let who = caller::caller(&request, Scope::Write)?;
-        let (call, message) = self.call(request, Retry::IfNeverSent);
-        let pb::SendMessageRequest { context_id, content, client_message_id, expected_revision, wait, view } = message;
-        let key = caller::key(&who, parse_context_id(&context_id)?);
-        let view = request::view(view)?;
-        let command = Command::Send {
-            content: request::content(content, &self.limits)?,
-            client_message_id: request::client_message_id(client_message_id)?,
-            expected_revision,
+        let action = |m: pb::SendMessageRequest, limits: &Limits| {
+            Ok(Action::from(Command::Send {
+                content: request::content(m.content, limits)?,
+                client_message_id: request::client_message_id(m.client_message_id)?,
+                expected_revision: m.expected_revision,
+            }))
         };
-        let local =
-            async || Ok(pb::SendMessageResponse { state: self.act(&key, command, wait, view, &call.metadata).await? });
-        self.routed(&call, &key, local).await
+        self.dispatch(request, action, |state| pb::SendMessageResponse { state: Some(state) }).await
     }
 
     async fn edit_message(
         &self,
         request: Request<pb::EditMessageRequest>,
     ) -> Result<Response<pb::EditMessageResponse>, Status> {
-        let who = caller::caller(&request, Scope::Write)?;
-        let (call, message) = self.call(request, Retry::IfNeverSent);
-        let pb::EditMessageRequest {
-            context_id,
-            message_id,
-            content,
-            client_message_id,
-            expected_revision,
-            wait,
-            view,
-        } = message;
-        let key = caller::key(&who, parse_context_id(&context_id)?);
-        let view = request::view(view)?;
-        let command = Command::Edit {
-            message_id: request::message_id(&message_id)?,
-            content: request::content(content, &self.limits)?,
-            client_message_id: request::client_message_id(client_message_id)?,
-            expected_revision,
+        let action = |m: pb::EditMessageRequest, limits: &Limits| {
+            Ok(Action::from(Command::Edit {
+                message_id: request::message_id(&m.message_id)?,
+                content: request::content(m.content, limits)?,
+                client_message_id: request::client_message_id(m.client_message_id)?,
+                expected_revision: m.expected_revision,
+            }))
         };
-        let local =
-            async || Ok(pb::EditMessageResponse { state: self.act(&key, command, wait, view, &call.metadata).await? });
-        self.routed(&call, &key, local).await
+        self.dispatch(request, action, |state| pb::EditMessageResponse { state: Some(state) }).await
     }
 
     async fn regenerate_reply(
         &self,
         request: Request<pb::RegenerateReplyRequest>,
     ) -> Result<Response<pb::RegenerateReplyResponse>, Status> {
-        let who = caller::caller(&request, Scope::Write)?;
-        let (call, message) = self.call(request, Retry::IfNeverSent);
-        let pb::RegenerateReplyRequest { context_id, message_id, expected_revision, wait, view } = message;
-        let key = caller::key(&who, parse_context_id(&context_id)?);
-        let view = request::view(view)?;
-        let command =
-            Command::Regenerate { message_id: request::optional_id("message_id", &message_id)?, expected_revision };
-        let local = async || {
-            Ok(pb::RegenerateReplyResponse { state: self.act(&key, command, wait, view, &call.metadata).await? })
+        let action = |m: pb::RegenerateReplyRequest, _: &Limits| {
+            let message_id = request::optional_id("message_id", &m.message_id)?;
+            Ok(Action::from(Command::Regenerate { message_id, expected_revision: m.expected_revision }))
         };
-        self.routed(&call, &key, local).await
+        self.dispatch(request, action, |state| pb::RegenerateReplyResponse { state: Some(state) }).await
     }
 
     async fn switch_branch(
         &self,
         request: Request<pb::SwitchBranchRequest>,
     ) -> Result<Response<pb::SwitchBranchResponse>, Status> {
-        let who = caller::caller(&request, Scope::Write)?;
-        let (call, message) = self.call(request, Retry::IfNeverSent);
-        let pb::SwitchBranchRequest { context_id, message_id, expected_revision, view } = message;
-        let key = caller::key(&who, parse_context_id(&context_id)?);
-        let view = request::view(view)?;
-        let action = Action::Switch { message_id: request::message_id(&message_id)?, expected_revision };
-        let local =
-            async || Ok(pb::SwitchBranchResponse { state: self.act(&key, action, false, view, &call.metadata).await? });
-        self.routed(&call, &key, local).await
+        let action = |m: pb::SwitchBranchRequest, _: &Limits| {
+            let message_id = request::message_id(&m.message_id)?;
+            Ok(Action::Switch { message_id, expected_revision: m.expected_revision })
+        };
+        self.dispatch(request, action, |state| pb::SwitchBranchResponse { state: Some(state) }).await
     }
 
     async fn list_messages(
@@ -275,65 +226,42 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::ApproveToolsRequest>,
     ) -> Result<Response<pb::ApproveToolsResponse>, Status> {
-        let who = caller::caller(&request, Scope::Write)?;
-        let (call, message) = self.call(request, Retry::IfNeverSent);
-        let pb::ApproveToolsRequest { context_id, approved_tool_call_ids, denied_tool_call_ids, wait, view } = message;
-        let key = caller::key(&who, parse_context_id(&context_id)?);
-        let view = request::view(view)?;
-        let command = Command::Approve {
-            approved: request::tool_call_ids("approved_tool_call_ids", approved_tool_call_ids)?,
-            denied: request::tool_call_ids("denied_tool_call_ids", denied_tool_call_ids)?,
+        let action = |m: pb::ApproveToolsRequest, _: &Limits| {
+            Ok(Action::from(Command::Approve {
+                approved: request::tool_call_ids("approved_tool_call_ids", m.approved_tool_call_ids)?,
+                denied: request::tool_call_ids("denied_tool_call_ids", m.denied_tool_call_ids)?,
+            }))
         };
-        let local =
-            async || Ok(pb::ApproveToolsResponse { state: self.act(&key, command, wait, view, &call.metadata).await? });
-        self.routed(&call, &key, local).await
+        self.dispatch(request, action, |state| pb::ApproveToolsResponse { state: Some(state) }).await
     }
 
     async fn cancel_run(
         &self,
         request: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
-        let who = caller::caller(&request, Scope::Write)?;
-        let (call, message) = self.call(request, Retry::IfNeverSent);
-        let pb::CancelRunRequest { context_id, wait, view } = message;
-        let key = caller::key(&who, parse_context_id(&context_id)?);
-        let view = request::view(view)?;
-        let local = async || {
-            Ok(pb::CancelRunResponse { state: self.act(&key, Command::Cancel, wait, view, &call.metadata).await? })
-        };
-        self.routed(&call, &key, local).await
+        let action = |_: pb::CancelRunRequest, _: &Limits| Ok(Action::from(Command::Cancel));
+        self.dispatch(request, action, |state| pb::CancelRunResponse { state: Some(state) }).await
     }
 
     async fn retry_run(&self, request: Request<pb::RetryRunRequest>) -> Result<Response<pb::RetryRunResponse>, Status> {
-        let who = caller::caller(&request, Scope::Write)?;
-        let (call, message) = self.call(request, Retry::IfNeverSent);
-        let pb::RetryRunRequest { context_id, wait, view } = message;
-        let key = caller::key(&who, parse_context_id(&context_id)?);
-        let view = request::view(view)?;
-        let local = async || {
-            Ok(pb::RetryRunResponse { state: self.act(&key, Command::Retry, wait, view, &call.metadata).await? })
-        };
-        self.routed(&call, &key, local).await
+        let action = |_: pb::RetryRunRequest, _: &Limits| Ok(Action::from(Command::Retry));
+        self.dispatch(request, action, |state| pb::RetryRunResponse { state: Some(state) }).await
     }
 
     async fn submit_tool_result(
         &self,
         request: Request<pb::SubmitToolResultRequest>,
     ) -> Result<Response<pb::SubmitToolResultResponse>, Status> {
-        let who = caller::caller(&request, Scope::Write)?;
-        let (call, message) = self.call(request, Retry::IfNeverSent);
-        let pb::SubmitToolResultRequest { context_id, tool_call_id, outcome, wait, view } = message;
-        let key = caller::key(&who, parse_context_id(&context_id)?);
-        let view = request::view(view)?;
-        let call_id = request::tool_call_ids("tool_call_id", vec![tool_call_id])?.remove(0);
-        let result = request::tool_result(outcome, &self.limits)?;
-        let local = async || {
-            let command = Command::SubmitToolResult { call_id, result };
-            let state = self.act(&key, command, wait, view, &call.metadata).await?;
-            metrics::counter!(names::EXTERNAL_RESULTS).increment(1);
-            Ok(pb::SubmitToolResultResponse { state })
+        let action = |m: pb::SubmitToolResultRequest, limits: &Limits| {
+            let call_id = request::tool_call_ids("tool_call_id", vec![m.tool_call_id])?.remove(0);
+            let result = request::tool_result(m.outcome, limits)?;
+            Ok(Action::from(Command::SubmitToolResult { call_id, result }))
         };
-        self.routed(&call, &key, local).await
+        let answer = |state| {
+            metrics::counter!(names::EXTERNAL_RESULTS).increment(1);
+            pb::SubmitToolResultResponse { state: Some(state) }
+        };
+        self.dispatch(request, action, answer).await
     }
 
     async fn list_tools(

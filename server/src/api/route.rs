@@ -1,29 +1,17 @@
-//! Where a call about one context is served: here, or on the node that runs the context
-//! (on a cluster). A handler parses its request, asks [`ContextApi::routed`] with what it
-//! does here, and converts the answer; sending the call on, looking for the context's node
-//! again while it cannot be reached, and the one-hop rule are all here, once.
+//! A call about one context, served here or sent on as it came to the node that runs it. A
+//! handler parses its request, asks [`ContextApi::routed`] with what it does here, and
+//! converts the answer; where the context runs and reaching that node are
+//! `crate::cluster`'s.
 
 use std::sync::Arc;
 
-use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::forward::{self, Forwarder};
 use super::{ContextApi, deadline};
+use crate::cluster::{self, Peer, Retry, forward};
 use crate::domain::ContextKey;
-use crate::runtime::{Contexts, Peer};
-use crate::telemetry::{RpcMethod, names};
-
-/// Whether a call may be sent again after a failure that may have reached the other node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Retry {
-    /// A read: safe to send again, whatever happened.
-    Safe,
-    /// A change: sent again only when it cannot have arrived (the client retries it
-    /// idempotently otherwise, as after a crash).
-    IfNeverSent,
-}
+use crate::telemetry::RpcMethod;
 
 /// A unary call as it came, kept to be sent on when its context runs on another node.
 pub(super) struct Call<Q> {
@@ -61,7 +49,7 @@ impl ContextApi {
         };
         if forward::is_forwarded(metadata) {
             // One hop only: if the context is not run here, the sender looks for it again.
-            self.contexts.serve_forwarded(key).await?;
+            cluster::route_forwarded(&self.contexts, key).await?;
             return local().await.map(Response::new);
         }
         let method =
@@ -71,55 +59,9 @@ impl ContextApi {
             let (forwarder, request) = (Arc::clone(forwarder), forwarder.request(metadata, message.clone(), deadline));
             async move { forwarder.unary::<Q, R>(&peer, method.path, request).await }
         };
-        match reach(&self.contexts, forwarder, key, method.name, *retry, deadline, false, send).await? {
+        match cluster::reach(&self.contexts, forwarder, key, method.name, *retry, deadline, false, send).await? {
             Some(response) => Ok(Response::new(response.into_inner())),
             None => local().await.map(Response::new),
-        }
-    }
-}
-
-/// Sends a call about `key` with `send` to the node that runs the context, looking for that
-/// node again while the call does not reach it (the node died: its lease expires, then a
-/// node takes the context over), within the forwarder's patience and the call's deadline.
-/// `None`: the context runs here (or is now taken here), so the caller serves it. `fresh`:
-/// ask the engine who runs it, not this node's view (which pointed at a node that is gone).
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn reach<T, F: Future<Output = Result<T, Status>>>(
-    contexts: &Contexts,
-    forwarder: &Forwarder,
-    key: &ContextKey,
-    method: &'static str,
-    retry: Retry,
-    deadline: Option<Instant>,
-    fresh: bool,
-    send: impl Fn(Peer) -> F,
-) -> Result<Option<T>, Status> {
-    let give_up = Instant::now() + forwarder.patience;
-    let mut attempts = forward::LOOK_AGAIN.attempts();
-    let mut fresh = fresh;
-    loop {
-        let Some(peer) = contexts.locate(key, fresh).await? else { return Ok(None) };
-        let outcome = send(peer.clone()).await;
-        let now = Instant::now();
-        match outcome {
-            Ok(sent) => {
-                metrics::counter!(names::FORWARDED, "grpc_method" => method, "outcome" => "ok").increment(1);
-                return Ok(Some(sent));
-            }
-            Err(status)
-                if forward::retry(&status, retry == Retry::Safe)
-                    && now < give_up
-                    && deadline.is_none_or(|d| now < d) =>
-            {
-                tracing::debug!(context = %key.id, %peer, %status, "the context's node did not take the call; looking for it again");
-                metrics::counter!(names::FORWARDED, "grpc_method" => method, "outcome" => "unreachable").increment(1);
-                attempts.wait().await;
-                fresh = true;
-            }
-            Err(status) => {
-                metrics::counter!(names::FORWARDED, "grpc_method" => method, "outcome" => "error").increment(1);
-                return Err(status);
-            }
         }
     }
 }

@@ -34,7 +34,9 @@ impl From<Error> for Status {
         let mut status = Status::new(code, error.to_string());
         if moved {
             // A node that sent the call on looks for the context's node again.
-            status.metadata_mut().insert(super::forward::MOVED, tonic::metadata::MetadataValue::from_static("1"));
+            status
+                .metadata_mut()
+                .insert(crate::cluster::forward::MOVED, tonic::metadata::MetadataValue::from_static("1"));
         }
         status
     }

@@ -13,11 +13,10 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use super::convert;
-use super::forward::{self, Forwarder};
-use super::route::{self, Retry};
 use crate::auth::Credential;
+use crate::cluster::{self, Forwarder, Peer, Retry, forward};
 use crate::domain::{ContextKey, ContextSummary, TenantId};
-use crate::runtime::{Contexts, EventKind, ListEvent, Peer, Subscription, Update};
+use crate::runtime::{Contexts, EventKind, ListEvent, Subscription, Update};
 use crate::telemetry::names;
 
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -224,7 +223,7 @@ async fn upstream(
 ) -> Result<Option<tonic::Streaming<pb::WatchStateResponse>>, Status> {
     if forward::is_forwarded(metadata) {
         // One hop only: if the context is not run here, the sender looks for it again.
-        contexts.serve_forwarded(key).await?;
+        cluster::route_forwarded(contexts, key).await?;
         return Ok(None);
     }
     let send = |peer: Peer| {
@@ -232,7 +231,7 @@ async fn upstream(
         let (client, request) = (forwarder.client(&peer), forwarder.request(metadata, message, None));
         async move { Ok(client?.watch_state(request).await?.into_inner()) }
     };
-    route::reach(contexts, forwarder, key, "WatchState", Retry::Safe, None, fresh, send).await
+    cluster::reach(contexts, forwarder, key, "WatchState", Retry::Safe, None, fresh, send).await
 }
 
 fn summaries(page: &[ContextSummary]) -> pb::WatchContextsResponse {

@@ -62,6 +62,21 @@ impl ContextKey {
     pub fn new(tenant: TenantId, id: ContextId) -> Self {
         Self { tenant, id }
     }
+
+    /// The key as two dot-separated tokens, `{tenant hex}.{context hex}`: safe in a NATS
+    /// subject or key (any tenant name, no wildcard or separator of its own), and the same
+    /// wherever the key names something (the store's subjects, the cluster's leases).
+    pub fn tokens(&self) -> String {
+        format!("{}.{}", hex::encode(self.tenant.as_str()), hex::encode(self.id.as_bytes()))
+    }
+
+    /// The key [`ContextKey::tokens`] wrote; `None` for anything else.
+    pub fn from_tokens(tokens: &str) -> Option<Self> {
+        let (tenant, id) = tokens.split_once('.')?;
+        let tenant = TenantId::parse(std::str::from_utf8(&hex::decode(tenant).ok()?).ok()?).ok()?;
+        let id: [u8; 16] = hex::decode(id).ok()?.try_into().ok()?;
+        Some(Self::new(tenant, ContextId::from_bytes(id)))
+    }
 }
 
 impl fmt::Display for ContextKey {
@@ -73,6 +88,17 @@ impl fmt::Display for ContextKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_reads_back_from_its_tokens_and_nothing_else_does() {
+        let key = ContextKey::new(TenantId::parse("acme.x").unwrap(), ContextId::new());
+        let tokens = key.tokens();
+        assert_eq!(tokens.matches('.').count(), 1, "{tokens}");
+        assert_eq!(ContextKey::from_tokens(&tokens), Some(key));
+        for bad in ["", "x", "6163.zz", "2e2e.00", &format!("{}.00", hex::encode("acme"))] {
+            assert_eq!(ContextKey::from_tokens(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn tenant_names_are_safe_as_directories_and_key_parts() {

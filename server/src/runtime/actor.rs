@@ -15,9 +15,9 @@ use super::error::{Error, Result};
 use super::feed::{self, EventKind, Feed};
 use super::handle::{Action, ActorHandle, Gone, Request, Slot};
 use super::meters;
-use super::placement::{Claim, Lease};
 use super::shared::{ListEvent, Shared};
 use super::tenants::RunSlot;
+use crate::cluster::Lease;
 use crate::domain::{BranchError, Context, ContextId, ContextKey, FsmState, MessageId, Timestamp};
 use crate::fsm::{self, Command, Effect, Env};
 use crate::store::{self, Save, Tree};
@@ -48,14 +48,16 @@ pub(super) struct Actor {
     loaded: bool,
     /// The state this context is counted under in the active-runs gauge, mid-run.
     counted_run: Option<FsmState>,
-    /// This node's right to run the context, once taken.
+    /// This node's right to run the context (given up when the actor stops).
     lease: Option<Lease>,
     /// The node's standing: when it changes, the lease is void.
     standing: watch::Receiver<u64>,
 }
 
 impl Actor {
-    pub(super) fn new(key: ContextKey, instance: u64, shared: Arc<Shared>) -> (ActorHandle, Self) {
+    /// The actor of `key`, which this node took under `lease`: only the node that holds a
+    /// context may load it (another would not see its saves).
+    pub(super) fn new(key: ContextKey, instance: u64, shared: Arc<Shared>, lease: Lease) -> (ActorHandle, Self) {
         let (mailbox_tx, mailbox) = mpsc::channel(MAILBOX_CAPACITY);
         let (state, state_rx) = watch::channel(Slot::Loading);
         let feed = Arc::new(Feed::new());
@@ -74,31 +76,13 @@ impl Actor {
             queue: VecDeque::new(),
             loaded: false,
             counted_run: None,
-            lease: None,
+            lease: Some(lease),
             standing,
         };
         (handle, actor)
     }
 
-    /// Answers everything with "shutting down" (started after shutdown began).
-    pub(super) async fn refuse(mut self) {
-        self.stop(Gone::Stopped("the server is shutting down".into()), |_| Error::ShuttingDown);
-    }
-
     pub(super) async fn run(mut self) {
-        // Only the node that holds the context may load it: another would not see its saves.
-        match self.shared.placement.claim(&self.key).await {
-            Ok(Claim::Mine(lease)) => self.lease = Some(lease),
-            Ok(Claim::Elsewhere(peer)) => {
-                self.stop(Gone::Elsewhere(peer.clone()), |id| Error::Elsewhere { id, peer: peer.clone() });
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(context = %self.key.id, tenant = %self.key.tenant, error = %e, "could not take the context");
-                self.fail(format!("could not take it: {e}"));
-                return;
-            }
-        }
         match self.shared.store.load(&self.key).await {
             Ok(Some(ctx)) => {
                 let ctx = Arc::new(ctx);

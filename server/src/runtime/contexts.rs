@@ -1,6 +1,7 @@
 //! The registry of live contexts: the entry point the API layer talks to. It starts an
 //! actor per context on demand, routes requests to it, and waits on it for callers.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
@@ -12,10 +13,9 @@ use super::actor::Actor;
 use super::error::{Error, Result};
 use super::feed::{Subscription, Update};
 use super::handle::{Action, ActorHandle, Gone, Request, Slot};
-use super::peer::Peer;
-use super::placement::{Claim, Placement};
 use super::settings::Settings;
 use super::shared::{ListEvent, Shared};
+use crate::cluster::{Claim, Lease, Placement};
 use crate::domain::{
     Context, ContextConfig, ContextId, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId,
     Timestamp, TreeReader, Versions,
@@ -47,94 +47,40 @@ impl Contexts {
         if let Some(changes) = changes {
             contexts.shared.tasks.spawn(report_list_changes(Arc::clone(&contexts.shared), changes));
         }
-        let interrupted = contexts.shared.store.interrupted().await?;
-        match contexts.shared.placement.changes() {
-            // Other nodes may run some of them: each is looked at like a dead node's runs.
-            Some(changes) => {
-                contexts.adopt(interrupted);
-                contexts.shared.tasks.spawn(contexts.clone().sweep(changes));
-            }
-            None => {
-                if !interrupted.is_empty() {
-                    tracing::info!(count = interrupted.len(), "resuming contexts interrupted mid-run");
-                }
-                for key in interrupted {
-                    contexts.handle(&key);
-                }
-            }
-        }
         Ok(contexts)
     }
 
-    /// Looks for runs no live node runs any more (their node died, or left), whenever the
-    /// cluster changes and every `sweep_every` besides, and takes over this node's share.
-    async fn sweep(self, mut changes: tokio::sync::watch::Receiver<u64>) {
-        let every = self.shared.placement.sweep_every();
-        loop {
-            tokio::select! {
-                () = self.shared.shutdown.cancelled() => return,
-                changed = changes.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(every) => {}
-            }
-            match self.shared.store.interrupted().await {
-                Ok(interrupted) => self.adopt(interrupted),
-                Err(error) => tracing::warn!(%error, "could not look for runs to take over"),
-            }
-        }
-    }
-
-    /// Starts this node's share of the runs in `interrupted` that nobody runs.
-    fn adopt(&self, interrupted: Vec<ContextKey>) {
-        let candidates: Vec<ContextKey> = interrupted.into_iter().filter(|key| !self.is_local(key)).collect();
-        if candidates.is_empty() {
-            return;
-        }
-        for key in self.shared.placement.orphans(candidates) {
-            tracing::info!(context = %key.id, tenant = %key.tenant, "taking over a run no live node runs");
-            metrics::counter!(names::RUNS_TAKEN_OVER).increment(1);
-            self.handle(&key);
-        }
-    }
-
     /// Whether an actor of this node has (or is loading) `key`.
-    fn is_local(&self, key: &ContextKey) -> bool {
-        let actors = self.shared.actors.lock().unwrap_or_else(PoisonError::into_inner);
-        actors.get(key).is_some_and(|handle| !handle.mailbox.is_closed())
+    pub fn runs(&self, key: &ContextKey) -> bool {
+        self.live(key).is_some()
     }
 
-    /// Where calls about `key` are served: here (`None`, the context then loaded here), or on
-    /// the node that runs it. NOT_FOUND if it does not exist. `fresh`: ask the engine, not
-    /// this node's view of who runs what (after that view pointed at a node that is gone).
-    pub async fn locate(&self, key: &ContextKey, fresh: bool) -> Result<Option<Peer>> {
-        if self.shared.placement.changes().is_none() {
-            return Ok(None);
-        }
-        if !fresh
-            && !self.is_local(key)
-            && let Some(peer) = self.shared.placement.holder(key)
-        {
-            return Ok(Some(peer));
-        }
-        // The actor here (started if need be) has the answer once it took the context or
-        // found who holds it.
-        match self.loaded(key).await {
-            Ok(_) => Ok(None),
-            Err(Error::Elsewhere { peer, .. }) => Ok(Some(peer)),
-            Err(error) => Err(error),
-        }
+    /// Where contexts run: asked by routing and by the sweep for runs to take over.
+    pub fn placement(&self) -> &dyn Placement {
+        &*self.shared.placement
     }
 
-    /// Whether a call another node sent on here is served here: only if this node runs the
-    /// context, or the engine still names this node its holder (see [`Placement::kept`]);
-    /// otherwise [`Error::NotHere`] or [`Error::Elsewhere`], and the sender looks again. A free
-    /// context is never taken for another node's caller: the sender takes it, so a context
-    /// runs on the node its first call reached (docs/cluster.md, "Spread"), not on a node
-    /// that a stale view pointed at (say, the one that created it).
-    pub async fn serve_forwarded(&self, key: &ContextKey) -> Result<()> {
-        if !self.is_local(key) && !self.shared.placement.kept(key).await? {
-            return Err(Error::NotHere(key.id));
-        }
-        self.loaded(key).await.map(drop)
+    /// The contexts saved in the middle of a run.
+    pub async fn interrupted(&self) -> Result<Vec<ContextKey>> {
+        Ok(self.shared.store.interrupted().await?)
+    }
+
+    /// Loads `key` here in the background, so that its run saved mid-way goes on: unless a
+    /// live node holds it (that node runs it).
+    pub fn resume(&self, key: ContextKey) {
+        let contexts = self.clone();
+        self.shared.tasks.spawn(async move {
+            match contexts.handle(&key).await {
+                Ok(_) | Err(Error::Elsewhere { .. } | Error::ShuttingDown) => {}
+                Err(error) => tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "could not resume a run"),
+            }
+        });
+    }
+
+    /// Runs `task` beside the actors: shutdown waits for it. It should end when
+    /// [`Contexts::stopping`] is cancelled.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.shared.tasks.spawn(task);
     }
 
     /// Cancelled when the server starts shutting down; long-lived calls end then.
@@ -304,7 +250,7 @@ impl Contexts {
     /// The live actor of a context once it has loaded, with its state then.
     async fn loaded(&self, key: &ContextKey) -> Result<(ActorHandle, Arc<Context>)> {
         loop {
-            let handle = self.handle(key);
+            let handle = self.handle(key).await?;
             let mut state = handle.state.clone();
             let slot = state
                 .wait_for(|slot| !matches!(slot, Slot::Loading))
@@ -355,7 +301,6 @@ impl Contexts {
             Gone::NotFound | Gone::Deleted => Err(Error::NotFound(id)),
             Gone::Unloaded => Ok(()),
             Gone::Stopped(reason) => Err(Error::Stopped { id, reason }),
-            Gone::Elsewhere(peer) => Err(Error::Elsewhere { id, peer }),
         }
     }
 
@@ -424,7 +369,7 @@ impl Contexts {
         request: Request,
         response: oneshot::Receiver<Result<T>>,
     ) -> Result<(T, watch::Receiver<Slot>)> {
-        let handle = self.handle(key);
+        let handle = self.handle(key).await?;
         match handle.mailbox.try_send(request) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::Overloaded(key.id)),
@@ -442,26 +387,52 @@ impl Contexts {
         }
     }
 
-    /// The live actor of a context, started if there is none (on a cluster it first takes
-    /// the context's lease, or ends at once saying which node holds it).
-    fn handle(&self, key: &ContextKey) -> ActorHandle {
+    /// The live actor of a context, started if there is none: once this node took the
+    /// context (on a cluster, [`Error::Elsewhere`] if a live node holds it).
+    async fn handle(&self, key: &ContextKey) -> Result<ActorHandle> {
+        if let Some(handle) = self.live(key) {
+            return Ok(handle);
+        }
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        match self.shared.placement.claim(key).await? {
+            Claim::Mine(lease) => self.spawn_actor(key, lease),
+            Claim::Elsewhere(peer) => Err(Error::Elsewhere { id: key.id, peer }),
+        }
+    }
+
+    fn live(&self, key: &ContextKey) -> Option<ActorHandle> {
+        let actors = self.shared.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        running(&actors, key)
+    }
+
+    /// Starts the actor of `key` under `lease`, which this node's caller just took. If an
+    /// actor runs already (another caller started it meanwhile), that one serves and the
+    /// lease is given back: a node's claims of a context are counted.
+    pub fn start_claimed(&self, key: &ContextKey, lease: Lease) -> Result<()> {
+        self.spawn_actor(key, lease).map(drop)
+    }
+
+    fn spawn_actor(&self, key: &ContextKey, lease: Lease) -> Result<ActorHandle> {
         let mut actors = self.shared.actors.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(handle) = actors.get(key)
-            && !handle.mailbox.is_closed()
-        {
-            return handle.clone();
+        let running = running(&actors, key);
+        if running.is_some() || self.shared.shutdown.is_cancelled() {
+            drop(actors);
+            self.shared.release(key.clone(), lease);
+            return running.ok_or(Error::ShuttingDown);
         }
         let instance = self.shared.next_instance.fetch_add(1, Ordering::Relaxed);
-        let (handle, actor) = Actor::new(key.clone(), instance, Arc::clone(&self.shared));
+        let (handle, actor) = Actor::new(key.clone(), instance, Arc::clone(&self.shared), lease);
         actors.insert(key.clone(), handle.clone());
-        if self.shared.shutdown.is_cancelled() {
-            // No new work once stopping; the actor reports that at once.
-            self.shared.tasks.spawn(actor.refuse());
-        } else {
-            self.shared.tasks.spawn(actor.run());
-        }
-        handle
+        self.shared.tasks.spawn(actor.run());
+        Ok(handle)
     }
+}
+
+/// The actor of `key` in `actors`, unless it has ended.
+fn running(actors: &HashMap<ContextKey, ActorHandle>, key: &ContextKey) -> Option<ActorHandle> {
+    actors.get(key).filter(|handle| !handle.mailbox.is_closed()).cloned()
 }
 
 /// Tells list watchers of every save the store reports (this node's and other nodes').

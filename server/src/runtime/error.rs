@@ -1,6 +1,6 @@
 //! What the runtime's callers can be told went wrong.
 
-use super::peer::Peer;
+use crate::cluster::Peer;
 use crate::domain::{ContextId, ForkError, MessageId, TenantId};
 use crate::fsm::Rejection;
 use crate::store;

@@ -6,7 +6,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::Result;
 use super::feed::Feed;
-use super::peer::Peer;
 use crate::domain::{Context, MessageId};
 use crate::fsm::Command;
 
@@ -42,8 +41,6 @@ pub enum Gone {
     Unloaded,
     /// The server is stopping, or a load or save failed.
     Stopped(String),
-    /// Another node holds the context.
-    Elsewhere(Peer),
 }
 
 pub(super) enum Request {

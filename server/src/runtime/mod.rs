@@ -3,8 +3,8 @@
 //!
 //! `contexts` is the registry callers use; `actor` applies commands and saves them, `driver`
 //! runs the effects they ask for, `batch` stages the transitions of one instant, `feed`
-//! fans saved changes out to watchers, `tenants` holds the per-tenant limits, `placement`
-//! says which node runs a context.
+//! fans saved changes out to watchers, `tenants` holds the per-tenant limits. Which node runs a
+//! context is `crate::cluster`'s question.
 
 mod actor;
 mod batch;
@@ -14,8 +14,6 @@ mod error;
 mod feed;
 mod handle;
 mod meters;
-mod peer;
-mod placement;
 mod prompt;
 mod settings;
 mod shared;
@@ -25,8 +23,6 @@ pub use contexts::Contexts;
 pub use error::{Error, Result};
 pub use feed::{Event, EventKind, Feed, OnPath, Subscription, Update};
 pub use handle::{Action, Gone, Slot};
-pub use peer::Peer;
-pub use placement::{Claim, Lease, Placement, Solo};
 pub use settings::Settings;
 pub use shared::ListEvent;
 

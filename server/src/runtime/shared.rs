@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handle::ActorHandle;
-use super::placement::{Lease, Placement};
 use super::settings::Settings;
 use super::tenants::{Members, Runs};
+use crate::cluster::{Lease, Placement};
 use crate::domain::{ContextKey, ContextSummary, TenantId};
 use crate::llm::LlmProvider;
 use crate::store::Backend;

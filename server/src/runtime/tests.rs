@@ -18,7 +18,7 @@ async fn start(dir: &Path) -> Contexts {
     let limits = ToolLimits { timeout: Duration::from_secs(5), max_output_bytes: 4096 };
     let tools = Arc::new(ToolRegistry::builtin(None, limits).expect("tools"));
     let llm = Arc::new(MockProvider { chunk_delay: Duration::ZERO });
-    Contexts::start(store, llm, tools, Settings::from(&Config::default()), Arc::new(super::Solo::new()))
+    Contexts::start(store, llm, tools, Settings::from(&Config::default()), Arc::new(crate::cluster::Solo::new()))
         .await
         .expect("start")
 }

@@ -12,7 +12,7 @@
 //!
 //! Tenants and ids are hex in subjects: any tenant name is then a valid subject token.
 
-use crate::domain::{ContextId, ContextKey, MessageId, TenantId};
+use crate::domain::{ContextKey, MessageId};
 use crate::store::codec::{StoredContext, StoredMessage, StoredPath};
 
 #[derive(Debug, Clone)]
@@ -46,49 +46,37 @@ impl Layout {
     }
 
     pub fn log(&self, key: &ContextKey) -> String {
-        format!("{}.log.{}", self.prefix, context_tokens(key))
+        format!("{}.log.{}", self.prefix, key.tokens())
     }
 
     pub fn context(&self, key: &ContextKey) -> String {
-        format!("{}.ctx.{}", self.prefix, context_tokens(key))
+        format!("{}.ctx.{}", self.prefix, key.tokens())
     }
 
     /// Every subject of the context's tree, for purging it.
     pub fn tree_all(&self, key: &ContextKey) -> String {
-        format!("{}.tree.{}.>", self.prefix, context_tokens(key))
+        format!("{}.tree.{}.>", self.prefix, key.tokens())
     }
 
     pub fn message(&self, key: &ContextKey, node: u64) -> String {
-        format!("{}.tree.{}.m.{node}", self.prefix, context_tokens(key))
+        format!("{}.tree.{}.m.{node}", self.prefix, key.tokens())
     }
 
     pub fn message_id(&self, key: &ContextKey, id: &MessageId) -> String {
-        format!("{}.tree.{}.i.{}", self.prefix, context_tokens(key), hex::encode(id.as_bytes()))
+        format!("{}.tree.{}.i.{}", self.prefix, key.tokens(), hex::encode(id.as_bytes()))
     }
 
     pub fn children(&self, key: &ContextKey, parent: Option<u64>) -> String {
         match parent {
-            Some(node) => format!("{}.tree.{}.k.{node}", self.prefix, context_tokens(key)),
-            None => format!("{}.tree.{}.k.root", self.prefix, context_tokens(key)),
+            Some(node) => format!("{}.tree.{}.k.{node}", self.prefix, key.tokens()),
+            None => format!("{}.tree.{}.k.root", self.prefix, key.tokens()),
         }
     }
 
     /// The context a `{prefix}.log.{tenant}.{context}` subject names.
     pub fn parse_log(&self, subject: &str) -> Option<ContextKey> {
-        Self::parse_key(subject.strip_prefix(&self.prefix)?.strip_prefix(".log.")?)
+        ContextKey::from_tokens(subject.strip_prefix(&self.prefix)?.strip_prefix(".log.")?)
     }
-
-    /// The context of `{tenant}.{context}`.
-    pub(crate) fn parse_key(tokens: &str) -> Option<ContextKey> {
-        let (tenant, id) = tokens.split_once('.')?;
-        let tenant = TenantId::parse(std::str::from_utf8(&hex::decode(tenant).ok()?).ok()?).ok()?;
-        let id: [u8; 16] = hex::decode(id).ok()?.try_into().ok()?;
-        Some(ContextKey::new(tenant, ContextId::from_bytes(id)))
-    }
-}
-
-pub(crate) fn context_tokens(key: &ContextKey) -> String {
-    format!("{}.{}", hex::encode(key.tenant.as_str()), hex::encode(key.id.as_bytes()))
 }
 
 /// One save, as the log holds it: everything needed to derive the tree and the context's
@@ -166,6 +154,7 @@ pub struct StoredSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{ContextId, TenantId};
 
     #[test]
     fn context_subjects_round_trip_for_any_tenant_name() {

@@ -31,12 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use connect::NatsOptions;
-pub(crate) use layout::context_tokens;
-
-/// The context named by `{tenant hex}.{context hex}` (see [`context_tokens`]).
-pub(crate) fn parse_context_tokens(tokens: &str) -> Option<ContextKey> {
-    Layout::parse_key(tokens)
-}
 use layout::{Layout, StoredChildEntry, StoredChildren, StoredJoined, StoredNodeMessage, StoredRecord, StoredSnapshot};
 use view::View;
 

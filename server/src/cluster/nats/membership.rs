@@ -12,8 +12,9 @@ use tokio::time::Instant;
 
 use super::records::{NodeRecord, OwnerRecord};
 use super::{Inner, Member, new_epoch, unavailable};
+use crate::cluster::Peer;
 use crate::domain::shown;
-use crate::runtime::{self, Peer};
+use crate::store;
 use crate::telemetry::names;
 
 impl Inner {
@@ -168,7 +169,7 @@ impl Inner {
     /// Whether the cluster itself says `owner` is gone: its key expired or was deleted, or
     /// names a newer incarnation. Asked before taking a context from it, so a watch that
     /// lags (this node cut off for a while) never makes it take a live node's context.
-    pub(super) async fn gone(&self, owner: &OwnerRecord) -> Result<Option<Peer>, runtime::Error> {
+    pub(super) async fn gone(&self, owner: &OwnerRecord) -> Result<Option<Peer>, store::Error> {
         if owner.node.is_empty() {
             return Ok(None);
         }

@@ -1,17 +1,16 @@
 //! Where a context's actor may run. On one node it is always here (`Solo`); on a cluster of
 //! nodes sharing one store, the node that holds a context's lease runs it and the others send
-//! its calls there (`crate::cluster` implements that on NATS). The runtime only asks the
-//! questions below and never names the engine.
+//! its calls there (`nats` implements that on NATS). The runtime only asks the questions
+//! below and never names the engine; their errors are the engine's.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::error::Result;
 use super::peer::Peer;
-
 use crate::domain::ContextKey;
+use crate::store::Result;
 
 /// This node's right to run a context, as the engine recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::PeerKey;
 use crate::domain::ContextKey;
-use crate::store::nats::{context_tokens, parse_context_tokens};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -64,11 +63,11 @@ impl OwnerRecord {
 }
 
 pub fn owner_key(key: &ContextKey) -> String {
-    context_tokens(key)
+    key.tokens()
 }
 
 pub fn parse_owner_key(key: &str) -> Option<ContextKey> {
-    parse_context_tokens(key)
+    ContextKey::from_tokens(key)
 }
 
 /// The node of `nodes` that should take `key` over: the highest hash of (node, context)

@@ -12,9 +12,9 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
+use super::peer::Peer;
 use crate::auth::{FORWARDED_HEADER, PEER_AUTH_HEADER, PeerKey};
 use crate::backoff::Backoff;
-use crate::runtime::Peer;
 
 pub type Client = ContextServiceClient<Channel>;
 

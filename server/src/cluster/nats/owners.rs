@@ -13,8 +13,9 @@ use metrics::gauge;
 
 use super::records::{OwnerRecord, parse_owner_key};
 use super::{Held, Inner, unavailable};
+use crate::cluster::{Claim, Lease};
 use crate::domain::ContextKey;
-use crate::runtime::{self, Claim, Lease};
+use crate::store;
 use crate::telemetry::names;
 
 impl Inner {
@@ -56,7 +57,7 @@ impl Inner {
 
     /// The owners bucket's last sequence, then `subject`'s record (its revision and content)
     /// as of at least that sequence; `None` if it has none (never taken, or given up).
-    pub(super) async fn read_owner(&self, subject: &str) -> Result<(u64, Option<(u64, OwnerRecord)>), runtime::Error> {
+    pub(super) async fn read_owner(&self, subject: &str) -> Result<(u64, Option<(u64, OwnerRecord)>), store::Error> {
         let after = self.owners_stream.get_info().await.map_err(|e| unavailable("owners", e))?.state.last_sequence;
         let entry = self.owners.entry(subject).await.map_err(|e| unavailable("owners", e))?;
         let current = entry
@@ -76,7 +77,7 @@ impl Inner {
         subject: &str,
         record: Option<&OwnerRecord>,
         after: u64,
-    ) -> Result<Option<u64>, runtime::Error> {
+    ) -> Result<Option<u64>, store::Error> {
         let mut message = PublishMessage::build().expected_last_sequence(after);
         message = match record {
             Some(record) => message.payload(record.encode()),
