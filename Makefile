@@ -77,6 +77,9 @@ lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(BUF) lint
+	# The wire API (ctxd/v1) and the storage schema (ctxd/storage/v1) change only compatibly:
+	# checked against the commit before (CI runs on a clone of main with its history).
+	if git rev-parse -q --verify HEAD~1 >/dev/null; then $(BUF) breaking --against '.git#ref=HEAD~1'; fi
 
 fmt:
 	cargo fmt --all

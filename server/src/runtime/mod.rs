@@ -15,6 +15,7 @@ mod feed;
 mod handle;
 mod meters;
 mod prompt;
+mod reads;
 mod settings;
 mod shared;
 mod tenants;

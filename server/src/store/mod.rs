@@ -5,6 +5,8 @@
 
 mod backend;
 pub(crate) mod codec;
+#[cfg(test)]
+mod contract;
 mod dump;
 mod error;
 mod save;

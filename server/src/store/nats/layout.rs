@@ -13,7 +13,6 @@
 //! Tenants and ids are hex in subjects: any tenant name is then a valid subject token.
 
 use crate::domain::{ContextKey, MessageId};
-use crate::store::codec::{StoredContext, StoredMessage, StoredPath};
 
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -79,77 +78,10 @@ impl Layout {
     }
 }
 
-/// One save, as the log holds it: everything needed to derive the tree and the context's
-/// metadata from it alone. A context copied whole (`ctxd migrate`) may take several
-/// records: all but the last hold only messages (no `context`), so a copy cut short is
-/// never taken for a context.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredRecord {
-    #[prost(message, optional, tag = "1")]
-    pub context: Option<StoredContext>,
-    /// The active path after the save.
-    #[prost(message, optional, tag = "2")]
-    pub path: Option<StoredPath>,
-    /// New or changed messages, in their final form.
-    #[prost(message, repeated, tag = "3")]
-    pub messages: Vec<StoredNodeMessage>,
-    /// Messages numbered from here on are new in this save.
-    #[prost(uint64, tag = "4")]
-    pub new_from_node: u64,
-    /// Saved messages that joined the active path (a switch).
-    #[prost(message, repeated, tag = "5")]
-    pub joined: Vec<StoredJoined>,
-    /// The context was deleted; nothing follows.
-    #[prost(bool, tag = "6")]
-    pub deleted: bool,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredNodeMessage {
-    #[prost(uint64, tag = "1")]
-    pub node: u64,
-    #[prost(message, optional, tag = "2")]
-    pub message: Option<StoredMessage>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredJoined {
-    #[prost(uint64, tag = "1")]
-    pub node: u64,
-    #[prost(uint64, optional, tag = "2")]
-    pub parent: Option<u64>,
-    /// When it was last active, if not at this record's revision (a context copied whole
-    /// keeps each child's own).
-    #[prost(uint64, optional, tag = "3")]
-    pub active_at: Option<u64>,
-}
-
-/// The children of one message, oldest first.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredChildren {
-    #[prost(message, repeated, tag = "1")]
-    pub children: Vec<StoredChildEntry>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredChildEntry {
-    #[prost(uint64, tag = "1")]
-    pub node: u64,
-    #[prost(bytes = "vec", tag = "2")]
-    pub id: Vec<u8>,
-    #[prost(uint64, tag = "3")]
-    pub active_at: u64,
-}
-
-/// A context's metadata and how far its tree is derived from the log.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredSnapshot {
-    #[prost(message, optional, tag = "1")]
-    pub context: Option<StoredContext>,
-    /// The log sequence of the last record whose messages, ids and children are in the tree.
-    #[prost(uint64, tag = "2")]
-    pub log_seq: u64,
-}
+// What the log and the tree hold: generated from proto/ctxd/storage/v1/nats.proto.
+pub use crate::store::codec::{
+    StoredChildEntry, StoredChildren, StoredJoined, StoredNodeMessage, StoredRecord, StoredSnapshot,
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,16 +1,18 @@
-//! The NATS store against a real `nats-server` (one server, JetStream, replicas 1): a
-//! context copied whole from RocksDB across several records, and a copy cut short.
+//! The NATS store against a real `nats-server` (one server, JetStream, replicas 1): what
+//! every engine does (`crate::store::contract`), then NATS' own: a context copied whole from
+//! RocksDB across several records, a copy cut short, retried and stale saves.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{Nats, NatsOptions, StoredNodeMessage, StoredRecord};
+use super::layout::{StoredNodeMessage, StoredRecord};
+use super::{Nats, NatsOptions};
 use crate::domain::{
     Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Phase, Role, TenantId, Timestamp,
 };
-use crate::store::rocks::tree_tests::{commit, save_of};
-use crate::store::{Backend, Change as Saved, Dump, Error, Inserted, Rocks, Store, codec};
+use crate::store::contract::{backend_contract, commit, save_of};
+use crate::store::{Backend, Change as Saved, Dump, Error, Inserted, Rocks, codec};
 
 /// A JetStream server on a free loopback port, stopped when dropped.
 struct Server {
@@ -46,22 +48,27 @@ impl Drop for Server {
     }
 }
 
+backend_contract!({
+    let server = Server::start();
+    let nats = server.open().await;
+    (server, std::sync::Arc::new(nats) as std::sync::Arc<dyn Backend>)
+});
+
 /// A context of 40 turns with 40 KiB replies (about 1.6 MB: several records), saved in
 /// RocksDB the way the runtime saves it, and read back whole.
 async fn long_context_on_rocks(dir: &std::path::Path) -> Dump {
-    let store = Store::open(dir, false).expect("open rocksdb");
+    let rocks = Rocks::open_dir(dir.to_path_buf(), false).await.expect("open rocksdb");
     let key = ContextKey::new(TenantId::parse("acme").expect("tenant"), ContextId::from_bytes([7; 16]));
     let mut ctx =
         Context::new(key.clone(), "alice".into(), "long".into(), ContextConfig::default(), Timestamp::from_micros(1));
-    store.insert(&ctx).expect("insert");
+    rocks.insert(std::sync::Arc::new(ctx.clone())).await.expect("insert");
     let reply = "word ".repeat(8 * 1024);
     for turn in 0..40u64 {
         let now = Timestamp::from_micros(i64::try_from(turn).unwrap_or(0) + 10);
         let question = Message::text(MessageId::new(), ctx.place(0), Role::User, format!("question {turn}"), now);
         let answer = Message::text(MessageId::new(), ctx.place(1), Role::Assistant, reply.clone(), now);
-        ctx = commit(&store, &ctx, Change::to(Phase::Idle).with(question).with(answer));
+        ctx = commit(&rocks, &ctx, Change::to(Phase::Idle).with(question).with(answer)).await;
     }
-    let rocks = Rocks::with(store, dir).expect("rocks");
     let dump = rocks.dump(&key).await.expect("read").expect("there");
     rocks.close().await;
     assert_eq!(dump.messages.len(), 80);

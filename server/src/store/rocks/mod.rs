@@ -1,6 +1,6 @@
 //! The embedded store: RocksDB. `store` saves every change of a context as one atomic,
 //! (by default) synced `WriteBatch`; `writer` is the thread that group-commits the saves of
-//! all contexts; `keys` is the layout on disk (big-endian keys in column families);
+//! all contexts; `tree` reads a context's tree; `keys` is the layout on disk (big-endian keys in column families);
 //! `migrate` upgrades older layouts at open.
 //!
 //! RocksDB calls block on disk, so [`Rocks`] runs each on a blocking thread.
@@ -8,6 +8,7 @@
 mod keys;
 mod migrate;
 mod store;
+mod tree;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use store::{Store, Tree};
+pub use store::Store;
+pub use tree::Tree;
 pub use writer::Writer;
 
 use super::backend::{Backend, Inserted};
@@ -163,4 +165,4 @@ impl Backend for Rocks {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-pub(crate) mod tree_tests;
+mod tree_tests;

@@ -1,43 +1,25 @@
+//! RocksDB's own behaviour: what its families hold, its lock, its writer thread, and older
+//! layouts upgraded at open. What every engine does is `crate::store::contract`'s, run here
+//! on a temp dir.
+
 use std::sync::Arc;
 
 use ::rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 
 use super::keys;
-use super::{Store, Writer};
-use crate::domain::{
-    Approval, Change, Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, MessageId, MessageStatus,
-    Phase, Place, Role, TenantId, Timestamp, ToolCall, Usage,
-};
-use crate::store::{Error, Save};
+use super::{Rocks, Store, Writer};
+use crate::domain::{Context, Message, Phase, Timestamp};
+use crate::store::contract::{backend_contract, change, context_of, message, tenant};
+use crate::store::{Backend, Error, Save};
+
+backend_contract!({
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rocks = Rocks::open_dir(dir.path().to_path_buf(), true).await.expect("open");
+    (dir, Arc::new(rocks) as Arc<dyn Backend>)
+});
 
 fn context(n: u8, at: i64) -> Context {
     context_of("default", n, at)
-}
-
-fn tenant(name: &str) -> TenantId {
-    TenantId::parse(name).expect("tenant")
-}
-
-fn context_of(tenant_name: &str, n: u8, at: i64) -> Context {
-    let config = ContextConfig {
-        system_prompt: "be brief".into(),
-        model: "m".into(),
-        auto_approve_tools: vec!["clock".into()],
-        external_tools: vec![ExternalTool {
-            name: "deploy".into(),
-            description: "ships it".into(),
-            parameters_json_schema: r#"{"type": "object"}"#.into(),
-            requires_approval: true,
-            idempotent: false,
-            timeout_ms: 5000,
-        }],
-    };
-    let key = ContextKey::new(tenant(tenant_name), ContextId::from_bytes([n; 16]));
-    Context::new(key, "alice".into(), format!("ctx {n}"), config, Timestamp::from_micros(at))
-}
-
-fn change(phase: Phase, messages: &[Arc<Message>]) -> Change {
-    Change { messages: messages.to_vec(), ..Change::to(phase) }
 }
 
 /// The save that takes `before` to `after` by writing `messages`.
@@ -54,79 +36,25 @@ fn all(ctx: &Context) -> Vec<Arc<Message>> {
     ctx.messages.iter().cloned().collect()
 }
 
-fn message(seq: u64, text: &str) -> Arc<Message> {
-    let place = Place { seq, node: seq, parent: seq.checked_sub(1) };
-    let mut m = Message::text(MessageId::new(), place, Role::Assistant, text.into(), Timestamp::from_micros(5));
-    m.tool_calls = vec![ToolCall {
-        id: "c".into(),
-        name: "clock".into(),
-        arguments_json: "{}".into(),
-        approval: Approval::Denied,
-        external: true,
-    }];
-    m.usage = Some(Usage { prompt_tokens: 1, completion_tokens: 2 });
-    m.client_message_id = Some("client".into());
-    Arc::new(m)
-}
-
+/// A delete leaves no key of the context in any family, and a second open of a data dir in
+/// use is refused.
 #[test]
-fn commits_round_trip_and_write_only_what_changed() {
+fn a_delete_leaves_nothing_behind_and_a_second_open_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), true).expect("open");
     let ctx = context(1, 10);
     store.insert(&ctx).expect("insert");
-    assert!(store.exists(&ctx.key()).expect("exists"));
-    assert_eq!(store.load(&ctx.key()).expect("load"), Some(ctx.clone()));
-
-    let first = message(0, "one");
-    let streaming = ctx
-        .apply(&change(Phase::StreamingLlmResponse { attempt: 2, message: 0 }, &[first]), Timestamp::from_micros(20));
-    store.commit(&save(&ctx, &streaming, &all(&streaming))).expect("commit");
-    assert_eq!(store.interrupted().expect("active"), vec![ctx.key()], "a context saved mid-run is indexed");
-
-    // Replace message 0 and append message 1 in one batch.
-    let mut replaced = (*message(0, "one, final")).clone();
-    replaced.status = MessageStatus::Cancelled;
-    let changed = [Arc::new(replaced), message(1, "two")];
-    let idle = streaming.apply(&change(Phase::Failed { error: "x".into() }, &changed), Timestamp::from_micros(30));
-    store.commit(&save(&streaming, &idle, &changed)).expect("commit");
-    let loaded = store.load(&ctx.key()).expect("load").expect("exists");
-    assert_eq!(loaded, idle);
-    assert_eq!(loaded.messages[0].text_content(), "one, final");
-    assert_eq!(loaded.client_ids.get("client"), Some(&1));
-    assert!(store.interrupted().expect("active").is_empty(), "resting contexts leave the index");
-
-    let (listed, _) = store.list(&ctx.tenant, None, 10).expect("list");
-    assert_eq!(listed.len(), 1, "the old by-updated key was removed");
-    assert_eq!((listed[0].revision, listed[0].message_count), (3, 2));
-
-    store.delete(&loaded).expect("delete");
-    assert_eq!(store.load(&ctx.key()).expect("load"), None);
-    assert!(store.list(&ctx.tenant, None, 10).expect("list").0.is_empty());
-    let messages = store.family(keys::CF_MESSAGES).expect("cf");
-    assert!(store.db.iterator_cf(messages, IteratorMode::Start).next().is_none(), "every message was deleted");
-}
-
-#[test]
-fn list_pages_newest_first_and_a_second_open_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), false).expect("open");
-    for n in 1..=25u8 {
-        store.insert(&context(n, i64::from(n) * 100)).expect("insert");
+    let running = ctx.apply(
+        &change(Phase::StreamingLlmResponse { attempt: 1, message: 0 }, &[message(0, "x"), message(1, "y")]),
+        Timestamp::from_micros(20),
+    );
+    store.commit(&save(&ctx, &running, &all(&running))).expect("commit");
+    store.delete(&running).expect("delete");
+    for family in keys::ALL_FAMILIES {
+        let cf = store.family(family).expect("cf");
+        let left: Vec<_> = store.db.iterator_cf(cf, IteratorMode::Start).collect();
+        assert!(left.is_empty(), "{family} still holds {} keys", left.len());
     }
-    let mut seen = Vec::new();
-    let mut cursor = None;
-    loop {
-        let (page, next) = store.list(&tenant("default"), cursor, 10).expect("list");
-        seen.extend(page.iter().map(|s| s.updated_at.as_micros()));
-        match next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    let expected: Vec<i64> = (1..=25).rev().map(|n| n * 100).collect();
-    assert_eq!(seen, expected);
-
     match Store::open(dir.path(), true) {
         Err(Error::Locked { .. }) => {}
         Err(other) => panic!("expected Locked, got {other}"),
@@ -176,46 +104,6 @@ fn dropping_the_writer_releases_the_database() {
     assert!(matches!(Store::open(dir.path(), true), Err(Error::Locked { .. })), "a handle is still alive");
     drop(copy);
     Store::open(dir.path(), true).expect("reopened: the writer let go of the database");
-}
-
-/// The same client-chosen id in two tenants is two contexts; nothing of one is listed,
-/// counted or loaded through the other.
-#[test]
-fn tenants_share_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), true).expect("open");
-    let (acme, globex) = (context_of("acme", 1, 10), context_of("globex", 1, 20));
-    assert_eq!(acme.id, globex.id);
-    store.insert(&acme).expect("insert");
-    assert!(!store.exists(&globex.key()).expect("exists"), "globex has no such context yet");
-    assert_eq!(store.load(&globex.key()).expect("load"), None);
-    store.insert(&globex).expect("insert");
-    store.insert(&context_of("acme", 2, 30)).expect("insert");
-    // "a" is a prefix of "acme" as text but not as a key prefix.
-    store.insert(&context_of("a", 3, 40)).expect("insert");
-
-    let running = globex.apply(
-        &change(Phase::StreamingLlmResponse { attempt: 1, message: 0 }, &[message(0, "x")]),
-        Timestamp::from_micros(50),
-    );
-    store.commit(&save(&globex, &running, &all(&running))).expect("commit");
-    assert_eq!(store.load(&acme.key()).expect("load"), Some(acme.clone()), "acme's context is untouched");
-    assert_eq!(store.load(&globex.key()).expect("load"), Some(running.clone()));
-    assert_eq!(store.interrupted().expect("active"), vec![globex.key()]);
-
-    let titles = |name: &str| {
-        let (page, _) = store.list(&tenant(name), None, 10).expect("list");
-        page.iter().map(|s| s.title.clone()).collect::<Vec<_>>()
-    };
-    assert_eq!(titles("acme"), ["ctx 2", "ctx 1"]);
-    assert_eq!(titles("globex"), ["ctx 1"]);
-    assert_eq!(titles("a"), ["ctx 3"]);
-    assert!(titles("nobody").is_empty());
-    assert_eq!((store.count(&tenant("acme")).expect("count"), store.count(&tenant("a")).expect("count")), (2, 1));
-
-    store.delete(&running).expect("delete");
-    assert_eq!(store.load(&acme.key()).expect("load"), Some(acme), "deleting globex's context left acme's");
-    assert_eq!(store.load(&globex.key()).expect("load"), None);
 }
 
 /// A data dir written before tenants (keys without the tenant prefix, in the old families)

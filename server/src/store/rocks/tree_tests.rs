@@ -1,16 +1,15 @@
-//! The conversation tree in RocksDB: versions saved beside each other, a load that reads the
-//! active path only, switches read from storage, and stores saved before branches.
-
-use std::sync::Arc;
+//! The conversation tree in RocksDB as older versions saved it: messages saved before
+//! branches are indexed at open and branch like any other. (Versions, loads and switches on
+//! every engine: `crate::store::contract`.)
 
 use ::rocksdb::{ColumnFamilyDescriptor, DB, Options};
 
 use super::{Store, keys};
 use crate::domain::{
-    Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, PathMove, Phase, Role, TenantId,
-    Timestamp,
+    Change, Context, ContextConfig, ContextId, ContextKey, PathMove, Phase, Role, TenantId, Timestamp,
 };
-use crate::store::{Save, codec};
+use crate::store::codec;
+use crate::store::contract::{save_of, say};
 
 fn new_context() -> Context {
     let key = ContextKey::new(TenantId::default_tenant(), ContextId::from_bytes([3; 16]));
@@ -18,30 +17,10 @@ fn new_context() -> Context {
 }
 
 /// Applies `change` to `ctx` and commits it the way the runtime does; returns the new state.
-pub(crate) fn commit(store: &Store, ctx: &Context, change: Change) -> Context {
+fn commit(store: &Store, ctx: &Context, change: Change) -> Context {
     let (after, save) = save_of(ctx, change);
     store.commit(&save).expect("commit");
     after
-}
-
-/// The state after `change`, and the save the runtime would make of it.
-pub(crate) fn save_of(ctx: &Context, change: Change) -> (Context, Save) {
-    let after = ctx.apply(&change, Timestamp::from_micros(i64::try_from(ctx.revision).unwrap_or(0) + 10));
-    let joined = match &change.path {
-        Some(PathMove::Switch(branch)) => branch.tail.clone(),
-        _ => Vec::new(),
-    };
-    let save = Save {
-        before: Some(Arc::new(ctx.clone())),
-        after: Arc::new(after.clone()),
-        messages: change.messages.clone(),
-        joined,
-    };
-    (after, save)
-}
-
-fn say(ctx: &Context, k: u64, role: Role, text: &str) -> Message {
-    Message::text(MessageId::new(), ctx.place(k), role, text.into(), Timestamp::from_micros(2))
 }
 
 fn texts(ctx: &Context) -> Vec<String> {
@@ -53,54 +32,6 @@ fn same_path(loaded: &Context, held: &Context) {
     assert_eq!(loaded.messages, held.messages);
     assert_eq!(loaded.shape, held.shape);
     assert_eq!((loaded.next_node, loaded.revision), (held.next_node, held.revision));
-}
-
-#[test]
-fn versions_are_saved_beside_each_other_and_a_switch_reads_them_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), true).expect("open");
-    let ctx = new_context();
-    store.insert(&ctx).expect("insert");
-    let turn = Change::to(Phase::Idle).with(say(&ctx, 0, Role::User, "q")).with(say(&ctx, 1, Role::Assistant, "a1"));
-    let ctx = commit(&store, &ctx, turn);
-    let first_reply = ctx.messages[1].id;
-
-    // A regenerated reply: the cut and the new version, as two saves.
-    let ctx = commit(&store, &ctx, Change::to(Phase::AwaitingLlmResponse { attempt: 1 }).moving(PathMove::Cut(1)));
-    let cut = store.load(&ctx.key()).expect("load").expect("exists");
-    same_path(&cut, &ctx);
-    assert_eq!(cut.forks_at(1).map(<[_]>::len), Some(1), "the old reply waits at the path's end");
-    let ctx = commit(&store, &ctx, Change::to(Phase::Idle).with(say(&ctx, 0, Role::Assistant, "a2")));
-    let loaded = store.load(&ctx.key()).expect("load").expect("exists");
-    same_path(&loaded, &ctx);
-    assert_eq!(texts(&loaded), ["q", "a2"]);
-    assert_eq!((loaded.versions(1).count, loaded.versions(1).previous), (2, Some(first_reply)));
-
-    // Switch back through what storage holds.
-    let branch = futures::executor::block_on(loaded.branch_through(&store.tree(&loaded.key()), first_reply))
-        .expect("read")
-        .expect("a switch");
-    assert_eq!(branch.keep, 1);
-    let ctx = commit(&store, &ctx, Change::to(Phase::Idle).moving(PathMove::Switch(Box::new(branch))));
-    assert_eq!(texts(&ctx), ["q", "a1"]);
-    let loaded = store.load(&ctx.key()).expect("load").expect("exists");
-    same_path(&loaded, &ctx);
-    assert_eq!(loaded.versions(1).index, 0);
-
-    // The children listing sees both versions; the first message's parent is nobody.
-    let tree = store.tree(&ctx.key());
-    let root = tree.children(None).expect("children");
-    assert_eq!(root.len(), 1);
-    let replies = tree.children(Some(root[0].node)).expect("children");
-    assert_eq!(replies.iter().map(|c| c.node).collect::<Vec<_>>(), [1, 2]);
-    assert!(replies[0].active_at > replies[1].active_at, "the switch made the first reply the latest active");
-    assert_eq!(tree.node_of(first_reply).expect("read"), Some(1));
-
-    store.delete(&ctx).expect("delete");
-    for family in [keys::CF_MESSAGES, keys::CF_CHILDREN, keys::CF_MESSAGE_IDS, keys::CF_PATHS] {
-        let cf = store.family(family).expect("cf");
-        assert!(store.db.iterator_cf(cf, ::rocksdb::IteratorMode::Start).next().is_none(), "{family} emptied");
-    }
 }
 
 /// Messages saved before branches have no depth, parent, edges or id entries: the open
