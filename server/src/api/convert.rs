@@ -66,7 +66,7 @@ pub fn tool_info(definition: &ToolDefinition, policy: ToolPolicy) -> pb::ToolInf
 
 pub fn tool_call(call: &ToolCall) -> pb::ToolCall {
     pb::ToolCall {
-        id: call.id.clone(),
+        id: call.id.as_str().to_owned(),
         name: call.name.clone(),
         arguments_json: call.arguments_json.clone(),
         approval: match call.approval {
@@ -106,7 +106,7 @@ pub fn message(message: &Message, versions: Versions) -> pb::Message {
             })
             .collect(),
         tool_calls: message.tool_calls.iter().map(tool_call).collect(),
-        tool_call_id: message.tool_call_id.clone().unwrap_or_default(),
+        tool_call_id: message.tool_call_id.as_ref().map(|id| id.as_str().to_owned()).unwrap_or_default(),
         client_message_id: message.client_message_id.clone().unwrap_or_default(),
         status: match message.status {
             MessageStatus::Streaming => pb::MessageStatus::Streaming,

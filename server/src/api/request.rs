@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::domain::ToolResult;
-use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId, MessageId, shown};
+use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId, MessageId, ToolCallId, shown};
 use crate::tools::{ArgumentSchema, truncate};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -175,11 +175,11 @@ pub fn page_size(value: i32) -> Result<usize, Status> {
 }
 
 /// Tool call ids of an ApproveTools request.
-pub fn tool_call_ids(field: &str, ids: Vec<String>) -> Result<Vec<String>, Status> {
+pub fn tool_call_ids(field: &str, ids: Vec<String>) -> Result<Vec<ToolCallId>, Status> {
     if let Some(bad) = ids.iter().find(|id| id.is_empty() || id.len() > MAX_ID_BYTES) {
         return Err(Status::invalid_argument(format!("{field}: invalid tool call id {}", shown(bad))));
     }
-    Ok(ids)
+    Ok(ids.into_iter().map(ToolCallId::from).collect())
 }
 
 #[cfg(test)]

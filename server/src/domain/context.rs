@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use super::ids::{ContextId, MessageId};
+use super::ids::{ContextId, MessageId, ToolCallId};
 use super::message::{Approval, Message, Role, ToolCall};
 use super::phase::{FsmState, Phase};
 use super::tenant::{ContextKey, TenantId};
@@ -198,13 +198,13 @@ impl Context {
     }
 
     /// Ids of the tool calls of message `seq` that already have a tool message answering them.
-    pub fn answered_calls(&self, seq: u64) -> std::collections::HashSet<&str> {
+    pub fn answered_calls(&self, seq: u64) -> std::collections::HashSet<&ToolCallId> {
         let start = usize::try_from(seq).unwrap_or(usize::MAX).saturating_add(1);
         self.messages
             .iter()
             .skip(start)
             .filter(|m| m.role == Role::Tool)
-            .filter_map(|m| m.tool_call_id.as_deref())
+            .filter_map(|m| m.tool_call_id.as_ref())
             .collect()
     }
 
@@ -227,6 +227,6 @@ impl Context {
     /// and have no result yet.
     pub fn open_calls(&self, seq: u64, calls: &[ToolCall]) -> Vec<ToolCall> {
         let answered = self.answered_calls(seq);
-        calls.iter().filter(|c| c.approval.allows_run() && !answered.contains(c.id.as_str())).cloned().collect()
+        calls.iter().filter(|c| c.approval.allows_run() && !answered.contains(&c.id)).cloned().collect()
     }
 }

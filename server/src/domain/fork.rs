@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::context::Context;
-use super::ids::MessageId;
+use super::ids::{MessageId, ToolCallId};
 use super::message::{Message, MessageStatus, Role};
 
 /// Why a context cannot be forked where asked.
@@ -41,9 +41,9 @@ impl Context {
         if last.status == MessageStatus::Streaming {
             return Err(ForkError::Streaming(last.id));
         }
-        let answered: HashSet<&str> =
-            kept.clone().filter(|m| m.role == Role::Tool).filter_map(|m| m.tool_call_id.as_deref()).collect();
-        if kept.clone().flat_map(|m| &m.tool_calls).any(|call| !answered.contains(call.id.as_str())) {
+        let answered: HashSet<&ToolCallId> =
+            kept.clone().filter(|m| m.role == Role::Tool).filter_map(|m| m.tool_call_id.as_ref()).collect();
+        if kept.clone().flat_map(|m| &m.tool_calls).any(|call| !answered.contains(&call.id)) {
             return Err(ForkError::UnansweredCalls(last.id));
         }
         // A fork is a conversation of its own, straight: nodes in path order.

@@ -1,4 +1,4 @@
-use super::ids::MessageId;
+use super::ids::{MessageId, ToolCallId};
 use super::time::Timestamp;
 use super::tool::ToolOutcome;
 use super::tree::Place;
@@ -46,7 +46,7 @@ impl Approval {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolCall {
-    pub id: String,
+    pub id: ToolCallId,
     pub name: String,
     pub arguments_json: String,
     pub approval: Approval,
@@ -74,7 +74,7 @@ pub struct Message {
     pub content: Vec<ContentPart>,
     pub tool_calls: Vec<ToolCall>,
     /// On tool messages: the call this message answers.
-    pub tool_call_id: Option<String>,
+    pub tool_call_id: Option<ToolCallId>,
     /// On user messages: the client's idempotency key.
     pub client_message_id: Option<String>,
     pub status: MessageStatus,

@@ -1,5 +1,7 @@
 //! What the state machine, the LLM providers and the tools say to each other about tools.
 
+use super::ids::ToolCallId;
+
 /// What the state machine needs to know about a tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ToolPolicy {
@@ -23,7 +25,7 @@ pub struct ToolDefinition {
 /// A tool call as the model asked for it, before any approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestedToolCall {
-    pub id: String,
+    pub id: ToolCallId,
     pub name: String,
     pub arguments_json: String,
 }

@@ -1,4 +1,4 @@
-use crate::domain::{Branch, CheckedToolCall, ContextConfig, MessageId, ToolResult, Usage};
+use crate::domain::{Branch, CheckedToolCall, ContextConfig, MessageId, ToolCallId, ToolResult, Usage};
 
 /// Something that moves a context: a client's action, or the result of an effect.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,8 +29,8 @@ pub enum Command {
     },
     /// Decides every pending tool call.
     Approve {
-        approved: Vec<String>,
-        denied: Vec<String>,
+        approved: Vec<ToolCallId>,
+        denied: Vec<ToolCallId>,
     },
     /// Renames the context or replaces its config.
     Update {
@@ -60,12 +60,12 @@ pub enum Command {
     },
     /// An external service delivers a tool call's result.
     SubmitToolResult {
-        call_id: String,
+        call_id: ToolCallId,
         result: ToolResult,
     },
     /// A tool call finished (successfully or not).
     ToolFinished {
-        call_id: String,
+        call_id: ToolCallId,
         result: ToolResult,
     },
     /// The backoff after a transient failure elapsed.

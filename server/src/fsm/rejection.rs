@@ -1,4 +1,4 @@
-use crate::domain::{FsmState, MessageId, Role};
+use crate::domain::{FsmState, MessageId, Role, ToolCallId};
 
 /// Why the state machine refused a command. A refused command changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -10,17 +10,17 @@ pub enum Rejection {
     #[error("expected revision {expected}, but the context is at revision {actual}")]
     StaleRevision { expected: u64, actual: u64 },
     #[error("no pending tool call has id {id:?}")]
-    UnknownToolCall { id: String },
+    UnknownToolCall { id: ToolCallId },
     #[error("tool call {id:?} was already decided")]
-    AlreadyDecided { id: String },
+    AlreadyDecided { id: ToolCallId },
     #[error("tool call {id:?} is listed more than once")]
-    DuplicateDecision { id: String },
-    #[error("every pending tool call must be approved or denied; undecided: {}", ids.join(", "))]
-    Undecided { ids: Vec<String> },
+    DuplicateDecision { id: ToolCallId },
+    #[error("every pending tool call must be approved or denied; undecided: {}", ids.iter().map(ToolCallId::as_str).collect::<Vec<_>>().join(", "))]
+    Undecided { ids: Vec<ToolCallId> },
     #[error("tool call {id:?} already has a different result")]
-    ToolCallAnswered { id: String },
+    ToolCallAnswered { id: ToolCallId },
     #[error("no external tool call {id:?} is waiting for a result (state {state})")]
-    NoResultExpected { id: String, state: FsmState },
+    NoResultExpected { id: ToolCallId, state: FsmState },
     #[error("message {message} is not on the active path (SwitchBranch to it first)")]
     NotOnPath { message: MessageId },
     #[error("{action} takes {} messages, and message {message} is {}", role_name(*wanted), role_name(*role))]

@@ -1,7 +1,8 @@
 use super::*;
 use crate::domain::{
     Approval, CheckedToolCall, Context, ContextConfig, ContextId, ContextKey, FsmState, Message, MessageId,
-    MessageStatus, Phase, RequestedToolCall, Role, TenantId, Timestamp, ToolOutcome, ToolPolicy, ToolResult, Usage,
+    MessageStatus, Phase, RequestedToolCall, Role, TenantId, Timestamp, ToolCallId, ToolOutcome, ToolPolicy,
+    ToolResult, Usage,
 };
 use std::cell::Cell;
 
@@ -169,7 +170,7 @@ fn tools_needing_approval_wait_for_a_decision_of_every_call() {
     assert_eq!(approvals, [Approval::Pending, Approval::AutoApproved, Approval::Pending]);
     h.apply(Command::Continue);
     assert_eq!(h.state(), FsmState::AwaitingToolApproval);
-    let pending: Vec<String> = h.ctx.pending_tool_calls().into_iter().map(|c| c.id).collect();
+    let pending: Vec<String> = h.ctx.pending_tool_calls().into_iter().map(|c| c.id.into_string()).collect();
     assert_eq!(pending, ["c1", "c3"]);
 
     let approve = |approved: &[&str], denied: &[&str]| Command::Approve {
@@ -189,7 +190,12 @@ fn tools_needing_approval_wait_for_a_decision_of_every_call() {
     let running: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(running, ["c1", "c2"]);
     assert_eq!(
-        (h.last().tool_call_id.as_deref(), h.last().text_content(), h.last().is_error(), h.last().tool_outcome),
+        (
+            h.last().tool_call_id.as_ref().map(ToolCallId::as_str),
+            h.last().text_content(),
+            h.last().is_error(),
+            h.last().tool_outcome
+        ),
         (Some("c3"), DENIED.into(), true, Some(ToolOutcome::Denied))
     );
     assert_eq!(
@@ -284,7 +290,7 @@ fn cancel_keeps_partial_text_closes_open_calls_and_rests() {
         .messages
         .iter()
         .filter(|m| m.role == Role::Tool)
-        .map(|m| (m.tool_call_id.as_deref(), m.text_content(), m.tool_outcome))
+        .map(|m| (m.tool_call_id.as_ref().map(ToolCallId::as_str), m.text_content(), m.tool_outcome))
         .collect();
     let cancelled = Some(ToolOutcome::Cancelled);
     assert_eq!(answers, [(Some("c1"), CANCELLED.into(), cancelled), (Some("c2"), CANCELLED.into(), cancelled)]);
@@ -318,7 +324,7 @@ fn resume_reissues_llm_calls_and_reruns_only_idempotent_tools() {
     let Some(Effect::RunTools { calls }) = resumed.effects().first() else { panic!("idempotent tools rerun") };
     assert_eq!(calls.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c2"]);
     assert_eq!(
-        (h.last().tool_call_id.as_deref(), h.last().text_content(), h.last().tool_outcome),
+        (h.last().tool_call_id.as_ref().map(ToolCallId::as_str), h.last().text_content(), h.last().tool_outcome),
         (Some("c1"), INTERRUPTED.into(), Some(ToolOutcome::Interrupted))
     );
     assert!(
@@ -346,7 +352,10 @@ fn calls_refused_before_saving_are_answered_in_the_same_change_and_never_pending
     let saved = finished.change().expect("a change");
     assert_eq!(saved.messages.len(), 2, "the reply and the answer to the refused call, together");
     let answer = &saved.messages[1];
-    assert_eq!((answer.tool_call_id.as_deref(), answer.tool_outcome), (Some("c1"), Some(ToolOutcome::Failed)));
+    assert_eq!(
+        (answer.tool_call_id.as_ref().map(ToolCallId::as_str), answer.tool_outcome),
+        (Some("c1"), Some(ToolOutcome::Failed))
+    );
     assert_eq!(answer.text_content(), "invalid arguments: not JSON");
     let reply = h.ctx.message(saved.messages[0].seq).expect("reply").clone();
     let approvals: Vec<Approval> = reply.tool_calls.iter().map(|c| c.approval).collect();
@@ -354,7 +363,7 @@ fn calls_refused_before_saving_are_answered_in_the_same_change_and_never_pending
 
     h.apply(Command::Continue);
     assert_eq!(h.state(), FsmState::AwaitingToolApproval);
-    let pending: Vec<String> = h.ctx.pending_tool_calls().into_iter().map(|c| c.id).collect();
+    let pending: Vec<String> = h.ctx.pending_tool_calls().into_iter().map(|c| c.id.into_string()).collect();
     assert_eq!(pending, ["c2"], "a refused call is never pending");
     let approved = h.apply(Command::Approve { approved: vec!["c2".into()], denied: vec![] });
     let Some(Effect::RunTools { calls }) = approved.effects().first() else { panic!("tools run") };

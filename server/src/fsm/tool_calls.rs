@@ -8,7 +8,8 @@ use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
 use crate::domain::{
-    Approval, Change, CheckedToolCall, Context, Message, Phase, Place, Role, ToolCall, ToolOutcome, ToolResult,
+    Approval, Change, CheckedToolCall, Context, Message, Phase, Place, Role, ToolCall, ToolCallId, ToolOutcome,
+    ToolResult,
 };
 
 /// Text of the tool message that answers a denied call.
@@ -55,7 +56,7 @@ pub fn decide(
     (calls, answers)
 }
 
-pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env) -> Result<Outcome, Rejection> {
+pub fn approve(ctx: &Context, approved: &[ToolCallId], denied: &[ToolCallId], env: &Env) -> Result<Outcome, Rejection> {
     let Phase::AwaitingToolApproval { message: seq } = ctx.phase else {
         return Err(Rejection::WrongState { action: "ApproveTools", state: ctx.state() });
     };
@@ -67,7 +68,7 @@ pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env)
     let decisions =
         approved.iter().map(|id| (id, Approval::Approved)).chain(denied.iter().map(|id| (id, Approval::Denied)));
     for (id, decision) in decisions {
-        if !seen.insert(id.as_str()) {
+        if !seen.insert(id) {
             return Err(Rejection::DuplicateDecision { id: id.clone() });
         }
         let call = message
@@ -80,7 +81,7 @@ pub fn approve(ctx: &Context, approved: &[String], denied: &[String], env: &Env)
         }
         call.approval = decision;
     }
-    let undecided: Vec<String> =
+    let undecided: Vec<ToolCallId> =
         message.tool_calls.iter().filter(|c| c.approval == Approval::Pending).map(|c| c.id.clone()).collect();
     if !undecided.is_empty() {
         return Err(Rejection::Undecided { ids: undecided });
@@ -127,12 +128,12 @@ pub fn error_answers<'a>(
     calls.into_iter().zip(0..).map(|(call, k)| tool_message(call, &error, ctx.place(k), env)).collect()
 }
 
-pub fn tool_finished(ctx: &Context, call_id: &str, result: ToolResult, env: &Env) -> Outcome {
+pub fn tool_finished(ctx: &Context, call_id: &ToolCallId, result: ToolResult, env: &Env) -> Outcome {
     let Phase::ExecutingTools { message: seq } = ctx.phase else {
         return Outcome::default();
     };
     let pending = ctx.pending_tool_calls();
-    let Some(call) = pending.iter().find(|c| c.id == call_id) else {
+    let Some(call) = pending.iter().find(|c| &c.id == call_id) else {
         // Already answered (a duplicate) or never runnable: nothing to record.
         return Outcome::default();
     };
@@ -144,9 +145,8 @@ pub fn tool_finished(ctx: &Context, call_id: &str, result: ToolResult, env: &Env
     }
 }
 
-pub fn submit(ctx: &Context, call_id: String, result: ToolResult, env: &Env) -> Result<Outcome, Rejection> {
-    let answer =
-        ctx.messages.iter().rev().find(|m| m.role == Role::Tool && m.tool_call_id.as_deref() == Some(&call_id));
+pub fn submit(ctx: &Context, call_id: ToolCallId, result: ToolResult, env: &Env) -> Result<Outcome, Rejection> {
+    let answer = ctx.messages.iter().rev().find(|m| m.role == Role::Tool && m.tool_call_id.as_ref() == Some(&call_id));
     if let Some(answer) = answer {
         // The same result again is a retry of a delivery that worked.
         return if answer.text_content() == result.output && answer.is_error() == result.is_error() {
@@ -170,7 +170,7 @@ pub fn close_open_calls(ctx: &Context, seq: u64, outcome: ToolOutcome, env: &Env
         return Vec::new();
     };
     let answered = ctx.answered_calls(seq);
-    let open: Vec<&ToolCall> = original.tool_calls.iter().filter(|c| !answered.contains(c.id.as_str())).collect();
+    let open: Vec<&ToolCall> = original.tool_calls.iter().filter(|c| !answered.contains(&c.id)).collect();
     if open.is_empty() {
         return Vec::new();
     }

@@ -69,7 +69,7 @@ fn reply_for(request: &LlmRequest) -> Vec<Result<LlmEvent, LlmError>> {
             let (name, arguments) = rest.split_once(char::is_whitespace).unwrap_or((rest, "{}"));
             let arguments = arguments.trim();
             events.push(Ok(LlmEvent::ToolCall(RequestedToolCall {
-                id: format!("call_{}", uuid::Uuid::new_v4().simple()),
+                id: format!("call_{}", uuid::Uuid::new_v4().simple()).into(),
                 name: name.to_owned(),
                 arguments_json: if arguments.is_empty() { "{}".to_owned() } else { arguments.to_owned() },
             })));

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::provider::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream};
-use crate::domain::RequestedToolCall;
 use crate::domain::Usage;
+use crate::domain::{RequestedToolCall, ToolCallId};
 
 /// The longest `Retry-After` honoured; a provider asking for more is retried after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -177,7 +177,7 @@ fn request_body(request: &LlmRequest) -> Value {
                 "role": "assistant",
                 "content": if text.is_empty() { Value::Null } else { json!(text) },
                 "tool_calls": tool_calls.iter().map(|c| json!({
-                    "id": c.id,
+                    "id": c.id.as_str(),
                     "type": "function",
                     "function": {"name": c.name, "arguments": c.arguments_json},
                 })).collect::<Vec<_>>(),
@@ -262,12 +262,12 @@ struct ToolCalls {
 impl ToolCalls {
     fn add(&mut self, delta: ToolCallDelta) {
         let call = self.by_index.entry(delta.index).or_insert_with(|| RequestedToolCall {
-            id: String::new(),
+            id: ToolCallId::default(),
             name: String::new(),
             arguments_json: String::new(),
         });
         if let Some(id) = delta.id.filter(|id| !id.is_empty()) {
-            call.id = id;
+            call.id = id.into();
         }
         if let Some(function) = delta.function {
             if let Some(name) = function.name {
@@ -281,8 +281,8 @@ impl ToolCalls {
 
     fn finish(self) -> impl Iterator<Item = RequestedToolCall> {
         self.by_index.into_values().map(|mut call| {
-            if call.id.is_empty() {
-                call.id = format!("call_{}", uuid::Uuid::new_v4().simple());
+            if call.id.as_str().is_empty() {
+                call.id = format!("call_{}", uuid::Uuid::new_v4().simple()).into();
             }
             if call.arguments_json.trim().is_empty() {
                 call.arguments_json = "{}".into();

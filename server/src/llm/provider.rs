@@ -41,7 +41,7 @@ impl LlmRequest {
         }
         for message in &self.history {
             for call in &message.tool_calls {
-                names.insert(&call.id, &call.name);
+                names.insert(call.id.as_str(), &call.name);
             }
             messages.extend(convert(message, |id| names.get(id).copied().unwrap_or_default().to_owned()));
         }
@@ -82,7 +82,7 @@ fn convert(message: &Message, tool_name: impl Fn(&str) -> String) -> Option<LlmM
                 .collect(),
         },
         Role::Tool => {
-            let id = message.tool_call_id.clone().unwrap_or_default();
+            let id = message.tool_call_id.as_ref().map(|id| id.as_str().to_owned()).unwrap_or_default();
             LlmMessage::Tool { name: tool_name(&id), tool_call_id: id, output: text }
         }
     })

@@ -20,7 +20,7 @@ use tracing::{Instrument as _, Span};
 use super::prompt;
 use super::settings::Settings;
 use super::shared::Shared;
-use crate::domain::{Context, Phase, ToolCall, ToolOutcome, ToolResult};
+use crate::domain::{Context, Phase, ToolCall, ToolCallId, ToolOutcome, ToolResult};
 use crate::fsm::{Command, Effect, LlmReply};
 use crate::llm::{LlmEvent, LlmStream};
 use crate::telemetry::{names, traces};
@@ -37,7 +37,7 @@ pub(super) struct Driver {
     events: mpsc::Sender<Event>,
     tasks: JoinSet<()>,
     /// The running tool calls (and external waits), by call id.
-    calls: HashMap<String, AbortHandle>,
+    calls: HashMap<ToolCallId, AbortHandle>,
     generation: u64,
 }
 
@@ -137,7 +137,7 @@ impl Driver {
         if self.calls.is_empty() {
             return;
         }
-        let waiting: Vec<String> = match ctx.phase {
+        let waiting: Vec<ToolCallId> = match ctx.phase {
             Phase::ExecutingTools { .. } => ctx.pending_tool_calls().into_iter().map(|c| c.id).collect(),
             _ => Vec::new(),
         };

@@ -13,13 +13,13 @@ use crate::tools::ToolRegistry;
 /// the label set with the names they declare.
 pub(super) fn count_tool_answers(ctx: &Context, saved: &[Arc<Message>], tools: &ToolRegistry) {
     for answer in saved.iter().filter(|m| m.role == Role::Tool) {
-        let Some(call_id) = answer.tool_call_id.as_deref() else { continue };
+        let Some(call_id) = answer.tool_call_id.as_ref() else { continue };
         let outcome = answer.tool_outcome.map_or("error", ToolOutcome::label);
         let name = ctx
             .messages
             .iter()
             .rev()
-            .find_map(|m| m.tool_calls.iter().find(|c| c.id == call_id))
+            .find_map(|m| m.tool_calls.iter().find(|c| &c.id == call_id))
             .map(|call| match call.name.as_str() {
                 builtin if tools.has(builtin) => builtin.to_owned(),
                 _ if call.external => "external".to_owned(),

@@ -2,7 +2,9 @@
 
 use super::message_id;
 use super::schema::*;
-use crate::domain::{Approval, ContentPart, Message, MessageStatus, Role, Timestamp, ToolCall, ToolOutcome, Usage};
+use crate::domain::{
+    Approval, ContentPart, Message, MessageStatus, Role, Timestamp, ToolCall, ToolCallId, ToolOutcome, Usage,
+};
 use crate::store::error::Error;
 
 pub fn message_to_stored(message: &Message) -> StoredMessage {
@@ -26,7 +28,7 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
             .tool_calls
             .iter()
             .map(|call| StoredToolCall {
-                id: call.id.clone(),
+                id: call.id.as_str().to_owned(),
                 name: call.name.clone(),
                 arguments_json: call.arguments_json.clone(),
                 approval: match call.approval {
@@ -38,7 +40,7 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
                 external: call.external,
             })
             .collect(),
-        tool_call_id: message.tool_call_id.clone(),
+        tool_call_id: message.tool_call_id.as_ref().map(|id| id.as_str().to_owned()),
         client_message_id: message.client_message_id.clone(),
         status: match message.status {
             MessageStatus::Streaming => 1,
@@ -134,10 +136,10 @@ pub fn message_from_stored(node: u64, stored: StoredMessage) -> Result<Message, 
                     4 => Approval::AutoApproved,
                     other => return Err(corrupt("approval", other)),
                 };
-                Ok(ToolCall { id, name, arguments_json, approval, external })
+                Ok(ToolCall { id: id.into(), name, arguments_json, approval, external })
             })
             .collect::<Result<_, _>>()?,
-        tool_call_id,
+        tool_call_id: tool_call_id.map(ToolCallId::from),
         client_message_id,
         status: match status {
             1 => MessageStatus::Streaming,
