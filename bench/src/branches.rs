@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ctxd::domain::{
-    Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Place, Role, Sibling, TenantId, Timestamp,
+    Context, ContextConfig, ContextId, ContextKey, Message, MessageId, NodeId, Place, Role, Sibling, TenantId,
+    Timestamp,
 };
 use ctxd::store::{Save, Store};
 use ctxd_tests::v1 as pb;
@@ -134,8 +135,7 @@ fn context(store: &Store, path: u64, branches: u64, tail: u64, spread: bool) -> 
     let text = |seq: u64| format!("message {seq} of a conversation used to measure ctxd");
     let message =
         |place: Place| Arc::new(Message::text(MessageId::new(), place, role(place.seq), text(place.seq), now));
-    let on_path: Vec<Arc<Message>> =
-        (0..path).map(|seq| message(Place { seq, node: seq, parent: seq.checked_sub(1) })).collect();
+    let on_path: Vec<Arc<Message>> = (0..path).map(|seq| message(Place::straight(seq))).collect();
     let mut abandoned = Vec::new();
     let mut groups: std::collections::BTreeMap<u64, Vec<Sibling>> = std::collections::BTreeMap::new();
     for b in 0..branches {
@@ -143,11 +143,18 @@ fn context(store: &Store, path: u64, branches: u64, tail: u64, spread: bool) -> 
         let first = path + b * tail;
         for k in 0..tail {
             let parent = if k == 0 { seq.checked_sub(1) } else { Some(first + k - 1) };
-            abandoned.push(message(Place { seq: seq + k, node: first + k, parent }));
+            abandoned.push(message(Place {
+                seq: seq + k,
+                node: NodeId::new(first + k),
+                parent: parent.map(NodeId::new),
+            }));
         }
         let own = on_path[usize::try_from(seq).unwrap_or(0)].id;
-        let group = groups.entry(seq).or_insert_with(|| vec![Sibling { node: seq, id: own }]);
-        group.push(Sibling { node: first, id: abandoned[abandoned.len() - usize::try_from(tail).unwrap_or(0)].id });
+        let group = groups.entry(seq).or_insert_with(|| vec![Sibling { node: NodeId::new(seq), id: own }]);
+        group.push(Sibling {
+            node: NodeId::new(first),
+            id: abandoned[abandoned.len() - usize::try_from(tail).unwrap_or(0)].id,
+        });
     }
     let forks: imbl::OrdMap<u64, Arc<[Sibling]>> =
         groups.into_iter().map(|(seq, group)| (seq, Arc::from(group))).collect();
@@ -162,7 +169,7 @@ fn context(store: &Store, path: u64, branches: u64, tail: u64, spread: bool) -> 
     for message in &on_path {
         full.put_message(Arc::clone(message));
     }
-    full.next_node = path + branches * tail;
+    full.next_node = NodeId::new(path + branches * tail);
     Arc::make_mut(&mut full.shape).forks = forks;
     full.revision = 3;
     commit(&full, on_path);

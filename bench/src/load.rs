@@ -27,7 +27,7 @@ pub fn fill(dir: &Path, contexts: usize, messages: u64) -> Vec<ContextId> {
             .map(|seq| {
                 let role = if seq % 2 == 0 { Role::User } else { Role::Assistant };
                 let text = format!("message {seq} of a conversation used to measure ctxd");
-                let place = Place { seq, node: seq, parent: seq.checked_sub(1) };
+                let place = Place::straight(seq);
                 Arc::new(Message::text(MessageId::new(), place, role, text, now))
             })
             .collect();

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::Status;
 
-use crate::domain::{ContextId, ListPosition, Timestamp};
+use crate::domain::{ContextId, ListPosition, NodeId, Timestamp};
 
 /// The layout of ListContexts tokens: version, updated_at (µs, big-endian), context id.
 const CONTEXTS_VERSION: u8 = 1;
@@ -62,13 +62,13 @@ pub fn encode(position: Option<ListPosition>) -> String {
 }
 
 /// The node to continue after in a ListMessages page; `None` for the first page.
-pub fn decode_node(token: &str) -> Result<Option<u64>, Status> {
-    Ok(open::<8>(token, MESSAGES_VERSION)?.map(u64::from_be_bytes))
+pub fn decode_node(token: &str) -> Result<Option<NodeId>, Status> {
+    Ok(open::<8>(token, MESSAGES_VERSION)?.map(|bytes| NodeId::new(u64::from_be_bytes(bytes))))
 }
 
 /// The ListMessages token of a page that ended at `node`; empty when there is no next page.
-pub fn encode_node(node: Option<u64>) -> String {
-    node.map(|node| seal(MESSAGES_VERSION, &node.to_be_bytes())).unwrap_or_default()
+pub fn encode_node(node: Option<NodeId>) -> String {
+    node.map(|node| seal(MESSAGES_VERSION, &node.get().to_be_bytes())).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -95,8 +95,8 @@ mod tests {
         let next_version = URL_SAFE_NO_PAD.encode(&bytes);
         // The raw by-updated key that tokens used to be.
         let old_layout = URL_SAFE_NO_PAD.encode([9u8; 24]);
-        let node_token = encode_node(Some(7));
-        assert_eq!(decode_node(&node_token).ok().flatten(), Some(7));
+        let node_token = encode_node(Some(NodeId::new(7)));
+        assert_eq!(decode_node(&node_token).ok().flatten(), Some(NodeId::new(7)));
         assert_eq!(decode_node(&token).err().map(|s| s.code()), Some(tonic::Code::InvalidArgument), "not a node token");
         let bad = ["%%%", "AAAA", "not-a-token", &next_version, &old_layout, &token[..token.len() - 1], &node_token];
         for bad in bad.iter().copied().chain(tampered.iter().map(String::as_str)) {

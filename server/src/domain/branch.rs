@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use super::context::Context;
-use super::ids::MessageId;
+use super::ids::{MessageId, NodeId};
 use super::message::Message;
 use super::tree::Sibling;
 
 /// A child of a message, as storage indexes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Child {
-    pub node: u64,
+    pub node: NodeId,
     pub id: MessageId,
     /// The revision at which it last joined the active path: a switch continues down the
     /// most recently active child.
@@ -23,11 +23,11 @@ pub struct Child {
 pub trait TreeReader: Sync {
     type Error: Send;
     /// The node of message `id`, if the context has it (on any branch).
-    fn node_of(&self, id: MessageId) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
+    fn node_of(&self, id: MessageId) -> impl Future<Output = Result<Option<NodeId>, Self::Error>> + Send;
     /// The message with number `node`, which the context has.
-    fn message(&self, node: u64) -> impl Future<Output = Result<Message, Self::Error>> + Send;
+    fn message(&self, node: NodeId) -> impl Future<Output = Result<Message, Self::Error>> + Send;
     /// The children of `parent` (`None`: the first messages), oldest first.
-    fn children(&self, parent: Option<u64>) -> impl Future<Output = Result<Vec<Child>, Self::Error>> + Send;
+    fn children(&self, parent: Option<NodeId>) -> impl Future<Output = Result<Vec<Child>, Self::Error>> + Send;
 }
 
 /// A path to switch to: the active path's first `keep` messages, then `tail`.

@@ -132,7 +132,7 @@ impl Context {
     /// shape is replaced only if the message starts a segment or is a new version.
     fn join(&mut self, message: Arc<Message>) {
         let after = self.messages.last().map(|m| m.node);
-        let starts_segment = self.shape.segments.is_empty() || after.is_none_or(|a| a + 1 != message.node);
+        let starts_segment = self.shape.segments.is_empty() || after.is_none_or(|a| a.next() != message.node);
         let new_version = self.shape.forks.get(&message.seq).is_some_and(|g| !g.iter().any(|s| s.node == message.node));
         if starts_segment || new_version {
             let shape = Arc::make_mut(&mut self.shape);
@@ -144,7 +144,7 @@ impl Context {
                 shape.forks.insert(message.seq, grown);
             }
         }
-        self.next_node = self.next_node.max(message.node + 1);
+        self.next_node = self.next_node.max(message.node.next());
         self.messages.push_back(message);
     }
 
@@ -182,7 +182,7 @@ mod tests {
     use crate::domain::{ContextId, ContextKey, MessageStatus, Place, Role, TenantId};
 
     fn message(seq: u64, text: &str) -> Message {
-        let place = Place { seq, node: seq, parent: seq.checked_sub(1) };
+        let place = Place::straight(seq);
         Message::text(MessageId::new(), place, Role::Assistant, text.into(), Timestamp::from_micros(3))
     }
 

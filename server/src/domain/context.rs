@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use super::ids::{ContextId, MessageId, ToolCallId};
+use super::ids::{ContextId, MessageId, NodeId, ToolCallId};
 use super::message::{Approval, Message, Role, ToolCall};
 use super::phase::{FsmState, Phase};
 use super::tenant::{ContextKey, TenantId};
@@ -68,7 +68,7 @@ pub struct Context {
     /// left the active path stay until the context is reloaded: a resend still adds nothing.
     pub client_ids: imbl::HashMap<String, u64>,
     /// The number the next new message gets.
-    pub next_node: u64,
+    pub next_node: NodeId,
     /// The branch the active path takes (replaced, never changed in place, when it changes:
     /// a save compares pointers to know whether to write it).
     pub shape: Arc<PathShape>,
@@ -119,7 +119,7 @@ impl Context {
             updated_at: now,
             messages: imbl::Vector::new(),
             client_ids: imbl::HashMap::new(),
-            next_node: 0,
+            next_node: NodeId::default(),
             shape: Arc::default(),
             by_id: imbl::HashMap::new(),
         }
@@ -129,9 +129,9 @@ impl Context {
     pub fn place(&self, k: u64) -> Place {
         let parent = match k {
             0 => self.messages.last().map(|m| m.node),
-            _ => Some(self.next_node + k - 1),
+            _ => Some(self.next_node.plus(k - 1)),
         };
-        Place { seq: self.next_seq() + k, node: self.next_node + k, parent }
+        Place { seq: self.next_seq() + k, node: self.next_node.plus(k), parent }
     }
 
     /// The place of a new version of the message at depth `seq` of the active path: a new

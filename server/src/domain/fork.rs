@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::context::Context;
 use super::ids::{MessageId, ToolCallId};
 use super::message::{Message, MessageStatus, Role};
+use super::tree::Place;
 
 /// Why a context cannot be forked where asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,7 +49,10 @@ impl Context {
         }
         // A fork is a conversation of its own, straight: nodes in path order.
         Ok(kept
-            .map(|m| Arc::new(Message { id: new_id(), node: m.seq, parent: m.seq.checked_sub(1), ..(**m).clone() }))
+            .map(|m| {
+                let Place { node, parent, .. } = Place::straight(m.seq);
+                Arc::new(Message { id: new_id(), node, parent, ..(**m).clone() })
+            })
             .collect())
     }
 }
@@ -59,7 +63,7 @@ mod tests {
     use crate::domain::{Approval, ContextConfig, ContextId, ContextKey, Place, TenantId, Timestamp, ToolCall};
 
     fn message(seq: u64, role: Role, text: &str) -> Message {
-        let place = Place { seq, node: seq, parent: seq.checked_sub(1) };
+        let place = Place::straight(seq);
         Message::text(MessageId::new(), place, role, text.into(), Timestamp::from_micros(1))
     }
 

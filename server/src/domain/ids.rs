@@ -111,3 +111,34 @@ impl PartialEq<&str> for ToolCallId {
         self.0 == *other
     }
 }
+
+/// A message's number in its context, in creation order: the key it is stored under and
+/// what its children name as their parent. Not its depth on the path (`seq`): once a
+/// conversation has versions, the two differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct NodeId(u64);
+
+impl NodeId {
+    pub const fn new(number: u64) -> Self {
+        Self(number)
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The node `k` numbers after this one (a segment's nodes are consecutive).
+    pub const fn plus(self, k: u64) -> Self {
+        Self(self.0 + k)
+    }
+
+    pub const fn next(self) -> Self {
+        self.plus(1)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -1,4 +1,4 @@
-use super::ids::{MessageId, ToolCallId};
+use super::ids::{MessageId, NodeId, ToolCallId};
 use super::time::Timestamp;
 use super::tool::ToolOutcome;
 use super::tree::Place;
@@ -67,9 +67,9 @@ pub struct Message {
     pub seq: u64,
     /// Its number in the context, in creation order; also the storage key, so saving one
     /// message never rewrites the others.
-    pub node: u64,
+    pub node: NodeId,
     /// The node of the message it follows; `None` for a first message.
-    pub parent: Option<u64>,
+    pub parent: Option<NodeId>,
     pub role: Role,
     pub content: Vec<ContentPart>,
     pub tool_calls: Vec<ToolCall>,

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::ids::MessageId;
+use super::ids::{MessageId, NodeId};
 
 /// Where a new message goes in its context's tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,15 +15,23 @@ pub struct Place {
     /// Depth: its position on the active path.
     pub seq: u64,
     /// Its number in the context, in creation order (the storage key).
-    pub node: u64,
+    pub node: NodeId,
     /// The node of the message it follows; `None` for a first message.
-    pub parent: Option<u64>,
+    pub parent: Option<NodeId>,
+}
+
+impl Place {
+    /// Depth `seq` of a conversation without versions, whose nodes follow the path (a fork's
+    /// copy, a context saved before branches): node `seq`, after node `seq - 1`.
+    pub fn straight(seq: u64) -> Self {
+        Place { seq, node: NodeId::new(seq), parent: seq.checked_sub(1).map(NodeId::new) }
+    }
 }
 
 /// One version at a depth of the active path: a child of the same parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sibling {
-    pub node: u64,
+    pub node: NodeId,
     pub id: MessageId,
 }
 
@@ -34,7 +42,7 @@ pub struct Sibling {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     pub seq: u64,
-    pub node: u64,
+    pub node: NodeId,
 }
 
 /// Which branch the active path takes, beyond its messages: its segments, and at each depth
@@ -78,7 +86,7 @@ impl Versions {
     }
 
     /// Where node `node` stands in `group` (the children of `parent`, oldest first).
-    pub fn within(group: &[Sibling], node: u64, parent: Option<MessageId>) -> Self {
+    pub fn within(group: &[Sibling], node: NodeId, parent: Option<MessageId>) -> Self {
         let Some(index) = group.iter().position(|s| s.node == node) else {
             return Self::only(parent);
         };

@@ -4,7 +4,7 @@
 use super::contexts::Contexts;
 use super::error::{Error, Result};
 use crate::domain::{
-    ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId, TreeReader, Versions,
+    ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, Sibling, TenantId, TreeReader, Versions,
 };
 use crate::store::Tree;
 
@@ -26,9 +26,9 @@ impl Contexts {
         &self,
         key: &ContextKey,
         parent: Option<MessageId>,
-        after: Option<u64>,
+        after: Option<NodeId>,
         limit: usize,
-    ) -> Result<(Vec<(Message, Versions)>, Option<u64>)> {
+    ) -> Result<(Vec<(Message, Versions)>, Option<NodeId>)> {
         let store = &*self.shared.store;
         if !store.exists(key).await? {
             return Err(Error::NotFound(key.id));
@@ -44,7 +44,7 @@ impl Contexts {
         };
         let children = tree.children(parent).await?;
         let group: Vec<Sibling> = children.iter().map(|c| Sibling { node: c.node, id: c.id }).collect();
-        let page: Vec<u64> =
+        let page: Vec<NodeId> =
             children.iter().map(|c| c.node).filter(|n| after.is_none_or(|a| *n > a)).take(limit).collect();
         let next = (page.len() == limit).then(|| page.last().copied()).flatten();
         let messages = store.messages(key, &page).await?;

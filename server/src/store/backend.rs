@@ -14,7 +14,7 @@ use super::dump::Dump;
 use super::error::Result;
 use super::save::Save;
 use crate::domain::{
-    Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, TenantId, TreeReader,
+    Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, TenantId, TreeReader,
 };
 
 /// Messages read from a store at once while dumping a context.
@@ -81,14 +81,15 @@ pub trait Backend: Send + Sync {
     /// such context.
     async fn dump(&self, key: &ContextKey) -> Result<Option<Dump>> {
         let Some(context) = self.load(key).await? else { return Ok(None) };
-        let mut messages = Vec::with_capacity(usize::try_from(context.next_node).unwrap_or(0));
+        let end = context.next_node.get();
+        let mut messages = Vec::with_capacity(usize::try_from(end).unwrap_or(0));
         let mut from = 0;
-        while from < context.next_node {
-            let nodes: Vec<u64> = (from..context.next_node.min(from + DUMP_BATCH)).collect();
+        while from < end {
+            let nodes: Vec<NodeId> = (from..end.min(from + DUMP_BATCH)).map(NodeId::new).collect();
             messages.extend(self.messages(key, &nodes).await?.into_iter().map(Arc::new));
             from += DUMP_BATCH;
         }
-        let mut families: BTreeMap<Option<u64>, usize> = BTreeMap::new();
+        let mut families: BTreeMap<Option<NodeId>, usize> = BTreeMap::new();
         for message in &messages {
             *families.entry(message.parent).or_default() += 1;
         }
@@ -103,13 +104,13 @@ pub trait Backend: Send + Sync {
     }
 
     /// The node of message `id` of context `key`, on any branch.
-    async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<u64>>;
+    async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<NodeId>>;
 
     /// The messages of context `key` numbered `nodes`, in that order (each must exist).
-    async fn messages(&self, key: &ContextKey, nodes: &[u64]) -> Result<Vec<Message>>;
+    async fn messages(&self, key: &ContextKey, nodes: &[NodeId]) -> Result<Vec<Message>>;
 
     /// The children of `parent` (`None`: the first messages) of context `key`, oldest first.
-    async fn children(&self, key: &ContextKey, parent: Option<u64>) -> Result<Vec<Child>>;
+    async fn children(&self, key: &ContextKey, parent: Option<NodeId>) -> Result<Vec<Child>>;
 
     /// Waits until everything saved of `key` by this process is written in full (a store that
     /// finishes a save behind it, like NATS, is done with it), so another process may take the
@@ -145,16 +146,16 @@ impl<'a> Tree<'a> {
 impl TreeReader for Tree<'_> {
     type Error = super::Error;
 
-    async fn node_of(&self, id: MessageId) -> Result<Option<u64>> {
+    async fn node_of(&self, id: MessageId) -> Result<Option<NodeId>> {
         self.backend.node_of(self.key, id).await
     }
 
-    async fn message(&self, node: u64) -> Result<Message> {
+    async fn message(&self, node: NodeId) -> Result<Message> {
         let mut found = self.backend.messages(self.key, &[node]).await?;
         found.pop().ok_or_else(|| super::Error::Corrupt(format!("context {}: message {node} is missing", self.key)))
     }
 
-    async fn children(&self, parent: Option<u64>) -> Result<Vec<Child>> {
+    async fn children(&self, parent: Option<NodeId>) -> Result<Vec<Child>> {
         self.backend.children(self.key, parent).await
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{Backend, Inserted, Save, Tree};
 use crate::domain::{
     Approval, Change, Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, MessageId, MessageStatus,
-    PathMove, Phase, Place, Role, TenantId, Timestamp, ToolCall, Usage,
+    NodeId, PathMove, Phase, Place, Role, TenantId, Timestamp, ToolCall, Usage,
 };
 
 pub fn tenant(name: &str) -> TenantId {
@@ -36,7 +36,7 @@ pub fn context_of(tenant_name: &str, n: u8, at: i64) -> Context {
 
 /// An assistant message at `seq` of a path without versions, using every field.
 pub fn message(seq: u64, text: &str) -> Arc<Message> {
-    let place = Place { seq, node: seq, parent: seq.checked_sub(1) };
+    let place = Place::straight(seq);
     let mut m = Message::text(MessageId::new(), place, Role::Assistant, text.into(), Timestamp::from_micros(5));
     m.tool_calls = vec![ToolCall {
         id: "c".into(),
@@ -231,10 +231,10 @@ pub async fn versions_sit_beside_each_other(store: &dyn Backend) {
     let root = store.children(&key, None).await.expect("children");
     assert_eq!(root.len(), 1);
     let replies = store.children(&key, Some(root[0].node)).await.expect("children");
-    assert_eq!(replies.iter().map(|c| c.node).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(replies.iter().map(|c| c.node.get()).collect::<Vec<_>>(), [1, 2]);
     assert!(replies[0].active_at > replies[1].active_at, "the switch made the first reply the latest active");
-    assert_eq!(store.node_of(&key, first_reply).await.expect("read"), Some(1));
-    let both = store.messages(&key, &[1, 2]).await.expect("messages");
+    assert_eq!(store.node_of(&key, first_reply).await.expect("read"), Some(NodeId::new(1)));
+    let both = store.messages(&key, &[NodeId::new(1), NodeId::new(2)]).await.expect("messages");
     assert_eq!(both.iter().map(Message::text_content).collect::<Vec<_>>(), ["a1", "a2"]);
 
     store.delete(Arc::new(ctx)).await.expect("delete");

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::codec;
 use super::error::{Error, Result};
-use crate::domain::{Context, Message};
+use crate::domain::{Context, Message, NodeId};
 
 #[derive(Debug, Clone)]
 pub struct Dump {
@@ -18,7 +18,7 @@ pub struct Dump {
     /// Where a parent has several children: each child's node and the revision it was last
     /// active at (which branch a switch into that subtree follows). A lone child has no
     /// choice to remember, so none is kept for it.
-    pub active_at: Vec<(u64, u64)>,
+    pub active_at: Vec<(NodeId, u64)>,
 }
 
 impl Dump {
@@ -26,14 +26,16 @@ impl Dump {
     /// the active path is made of them.
     pub fn check(&self) -> Result<()> {
         let key = self.context.key();
-        if self.messages.len() as u64 != self.context.next_node {
+        if self.messages.len() as u64 != self.context.next_node.get() {
             return Err(Error::Corrupt(format!(
                 "context {key}: {} messages, but the next is numbered {}",
                 self.messages.len(),
                 self.context.next_node
             )));
         }
-        if let Some((node, message)) = self.messages.iter().enumerate().find(|(node, m)| m.node != *node as u64) {
+        if let Some((node, message)) =
+            self.messages.iter().enumerate().find(|(node, m)| m.node != NodeId::new(*node as u64))
+        {
             return Err(Error::Corrupt(format!("context {key}: message {} is at node {node}", message.node)));
         }
         if let Some(message) = self.context.messages.iter().find(|m| self.message(m.node).map(|s| s.id) != Some(m.id)) {
@@ -42,8 +44,8 @@ impl Dump {
         Ok(())
     }
 
-    pub fn message(&self, node: u64) -> Option<&Arc<Message>> {
-        self.messages.get(usize::try_from(node).ok()?)
+    pub fn message(&self, node: NodeId) -> Option<&Arc<Message>> {
+        self.messages.get(usize::try_from(node.get()).ok()?)
     }
 
     /// SHA-256 (hex) of everything the dump holds, in the storage schema: two stores hold
@@ -58,14 +60,14 @@ impl Dump {
         part(&codec::encode(&codec::context_to_stored(&self.context)));
         part(&codec::encode(&codec::path_to_stored(&self.context.shape)));
         for message in &self.context.messages {
-            part(&message.node.to_be_bytes());
+            part(&message.node.get().to_be_bytes());
         }
         for message in &self.messages {
-            part(&message.node.to_be_bytes());
+            part(&message.node.get().to_be_bytes());
             part(&codec::encode(&codec::message_to_stored(message)));
         }
         for (node, active_at) in &self.active_at {
-            part(&node.to_be_bytes());
+            part(&node.get().to_be_bytes());
             part(&active_at.to_be_bytes());
         }
         hex::encode(hash.finalize())

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Context, Message};
+use crate::domain::{Context, Message, NodeId};
 
 /// One change of a context, written atomically: the context as the store holds it now and
 /// as it is to be. Each engine derives what it needs from the two (RocksDB: which index
@@ -28,7 +28,7 @@ impl Save {
     }
 
     /// Messages numbered from here on are new: their edges and ids are written with them.
-    pub fn new_from_node(&self) -> u64 {
-        self.before.as_ref().map_or(0, |before| before.next_node)
+    pub fn new_from_node(&self) -> NodeId {
+        self.before.as_ref().map_or(NodeId::default(), |before| before.next_node)
     }
 }

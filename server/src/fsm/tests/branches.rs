@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use super::*;
-use crate::domain::{Child, PathMove, TreeReader, Versions};
+use crate::domain::{Child, NodeId, PathMove, TreeReader, Versions};
 
 /// Every message ever saved, and when each last joined the active path: what storage holds.
 #[derive(Default)]
 struct Saved {
-    messages: BTreeMap<u64, Message>,
-    active_at: BTreeMap<u64, u64>,
+    messages: BTreeMap<NodeId, Message>,
+    active_at: BTreeMap<NodeId, u64>,
 }
 
 impl Saved {
@@ -33,15 +33,15 @@ impl Saved {
 impl TreeReader for Saved {
     type Error = Infallible;
 
-    async fn node_of(&self, id: MessageId) -> Result<Option<u64>, Infallible> {
+    async fn node_of(&self, id: MessageId) -> Result<Option<NodeId>, Infallible> {
         Ok(self.messages.values().find(|m| m.id == id).map(|m| m.node))
     }
 
-    async fn message(&self, node: u64) -> Result<Message, Infallible> {
+    async fn message(&self, node: NodeId) -> Result<Message, Infallible> {
         Ok(self.messages[&node].clone())
     }
 
-    async fn children(&self, parent: Option<u64>) -> Result<Vec<Child>, Infallible> {
+    async fn children(&self, parent: Option<NodeId>) -> Result<Vec<Child>, Infallible> {
         Ok(self
             .messages
             .values()

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::schema::*;
 use crate::domain::{
-    Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, PathShape, Phase, Segment, Sibling, Timestamp,
+    Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, NodeId, PathShape, Phase, Segment, Sibling,
+    Timestamp,
 };
 use crate::store::error::Error;
 
@@ -18,7 +19,7 @@ pub fn context_to_stored(ctx: &Context) -> StoredContext {
         created_at_us: ctx.created_at.as_micros(),
         updated_at_us: ctx.updated_at.as_micros(),
         message_count: ctx.next_seq(),
-        next_node: ctx.next_node,
+        next_node: ctx.next_node.get(),
         phase: Some(phase_to_stored(&ctx.phase)),
         external_tools: ctx
             .config
@@ -39,7 +40,7 @@ pub fn context_to_stored(ctx: &Context) -> StoredContext {
 
 pub fn path_to_stored(shape: &PathShape) -> StoredPath {
     StoredPath {
-        segments: shape.segments.iter().map(|s| StoredSegment { seq: s.seq, node: s.node }).collect(),
+        segments: shape.segments.iter().map(|s| StoredSegment { seq: s.seq, node: s.node.get() }).collect(),
         forks: shape.forks.keys().copied().collect(),
     }
 }
@@ -47,8 +48,8 @@ pub fn path_to_stored(shape: &PathShape) -> StoredPath {
 /// The segments of a saved path; a context saved before branches has one, from node 0.
 pub fn segments_from_stored(stored: Option<&StoredPath>) -> Vec<Segment> {
     match stored {
-        Some(path) => path.segments.iter().map(|s| Segment { seq: s.seq, node: s.node }).collect(),
-        None => vec![Segment { seq: 0, node: 0 }],
+        Some(path) => path.segments.iter().map(|s| Segment { seq: s.seq, node: NodeId::new(s.node) }).collect(),
+        None => vec![Segment { seq: 0, node: NodeId::new(0) }],
     }
 }
 
@@ -118,7 +119,7 @@ pub fn context_from_stored(
     for message in messages {
         ctx.put_message(Arc::new(message));
     }
-    ctx.next_node = ctx.next_node.max(next_node);
+    ctx.next_node = ctx.next_node.max(NodeId::new(next_node));
     if !forks.is_empty() {
         let shape = Arc::make_mut(&mut ctx.shape);
         shape.forks = forks.into_iter().collect();

@@ -3,7 +3,8 @@
 use super::message_id;
 use super::schema::*;
 use crate::domain::{
-    Approval, ContentPart, Message, MessageStatus, Role, Timestamp, ToolCall, ToolCallId, ToolOutcome, Usage,
+    Approval, ContentPart, Message, MessageStatus, NodeId, Place, Role, Timestamp, ToolCall, ToolCallId, ToolOutcome,
+    Usage,
 };
 use crate::store::error::Error;
 
@@ -64,12 +65,12 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
         model: message.model.clone(),
         created_at_us: message.created_at.as_micros(),
         depth: Some(message.seq),
-        parent: message.parent,
+        parent: message.parent.map(NodeId::get),
     }
 }
 
 /// The message saved as node `node`.
-pub fn message_from_stored(node: u64, stored: StoredMessage) -> Result<Message, Error> {
+pub fn message_from_stored(node: NodeId, stored: StoredMessage) -> Result<Message, Error> {
     let StoredMessage {
         id,
         role,
@@ -102,9 +103,10 @@ pub fn message_from_stored(node: u64, stored: StoredMessage) -> Result<Message, 
     };
     let id = message_id(&id, format_args!("message {node}"))?;
     // Saved before branches: node = depth, and each message follows the one before.
-    let (seq, parent) = match depth {
-        Some(depth) => (depth, parent),
-        None => (node, node.checked_sub(1)),
+    // Saved before branches: the conversation was straight.
+    let Place { seq, parent, .. } = match depth {
+        Some(depth) => Place { seq: depth, node, parent: parent.map(NodeId::new) },
+        None => Place::straight(node.get()),
     };
     Ok(Message {
         id,

@@ -3,7 +3,7 @@
 //! stored records; `context` and `message` convert them to and from the domain.
 
 use super::error::Error;
-use crate::domain::{Message, MessageId};
+use crate::domain::{Message, MessageId, NodeId};
 
 mod context;
 mod message;
@@ -18,7 +18,7 @@ const FORMAT_V1: u8 = 1;
 
 /// The node whose children are the versions at depth `seq` of a loaded path (`None`: the
 /// first messages).
-pub fn parent_at(path: &[Message], seq: u64) -> Option<u64> {
+pub fn parent_at(path: &[Message], seq: u64) -> Option<NodeId> {
     seq.checked_sub(1).and_then(|before| path.get(usize::try_from(before).ok()?)).map(|m| m.node)
 }
 

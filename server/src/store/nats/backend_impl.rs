@@ -8,7 +8,9 @@ use futures::TryStreamExt;
 
 use super::layout::{StoredJoined, StoredNodeMessage, StoredRecord};
 use super::{Nats, PATIENCE, RESTORE_RECORD_BYTES, unavailable};
-use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, Sibling, TenantId};
+use crate::domain::{
+    Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, Sibling, TenantId,
+};
 use crate::store::backend::{Backend, Change, Inserted};
 use crate::store::codec::{self, StoredNode};
 use crate::store::dump::Dump;
@@ -45,7 +47,7 @@ impl Backend for Nats {
         let mut nodes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
         for (i, segment) in segments.iter().enumerate() {
             let end = segments.get(i + 1).map_or(length, |next| next.seq);
-            nodes.extend((0..end.saturating_sub(segment.seq)).map(|k| segment.node + k));
+            nodes.extend((0..end.saturating_sub(segment.seq)).map(|k| segment.node.plus(k)));
         }
         let messages = self.read_messages(key, &nodes).await?;
         for (seq, message) in messages.iter().enumerate() {
@@ -63,7 +65,10 @@ impl Backend for Nats {
             async move {
                 let list = self.children_list(key, parent).await?;
                 let siblings = list.children.into_iter().map(|c| {
-                    Ok(Sibling { node: c.node, id: codec::message_id(&c.id, format_args!("child {}", c.node))? })
+                    Ok(Sibling {
+                        node: NodeId::new(c.node),
+                        id: codec::message_id(&c.id, format_args!("child {}", c.node))?,
+                    })
                 });
                 Ok::<_, Error>((seq, siblings.collect::<Result<Arc<[Sibling]>>>()?))
             }
@@ -126,7 +131,7 @@ impl Backend for Nats {
             }
             bytes += size;
             if let Some(chunk) = chunks.last_mut() {
-                chunk.push(StoredNodeMessage { node: message.node, message: Some(stored) });
+                chunk.push(StoredNodeMessage { node: message.node.get(), message: Some(stored) });
             }
         }
         let last = chunks.len() - 1;
@@ -140,7 +145,7 @@ impl Backend for Nats {
                     .iter()
                     .map(|&(node, active_at)| {
                         let parent = dump.message(node).and_then(|m| m.parent);
-                        StoredJoined { node, parent, active_at: Some(active_at) }
+                        StoredJoined { node: node.get(), parent: parent.map(NodeId::get), active_at: Some(active_at) }
                     })
                     .collect();
             }
@@ -150,22 +155,22 @@ impl Backend for Nats {
         Ok(Inserted::Saved)
     }
 
-    async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<u64>> {
+    async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<NodeId>> {
         if !self.derived(key).await? {
             return Ok(None);
         }
         match self.last(&self.tree, &self.layout.message_id(key, &id)).await? {
-            Some(found) => Ok(Some(codec::decode::<StoredNode>("message id", &found.payload)?.node)),
+            Some(found) => Ok(Some(NodeId::new(codec::decode::<StoredNode>("message id", &found.payload)?.node))),
             None => Ok(None),
         }
     }
 
-    async fn messages(&self, key: &ContextKey, nodes: &[u64]) -> Result<Vec<Message>> {
+    async fn messages(&self, key: &ContextKey, nodes: &[NodeId]) -> Result<Vec<Message>> {
         self.derived(key).await?;
         self.read_messages(key, nodes).await
     }
 
-    async fn children(&self, key: &ContextKey, parent: Option<u64>) -> Result<Vec<Child>> {
+    async fn children(&self, key: &ContextKey, parent: Option<NodeId>) -> Result<Vec<Child>> {
         if !self.derived(key).await? {
             return Ok(Vec::new());
         }
@@ -175,7 +180,7 @@ impl Backend for Nats {
             .into_iter()
             .map(|c| {
                 let id = codec::message_id(&c.id, format_args!("child {}", c.node))?;
-                Ok(Child { node: c.node, id, active_at: c.active_at })
+                Ok(Child { node: NodeId::new(c.node), id, active_at: c.active_at })
             })
             .collect()
     }

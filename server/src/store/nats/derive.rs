@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::layout::{StoredChildEntry, StoredChildren, StoredJoined, StoredNodeMessage, StoredRecord, StoredSnapshot};
 use super::{Head, Inner, READ_AHEAD};
-use crate::domain::{Context, ContextKey, Message};
+use crate::domain::{Context, ContextKey, Message, NodeId};
 use crate::store::codec::{self, StoredNode};
 use crate::store::error::{Error, Result};
 
@@ -134,7 +134,7 @@ impl Inner {
         let mut families: BTreeMap<Option<u64>, Family> = BTreeMap::new();
         for StoredNodeMessage { node, message } in &record.messages {
             let Some(message) = message else { continue };
-            puts.push((self.layout.message(key, *node), codec::encode(message)));
+            puts.push((self.layout.message(key, NodeId::new(*node)), codec::encode(message)));
             if *node >= record.new_from_node {
                 let id = codec::message_id(&message.id, format_args!("message {node}"))?;
                 puts.push((self.layout.message_id(key, &id), codec::encode(&StoredNode { node: *node })));
@@ -148,10 +148,11 @@ impl Inner {
             // A new message alone on its depth of the active path has no siblings to read.
             let alone = match (after, added.as_slice()) {
                 (Some(ctx), [(node, _, Some(seq))]) if joined.is_empty() => {
-                    ctx.message(*seq).is_some_and(|m| m.node == *node) && ctx.versions(*seq).count <= 1
+                    ctx.message(*seq).is_some_and(|m| m.node == NodeId::new(*node)) && ctx.versions(*seq).count <= 1
                 }
                 _ => false,
             };
+            let parent = parent.map(NodeId::new);
             let mut children = if alone { StoredChildren::default() } else { self.children_list(key, parent).await? };
             for (node, id, _) in added {
                 if !children.children.iter().any(|c| c.node == node) {
@@ -175,14 +176,14 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) async fn children_list(&self, key: &ContextKey, parent: Option<u64>) -> Result<StoredChildren> {
+    pub(super) async fn children_list(&self, key: &ContextKey, parent: Option<NodeId>) -> Result<StoredChildren> {
         match self.last(&self.tree, &self.layout.children(key, parent)).await? {
             Some(found) => codec::decode("children", &found.payload),
             None => Ok(StoredChildren::default()),
         }
     }
 
-    pub(super) async fn read_messages(&self, key: &ContextKey, nodes: &[u64]) -> Result<Vec<Message>> {
+    pub(super) async fn read_messages(&self, key: &ContextKey, nodes: &[NodeId]) -> Result<Vec<Message>> {
         futures::stream::iter(nodes.iter().copied())
             .map(|node| async move {
                 let found = self.last(&self.tree, &self.layout.message(key, node)).await?;

@@ -12,7 +12,7 @@
 //!
 //! Tenants and ids are hex in subjects: any tenant name is then a valid subject token.
 
-use crate::domain::{ContextKey, MessageId};
+use crate::domain::{ContextKey, MessageId, NodeId};
 
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -57,7 +57,7 @@ impl Layout {
         format!("{}.tree.{}.>", self.prefix, key.tokens())
     }
 
-    pub fn message(&self, key: &ContextKey, node: u64) -> String {
+    pub fn message(&self, key: &ContextKey, node: NodeId) -> String {
         format!("{}.tree.{}.m.{node}", self.prefix, key.tokens())
     }
 
@@ -65,7 +65,7 @@ impl Layout {
         format!("{}.tree.{}.i.{}", self.prefix, key.tokens(), hex::encode(id.as_bytes()))
     }
 
-    pub fn children(&self, key: &ContextKey, parent: Option<u64>) -> String {
+    pub fn children(&self, key: &ContextKey, parent: Option<NodeId>) -> String {
         match parent {
             Some(node) => format!("{}.tree.{}.k.{node}", self.prefix, key.tokens()),
             None => format!("{}.tree.{}.k.root", self.prefix, key.tokens()),

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::layout::{StoredJoined, StoredNodeMessage, StoredRecord};
 use super::{Head, Inner, Last, PATIENCE, RETRY_FIRST, RETRY_MAX, unavailable};
 use crate::backoff::{Attempts, Backoff};
-use crate::domain::ContextKey;
+use crate::domain::{ContextKey, NodeId};
 use crate::store::codec;
 use crate::store::error::{Error, Result};
 use crate::store::save::Save;
@@ -193,13 +193,13 @@ impl StoredRecord {
             messages: save
                 .messages
                 .iter()
-                .map(|m| StoredNodeMessage { node: m.node, message: Some(codec::message_to_stored(m)) })
+                .map(|m| StoredNodeMessage { node: m.node.get(), message: Some(codec::message_to_stored(m)) })
                 .collect(),
-            new_from_node: save.new_from_node(),
+            new_from_node: save.new_from_node().get(),
             joined: save
                 .joined
                 .iter()
-                .map(|m| StoredJoined { node: m.node, parent: m.parent, active_at: None })
+                .map(|m| StoredJoined { node: m.node.get(), parent: m.parent.map(NodeId::get), active_at: None })
                 .collect(),
             deleted: false,
         }

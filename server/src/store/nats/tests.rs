@@ -110,7 +110,7 @@ async fn a_copy_cut_short_is_never_a_context_and_the_next_restore_starts_again()
     // What a restore killed after its first record leaves: messages, and no context.
     let first = dump.messages[..10]
         .iter()
-        .map(|m| StoredNodeMessage { node: m.node, message: Some(codec::message_to_stored(m)) })
+        .map(|m| StoredNodeMessage { node: m.node.get(), message: Some(codec::message_to_stored(m)) })
         .collect();
     let record = StoredRecord { messages: first, ..Default::default() };
     nats.save(&key, record, 0, None).await.expect("first record");

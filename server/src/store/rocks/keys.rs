@@ -4,7 +4,7 @@
 //! contiguous, ordered range. Each column family holds one kind of key; never reuse a
 //! family's name for another layout (`legacy` holds the names of the layout before tenants).
 
-use crate::domain::{ContextId, ContextKey, ListPosition, MAX_TENANT_LEN, MessageId, TenantId, Timestamp};
+use crate::domain::{ContextId, ContextKey, ListPosition, MAX_TENANT_LEN, MessageId, NodeId, TenantId, Timestamp};
 
 /// tenant ++ context id → the context's metadata (everything but its messages).
 pub const CF_CONTEXTS: &str = "tenant_contexts";
@@ -61,29 +61,34 @@ pub fn context_key_in(prefix: &[u8], id: ContextId) -> Vec<u8> {
 }
 
 /// The key of message `node` of the context whose key is `context`.
-pub fn message_key(context: &[u8], node: u64) -> Vec<u8> {
+pub fn message_key(context: &[u8], node: NodeId) -> Vec<u8> {
+    numbered_key(context, node.get())
+}
+
+fn numbered_key(context: &[u8], number: u64) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(context.len() + SEQ_LEN);
     bytes.extend_from_slice(context);
-    bytes.extend_from_slice(&node.to_be_bytes());
+    bytes.extend_from_slice(&number.to_be_bytes());
     bytes
 }
 
 /// The node of a message key (or of a children key past its parent), if `bytes` is one of
 /// those starting with `prefix`.
-pub fn node_after(prefix: &[u8], bytes: &[u8]) -> Option<u64> {
+pub fn node_after(prefix: &[u8], bytes: &[u8]) -> Option<NodeId> {
     let node = bytes.strip_prefix(prefix)?;
-    Some(u64::from_be_bytes(node.try_into().ok()?))
+    Some(NodeId::new(u64::from_be_bytes(node.try_into().ok()?)))
 }
 
 /// The prefix of the children keys of `parent` (`None`: the first messages).
-pub fn children_prefix(context: &[u8], parent: Option<u64>) -> Vec<u8> {
-    let slot = parent.map_or(0, |node| node.saturating_add(1));
-    message_key(context, slot)
+pub fn children_prefix(context: &[u8], parent: Option<NodeId>) -> Vec<u8> {
+    // Slot 0 holds the first messages; a parent's children are one slot past its number.
+    let slot = parent.map_or(0, |node| node.get().saturating_add(1));
+    numbered_key(context, slot)
 }
 
-pub fn child_key(context: &[u8], parent: Option<u64>, node: u64) -> Vec<u8> {
+pub fn child_key(context: &[u8], parent: Option<NodeId>, node: NodeId) -> Vec<u8> {
     let mut bytes = children_prefix(context, parent);
-    bytes.extend_from_slice(&node.to_be_bytes());
+    bytes.extend_from_slice(&node.get().to_be_bytes());
     bytes
 }
 
@@ -169,35 +174,35 @@ mod tests {
         let (a, b) = (key("acme", 1), key("acme", 2));
         let (ka, kb) = (context_key(&a), context_key(&b));
         let keys = [
-            message_key(&ka, 0),
-            message_key(&ka, 1),
-            message_key(&ka, 255),
-            message_key(&ka, 256),
-            message_key(&kb, 0),
+            message_key(&ka, NodeId::new(0)),
+            message_key(&ka, NodeId::new(1)),
+            message_key(&ka, NodeId::new(255)),
+            message_key(&ka, NodeId::new(256)),
+            message_key(&kb, NodeId::new(0)),
         ];
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must sort by context, then node");
-        assert_eq!(node_after(&ka, &message_key(&ka, 300)), Some(300));
-        assert_eq!(node_after(&kb, &message_key(&ka, 300)), None);
+        assert_eq!(node_after(&ka, &message_key(&ka, NodeId::new(300))), Some(NodeId::new(300)));
+        assert_eq!(node_after(&kb, &message_key(&ka, NodeId::new(300))), None);
         assert_eq!(node_after(&ka, &[0u8; 3]), None);
 
         // One parent's children are one range, in node order; the first messages come first.
         let children = [
-            child_key(&ka, None, 0),
-            child_key(&ka, None, 9),
-            child_key(&ka, Some(0), 1),
-            child_key(&ka, Some(0), 7),
-            child_key(&ka, Some(1), 2),
+            child_key(&ka, None, NodeId::new(0)),
+            child_key(&ka, None, NodeId::new(9)),
+            child_key(&ka, Some(NodeId::new(0)), NodeId::new(1)),
+            child_key(&ka, Some(NodeId::new(0)), NodeId::new(7)),
+            child_key(&ka, Some(NodeId::new(1)), NodeId::new(2)),
         ];
         assert!(children.windows(2).all(|w| w[0] < w[1]));
-        let of_zero = children_prefix(&ka, Some(0));
+        let of_zero = children_prefix(&ka, Some(NodeId::new(0)));
         assert_eq!(children.iter().filter(|k| k.starts_with(&of_zero)).count(), 2);
-        assert_eq!(node_after(&of_zero, &children[3]), Some(7));
+        assert_eq!(node_after(&of_zero, &children[3]), Some(NodeId::new(7)));
 
         let end = prefix_end(&context_key(&a)).expect("an end");
         assert!(keys[..4].iter().all(|k| *k < end) && keys[4] >= end);
         let last = key("acme", 0xff);
         let end = prefix_end(&context_key(&last)).expect("the tenant's byte carries");
-        assert!(message_key(&context_key(&last), u64::MAX) < end);
+        assert!(message_key(&context_key(&last), NodeId::new(u64::MAX)) < end);
         assert_eq!(prefix_end(&[0xff, 0xff]), None);
     }
 
@@ -206,9 +211,9 @@ mod tests {
         // "a" is a prefix of "ab" as a string, but not as a key prefix.
         let (short, long) = (key("a", 1), key("ab", 1));
         assert!(!context_key(&long).starts_with(&tenant_prefix(&short.tenant)));
-        assert!(!message_key(&context_key(&long), 0).starts_with(&context_key(&short)));
+        assert!(!message_key(&context_key(&long), NodeId::new(0)).starts_with(&context_key(&short)));
         assert_eq!(parse_context_key(&context_key(&long)), Some(long.clone()));
-        assert_eq!(parse_context_key(&message_key(&context_key(&long), 0)), None);
+        assert_eq!(parse_context_key(&message_key(&context_key(&long), NodeId::new(0))), None);
         assert_eq!(parse_context_key(&[3, b'.', b'.', b'x']), None);
     }
 

@@ -89,7 +89,11 @@ pub fn index_the_tree(db: &DB) -> Result<()> {
         let message = codec::message_from_stored(node, stored)?;
         let child = codec::StoredChild { id: message.id.as_bytes().to_vec(), active_at: 0 };
         batch.put_cf(children, keys::child_key(context, message.parent, node), codec::encode(&child));
-        batch.put_cf(ids, keys::message_id_key(context, &message.id), codec::encode(&codec::StoredNode { node }));
+        batch.put_cf(
+            ids,
+            keys::message_id_key(context, &message.id),
+            codec::encode(&codec::StoredNode { node: node.get() }),
+        );
         indexed += 1;
         if batch.len() >= CHUNK {
             db.write_opt(std::mem::take(&mut batch), &sync)?;

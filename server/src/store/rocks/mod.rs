@@ -24,7 +24,7 @@ use super::backend::{Backend, Inserted};
 use super::dump::Dump;
 use super::error::{Error, Result};
 use super::save::Save;
-use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, TenantId};
+use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, TenantId};
 
 /// RocksDB's errors, in the engine's own words: nothing of RocksDB crosses the boundary.
 impl From<rocksdb::Error> for Error {
@@ -135,17 +135,17 @@ impl Backend for Rocks {
         Ok(if saved { Inserted::Saved } else { Inserted::Taken })
     }
 
-    async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<u64>> {
+    async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<NodeId>> {
         let key = key.clone();
         self.blocking(move |store| store.tree(&key).node_of(id)).await
     }
 
-    async fn messages(&self, key: &ContextKey, nodes: &[u64]) -> Result<Vec<Message>> {
+    async fn messages(&self, key: &ContextKey, nodes: &[NodeId]) -> Result<Vec<Message>> {
         let (key, nodes) = (key.clone(), nodes.to_vec());
         self.blocking(move |store| store.tree(&key).messages(&nodes)).await
     }
 
-    async fn children(&self, key: &ContextKey, parent: Option<u64>) -> Result<Vec<Child>> {
+    async fn children(&self, key: &ContextKey, parent: Option<NodeId>) -> Result<Vec<Child>> {
         let key = key.clone();
         self.blocking(move |store| store.tree(&key).children(parent)).await
     }

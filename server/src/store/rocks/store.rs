@@ -112,7 +112,7 @@ impl Store {
             if message.node >= save.new_from_node() {
                 let (edge, value) = child(message);
                 batch.put_cf(children, edge, value);
-                let node = codec::StoredNode { node: message.node };
+                let node = codec::StoredNode { node: message.node.get() };
                 batch.put_cf(ids, keys::message_id_key(&key, &message.id), codec::encode(&node));
             }
         }
@@ -171,7 +171,7 @@ impl Store {
             );
             for (k, item) in iter.take(usize::try_from(count).unwrap_or(usize::MAX)).enumerate() {
                 let (bytes, value) = item?;
-                let node = segment.node + k as u64;
+                let node = segment.node.plus(k as u64);
                 if keys::node_after(&context, &bytes) != Some(node) {
                     return Err(Error::Corrupt(format!("context {key}: message {node} is missing")));
                 }

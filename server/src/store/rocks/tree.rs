@@ -5,14 +5,14 @@ use rocksdb::ReadOptions;
 
 use super::keys;
 use super::store::Store;
-use crate::domain::{Child, ContextKey, Message, MessageId};
+use crate::domain::{Child, ContextKey, Message, MessageId, NodeId};
 use crate::store::codec;
 use crate::store::error::{Error, Result};
 
 impl Store {
     /// The children of `parent` (`None`: the first messages) of the context whose key is
     /// `context`, oldest first.
-    pub(super) fn children_of(&self, context: &[u8], parent: Option<u64>) -> Result<Vec<Child>> {
+    pub(super) fn children_of(&self, context: &[u8], parent: Option<NodeId>) -> Result<Vec<Child>> {
         Ok(self.children_of_each(context, [parent])?.pop().unwrap_or_default())
     }
 
@@ -22,7 +22,7 @@ impl Store {
     pub(super) fn children_of_each(
         &self,
         context: &[u8],
-        parents: impl IntoIterator<Item = Option<u64>>,
+        parents: impl IntoIterator<Item = Option<NodeId>>,
     ) -> Result<Vec<Vec<Child>>> {
         let mut read = ReadOptions::default();
         if let Some(end) = keys::prefix_end(context) {
@@ -61,21 +61,21 @@ pub struct Tree<'a> {
 
 impl Tree<'_> {
     /// The node of message `id`, if the context has it (on any branch).
-    pub fn node_of(&self, id: MessageId) -> Result<Option<u64>> {
+    pub fn node_of(&self, id: MessageId) -> Result<Option<NodeId>> {
         let family = self.store.family(keys::CF_MESSAGE_IDS)?;
         match self.store.db.get_pinned_cf(family, keys::message_id_key(&self.context, &id))? {
-            Some(bytes) => Ok(Some(codec::decode::<codec::StoredNode>("message id", &bytes)?.node)),
+            Some(bytes) => Ok(Some(NodeId::new(codec::decode::<codec::StoredNode>("message id", &bytes)?.node))),
             None => Ok(None),
         }
     }
 
     /// The children of `parent` (`None`: the first messages), oldest first.
-    pub fn children(&self, parent: Option<u64>) -> Result<Vec<Child>> {
+    pub fn children(&self, parent: Option<NodeId>) -> Result<Vec<Child>> {
         self.store.children_of(&self.context, parent)
     }
 
     /// The messages with `nodes`, in that order.
-    pub fn messages(&self, nodes: &[u64]) -> Result<Vec<Message>> {
+    pub fn messages(&self, nodes: &[NodeId]) -> Result<Vec<Message>> {
         let family = self.store.family(keys::CF_MESSAGES)?;
         let found = self.store.db.batched_multi_get_cf(
             family,
@@ -98,15 +98,15 @@ impl Tree<'_> {
 impl crate::domain::TreeReader for Tree<'_> {
     type Error = Error;
 
-    async fn node_of(&self, id: MessageId) -> Result<Option<u64>> {
+    async fn node_of(&self, id: MessageId) -> Result<Option<NodeId>> {
         Tree::node_of(self, id)
     }
 
-    async fn message(&self, node: u64) -> Result<Message> {
+    async fn message(&self, node: NodeId) -> Result<Message> {
         self.messages(&[node])?.pop().ok_or_else(|| Error::Corrupt(format!("message {node} is missing")))
     }
 
-    async fn children(&self, parent: Option<u64>) -> Result<Vec<Child>> {
+    async fn children(&self, parent: Option<NodeId>) -> Result<Vec<Child>> {
         Tree::children(self, parent)
     }
 }

@@ -6,7 +6,7 @@ use ::rocksdb::{ColumnFamilyDescriptor, DB, Options};
 
 use super::{Store, keys};
 use crate::domain::{
-    Change, Context, ContextConfig, ContextId, ContextKey, PathMove, Phase, Role, TenantId, Timestamp,
+    Change, Context, ContextConfig, ContextId, ContextKey, NodeId, PathMove, Phase, Role, TenantId, Timestamp,
 };
 use crate::store::codec;
 use crate::store::contract::{save_of, say};
@@ -58,7 +58,7 @@ fn messages_saved_before_branches_are_indexed_at_open() {
         }
         let messages = db.cf_handle(keys::CF_MESSAGES).expect("cf");
         for node in 0..2 {
-            let key = keys::message_key(&context, node);
+            let key = keys::message_key(&context, NodeId::new(node));
             let value = db.get_cf(messages, &key).expect("get").expect("saved");
             let mut stored: codec::StoredMessage = codec::decode("message", &value).expect("decode");
             (stored.depth, stored.parent) = (None, None);
@@ -74,9 +74,9 @@ fn messages_saved_before_branches_are_indexed_at_open() {
     let store = Store::open(dir.path(), true).expect("open");
     let loaded = store.load(&ctx.key()).expect("load").expect("exists");
     assert_eq!(texts(&loaded), ["q", "a"]);
-    assert_eq!((loaded.next_node, loaded.messages[1].parent), (2, Some(0)));
+    assert_eq!((loaded.next_node, loaded.messages[1].parent), (NodeId::new(2), Some(NodeId::new(0))));
     let answer = loaded.messages[1].id;
-    assert_eq!(store.tree(&ctx.key()).node_of(answer).expect("read"), Some(1), "indexed");
+    assert_eq!(store.tree(&ctx.key()).node_of(answer).expect("read"), Some(NodeId::new(1)), "indexed");
 
     let ctx = commit(&store, &loaded, Change::to(Phase::Idle).moving(PathMove::Cut(1)));
     let ctx = commit(&store, &ctx, Change::to(Phase::Idle).with(say(&ctx, 0, Role::Assistant, "b")));
