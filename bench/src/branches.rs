@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ctxd::domain::{
-    Context, ContextConfig, ContextId, ContextKey, Message, MessageId, NodeId, Place, Role, Sibling, TenantId,
+    Context, ContextConfig, ContextId, ContextKey, Message, MessageId, NodeId, Place, Role, Seq, Sibling, TenantId,
     Timestamp,
 };
 use ctxd::store::{Save, Store};
@@ -131,11 +131,11 @@ fn context(store: &Store, path: u64, branches: u64, tail: u64, spread: bool) -> 
     let key = ContextKey::new(TenantId::default_tenant(), ContextId::new());
     let empty = Context::new(key.clone(), String::new(), "branches".into(), ContextConfig::default(), now);
     store.insert(&empty).expect("insert");
-    let role = |seq: u64| if seq.is_multiple_of(2) { Role::User } else { Role::Assistant };
-    let text = |seq: u64| format!("message {seq} of a conversation used to measure ctxd");
+    let role = |seq: Seq| if seq.get().is_multiple_of(2) { Role::User } else { Role::Assistant };
+    let text = |seq: Seq| format!("message {seq} of a conversation used to measure ctxd");
     let message =
         |place: Place| Arc::new(Message::text(MessageId::new(), place, role(place.seq), text(place.seq), now));
-    let on_path: Vec<Arc<Message>> = (0..path).map(|seq| message(Place::straight(seq))).collect();
+    let on_path: Vec<Arc<Message>> = (0..path).map(|seq| message(Place::straight(Seq::new(seq)))).collect();
     let mut abandoned = Vec::new();
     let mut groups: std::collections::BTreeMap<u64, Vec<Sibling>> = std::collections::BTreeMap::new();
     for b in 0..branches {
@@ -144,7 +144,7 @@ fn context(store: &Store, path: u64, branches: u64, tail: u64, spread: bool) -> 
         for k in 0..tail {
             let parent = if k == 0 { seq.checked_sub(1) } else { Some(first + k - 1) };
             abandoned.push(message(Place {
-                seq: seq + k,
+                seq: Seq::new(seq + k),
                 node: NodeId::new(first + k),
                 parent: parent.map(NodeId::new),
             }));
@@ -156,8 +156,8 @@ fn context(store: &Store, path: u64, branches: u64, tail: u64, spread: bool) -> 
             id: abandoned[abandoned.len() - usize::try_from(tail).unwrap_or(0)].id,
         });
     }
-    let forks: imbl::OrdMap<u64, Arc<[Sibling]>> =
-        groups.into_iter().map(|(seq, group)| (seq, Arc::from(group))).collect();
+    let forks: imbl::OrdMap<Seq, Arc<[Sibling]>> =
+        groups.into_iter().map(|(seq, group)| (Seq::new(seq), Arc::from(group))).collect();
     // The abandoned branches first, so the path's edges are the most recently active.
     let commit = |after: &Context, messages: Vec<Arc<Message>>| {
         // Every node is written with its edges and ids, as for a new context.

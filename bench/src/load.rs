@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ctxd::domain::{
-    Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Phase, Place, Role, TenantId, Timestamp,
+    Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Phase, Place, Role, Seq, TenantId,
+    Timestamp,
 };
 use ctxd::store::Store;
 
@@ -27,7 +28,7 @@ pub fn fill(dir: &Path, contexts: usize, messages: u64) -> Vec<ContextId> {
             .map(|seq| {
                 let role = if seq % 2 == 0 { Role::User } else { Role::Assistant };
                 let text = format!("message {seq} of a conversation used to measure ctxd");
-                let place = Place::straight(seq);
+                let place = Place::straight(Seq::new(seq));
                 Arc::new(Message::text(MessageId::new(), place, role, text, now))
             })
             .collect();

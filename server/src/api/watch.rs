@@ -58,7 +58,7 @@ fn state_response(context_id: &str, update: &Update) -> Option<pb::WatchStateRes
                 EventKind::MessageAppended(m) => Kind::MessageAppended(convert::message(&m.message, m.versions)),
                 EventKind::MessageUpdated(m) => Kind::MessageUpdated(convert::message(&m.message, m.versions)),
                 EventKind::BranchSwitched { kept, messages } => Kind::BranchSwitched(pb::BranchSwitched {
-                    kept: *kept,
+                    kept: kept.get(),
                     messages: messages.iter().map(|m| convert::message(&m.message, m.versions)).collect(),
                 }),
                 EventKind::MessageDelta { message_id, text } => {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::context::Context;
-use super::ids::{MessageId, NodeId};
+use super::ids::{MessageId, NodeId, Seq};
 use super::message::Message;
 use super::tree::Sibling;
 
@@ -33,11 +33,11 @@ pub trait TreeReader: Sync {
 /// A path to switch to: the active path's first `keep` messages, then `tail`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Branch {
-    pub keep: u64,
+    pub keep: Seq,
     /// The messages from depth `keep` on, oldest first.
     pub tail: Vec<Arc<Message>>,
     /// The versions at the tail's depths (beyond `keep`) whose parent has more than one child.
-    pub forks: Vec<(u64, Arc<[Sibling]>)>,
+    pub forks: Vec<(Seq, Arc<[Sibling]>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +65,13 @@ impl Context {
         let mut current = reader.message(node).await.map_err(BranchError::Read)?;
         let keep = loop {
             if self.message(current.seq).is_some_and(|m| m.node == current.node) {
-                break current.seq + 1;
+                break current.seq.next();
             }
             let parent = current.parent;
             chain.push(Arc::new(current));
             match parent {
                 Some(parent) => current = reader.message(parent).await.map_err(BranchError::Read)?,
-                None => break 0,
+                None => break Seq::FIRST,
             }
         };
         if chain.is_empty() {
@@ -85,7 +85,7 @@ impl Context {
         for above in &chain[..chain.len() - 1] {
             let children = reader.children(Some(above.node)).await.map_err(BranchError::Read)?;
             if children.len() > 1 {
-                forks.push((above.seq + 1, versions(&children)));
+                forks.push((above.seq.next(), versions(&children)));
             }
         }
         // Down from the target, the way it was last followed.
@@ -94,7 +94,7 @@ impl Context {
             let children = reader.children(Some(leaf.node)).await.map_err(BranchError::Read)?;
             let Some(next) = children.iter().max_by_key(|c| (c.active_at, c.node)) else { break };
             if children.len() > 1 {
-                forks.push((leaf.seq + 1, versions(&children)));
+                forks.push((leaf.seq.next(), versions(&children)));
             }
             tail.push(Arc::new(reader.message(next.node).await.map_err(BranchError::Read)?));
         }

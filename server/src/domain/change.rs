@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::branch::Branch;
 use super::context::{Context, ContextConfig};
-use super::ids::MessageId;
+use super::ids::{MessageId, Seq};
 use super::message::Message;
 use super::phase::Phase;
 use super::time::Timestamp;
@@ -28,7 +28,7 @@ pub struct Change {
 pub enum PathMove {
     /// Keep the first `n` messages; the message put next at depth `n` is a new version of
     /// the one cut there (EditMessage, RegenerateReply).
-    Cut(u64),
+    Cut(Seq),
     /// Follow another branch of the tree (SwitchBranch).
     Switch(Box<Branch>),
 }
@@ -97,7 +97,7 @@ impl Context {
         let Phase::StreamingLlmResponse { message, .. } = self.phase else {
             return None;
         };
-        let streaming = usize::try_from(message).ok().and_then(|i| self.messages.get_mut(i))?;
+        let streaming = self.messages.get_mut(message.index())?;
         let streaming = Arc::make_mut(streaming);
         streaming.push_text(text);
         Some(streaming.id)
@@ -117,14 +117,14 @@ impl Context {
             self.client_ids.insert(client_id.clone(), message.seq);
         }
         self.by_id.insert(message.id, message.seq);
-        match usize::try_from(message.seq) {
-            Ok(i) if i < self.messages.len() => {
-                let replaced = self.messages.set(i, message);
-                if replaced.id != self.messages[i].id {
-                    self.by_id.remove(&replaced.id);
-                }
+        let i = message.seq.index();
+        if i < self.messages.len() {
+            let replaced = self.messages.set(i, message);
+            if replaced.id != self.messages[i].id {
+                self.by_id.remove(&replaced.id);
             }
-            _ => self.join(message),
+        } else {
+            self.join(message);
         }
     }
 
@@ -150,7 +150,7 @@ impl Context {
 
     /// Cuts the active path back to its first `keep` messages; the one cut at `keep` becomes
     /// the first of the versions there, if there were none.
-    fn cut(&mut self, keep: u64) {
+    fn cut(&mut self, keep: Seq) {
         let cut = self.message(keep).map(|m| Sibling { node: m.node, id: m.id });
         let shape = Arc::make_mut(&mut self.shape);
         if let Some(cut) = cut
@@ -159,13 +159,13 @@ impl Context {
             shape.forks.insert(keep, Arc::from([cut]));
         }
         shape.truncate(keep);
-        self.messages.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+        self.messages.truncate(keep.index());
     }
 
     /// Follows `branch`: the path's first `branch.keep` messages, then its tail.
     fn switch(&mut self, branch: &Branch) {
         Arc::make_mut(&mut self.shape).truncate(branch.keep);
-        self.messages.truncate(usize::try_from(branch.keep).unwrap_or(usize::MAX));
+        self.messages.truncate(branch.keep.index());
         for message in &branch.tail {
             self.put_message(Arc::clone(message));
         }
@@ -182,7 +182,7 @@ mod tests {
     use crate::domain::{ContextId, ContextKey, MessageStatus, Place, Role, TenantId};
 
     fn message(seq: u64, text: &str) -> Message {
-        let place = Place::straight(seq);
+        let place = Place::straight(Seq::new(seq));
         Message::text(MessageId::new(), place, Role::Assistant, text.into(), Timestamp::from_micros(3))
     }
 
@@ -196,7 +196,7 @@ mod tests {
             Timestamp::from_micros(5),
         );
         let config = ContextConfig { system_prompt: "brief".into(), ..ContextConfig::default() };
-        let change = Change::to(Phase::StreamingLlmResponse { attempt: 1, message: 0 })
+        let change = Change::to(Phase::StreamingLlmResponse { attempt: 1, message: Seq::new(0) })
             .with(message(0, "a"))
             .titled(Some("new".into()))
             .configured(Some(config.clone()));

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use super::ids::{ContextId, MessageId, NodeId, ToolCallId};
+use super::ids::{ContextId, MessageId, NodeId, Seq, ToolCallId};
 use super::message::{Approval, Message, Role, ToolCall};
 use super::phase::{FsmState, Phase};
 use super::tenant::{ContextKey, TenantId};
@@ -66,7 +66,7 @@ pub struct Context {
     pub messages: imbl::Vector<Arc<Message>>,
     /// client_message_id → seq of the user message that carried it. Keys of messages that
     /// left the active path stay until the context is reloaded: a resend still adds nothing.
-    pub client_ids: imbl::HashMap<String, u64>,
+    pub client_ids: imbl::HashMap<String, Seq>,
     /// The number the next new message gets.
     pub next_node: NodeId,
     /// The branch the active path takes (replaced, never changed in place, when it changes:
@@ -74,7 +74,7 @@ pub struct Context {
     pub shape: Arc<PathShape>,
     /// Message id → seq, for finding a message on the active path. Entries of messages that
     /// left the path may stay; [`Context::on_path`] checks.
-    pub by_id: imbl::HashMap<MessageId, u64>,
+    pub by_id: imbl::HashMap<MessageId, Seq>,
 }
 
 /// What a list of contexts shows.
@@ -131,13 +131,13 @@ impl Context {
             0 => self.messages.last().map(|m| m.node),
             _ => Some(self.next_node.plus(k - 1)),
         };
-        Place { seq: self.next_seq() + k, node: self.next_node.plus(k), parent }
+        Place { seq: self.next_seq().plus(k), node: self.next_node.plus(k), parent }
     }
 
     /// The place of a new version of the message at depth `seq` of the active path: a new
     /// child of the message before it.
-    pub fn place_at(&self, seq: u64) -> Place {
-        let parent = seq.checked_sub(1).and_then(|before| self.message(before)).map(|m| m.node);
+    pub fn place_at(&self, seq: Seq) -> Place {
+        let parent = seq.before().and_then(|above| self.message(above)).map(|m| m.node);
         Place { seq, node: self.next_node, parent }
     }
 
@@ -147,8 +147,8 @@ impl Context {
     }
 
     /// How the message at depth `seq` of the active path stands among its versions.
-    pub fn versions(&self, seq: u64) -> Versions {
-        let parent = seq.checked_sub(1).and_then(|before| self.message(before)).map(|m| m.id);
+    pub fn versions(&self, seq: Seq) -> Versions {
+        let parent = seq.before().and_then(|above| self.message(above)).map(|m| m.id);
         match (self.shape.forks.get(&seq), self.message(seq)) {
             (Some(group), Some(message)) => Versions::within(group, message.node, parent),
             _ => Versions::only(parent),
@@ -157,7 +157,7 @@ impl Context {
 
     /// The versions at depth `seq` (children of the message before it), when there are others
     /// than the active path's.
-    pub fn forks_at(&self, seq: u64) -> Option<&[Sibling]> {
+    pub fn forks_at(&self, seq: Seq) -> Option<&[Sibling]> {
         self.shape.forks.get(&seq).map(|group| &**group)
     }
 
@@ -169,12 +169,14 @@ impl Context {
         self.phase.state()
     }
 
-    pub fn next_seq(&self) -> u64 {
-        self.messages.len() as u64
+    /// The depth a message appended to the active path gets: its length.
+    pub fn next_seq(&self) -> Seq {
+        Seq::of_index(self.messages.len())
     }
 
-    pub fn message(&self, seq: u64) -> Option<&Message> {
-        usize::try_from(seq).ok().and_then(|i| self.messages.get(i)).map(|m| m.as_ref())
+    /// The active path's message at depth `seq`.
+    pub fn message(&self, seq: Seq) -> Option<&Message> {
+        self.messages.get(seq.index()).map(|m| m.as_ref())
     }
 
     pub fn summary(&self) -> ContextSummary {
@@ -183,7 +185,7 @@ impl Context {
             title: self.title.clone(),
             state: self.state(),
             revision: self.revision,
-            message_count: self.next_seq(),
+            message_count: self.next_seq().get(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
@@ -198,8 +200,8 @@ impl Context {
     }
 
     /// Ids of the tool calls of message `seq` that already have a tool message answering them.
-    pub fn answered_calls(&self, seq: u64) -> std::collections::HashSet<&ToolCallId> {
-        let start = usize::try_from(seq).unwrap_or(usize::MAX).saturating_add(1);
+    pub fn answered_calls(&self, seq: Seq) -> std::collections::HashSet<&ToolCallId> {
+        let start = seq.index().saturating_add(1);
         self.messages
             .iter()
             .skip(start)
@@ -225,7 +227,7 @@ impl Context {
 
     /// Those of `calls` (the calls of message `seq`, perhaps with new decisions) that may run
     /// and have no result yet.
-    pub fn open_calls(&self, seq: u64, calls: &[ToolCall]) -> Vec<ToolCall> {
+    pub fn open_calls(&self, seq: Seq, calls: &[ToolCall]) -> Vec<ToolCall> {
         let answered = self.answered_calls(seq);
         calls.iter().filter(|c| c.approval.allows_run() && !answered.contains(&c.id)).cloned().collect()
     }

@@ -60,10 +60,11 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Seq;
     use crate::domain::{Approval, ContextConfig, ContextId, ContextKey, Place, TenantId, Timestamp, ToolCall};
 
     fn message(seq: u64, role: Role, text: &str) -> Message {
-        let place = Place::straight(seq);
+        let place = Place::straight(Seq::new(seq));
         Message::text(MessageId::new(), place, role, text.into(), Timestamp::from_micros(1))
     }
 
@@ -91,7 +92,7 @@ mod tests {
         let forked = ctx.fork_messages(Some(ids[2]), &MessageId::new).expect("after the tool result");
         assert_eq!(forked.len(), 3);
         assert!(forked.iter().zip(&ids).all(|(m, old)| m.id != *old), "new ids");
-        assert_eq!(forked.iter().map(|m| m.seq).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(forked.iter().map(|m| m.seq.get()).collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(forked[2].text_content(), "12:00");
         assert_eq!(ctx.fork_messages(Some(ids[0]), &MessageId::new).expect("the first").len(), 1);
 

@@ -112,33 +112,76 @@ impl PartialEq<&str> for ToolCallId {
     }
 }
 
-/// A message's number in its context, in creation order: the key it is stored under and
-/// what its children name as their parent. Not its depth on the path (`seq`): once a
-/// conversation has versions, the two differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct NodeId(u64);
+/// A count from 0 that means one thing in the tree: each kind its own type, so a node is
+/// never taken for a depth (in a conversation without versions they are equal, which is
+/// what made mixing them up easy).
+macro_rules! tree_number {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $name(u64);
 
-impl NodeId {
-    pub const fn new(number: u64) -> Self {
-        Self(number)
-    }
+        impl $name {
+            pub const fn new(number: u64) -> Self {
+                Self(number)
+            }
 
-    pub const fn get(self) -> u64 {
-        self.0
-    }
+            pub const fn get(self) -> u64 {
+                self.0
+            }
 
-    /// The node `k` numbers after this one (a segment's nodes are consecutive).
-    pub const fn plus(self, k: u64) -> Self {
-        Self(self.0 + k)
-    }
+            /// The one `k` after this one.
+            pub const fn plus(self, k: u64) -> Self {
+                Self(self.0 + k)
+            }
 
-    pub const fn next(self) -> Self {
-        self.plus(1)
-    }
+            pub const fn next(self) -> Self {
+                self.plus(1)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
 }
 
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+tree_number!(
+    /// A message's number in its context, in creation order: the key it is stored under and
+    /// what its children name as their parent (a segment's nodes are consecutive). Not its
+    /// depth on the path ([`Seq`]): once a conversation has versions, the two differ.
+    NodeId
+);
+
+tree_number!(
+    /// A message's depth in the tree: its position on the active path (0: a first message),
+    /// so the active path's message at depth `seq` is `messages[seq]`. Not its number
+    /// ([`NodeId`]).
+    Seq
+);
+
+impl Seq {
+    pub const FIRST: Seq = Seq(0);
+
+    /// The depth above; `None` for a first message.
+    pub fn before(self) -> Option<Self> {
+        self.0.checked_sub(1).map(Self)
+    }
+
+    /// How many depths from this one to `end` (none if `end` is not below).
+    pub fn until(self, end: Seq) -> u64 {
+        end.0.saturating_sub(self.0)
+    }
+
+    /// As an index into the active path's messages.
+    pub fn index(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+
+    /// The depth of the active path's message at `index`.
+    pub fn of_index(index: usize) -> Self {
+        Self(index as u64)
     }
 }

@@ -1,4 +1,4 @@
-use super::ids::{MessageId, NodeId, ToolCallId};
+use super::ids::{MessageId, NodeId, Seq, ToolCallId};
 use super::time::Timestamp;
 use super::tool::ToolOutcome;
 use super::tree::Place;
@@ -64,7 +64,7 @@ pub struct Usage {
 pub struct Message {
     pub id: MessageId,
     /// Depth in the conversation tree, from 0: on the active path, its position.
-    pub seq: u64,
+    pub seq: Seq,
     /// Its number in the context, in creation order; also the storage key, so saving one
     /// message never rewrites the others.
     pub node: NodeId,

@@ -17,7 +17,7 @@ pub use branch::{Branch, BranchError, Child, TreeReader};
 pub use change::{Change, PathMove};
 pub use context::{Context, ContextConfig, ContextSummary, ExternalTool, ListPosition};
 pub use fork::ForkError;
-pub use ids::{ContextId, InvalidId, MessageId, NodeId, ToolCallId};
+pub use ids::{ContextId, InvalidId, MessageId, NodeId, Seq, ToolCallId};
 pub use message::{Approval, ContentPart, Message, MessageStatus, Role, ToolCall, Usage};
 pub use phase::{FsmState, Phase};
 pub use shown::{SHOWN_CHARS, Shown, shown};

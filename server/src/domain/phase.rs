@@ -1,3 +1,5 @@
+use super::ids::Seq;
+
 /// Where a context's state machine is, with the data each state needs.
 ///
 /// Messages are referred to by their `seq` (their position in the context).
@@ -12,19 +14,19 @@ pub enum Phase {
     /// Assistant text is arriving into message `message`.
     StreamingLlmResponse {
         attempt: u32,
-        message: u64,
+        message: Seq,
     },
     /// The reply in message `message` is complete; tools are decided next.
     ProcessingLlmResponse {
-        message: u64,
+        message: Seq,
     },
     /// Tool calls of message `message` wait for a person's decision.
     AwaitingToolApproval {
-        message: u64,
+        message: Seq,
     },
     /// Allowed tool calls of message `message` are running.
     ExecutingTools {
-        message: u64,
+        message: Seq,
     },
     ProcessingToolResults,
     GeneratingResponse,

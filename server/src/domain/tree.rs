@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use super::ids::{MessageId, NodeId};
+use super::ids::{MessageId, NodeId, Seq};
 
 /// Where a new message goes in its context's tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place {
     /// Depth: its position on the active path.
-    pub seq: u64,
+    pub seq: Seq,
     /// Its number in the context, in creation order (the storage key).
     pub node: NodeId,
     /// The node of the message it follows; `None` for a first message.
@@ -23,8 +23,8 @@ pub struct Place {
 impl Place {
     /// Depth `seq` of a conversation without versions, whose nodes follow the path (a fork's
     /// copy, a context saved before branches): node `seq`, after node `seq - 1`.
-    pub fn straight(seq: u64) -> Self {
-        Place { seq, node: NodeId::new(seq), parent: seq.checked_sub(1).map(NodeId::new) }
+    pub fn straight(seq: Seq) -> Self {
+        Place { seq, node: NodeId::new(seq.get()), parent: seq.before().map(|above| NodeId::new(above.get())) }
     }
 }
 
@@ -41,7 +41,7 @@ pub struct Sibling {
 /// record that names it small, and loading it is one range read per segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
-    pub seq: u64,
+    pub seq: Seq,
     pub node: NodeId,
 }
 
@@ -52,15 +52,15 @@ pub struct Segment {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PathShape {
     pub segments: Vec<Segment>,
-    pub forks: imbl::OrdMap<u64, Arc<[Sibling]>>,
+    pub forks: imbl::OrdMap<Seq, Arc<[Sibling]>>,
 }
 
 impl PathShape {
     /// Cuts the path back to its first `keep` messages. The versions at depth `keep` stay:
     /// they are children of a message that stays.
-    pub fn truncate(&mut self, keep: u64) {
+    pub fn truncate(&mut self, keep: Seq) {
         self.segments.retain(|s| s.seq < keep);
-        let (kept, _) = self.forks.split(&(keep + 1));
+        let (kept, _) = self.forks.split(&keep.next());
         self.forks = kept;
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::Seq;
 use crate::domain::{
     Approval, CheckedToolCall, Context, ContextConfig, ContextId, ContextKey, FsmState, Message, MessageId,
     MessageStatus, Phase, RequestedToolCall, Role, TenantId, Timestamp, ToolCallId, ToolOutcome, ToolPolicy,
@@ -159,7 +160,7 @@ fn send_is_idempotent_checks_revisions_and_refuses_busy_contexts() {
     assert_eq!(h.try_apply(send("b", None)), Err(Rejection::Busy { state: FsmState::ProcessingUserMessage }));
     assert_eq!(h.apply(send("a", Some(1))), Outcome::default(), "a resend is answered, even with a stale revision");
     assert_eq!(h.ctx.messages.len(), 1);
-    assert_eq!(h.ctx.client_ids.get("a"), Some(&0));
+    assert_eq!(h.ctx.client_ids.get("a"), Some(&Seq::new(0)));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
 use crate::domain::{
-    Approval, Change, CheckedToolCall, Context, Message, Phase, Place, Role, ToolCall, ToolCallId, ToolOutcome,
+    Approval, Change, CheckedToolCall, Context, Message, Phase, Place, Role, Seq, ToolCall, ToolCallId, ToolOutcome,
     ToolResult,
 };
 
@@ -165,7 +165,7 @@ pub fn submit(ctx: &Context, call_id: ToolCallId, result: ToolResult, env: &Env)
 
 /// Answers every call of message `seq` that has no result yet as `outcome` (cancelled,
 /// interrupted), marking calls that were still waiting for approval as denied.
-pub fn close_open_calls(ctx: &Context, seq: u64, outcome: ToolOutcome, env: &Env) -> Vec<Message> {
+pub fn close_open_calls(ctx: &Context, seq: Seq, outcome: ToolOutcome, env: &Env) -> Vec<Message> {
     let Some(original) = ctx.message(seq) else {
         return Vec::new();
     };

@@ -14,7 +14,7 @@ use metrics::counter;
 use tokio::sync::broadcast;
 
 use crate::domain::{
-    Context, ContextConfig, FsmState, Message, MessageId, PathMove, Phase, Timestamp, ToolCall, Versions,
+    Context, ContextConfig, FsmState, Message, MessageId, PathMove, Phase, Seq, Timestamp, ToolCall, Versions,
 };
 use crate::telemetry::names;
 
@@ -47,7 +47,7 @@ pub enum EventKind {
     MessageUpdated(OnPath),
     /// The active path changed: keep its first `kept` messages, then `messages`.
     BranchSwitched {
-        kept: u64,
+        kept: Seq,
         messages: Vec<OnPath>,
     },
     StateChanged {
@@ -262,7 +262,7 @@ pub fn change_events(
     };
     let mut events: Vec<EventKind> = Vec::new();
     if let Some(kept) = kept {
-        let tail = after.messages.skip(usize::try_from(kept).unwrap_or(usize::MAX));
+        let tail = after.messages.skip(kept.index());
         events.push(EventKind::BranchSwitched { kept, messages: tail.iter().map(|m| OnPath::of(after, m)).collect() });
     }
     let unseen = kept.unwrap_or_else(|| before.next_seq());

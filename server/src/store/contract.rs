@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::{Backend, Inserted, Save, Tree};
+use crate::domain::Seq;
 use crate::domain::{
     Approval, Change, Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, MessageId, MessageStatus,
     NodeId, PathMove, Phase, Place, Role, TenantId, Timestamp, ToolCall, Usage,
@@ -36,7 +37,7 @@ pub fn context_of(tenant_name: &str, n: u8, at: i64) -> Context {
 
 /// An assistant message at `seq` of a path without versions, using every field.
 pub fn message(seq: u64, text: &str) -> Arc<Message> {
-    let place = Place::straight(seq);
+    let place = Place::straight(Seq::new(seq));
     let mut m = Message::text(MessageId::new(), place, Role::Assistant, text.into(), Timestamp::from_micros(5));
     m.tool_calls = vec![ToolCall {
         id: "c".into(),
@@ -82,12 +83,12 @@ pub async fn commit(store: &dyn Backend, ctx: &Context, change: Change) -> Conte
     after
 }
 
-fn texts(ctx: &Context) -> Vec<String> {
+pub fn texts(ctx: &Context) -> Vec<String> {
     ctx.messages.iter().map(|m| m.text_content()).collect()
 }
 
 /// What must survive a reload: the path, its shape and the numbering.
-fn same_path(loaded: &Context, held: &Context) {
+pub fn same_path(loaded: &Context, held: &Context) {
     assert_eq!(loaded.messages, held.messages);
     assert_eq!(loaded.shape, held.shape);
     assert_eq!((loaded.next_node, loaded.revision), (held.next_node, held.revision));
@@ -113,7 +114,8 @@ pub async fn saves_round_trip(store: &dyn Backend) {
     assert_eq!(load(store, &key).await, Some(ctx.clone()));
 
     let first = message(0, "one");
-    let streaming = commit(store, &ctx, change(Phase::StreamingLlmResponse { attempt: 2, message: 0 }, &[first])).await;
+    let streaming =
+        commit(store, &ctx, change(Phase::StreamingLlmResponse { attempt: 2, message: Seq::new(0) }, &[first])).await;
     assert_eq!(store.interrupted().await.expect("interrupted"), vec![key.clone()], "saved mid-run: to resume");
 
     // Replace message 0 and append message 1 in one save.
@@ -124,7 +126,7 @@ pub async fn saves_round_trip(store: &dyn Backend) {
     let loaded = load(store, &key).await.expect("exists");
     assert_eq!(loaded, failed);
     assert_eq!(loaded.messages[0].text_content(), "one, final");
-    assert_eq!(loaded.client_ids.get("client"), Some(&1));
+    assert_eq!(loaded.client_ids.get("client"), Some(&Seq::new(1)));
     assert!(store.interrupted().await.expect("interrupted").is_empty(), "a resting context is not resumed");
 
     let (listed, _) = store.list(&ctx.tenant, None, 10).await.expect("list");
@@ -172,9 +174,12 @@ pub async fn tenants_share_nothing(store: &dyn Backend) {
     // "a" is a prefix of "acme" as text but not as a key.
     store.insert(Arc::new(context_of("a", 3, 40))).await.expect("insert");
 
-    let running =
-        commit(store, &globex, change(Phase::StreamingLlmResponse { attempt: 1, message: 0 }, &[message(0, "x")]))
-            .await;
+    let running = commit(
+        store,
+        &globex,
+        change(Phase::StreamingLlmResponse { attempt: 1, message: Seq::new(0) }, &[message(0, "x")]),
+    )
+    .await;
     assert_eq!(load(store, &acme.key()).await, Some(acme.clone()), "acme's context is untouched");
     assert_eq!(load(store, &globex.key()).await, Some(running.clone()));
     assert_eq!(store.interrupted().await.expect("interrupted"), vec![globex.key()]);
@@ -208,24 +213,26 @@ pub async fn versions_sit_beside_each_other(store: &dyn Backend) {
     let first_reply = ctx.messages[1].id;
 
     // A regenerated reply: the cut and the new version, as two saves.
-    let ctx = commit(store, &ctx, Change::to(Phase::AwaitingLlmResponse { attempt: 1 }).moving(PathMove::Cut(1))).await;
+    let ctx =
+        commit(store, &ctx, Change::to(Phase::AwaitingLlmResponse { attempt: 1 }).moving(PathMove::Cut(Seq::new(1))))
+            .await;
     let cut = load(store, &key).await.expect("exists");
     same_path(&cut, &ctx);
-    assert_eq!(cut.forks_at(1).map(<[_]>::len), Some(1), "the old reply waits at the path's end");
+    assert_eq!(cut.forks_at(Seq::new(1)).map(<[_]>::len), Some(1), "the old reply waits at the path's end");
     let ctx = commit(store, &ctx, Change::to(Phase::Idle).with(say(&ctx, 0, Role::Assistant, "a2"))).await;
     let loaded = load(store, &key).await.expect("exists");
     same_path(&loaded, &ctx);
     assert_eq!(texts(&loaded), ["q", "a2"]);
-    assert_eq!((loaded.versions(1).count, loaded.versions(1).previous), (2, Some(first_reply)));
+    assert_eq!((loaded.versions(Seq::new(1)).count, loaded.versions(Seq::new(1)).previous), (2, Some(first_reply)));
 
     // Switch back through what storage holds.
     let branch = loaded.branch_through(&Tree::new(store, &key), first_reply).await.expect("read").expect("a switch");
-    assert_eq!(branch.keep, 1);
+    assert_eq!(branch.keep, Seq::new(1));
     let ctx = commit(store, &ctx, Change::to(Phase::Idle).moving(PathMove::Switch(Box::new(branch)))).await;
     assert_eq!(texts(&ctx), ["q", "a1"]);
     let loaded = load(store, &key).await.expect("exists");
     same_path(&loaded, &ctx);
-    assert_eq!(loaded.versions(1).index, 0);
+    assert_eq!(loaded.versions(Seq::new(1)).index, 0);
 
     // The children listing sees both versions; the first message's parent is nobody.
     let root = store.children(&key, None).await.expect("children");
@@ -252,7 +259,7 @@ pub async fn a_dump_restores_identical(store: &dyn Backend) {
         ctx =
             commit(store, &ctx, Change::to(Phase::Idle).with(question).with(say(&ctx, 1, Role::Assistant, "a"))).await;
     }
-    ctx = commit(store, &ctx, Change::to(Phase::Idle).moving(PathMove::Cut(5))).await;
+    ctx = commit(store, &ctx, Change::to(Phase::Idle).moving(PathMove::Cut(Seq::new(5)))).await;
     ctx = commit(store, &ctx, Change::to(Phase::Idle).with(say(&ctx, 0, Role::Assistant, "b"))).await;
     let dump = store.dump(&key).await.expect("dump").expect("there");
     assert_eq!(dump.messages.len(), 7);

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use super::*;
+use crate::domain::Seq;
 use crate::domain::{Child, NodeId, PathMove, TreeReader, Versions};
 
 /// Every message ever saved, and when each last joined the active path: what storage holds.
@@ -107,7 +108,7 @@ fn edits_and_regenerates_add_versions_and_switches_move_between_them() {
     t.send("more");
     t.reply("second answer");
     let (hello, first, more) = (t.h.ctx.messages[0].id, t.h.ctx.messages[1].id, t.h.ctx.messages[2].id);
-    assert_eq!(t.h.ctx.versions(1), Versions::only(Some(hello)));
+    assert_eq!(t.h.ctx.versions(Seq::new(1)), Versions::only(Some(hello)));
 
     // Regenerate the first answer: the path is cut there at once, and the new reply is a version.
     let regenerated = t.apply(Command::Regenerate { message_id: Some(first), expected_revision: None });
@@ -117,7 +118,7 @@ fn edits_and_regenerates_add_versions_and_switches_move_between_them() {
     assert_eq!(t.texts(), ["hello", "another answer"]);
     let another = t.h.ctx.messages[1].id;
     assert_eq!(
-        t.h.ctx.versions(1),
+        t.h.ctx.versions(Seq::new(1)),
         Versions { parent: Some(hello), count: 2, index: 1, previous: Some(first), next: None }
     );
 
@@ -131,7 +132,7 @@ fn edits_and_regenerates_add_versions_and_switches_move_between_them() {
     assert_eq!(edited.effects(), vec![Effect::Continue]);
     assert_eq!(t.h.state(), FsmState::ProcessingUserMessage);
     assert_eq!(t.texts(), ["hi"]);
-    assert_eq!(t.h.ctx.versions(0).count, 2);
+    assert_eq!(t.h.ctx.versions(Seq::new(0)).count, 2);
     t.reply("answer to hi");
     let again = t.apply(Command::Edit {
         message_id: t.h.ctx.messages[0].id,
@@ -146,12 +147,12 @@ fn edits_and_regenerates_add_versions_and_switches_move_between_them() {
     assert!(t.switch(hello).change().is_some());
     assert_eq!(t.texts(), ["hello", "another answer"], "the most recently active reply");
     assert_eq!(t.h.ctx.revision, revision + 1, "one saved change");
-    assert_eq!(t.h.ctx.versions(0).index, 0);
-    assert_eq!(t.h.ctx.versions(1).count, 2);
+    assert_eq!(t.h.ctx.versions(Seq::new(0)).index, 0);
+    assert_eq!(t.h.ctx.versions(Seq::new(1)).count, 2);
     // And to the old reply, which continues down to what followed it.
     t.switch(first);
     assert_eq!(t.texts(), ["hello", "first answer", "more", "second answer"]);
-    assert_eq!(t.h.ctx.on_path(more).map(|m| m.seq), Some(2));
+    assert_eq!(t.h.ctx.on_path(more).map(|m| m.seq), Some(Seq::new(2)));
     assert_eq!(t.switch(more), Outcome::default(), "a message on the path changes nothing");
     assert_eq!(t.h.ctx.on_path(another), None, "off the path now");
 
@@ -196,7 +197,7 @@ fn branch_actions_are_refused_mid_run_and_for_the_wrong_message() {
     assert_eq!(outcome.change().and_then(|c| c.path.as_ref()), None, "nothing is cut");
     t.reply("late answer");
     assert_eq!(t.texts(), ["hello", "answer", "again", "late answer"]);
-    assert_eq!(t.h.ctx.versions(3).count, 1);
+    assert_eq!(t.h.ctx.versions(Seq::new(3)).count, 1);
 }
 
 #[test]
@@ -209,7 +210,7 @@ fn a_switch_from_failed_rests_idle_and_the_abandoned_replies_stay_reachable() {
     t.apply(Command::LlmFailed { error: "down".into(), transient: false, retry_after_ms: None });
     assert_eq!((t.h.state(), t.texts()), (FsmState::Failed, vec!["hello".to_owned()]));
     // The old reply is still a version at the path's end.
-    assert_eq!(t.h.ctx.forks_at(1).map(<[_]>::len), Some(1));
+    assert_eq!(t.h.ctx.forks_at(Seq::new(1)).map(<[_]>::len), Some(1));
     t.switch(answer);
     assert_eq!((t.h.state(), t.texts()), (FsmState::Idle, vec!["hello".to_owned(), "answer".to_owned()]));
 }

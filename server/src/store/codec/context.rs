@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::schema::*;
 use crate::domain::{
-    Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, NodeId, PathShape, Phase, Segment, Sibling,
-    Timestamp,
+    Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, NodeId, PathShape, Phase, Segment, Seq,
+    Sibling, Timestamp,
 };
 use crate::store::error::Error;
 
@@ -18,7 +18,7 @@ pub fn context_to_stored(ctx: &Context) -> StoredContext {
         revision: ctx.revision,
         created_at_us: ctx.created_at.as_micros(),
         updated_at_us: ctx.updated_at.as_micros(),
-        message_count: ctx.next_seq(),
+        message_count: ctx.next_seq().get(),
         next_node: ctx.next_node.get(),
         phase: Some(phase_to_stored(&ctx.phase)),
         external_tools: ctx
@@ -40,16 +40,18 @@ pub fn context_to_stored(ctx: &Context) -> StoredContext {
 
 pub fn path_to_stored(shape: &PathShape) -> StoredPath {
     StoredPath {
-        segments: shape.segments.iter().map(|s| StoredSegment { seq: s.seq, node: s.node.get() }).collect(),
-        forks: shape.forks.keys().copied().collect(),
+        segments: shape.segments.iter().map(|s| StoredSegment { seq: s.seq.get(), node: s.node.get() }).collect(),
+        forks: shape.forks.keys().map(|seq| seq.get()).collect(),
     }
 }
 
 /// The segments of a saved path; a context saved before branches has one, from node 0.
 pub fn segments_from_stored(stored: Option<&StoredPath>) -> Vec<Segment> {
     match stored {
-        Some(path) => path.segments.iter().map(|s| Segment { seq: s.seq, node: NodeId::new(s.node) }).collect(),
-        None => vec![Segment { seq: 0, node: NodeId::new(0) }],
+        Some(path) => {
+            path.segments.iter().map(|s| Segment { seq: Seq::new(s.seq), node: NodeId::new(s.node) }).collect()
+        }
+        None => vec![Segment { seq: Seq::FIRST, node: NodeId::new(0) }],
     }
 }
 
@@ -59,7 +61,7 @@ pub fn context_from_stored(
     key: ContextKey,
     stored: StoredContext,
     messages: Vec<Message>,
-    forks: Vec<(u64, Arc<[Sibling]>)>,
+    forks: Vec<(Seq, Arc<[Sibling]>)>,
 ) -> Result<Context, Error> {
     let StoredContext {
         title,
@@ -132,10 +134,10 @@ fn phase_to_stored(phase: &Phase) -> StoredPhase {
         Phase::Idle => (1, 0, 0, ""),
         Phase::ProcessingUserMessage => (2, 0, 0, ""),
         Phase::AwaitingLlmResponse { attempt } => (3, *attempt, 0, ""),
-        Phase::StreamingLlmResponse { attempt, message } => (4, *attempt, *message, ""),
-        Phase::ProcessingLlmResponse { message } => (5, 0, *message, ""),
-        Phase::AwaitingToolApproval { message } => (6, 0, *message, ""),
-        Phase::ExecutingTools { message } => (7, 0, *message, ""),
+        Phase::StreamingLlmResponse { attempt, message } => (4, *attempt, message.get(), ""),
+        Phase::ProcessingLlmResponse { message } => (5, 0, message.get(), ""),
+        Phase::AwaitingToolApproval { message } => (6, 0, message.get(), ""),
+        Phase::ExecutingTools { message } => (7, 0, message.get(), ""),
         Phase::ProcessingToolResults => (8, 0, 0, ""),
         Phase::GeneratingResponse => (9, 0, 0, ""),
         Phase::TransientFailure { attempt, error } => (10, *attempt, 0, error.as_str()),
@@ -146,6 +148,7 @@ fn phase_to_stored(phase: &Phase) -> StoredPhase {
 
 fn phase_from_stored(stored: StoredPhase) -> Result<Phase, Error> {
     let StoredPhase { state, attempt, message, error } = stored;
+    let message = Seq::new(message);
     Ok(match state {
         1 => Phase::Idle,
         2 => Phase::ProcessingUserMessage,

@@ -3,8 +3,8 @@
 use super::message_id;
 use super::schema::*;
 use crate::domain::{
-    Approval, ContentPart, Message, MessageStatus, NodeId, Place, Role, Timestamp, ToolCall, ToolCallId, ToolOutcome,
-    Usage,
+    Approval, ContentPart, Message, MessageStatus, NodeId, Place, Role, Seq, Timestamp, ToolCall, ToolCallId,
+    ToolOutcome, Usage,
 };
 use crate::store::error::Error;
 
@@ -64,7 +64,7 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
         duration_ms: message.duration_ms,
         model: message.model.clone(),
         created_at_us: message.created_at.as_micros(),
-        depth: Some(message.seq),
+        depth: Some(message.seq.get()),
         parent: message.parent.map(NodeId::get),
     }
 }
@@ -105,8 +105,8 @@ pub fn message_from_stored(node: NodeId, stored: StoredMessage) -> Result<Messag
     // Saved before branches: node = depth, and each message follows the one before.
     // Saved before branches: the conversation was straight.
     let Place { seq, parent, .. } = match depth {
-        Some(depth) => Place { seq: depth, node, parent: parent.map(NodeId::new) },
-        None => Place::straight(node.get()),
+        Some(depth) => Place { seq: Seq::new(depth), node, parent: parent.map(NodeId::new) },
+        None => Place::straight(Seq::new(node.get())),
     };
     Ok(Message {
         id,

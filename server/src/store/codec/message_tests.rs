@@ -2,7 +2,7 @@ use super::*;
 use crate::domain::{MessageId, NodeId, Place, ToolOutcome};
 
 fn tool_answer(outcome: Option<ToolOutcome>) -> Message {
-    let place = Place::straight(1);
+    let place = Place::straight(Seq::new(1));
     let mut message =
         Message::text(MessageId::from_bytes([9; 16]), place, Role::Tool, "x".into(), Timestamp::from_micros(5));
     message.tool_call_id = Some("c1".into());
@@ -33,7 +33,7 @@ fn tool_outcomes_round_trip_and_records_saved_before_them_still_decode() {
     }
     let user = Message::text(
         MessageId::from_bytes([8; 16]),
-        Place::straight(0),
+        Place::straight(Seq::new(0)),
         Role::User,
         "hi".into(),
         Timestamp::from_micros(5),

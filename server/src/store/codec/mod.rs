@@ -3,7 +3,7 @@
 //! stored records; `context` and `message` convert them to and from the domain.
 
 use super::error::Error;
-use crate::domain::{Message, MessageId, NodeId};
+use crate::domain::{Message, MessageId, NodeId, Seq};
 
 mod context;
 mod message;
@@ -18,8 +18,8 @@ const FORMAT_V1: u8 = 1;
 
 /// The node whose children are the versions at depth `seq` of a loaded path (`None`: the
 /// first messages).
-pub fn parent_at(path: &[Message], seq: u64) -> Option<NodeId> {
-    seq.checked_sub(1).and_then(|before| path.get(usize::try_from(before).ok()?)).map(|m| m.node)
+pub fn parent_at(path: &[Message], seq: Seq) -> Option<NodeId> {
+    seq.before().and_then(|above| path.get(above.index())).map(|m| m.node)
 }
 
 /// A stored message id; `whose` names what holds it, for the error.

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use super::layout::{StoredJoined, StoredNodeMessage, StoredRecord};
 use super::{Nats, PATIENCE, RESTORE_RECORD_BYTES, unavailable};
 use crate::domain::{
-    Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, Sibling, TenantId,
+    Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, Seq, Sibling, TenantId,
 };
 use crate::store::backend::{Backend, Change, Inserted};
 use crate::store::codec::{self, StoredNode};
@@ -43,16 +43,16 @@ impl Backend for Nats {
             Error::Unavailable(format!("context {key}: its copy by `ctxd migrate` did not finish; run it again"))
         })?;
         let segments = codec::segments_from_stored(record.path.as_ref());
-        let length = stored.message_count;
-        let mut nodes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        let length = Seq::new(stored.message_count);
+        let mut nodes = Vec::with_capacity(length.index());
         for (i, segment) in segments.iter().enumerate() {
             let end = segments.get(i + 1).map_or(length, |next| next.seq);
-            nodes.extend((0..end.saturating_sub(segment.seq)).map(|k| segment.node.plus(k)));
+            nodes.extend((0..segment.seq.until(end)).map(|k| segment.node.plus(k)));
         }
         let messages = self.read_messages(key, &nodes).await?;
-        for (seq, message) in messages.iter().enumerate() {
-            let follows = seq.checked_sub(1).map(|before| messages[before].node);
-            if message.seq != seq as u64 || message.parent != follows {
+        for (index, message) in messages.iter().enumerate() {
+            let follows = index.checked_sub(1).map(|above| messages[above].node);
+            if message.seq != Seq::of_index(index) || message.parent != follows {
                 return Err(Error::Corrupt(format!(
                     "context {key}: message {} is not on the saved path",
                     message.node
@@ -60,7 +60,7 @@ impl Backend for Nats {
             }
         }
         let fork_depths = record.path.map(|p| p.forks).unwrap_or_default();
-        let forks = futures::future::try_join_all(fork_depths.into_iter().map(|seq| {
+        let forks = futures::future::try_join_all(fork_depths.into_iter().map(Seq::new).map(|seq| {
             let parent = codec::parent_at(&messages, seq);
             async move {
                 let list = self.children_list(key, parent).await?;

@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::layout::{StoredChildEntry, StoredChildren, StoredJoined, StoredNodeMessage, StoredRecord, StoredSnapshot};
 use super::{Head, Inner, READ_AHEAD};
-use crate::domain::{Context, ContextKey, Message, NodeId};
+use crate::domain::{Context, ContextKey, Message, NodeId, Seq};
 use crate::store::codec::{self, StoredNode};
 use crate::store::error::{Error, Result};
 
@@ -148,7 +148,8 @@ impl Inner {
             // A new message alone on its depth of the active path has no siblings to read.
             let alone = match (after, added.as_slice()) {
                 (Some(ctx), [(node, _, Some(seq))]) if joined.is_empty() => {
-                    ctx.message(*seq).is_some_and(|m| m.node == NodeId::new(*node)) && ctx.versions(*seq).count <= 1
+                    let seq = Seq::new(*seq);
+                    ctx.message(seq).is_some_and(|m| m.node == NodeId::new(*node)) && ctx.versions(seq).count <= 1
                 }
                 _ => false,
             };

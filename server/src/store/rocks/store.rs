@@ -11,7 +11,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Read
 
 use super::keys;
 use super::migrate;
-use crate::domain::{Context, ContextKey, ContextSummary, ListPosition, Message, Sibling, TenantId};
+use crate::domain::{Context, ContextKey, ContextSummary, ListPosition, Message, Seq, Sibling, TenantId};
 use crate::store::codec;
 use crate::store::dump::Dump;
 use crate::store::error::{Error, Result};
@@ -152,14 +152,14 @@ impl Store {
             Some(bytes) => Some(codec::decode::<codec::StoredPath>("path", &bytes)?),
             None => None,
         };
-        let length = stored.message_count;
+        let length = Seq::new(stored.message_count);
         let segments = codec::segments_from_stored(path.as_ref());
-        let mut messages: Vec<Message> = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        let mut messages: Vec<Message> = Vec::with_capacity(length.index());
         let family = self.family(keys::CF_MESSAGES)?;
         for (i, segment) in segments.iter().enumerate() {
             let end = segments.get(i + 1).map_or(length, |next| next.seq);
-            let count = end.saturating_sub(segment.seq);
-            if segment.seq != messages.len() as u64 {
+            let count = segment.seq.until(end);
+            if segment.seq != Seq::of_index(messages.len()) {
                 return Err(Error::Corrupt(format!(
                     "context {key}: path segment at depth {} out of order",
                     segment.seq
@@ -177,14 +177,14 @@ impl Store {
                 }
                 let message = codec::message_from_stored(node, codec::decode("message", &value)?)?;
                 let follows = messages.last().map(|m| m.node);
-                if message.seq != messages.len() as u64 || message.parent != follows {
+                if message.seq != Seq::of_index(messages.len()) || message.parent != follows {
                     return Err(Error::Corrupt(format!("context {key}: message {node} is not on the saved path")));
                 }
                 messages.push(message);
             }
         }
         let mut forks = Vec::new();
-        for seq in path.map(|p| p.forks).unwrap_or_default() {
+        for seq in path.map(|p| p.forks).unwrap_or_default().into_iter().map(Seq::new) {
             let parent = codec::parent_at(&messages, seq);
             let siblings: Arc<[Sibling]> =
                 self.children_of(&context, parent)?.into_iter().map(|c| Sibling { node: c.node, id: c.id }).collect();

@@ -8,6 +8,7 @@ use ::rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 
 use super::keys;
 use super::{Rocks, Store, Writer};
+use crate::domain::Seq;
 use crate::domain::{Context, Message, Phase, Timestamp};
 use crate::store::contract::{backend_contract, change, context_of, message, tenant};
 use crate::store::{Backend, Error, Save};
@@ -45,7 +46,7 @@ fn a_delete_leaves_nothing_behind_and_a_second_open_is_refused() {
     let ctx = context(1, 10);
     store.insert(&ctx).expect("insert");
     let running = ctx.apply(
-        &change(Phase::StreamingLlmResponse { attempt: 1, message: 0 }, &[message(0, "x"), message(1, "y")]),
+        &change(Phase::StreamingLlmResponse { attempt: 1, message: Seq::new(0) }, &[message(0, "x"), message(1, "y")]),
         Timestamp::from_micros(20),
     );
     store.commit(&save(&ctx, &running, &all(&running))).expect("commit");
@@ -114,7 +115,7 @@ fn data_saved_before_tenants_moves_into_the_default_tenant() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (first, second) = (context(1, 10), context(2, 20));
     let running = first.apply(
-        &change(Phase::StreamingLlmResponse { attempt: 1, message: 0 }, &[message(0, "x")]),
+        &change(Phase::StreamingLlmResponse { attempt: 1, message: Seq::new(0) }, &[message(0, "x")]),
         Timestamp::from_micros(30),
     );
     {

@@ -5,11 +5,12 @@
 use ::rocksdb::{ColumnFamilyDescriptor, DB, Options};
 
 use super::{Store, keys};
+use crate::domain::Seq;
 use crate::domain::{
     Change, Context, ContextConfig, ContextId, ContextKey, NodeId, PathMove, Phase, Role, TenantId, Timestamp,
 };
 use crate::store::codec;
-use crate::store::contract::{save_of, say};
+use crate::store::contract::{same_path, save_of, say, texts};
 
 fn new_context() -> Context {
     let key = ContextKey::new(TenantId::default_tenant(), ContextId::from_bytes([3; 16]));
@@ -21,17 +22,6 @@ fn commit(store: &Store, ctx: &Context, change: Change) -> Context {
     let (after, save) = save_of(ctx, change);
     store.commit(&save).expect("commit");
     after
-}
-
-fn texts(ctx: &Context) -> Vec<String> {
-    ctx.messages.iter().map(|m| m.text_content()).collect()
-}
-
-/// What must survive a reload: the path, its shape and the numbering.
-fn same_path(loaded: &Context, held: &Context) {
-    assert_eq!(loaded.messages, held.messages);
-    assert_eq!(loaded.shape, held.shape);
-    assert_eq!((loaded.next_node, loaded.revision), (held.next_node, held.revision));
 }
 
 /// Messages saved before branches have no depth, parent, edges or id entries: the open
@@ -78,7 +68,7 @@ fn messages_saved_before_branches_are_indexed_at_open() {
     let answer = loaded.messages[1].id;
     assert_eq!(store.tree(&ctx.key()).node_of(answer).expect("read"), Some(NodeId::new(1)), "indexed");
 
-    let ctx = commit(&store, &loaded, Change::to(Phase::Idle).moving(PathMove::Cut(1)));
+    let ctx = commit(&store, &loaded, Change::to(Phase::Idle).moving(PathMove::Cut(Seq::new(1))));
     let ctx = commit(&store, &ctx, Change::to(Phase::Idle).with(say(&ctx, 0, Role::Assistant, "b")));
     let branch = futures::executor::block_on(ctx.branch_through(&store.tree(&ctx.key()), answer))
         .expect("read")
