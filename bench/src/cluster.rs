@@ -165,7 +165,7 @@ async fn cross_node_watch(nodes: &Nodes, messages: usize) -> Row {
     let id = create(&mut a, "watched across nodes").await;
     ctxd_tests::get(&mut a, &id).await;
     let mut events = c
-        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
+        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0, message_limit: 0 })
         .await
         .expect("watch")
         .into_inner();
@@ -209,7 +209,7 @@ async fn failover(kills: usize) -> Row {
         owner.send_message(send_request(&id, &said, false)).await.expect("send");
         let mut far = nodes.nodes[watcher].client().await;
         let mut events = far
-            .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
+            .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0, message_limit: 0 })
             .await
             .expect("watch")
             .into_inner();

@@ -95,7 +95,7 @@ pub async fn measured<F: Future<Output = Vec<Row>>>(server: &Server, case: F) ->
 
 pub(crate) async fn watch(client: &mut Client, id: &str) -> Events {
     client
-        .watch_state(pb::WatchStateRequest { context_id: id.into(), from_revision: 0 })
+        .watch_state(pb::WatchStateRequest { context_id: id.into(), from_revision: 0, message_limit: 0 })
         .await
         .expect("watch")
         .into_inner()
@@ -168,7 +168,7 @@ pub async fn action(server: &Server, scale: Scale, floor: Floor) -> Vec<Row> {
 async fn round_trip(server: &Server, scale: Scale) -> (Vec<Row>, f64) {
     let mut client = server.client().await;
     let id = create(&mut client, "round trip").await;
-    let request = pb::GetStateRequest { context_id: id, view: pb::StateView::Basic as i32 };
+    let request = pb::GetStateRequest { context_id: id, view: pb::StateView::Basic as i32, message_limit: 0 };
     let calls = scale.pick(20, 2000);
     let started = Instant::now();
     let mut samples = Vec::with_capacity(calls);
@@ -380,10 +380,29 @@ pub async fn history(engine: Engine, scale: Scale) -> Vec<Row> {
     let samples_per = scale.pick(10, 100);
     let mut rows = Vec::new();
     let mut base_send = std::collections::HashMap::new();
+    let mut base_get = None;
     for (size, id) in sizes.iter().zip(&ids) {
         let id = id.to_string();
         // First touch loads the conversation; measure the steady state after it.
         ctxd_tests::get(&mut client, &id).await;
+        // What a client that shows the last 50 messages reads (it pages back for older ones),
+        // measured before the sends below (whose FULL responses of every message would leave
+        // both ends' buffers and caches churned by megabytes of other traffic).
+        let started = Instant::now();
+        let mut limited = Vec::with_capacity(samples_per);
+        for _ in 0..samples_per {
+            let request = pb::GetStateRequest { context_id: id.clone(), message_limit: 50, ..Default::default() };
+            let t = Instant::now();
+            let state = client.get_state(request).await.expect("get").into_inner().state.expect("state");
+            limited.push(t.elapsed());
+            assert!(state.messages.len() <= 50, "at most the limit");
+        }
+        let limited = Summary::of(limited, started.elapsed());
+        let base = *base_get.get_or_insert(limited.p50_us);
+        rows.push(
+            Row::new("history", format!("GetState at {size} messages, message_limit 50"), limited.clone())
+                .note("p50_vs_10_messages", format!("{:.2}", limited.p50_us / base)),
+        );
         let mut events = watch(&mut client, &id).await;
         for (view, name) in [(pb::StateView::Basic, "BASIC"), (pb::StateView::Full, "FULL")] {
             let started = Instant::now();

@@ -365,7 +365,7 @@ pub async fn send(client: &mut Client, id: &str, content: &str) -> pb::ContextSt
 /// Opens a WatchState stream of context `id` from `from_revision` (0: a snapshot first).
 pub async fn watch(client: &mut Client, id: &str, from_revision: u64) -> tonic::Streaming<pb::WatchStateResponse> {
     client
-        .watch_state(pb::WatchStateRequest { context_id: id.into(), from_revision })
+        .watch_state(pb::WatchStateRequest { context_id: id.into(), from_revision, ..Default::default() })
         .await
         .expect("watch")
         .into_inner()

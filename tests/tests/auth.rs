@@ -122,7 +122,7 @@ impl Rpc {
             }
             Rpc::ListTools => client.list_tools(authorized(pb::ListToolsRequest {}, auth)).await.map(drop),
             Rpc::WatchState => {
-                let request = pb::WatchStateRequest { context_id: id, from_revision: 0 };
+                let request = pb::WatchStateRequest { context_id: id, from_revision: 0, message_limit: 0 };
                 let mut stream = client.watch_state(authorized(request, auth)).await?.into_inner();
                 stream.message().await.map(drop)
             }
@@ -344,7 +344,7 @@ async fn tenants_are_apart_even_with_the_same_context_id() {
     client.delete_context(bearer(delete, &globex)).await.expect("globex deletes its own");
     let gone = client.get_state(get(&globex)).await.expect_err("globex's is gone");
     assert_eq!(gone.code(), Code::NotFound);
-    let watch = pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 };
+    let watch = pb::WatchStateRequest { context_id: id.clone(), from_revision: 0, message_limit: 0 };
     let other = client.watch_state(bearer(watch, &globex)).await.expect_err("acme's is not globex's");
     assert_eq!(other.code(), Code::NotFound);
     assert_eq!(other.message(), gone.message(), "another tenant's context looks exactly like no context");

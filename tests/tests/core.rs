@@ -152,7 +152,7 @@ async fn a_turn_streams_the_reply_and_saves_every_transition_once() {
 
     // The BASIC view carries only the newest message, whatever the conversation's length.
     let basic = client
-        .get_state(pb::GetStateRequest { context_id: id.clone(), view: pb::StateView::Basic as i32 })
+        .get_state(pb::GetStateRequest { context_id: id.clone(), view: pb::StateView::Basic as i32, message_limit: 0 })
         .await
         .expect("get basic")
         .into_inner()
@@ -164,7 +164,10 @@ async fn a_turn_streams_the_reply_and_saves_every_transition_once() {
     request.view = pb::StateView::Basic as i32;
     let sent = client.send_message(request).await.expect("send").into_inner().state.expect("state");
     assert_eq!((sent.messages.len(), text(&sent.messages[0]).as_str()), (1, "third"), "the message just sent");
-    let bad = client.get_state(pb::GetStateRequest { context_id: id.clone(), view: 99 }).await.expect_err("bad view");
+    let bad = client
+        .get_state(pb::GetStateRequest { context_id: id.clone(), view: 99, message_limit: 0 })
+        .await
+        .expect_err("bad view");
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
 

@@ -55,7 +55,7 @@ async fn run_case(server: &Server, actions: Vec<Action>) {
     let id = create(&mut client, "property").await;
     let folded = Arc::new(Mutex::new(Folded::default()));
     let mut events = client
-        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
+        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0, message_limit: 0 })
         .await
         .expect("watch")
         .into_inner();

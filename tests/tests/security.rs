@@ -184,7 +184,9 @@ async fn streams_end_when_their_credential_expires_or_is_revoked() {
         .state
         .expect("state")
         .context_id;
-    let watch_state = |token: &str| bearer(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 }, token);
+    let watch_state = |token: &str| {
+        bearer(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0, message_limit: 0 }, token)
+    };
 
     // An API key's streams end when its line leaves the keys file.
     let mut by_key = client.watch_state(watch_state(key)).await.expect("watch").into_inner();

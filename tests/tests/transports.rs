@@ -30,7 +30,7 @@ async fn grpc_web_over_http1_serves_unary_calls_and_watch_streams() {
         .expect("state");
     let id = created.context_id.clone();
     let mut events = web_client
-        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 })
+        .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0, message_limit: 0 })
         .await
         .expect("streaming call over grpc-web")
         .into_inner();
@@ -233,7 +233,7 @@ async fn static_files_share_the_port_and_shutdown_ends_streams_cleanly() {
     let mut client = server.client().await;
     let id = create(&mut client, "shutdown").await;
     let mut events = client
-        .watch_state(pb::WatchStateRequest { context_id: id, from_revision: 0 })
+        .watch_state(pb::WatchStateRequest { context_id: id, from_revision: 0, message_limit: 0 })
         .await
         .expect("watch")
         .into_inner();

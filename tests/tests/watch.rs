@@ -96,9 +96,12 @@ async fn a_watcher_sees_every_kind_in_revision_order_and_the_fold_equals_get_sta
     let end = tokio::time::timeout(PATIENCE, events.message()).await.expect("in time").expect("clean end");
     assert!(end.is_none(), "the stream ends after context_deleted");
 
-    let missing = client.watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0 }).await;
+    let missing =
+        client.watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0, message_limit: 0 }).await;
     assert_eq!(missing.expect_err("deleted").code(), Code::NotFound);
-    let invalid = client.watch_state(pb::WatchStateRequest { context_id: "nope".into(), from_revision: 0 }).await;
+    let invalid = client
+        .watch_state(pb::WatchStateRequest { context_id: "nope".into(), from_revision: 0, message_limit: 0 })
+        .await;
     assert_eq!(invalid.expect_err("invalid").code(), Code::InvalidArgument);
 }
 

@@ -130,15 +130,21 @@ pub fn on_path(ctx: &Context, m: &Message) -> pb::Message {
 }
 
 pub fn context_state(ctx: &Context) -> pb::ContextState {
-    context_state_view(ctx, pb::StateView::Full)
+    context_state_view(ctx, pb::StateView::Full, None)
 }
 
-/// The state with all messages (FULL) or only the newest (BASIC).
-pub fn context_state_view(ctx: &Context, view: pb::StateView) -> pb::ContextState {
-    let messages = match view {
-        pb::StateView::Basic => ctx.messages.last().map(|m| on_path(ctx, m)).into_iter().collect(),
-        pb::StateView::Full | pb::StateView::Unspecified => ctx.messages.iter().map(|m| on_path(ctx, m)).collect(),
+/// The state with all messages (FULL) or only the newest (BASIC), and at most the last
+/// `limit` of them. Only the messages sent are converted: the cost does not grow with the
+/// conversation.
+pub fn context_state_view(ctx: &Context, view: pb::StateView, limit: Option<usize>) -> pb::ContextState {
+    let shown = match view {
+        pb::StateView::Basic => 1,
+        pb::StateView::Full | pb::StateView::Unspecified => usize::MAX,
     };
+    let count = limit.map_or(shown, |limit| limit.min(shown)).min(ctx.messages.len());
+    let skipped = ctx.messages.len() - count;
+    // By index: a few steps down the tree each, never a copy of the path's spine.
+    let messages = (skipped..ctx.messages.len()).filter_map(|i| ctx.messages.get(i)).map(|m| on_path(ctx, m)).collect();
     pb::ContextState {
         context_id: ctx.id.to_string(),
         revision: ctx.revision,
@@ -153,6 +159,7 @@ pub fn context_state_view(ctx: &Context, view: pb::StateView) -> pb::ContextStat
         created_at: Some(timestamp(ctx.created_at)),
         updated_at: Some(timestamp(ctx.updated_at)),
         created_by: ctx.created_by.clone(),
+        earlier_message_count: skipped as u64,
     }
 }
 

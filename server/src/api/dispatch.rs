@@ -61,7 +61,7 @@ impl ContextApi {
         let deadline = deadline::from_metadata(&call.metadata);
         let local = async || {
             let ctx = self.contexts.act(&key, action, wait, deadline).await?;
-            Ok(answer(convert::context_state_view(&ctx, view)))
+            Ok(answer(convert::context_state_view(&ctx, view, None)))
         };
         self.routed(&call, &key, local).await
     }

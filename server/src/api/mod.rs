@@ -23,7 +23,7 @@ use crate::auth::Scope;
 use crate::cluster::{Forwarder, Retry};
 use crate::domain::{ContextId, ToolDefinition, ToolPolicy};
 use crate::fsm::Command;
-use crate::runtime::{Action, Contexts};
+use crate::runtime::{Action, Contexts, PathStart};
 use crate::telemetry::names;
 
 /// The `context_id` of a request, named on the call's span (when tracing is on).
@@ -95,12 +95,13 @@ impl ContextService for ContextApi {
     async fn get_state(&self, request: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
         let who = caller::caller(&request, Scope::Read)?;
         let (call, message) = self.call(request, Retry::Safe);
-        let pb::GetStateRequest { context_id, view } = message;
+        let pb::GetStateRequest { context_id, view, message_limit } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
         let view = request::view(view)?;
+        let limit = request::message_limit(message_limit);
         let local = async || {
             let ctx = self.contexts.get(&key).await?;
-            Ok(pb::GetStateResponse { state: Some(convert::context_state_view(&ctx, view)) })
+            Ok(pb::GetStateResponse { state: Some(convert::context_state_view(&ctx, view, limit)) })
         };
         self.routed(&call, &key, local).await
     }
@@ -222,6 +223,31 @@ impl ContextService for ContextApi {
         self.routed(&call, &key, local).await
     }
 
+    async fn list_path_messages(
+        &self,
+        request: Request<pb::ListPathMessagesRequest>,
+    ) -> Result<Response<pb::ListPathMessagesResponse>, Status> {
+        let who = caller::caller(&request, Scope::Read)?;
+        let (call, message) = self.call(request, Retry::Safe);
+        let pb::ListPathMessagesRequest { context_id, before_message_id, page_size, page_token } = message;
+        let key = caller::key(&who, parse_context_id(&context_id)?);
+        let before = request::optional_id("before_message_id", &before_message_id)?;
+        let limit = request::page_size(page_size)?;
+        let start = match (page_token::decode_path(&page_token)?, before) {
+            (Some(point), _) => PathStart::Above(point),
+            (None, Some(id)) => PathStart::Before(id),
+            (None, None) => PathStart::End,
+        };
+        let local = async || {
+            let (messages, next) = self.contexts.path_page(&key, start, limit).await?;
+            Ok(pb::ListPathMessagesResponse {
+                messages: messages.iter().map(|(m, versions)| convert::message(m, *versions)).collect(),
+                next_page_token: page_token::encode_path(next),
+            })
+        };
+        self.routed(&call, &key, local).await
+    }
+
     async fn approve_tools(
         &self,
         request: Request<pb::ApproveToolsRequest>,
@@ -283,11 +309,12 @@ impl ContextService for ContextApi {
         let who = caller::caller(&request, Scope::Read)?;
         let credential = caller::credential(&request)?;
         let (metadata, _, message) = request.into_parts();
-        let pb::WatchStateRequest { context_id, from_revision } = message;
+        let pb::WatchStateRequest { context_id, from_revision, message_limit } = message;
         let key = caller::key(&who, parse_context_id(&context_id)?);
+        let from = watch::WatchFrom { revision: from_revision, message_limit };
         let stream = match &self.forwarder {
-            None => watch::state(&self.contexts, &key, from_revision).await?,
-            Some(forwarder) => watch::anywhere(&self.contexts, forwarder, key, from_revision, metadata).await?,
+            None => watch::state(&self.contexts, &key, from).await?,
+            Some(forwarder) => watch::anywhere(&self.contexts, forwarder, key, from, metadata).await?,
         };
         Ok(Response::new(watch::until_lapsed(stream, credential)))
     }

@@ -7,12 +7,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::Status;
 
-use crate::domain::{ContextId, ListPosition, NodeId, Timestamp};
+use crate::domain::{ContextId, ListPosition, NodeId, PathPoint, Seq, Timestamp};
 
 /// The layout of ListContexts tokens: version, updated_at (µs, big-endian), context id.
 const CONTEXTS_VERSION: u8 = 1;
 /// The layout of ListMessages tokens: version, node (big-endian).
 const MESSAGES_VERSION: u8 = 0x81;
+/// The layout of ListPathMessages tokens: version, node, depth (big-endian).
+const PATH_VERSION: u8 = 0x82;
 
 /// The body of a token of `version` and `len` bytes (after the version byte); `None` for an
 /// empty token (the first page). Every token ends with a CRC-32 of what comes before.
@@ -71,6 +73,29 @@ pub fn encode_node(node: Option<NodeId>) -> String {
     node.map(|node| seal(MESSAGES_VERSION, &node.get().to_be_bytes())).unwrap_or_default()
 }
 
+/// Where a ListPathMessages page continues (before this message); `None` for the first page.
+pub fn decode_path(token: &str) -> Result<Option<PathPoint>, Status> {
+    Ok(open::<16>(token, PATH_VERSION)?.map(|body| {
+        let (node, seq) = body.split_at(8);
+        PathPoint {
+            node: NodeId::new(u64::from_be_bytes(node.try_into().unwrap_or_default())),
+            seq: Seq::new(u64::from_be_bytes(seq.try_into().unwrap_or_default())),
+        }
+    }))
+}
+
+/// The ListPathMessages token of a page that began at `point`; empty when it reached the first
+/// message.
+pub fn encode_path(point: Option<PathPoint>) -> String {
+    let Some(point) = point else {
+        return String::new();
+    };
+    let mut body = [0u8; 16];
+    body[..8].copy_from_slice(&point.node.get().to_be_bytes());
+    body[8..].copy_from_slice(&point.seq.get().to_be_bytes());
+    seal(PATH_VERSION, &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +122,11 @@ mod tests {
         let old_layout = URL_SAFE_NO_PAD.encode([9u8; 24]);
         let node_token = encode_node(Some(NodeId::new(7)));
         assert_eq!(decode_node(&node_token).ok().flatten(), Some(NodeId::new(7)));
+        let point = PathPoint { node: NodeId::new(9), seq: Seq::new(4) };
+        let path_token = encode_path(Some(point));
+        assert_eq!(decode_path(&path_token).ok().flatten(), Some(point));
+        assert!(decode_path(&node_token).is_err(), "a ListMessages token is not a ListPathMessages one");
+        assert!(decode_node(&path_token).is_err(), "nor the other way round");
         assert_eq!(decode_node(&token).err().map(|s| s.code()), Some(tonic::Code::InvalidArgument), "not a node token");
         let bad = ["%%%", "AAAA", "not-a-token", &next_version, &old_layout, &token[..token.len() - 1], &node_token];
         for bad in bad.iter().copied().chain(tampered.iter().map(String::as_str)) {

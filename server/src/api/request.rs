@@ -166,6 +166,11 @@ pub fn view(value: i32) -> Result<pb::StateView, Status> {
     pb::StateView::try_from(value).map_err(|_| Status::invalid_argument(format!("view: unknown StateView {value}")))
 }
 
+/// A `message_limit`: `None` (all) for 0.
+pub fn message_limit(value: u32) -> Option<usize> {
+    (value > 0).then(|| usize::try_from(value).unwrap_or(usize::MAX))
+}
+
 pub fn page_size(value: i32) -> Result<usize, Status> {
     match usize::try_from(value) {
         Ok(0) => Ok(DEFAULT_PAGE_SIZE),

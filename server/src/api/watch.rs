@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use super::convert;
+use super::{convert, request};
 use crate::auth::Credential;
 use crate::cluster::{self, Forwarder, Peer, Retry, forward};
 use crate::domain::{ContextKey, ContextSummary, TenantId};
@@ -47,10 +47,21 @@ impl Drop for Open {
 
 const SERVICE: &str = "ctxd.v1.ContextService";
 
+/// Where a watch starts, and how much of the path its snapshots carry.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchFrom {
+    /// 0: a snapshot; else the last revision the client holds.
+    pub revision: u64,
+    /// Snapshots carry at most this many of the last messages (0: all).
+    pub message_limit: u32,
+}
+
 /// The wire form of one update; `None` for updates that end the stream unseen.
-fn state_response(context_id: &str, update: &Update) -> Option<pb::WatchStateResponse> {
+fn state_response(context_id: &str, update: &Update, limit: Option<usize>) -> Option<pb::WatchStateResponse> {
     let (revision, updated_at, kind) = match update {
-        Update::Snapshot(ctx) => (ctx.revision, ctx.updated_at, Kind::Snapshot(convert::context_state(ctx))),
+        Update::Snapshot(ctx) => {
+            (ctx.revision, ctx.updated_at, Kind::Snapshot(convert::context_state_view(ctx, pb::StateView::Full, limit)))
+        }
         Update::Event(event) => (
             event.revision,
             event.updated_at,
@@ -112,12 +123,20 @@ fn ends_feed(update: &Update) -> bool {
     matches!(update, Update::Event(event) if matches!(event.kind, EventKind::Deleted | EventKind::Closed))
 }
 
+/// Whether a watcher that holds only the last `limit` messages is better sent a snapshot
+/// than `update`: a branch switch bringing more new messages than it holds.
+fn too_long(update: &Update, limit: Option<usize>) -> bool {
+    matches!((update, limit), (Update::Event(event), Some(limit))
+        if matches!(&event.kind, EventKind::BranchSwitched { messages, .. } if messages.len() > limit))
+}
+
 pub async fn state(
     contexts: &Contexts,
     key: &ContextKey,
-    from_revision: u64,
+    from: WatchFrom,
 ) -> Result<ResponseStream<pb::WatchStateResponse>, Status> {
-    let (first, subscription) = contexts.watch(key, from_revision).await?;
+    let (first, subscription) = contexts.watch(key, from.revision).await?;
+    let limit = request::message_limit(from.message_limit);
     let context_id = key.id.to_string();
     struct Pump {
         pending: std::vec::IntoIter<Update>,
@@ -136,12 +155,17 @@ pub async fn state(
                 if pump.ended {
                     return None;
                 }
-                let update = match pump.pending.next() {
+                let mut update = match pump.pending.next() {
                     Some(update) => update,
                     None => pump.subscription.next().await?,
                 };
+                if too_long(&update, limit) {
+                    // The present instead; anything still to replay is older than it.
+                    pump.pending = Vec::new().into_iter();
+                    update = pump.subscription.snapshot()?;
+                }
                 pump.ended = ends_feed(&update);
-                if let Some(response) = state_response(&context_id, &update) {
+                if let Some(response) = state_response(&context_id, &update, limit) {
                     pump.open.sent();
                     return Some((Ok(response), pump));
                 }
@@ -159,18 +183,18 @@ pub async fn anywhere(
     contexts: &Contexts,
     forwarder: &Arc<Forwarder>,
     key: ContextKey,
-    from_revision: u64,
+    from: WatchFrom,
     metadata: MetadataMap,
 ) -> Result<ResponseStream<pb::WatchStateResponse>, Status> {
-    let Some(first) = upstream(contexts, forwarder, &key, from_revision, &metadata, false).await? else {
-        return state(contexts, &key, from_revision).await;
+    let Some(first) = upstream(contexts, forwarder, &key, from, &metadata, false).await? else {
+        return state(contexts, &key, from).await;
     };
     let (contexts, forwarder) = (contexts.clone(), Arc::clone(forwarder));
     let stopping = contexts.stopping();
     let stream = async_stream::stream! {
         let open = Open::new("WatchState");
         let mut relayed = first;
-        let mut last = from_revision;
+        let mut last = from.revision;
         loop {
             loop {
                 let next = tokio::select! {
@@ -187,10 +211,11 @@ pub async fn anywhere(
                 }
             }
             // The node that ran it went away: follow the context to its next node.
-            match upstream(&contexts, &forwarder, &key, last, &metadata, true).await {
+            let from = WatchFrom { revision: last, ..from };
+            match upstream(&contexts, &forwarder, &key, from, &metadata, true).await {
                 Ok(Some(next)) => relayed = next,
                 Ok(None) => {
-                    match state(&contexts, &key, last).await {
+                    match state(&contexts, &key, from).await {
                         Ok(mut here) => {
                             while let Some(item) = here.next().await {
                                 yield item;
@@ -217,7 +242,7 @@ async fn upstream(
     contexts: &Contexts,
     forwarder: &Forwarder,
     key: &ContextKey,
-    from_revision: u64,
+    from: WatchFrom,
     metadata: &MetadataMap,
     fresh: bool,
 ) -> Result<Option<tonic::Streaming<pb::WatchStateResponse>>, Status> {
@@ -227,7 +252,11 @@ async fn upstream(
         return Ok(None);
     }
     let send = |peer: Peer| {
-        let message = pb::WatchStateRequest { context_id: key.id.to_string(), from_revision };
+        let message = pb::WatchStateRequest {
+            context_id: key.id.to_string(),
+            from_revision: from.revision,
+            message_limit: from.message_limit,
+        };
         let (client, request) = (forwarder.client(&peer), forwarder.request(metadata, message, None));
         async move { Ok(client?.watch_state(request).await?.into_inner()) }
     };

@@ -24,4 +24,4 @@ pub use shown::{SHOWN_CHARS, Shown, shown};
 pub use tenant::{ContextKey, InvalidTenant, MAX_TENANT_LEN, TenantId};
 pub use time::Timestamp;
 pub use tool::{CheckedToolCall, RequestedToolCall, ToolDefinition, ToolOutcome, ToolPolicy, ToolResult};
-pub use tree::{PathShape, Place, Segment, Sibling, Versions};
+pub use tree::{PathPoint, PathShape, Place, Segment, Sibling, Versions};

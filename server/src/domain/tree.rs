@@ -28,6 +28,15 @@ impl Place {
     }
 }
 
+/// Where a page of a message's path stops: that message's number and depth. Its path above
+/// it never changes (a message's parent is fixed), so paging on from here covers that path
+/// whatever the active path does meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathPoint {
+    pub node: NodeId,
+    pub seq: Seq,
+}
+
 /// One version at a depth of the active path: a child of the same parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sibling {

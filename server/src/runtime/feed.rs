@@ -224,6 +224,13 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The present as a snapshot; every event it already holds is skipped from here on.
+    pub fn snapshot(&mut self) -> Option<Update> {
+        let inner = self.feed.lock();
+        self.last_seq = inner.seq;
+        inner.current.as_ref().map(|ctx| Update::Snapshot(Arc::clone(ctx)))
+    }
+
     /// The next update; `None` once the feed has ended (after `Deleted` or `Closed`).
     pub async fn next(&mut self) -> Option<Update> {
         loop {
@@ -236,9 +243,7 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     counter!(names::WATCH_LAGGED, "grpc_method" => "WatchState").increment(1);
                     // Too far behind: what was queued is gone; start again from the present.
-                    let inner = self.feed.lock();
-                    self.last_seq = inner.seq;
-                    return inner.current.as_ref().map(|ctx| Update::Snapshot(Arc::clone(ctx)));
+                    return self.snapshot();
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

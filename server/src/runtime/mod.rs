@@ -24,6 +24,7 @@ pub use contexts::Contexts;
 pub use error::{Error, Result};
 pub use feed::{Event, EventKind, Feed, OnPath, Subscription, Update};
 pub use handle::{Action, Gone, Slot};
+pub use reads::PathStart;
 pub use settings::Settings;
 pub use shared::ListEvent;
 
