@@ -354,6 +354,7 @@ pub fn send_request(id: &str, content: &str, wait: bool) -> pb::SendMessageReque
         expected_revision: None,
         wait,
         view: pb::StateView::Unspecified as i32,
+        on_busy: pb::OnBusy::Unspecified as i32,
     }
 }
 

@@ -159,6 +159,7 @@ impl ContextService for ContextApi {
                 content: request::content(m.content, limits)?,
                 client_message_id: request::client_message_id(m.client_message_id)?,
                 expected_revision: m.expected_revision,
+                on_busy: request::on_busy(m.on_busy)?,
             }))
         };
         self.dispatch(request, action, |state| pb::SendMessageResponse { state: Some(state) }).await

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::domain::ToolResult;
 use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId, MessageId, ToolCallId, shown};
+use crate::fsm::OnBusy;
 use crate::tools::{ArgumentSchema, truncate};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -164,6 +165,14 @@ pub fn tool_result(
 
 pub fn view(value: i32) -> Result<pb::StateView, Status> {
     pb::StateView::try_from(value).map_err(|_| Status::invalid_argument(format!("view: unknown StateView {value}")))
+}
+
+pub fn on_busy(value: i32) -> Result<OnBusy, Status> {
+    match pb::OnBusy::try_from(value) {
+        Ok(pb::OnBusy::Unspecified | pb::OnBusy::Reject) => Ok(OnBusy::Reject),
+        Ok(pb::OnBusy::Interrupt) => Ok(OnBusy::Interrupt),
+        Err(_) => Err(Status::invalid_argument(format!("on_busy: unknown OnBusy {value}"))),
+    }
 }
 
 /// A `message_limit`: `None` (all) for 0.

@@ -1,7 +1,7 @@
 //! [`apply`]: one command against one context, and the transitions of a run.
 
 use super::branches;
-use super::command::{Command, LlmReply};
+use super::command::{Command, LlmReply, OnBusy};
 use super::effect::Effect;
 use super::env::Env;
 use super::outcome::Outcome;
@@ -13,8 +13,8 @@ use crate::domain::{Approval, Change, Context, Message, MessageStatus, Phase, Ro
 /// Applies `command` to `ctx`. Deterministic: the same inputs give the same outcome.
 pub fn apply(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, Rejection> {
     match command {
-        Command::Send { content, client_message_id, expected_revision } => {
-            send(ctx, content, client_message_id, expected_revision, env)
+        Command::Send { content, client_message_id, expected_revision, on_busy } => {
+            send(ctx, content, client_message_id, expected_revision, on_busy, env)
         }
         Command::Edit { message_id, content, client_message_id, expected_revision } => {
             branches::edit(ctx, message_id, content, client_message_id, expected_revision, env)
@@ -58,6 +58,7 @@ fn send(
     content: String,
     client_message_id: Option<String>,
     expected_revision: Option<u64>,
+    on_busy: OnBusy,
     env: &Env,
 ) -> Result<Outcome, Rejection> {
     if already_saved(ctx, client_message_id.as_deref()) {
@@ -65,7 +66,10 @@ fn send(
     }
     check_revision(ctx, expected_revision)?;
     if !matches!(ctx.phase, Phase::Idle | Phase::Failed { .. }) {
-        return Err(Rejection::Busy { state: ctx.state() });
+        return match on_busy {
+            OnBusy::Reject => Err(Rejection::Busy { state: ctx.state() }),
+            OnBusy::Interrupt => Ok(interrupt(ctx, content, client_message_id, env)),
+        };
     }
     // A context nobody named is named after its first message, once: a title a client set
     // (at creation or with UpdateContext) is never replaced.
@@ -183,11 +187,31 @@ fn failed(ctx: &Context, error: String, transient: bool, retry_after_ms: Option<
     }
 }
 
+/// Stops the run in progress as a cancel does and sends `content`, as one transition: the
+/// history stays valid (every call answered) and the new message follows what was kept.
+fn interrupt(ctx: &Context, content: String, client_message_id: Option<String>, env: &Env) -> Outcome {
+    let stopped = stop_run(ctx, env);
+    // The message goes after the answers the stop adds (replaced messages keep their place).
+    let added = stopped.iter().filter(|m| m.seq >= ctx.next_seq()).count() as u64;
+    let message = user_message(ctx.place(added), content, client_message_id, env);
+    let change = Change::to(Phase::ProcessingUserMessage).with_all(stopped).with(message);
+    Outcome::Changed(change, vec![Effect::AbortRun, Effect::Continue])
+}
+
 fn cancel(ctx: &Context, env: &Env) -> Result<Outcome, Rejection> {
-    let messages = match ctx.phase {
-        Phase::Idle => return Err(Rejection::WrongState { action: "CancelRun", state: ctx.state() }),
+    match ctx.phase {
+        Phase::Idle => Err(Rejection::WrongState { action: "CancelRun", state: ctx.state() }),
         // Nothing runs in FAILED; cancelling dismisses the error.
-        Phase::Failed { .. } => return Ok(Change::to(Phase::Idle).into()),
+        Phase::Failed { .. } => Ok(Change::to(Phase::Idle).into()),
+        _ => Ok(Outcome::then(Change::to(Phase::Idle).with_all(stop_run(ctx, env)), Effect::AbortRun)),
+    }
+}
+
+/// What stopping the run in progress saves: the streaming reply kept as CANCELLED, and an
+/// answer "cancelled" to every call without one (calls awaiting approval are denied).
+fn stop_run(ctx: &Context, env: &Env) -> Vec<Message> {
+    match ctx.phase {
+        Phase::Idle | Phase::Failed { .. } => Vec::new(),
         Phase::StreamingLlmResponse { message, .. } => ctx
             .message(message)
             .map(|m| vec![Message { status: MessageStatus::Cancelled, ..m.clone() }])
@@ -200,8 +224,7 @@ fn cancel(ctx: &Context, env: &Env) -> Result<Outcome, Rejection> {
         | Phase::ProcessingToolResults
         | Phase::GeneratingResponse
         | Phase::TransientFailure { .. } => Vec::new(),
-    };
-    Ok(Outcome::then(Change::to(Phase::Idle).with_all(messages), Effect::AbortRun))
+    }
 }
 
 fn resume(ctx: &Context, env: &Env) -> Outcome {

@@ -8,6 +8,7 @@ pub enum Command {
         content: String,
         client_message_id: Option<String>,
         expected_revision: Option<u64>,
+        on_busy: OnBusy,
     },
     /// A new version of a user message on the active path; a run starts from it.
     Edit {
@@ -81,4 +82,14 @@ pub struct LlmReply {
     pub duration_ms: u64,
     /// The model that answered, as the provider reported it.
     pub model: Option<String>,
+}
+
+/// What a send does while a run is in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnBusy {
+    /// Refused: the context is busy.
+    #[default]
+    Reject,
+    /// The run stops as a cancel stops it, and the message is sent, in one transition.
+    Interrupt,
 }

@@ -22,7 +22,7 @@ mod tool_calls;
 
 pub use apply::apply;
 pub use branches::allowed as branch_allowed;
-pub use command::{Command, LlmReply};
+pub use command::{Command, LlmReply, OnBusy};
 pub use effect::Effect;
 pub use env::{Env, ToolCatalog};
 pub use outcome::Outcome;

@@ -69,7 +69,12 @@ impl Harness {
     }
 
     fn send(&mut self, text: &str) -> Outcome {
-        self.apply(Command::Send { content: text.into(), client_message_id: None, expected_revision: None })
+        self.apply(Command::Send {
+            content: text.into(),
+            client_message_id: None,
+            expected_revision: None,
+            on_busy: Default::default(),
+        })
     }
 
     fn state(&self) -> FsmState {
@@ -153,6 +158,7 @@ fn send_is_idempotent_checks_revisions_and_refuses_busy_contexts() {
         content: "hi".into(),
         client_message_id: Some(id.into()),
         expected_revision: expected,
+        on_busy: Default::default(),
     };
     assert_eq!(h.try_apply(send("a", Some(7))), Err(Rejection::StaleRevision { expected: 7, actual: 1 }));
     h.apply(send("a", Some(1)));
@@ -302,6 +308,59 @@ fn cancel_keeps_partial_text_closes_open_calls_and_rests() {
     assert_eq!(h.state(), FsmState::Failed);
     assert!(h.apply(Command::Cancel).effects().is_empty());
     assert_eq!(h.state(), FsmState::Idle);
+}
+
+#[test]
+fn an_interrupting_send_stops_the_run_as_a_cancel_and_sends_in_one_change() {
+    let interrupt = |text: &str| Command::Send {
+        content: text.into(),
+        client_message_id: None,
+        expected_revision: None,
+        on_busy: OnBusy::Interrupt,
+    };
+    let mut h = Harness::new(ContextConfig::default());
+    h.send("hi");
+    h.apply(Command::Continue);
+    h.apply(Command::LlmDelta { text: "par".into() });
+    let revision = h.ctx.revision;
+    let stopped = h.apply(interrupt("instead"));
+    assert_eq!(stopped.effects(), vec![Effect::AbortRun, Effect::Continue]);
+    assert_eq!((h.state(), h.ctx.revision), (FsmState::ProcessingUserMessage, revision + 1), "one transition");
+    let texts: Vec<(Role, String, MessageStatus)> =
+        h.ctx.messages.iter().map(|m| (m.role, m.text_content(), m.status)).collect();
+    assert_eq!(
+        texts,
+        [
+            (Role::User, "hi".into(), MessageStatus::Complete),
+            (Role::Assistant, "par".into(), MessageStatus::Cancelled),
+            (Role::User, "instead".into(), MessageStatus::Complete),
+        ]
+    );
+
+    // The new message's run ends; then, awaiting approval, the calls are denied and answered
+    // before the new message.
+    h.apply(Command::Continue);
+    h.apply(Command::LlmFinished { reply: LlmReply::default() });
+    h.apply(Command::Continue);
+    assert_eq!(h.state(), FsmState::Idle);
+    h.reply_with_tools(&[("c1", "read_file")]);
+    h.apply(Command::Continue);
+    assert_eq!(h.state(), FsmState::AwaitingToolApproval);
+    h.apply(interrupt("never mind"));
+    let tail: Vec<Role> = h.ctx.messages.iter().skip(5).map(|m| m.role).collect();
+    assert_eq!(tail, [Role::Assistant, Role::Tool, Role::User]);
+    assert_eq!(h.ctx.messages[5].tool_calls[0].approval, Approval::Denied);
+    assert_eq!(h.ctx.messages[6].tool_outcome, Some(ToolOutcome::Cancelled));
+
+    // At rest it is an ordinary send; refused by default while busy.
+    h.apply(Command::Continue);
+    let send = |text: &str| Command::Send {
+        content: text.into(),
+        client_message_id: None,
+        expected_revision: None,
+        on_busy: OnBusy::Reject,
+    };
+    assert!(matches!(h.try_apply(send("busy")), Err(Rejection::Busy { .. })));
 }
 
 #[test]

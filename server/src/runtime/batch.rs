@@ -172,7 +172,12 @@ mod tests {
     }
 
     fn send(text: &str) -> Command {
-        Command::Send { content: text.into(), client_message_id: None, expected_revision: None }
+        Command::Send {
+            content: text.into(),
+            client_message_id: None,
+            expected_revision: None,
+            on_busy: Default::default(),
+        }
     }
 
     /// A whole plain turn in one batch: every transition keeps its revision, one save holds

@@ -24,7 +24,12 @@ async fn start(dir: &Path) -> Contexts {
 }
 
 fn send(text: &str) -> Command {
-    Command::Send { content: text.into(), client_message_id: None, expected_revision: None }
+    Command::Send {
+        content: text.into(),
+        client_message_id: None,
+        expected_revision: None,
+        on_busy: Default::default(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

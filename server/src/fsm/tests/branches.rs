@@ -76,7 +76,12 @@ impl Tree {
     }
 
     fn send(&mut self, text: &str) {
-        self.apply(Command::Send { content: text.into(), client_message_id: None, expected_revision: None });
+        self.apply(Command::Send {
+            content: text.into(),
+            client_message_id: None,
+            expected_revision: None,
+            on_busy: Default::default(),
+        });
     }
 
     /// Runs the LLM part of a turn: one streamed reply of `text`, to rest.

@@ -1,0 +1,93 @@
+//! Sending while a reply runs, against the real binary: refused by default, or with
+//! ON_BUSY_INTERRUPT the run stops as CancelRun stops it and the new message runs, in one
+//! save, so the history stays valid.
+
+use ctxd_tests::v1 as pb;
+use ctxd_tests::*;
+use pb::FsmState;
+use tonic::Code;
+
+fn interrupting(id: &str, content: &str) -> pb::SendMessageRequest {
+    pb::SendMessageRequest { on_busy: pb::OnBusy::Interrupt as i32, ..send_request(id, content, true) }
+}
+
+fn roles(state: &pb::ContextState) -> Vec<pb::Role> {
+    state.messages.iter().map(role).collect()
+}
+
+#[tokio::test]
+async fn sending_during_a_streaming_reply_is_refused_by_default_and_interrupts_it_when_asked() {
+    let server = Server::start(40, &[]).await;
+    let mut client = server.client().await;
+    let id = create(&mut client, "busy").await;
+    let long = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
+    client.send_message(send_request(&id, long, false)).await.expect("send");
+    let streaming = wait_until(&mut client, &id, |s| {
+        state_of(s) == FsmState::StreamingLlmResponse && s.messages.get(1).is_some_and(|m| text(m).len() > 12)
+    })
+    .await;
+
+    let refused = client.send_message(send_request(&id, "not now", false)).await.expect_err("busy");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let unknown = pb::SendMessageRequest { on_busy: 9, ..send_request(&id, "?", false) };
+    assert_eq!(client.send_message(unknown).await.expect_err("bad on_busy").code(), Code::InvalidArgument);
+    assert_eq!(get(&mut client, &id).await.messages.len(), 2, "neither changed anything");
+
+    let request = interrupting(&id, "stop, and answer this");
+    let again = request.clone();
+    let done = client.send_message(request).await.expect("interrupt").into_inner().state.expect("state");
+    assert_eq!(state_of(&done), FsmState::Idle);
+    assert_eq!(roles(&done), [pb::Role::User, pb::Role::Assistant, pb::Role::User, pb::Role::Assistant]);
+    let partial = &done.messages[1];
+    assert_eq!(status(partial), pb::MessageStatus::Cancelled);
+    let partial_text = text(partial);
+    let full = format!("You said: {long}");
+    assert!(full.starts_with(&partial_text) && partial_text.len() < full.len(), "{partial_text:?}");
+    assert!(partial_text.len() >= text(&streaming.messages[1]).len(), "the text streamed before is kept");
+    assert_eq!(text(&done.messages[3]), "You said: stop, and answer this");
+    assert_eq!(status(&done.messages[3]), pb::MessageStatus::Complete);
+
+    // The same send again (a client retrying it) adds nothing; the old run sent nothing more.
+    let retried = client.send_message(again).await.expect("retry").into_inner().state.expect("state");
+    assert_eq!(retried.revision, done.revision);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(get(&mut client, &id).await, done, "nothing of the stopped run arrives after it");
+
+    // At rest, an interrupting send is an ordinary one.
+    let calm = client.send_message(interrupting(&id, "and one more")).await.expect("send").into_inner();
+    let calm = calm.state.expect("state");
+    assert_eq!(calm.messages.len(), 6);
+    assert_eq!(status(&calm.messages[5]), pb::MessageStatus::Complete);
+}
+
+#[tokio::test]
+async fn interrupting_a_tool_approval_denies_the_calls_and_answers_them() {
+    let server = Server::start(0, &[]).await;
+    let mut client = server.client().await;
+    let deploy = pb::ExternalTool {
+        name: "deploy".into(),
+        description: "Deploys a service".into(),
+        parameters_json_schema: r#"{"type": "object"}"#.into(),
+        requires_approval: true,
+        idempotent: false,
+        timeout_ms: 0,
+    };
+    let config = pb::ContextConfig { external_tools: vec![deploy], ..Default::default() };
+    let request = pb::CreateContextRequest { config: Some(config), ..Default::default() };
+    let id = client.create_context(request).await.expect("create").into_inner().state.expect("state").context_id;
+    let asked = send(&mut client, &id, r#"/tool deploy {"service": "api"}"#).await;
+    assert_eq!(state_of(&asked), FsmState::AwaitingToolApproval);
+
+    let done = client.send_message(interrupting(&id, "never mind")).await.expect("interrupt").into_inner();
+    let done = done.state.expect("state");
+    assert_eq!(state_of(&done), FsmState::Idle);
+    assert!(done.pending_tool_calls.is_empty());
+    assert_eq!(
+        roles(&done),
+        [pb::Role::User, pb::Role::Assistant, pb::Role::Tool, pb::Role::User, pb::Role::Assistant],
+        "the call is answered before the new message, so the history stays valid"
+    );
+    assert_eq!(done.messages[1].tool_calls[0].approval, pb::ApprovalStatus::Denied as i32);
+    assert_eq!(done.messages[2].tool_call_id, done.messages[1].tool_calls[0].id);
+    assert_eq!(text(&done.messages[4]), "You said: never mind");
+}
