@@ -88,6 +88,26 @@ test("reloading while a reply streams shows the text so far and finishes it in p
   await page.close();
 });
 
+test("sending while a reply streams stops it, keeps its text so far, and answers the new message", async () => {
+  const page = await browser.newPage();
+  await newConversation(page);
+  const box = page.getByRole("textbox", { name: "Message" });
+  const words = Array.from({ length: 60 }, (_, i) => `w${i}`).join(" ");
+  await box.fill(words);
+  await box.press("Enter");
+  await page.waitForFunction(() => (document.querySelector(".message.assistant")?.textContent ?? "").length > 40);
+  await box.fill("stop, and answer this");
+  await page.getByRole("button", { name: "Stop and send" }).click();
+  await page.locator('.message.assistant[data-status="COMPLETE"]').waitFor({ timeout: 15_000 });
+  const stopped = page.locator('.message.assistant[data-status="CANCELLED"] .body');
+  const partial = await stopped.innerText();
+  assert.ok(partial.startsWith("You said: w0") && partial.length < `You said: ${words}`.length, partial);
+  assert.equal(await page.locator('.message.assistant[data-status="COMPLETE"] .body').innerText(), "You said: stop, and answer this");
+  assert.equal(await page.locator(".message.user").count(), 2);
+  assert.equal(await page.getByRole("button", { name: "Send", exact: true }).count(), 1, "at rest the button sends");
+  await page.close();
+});
+
 test("tool calls are approved or denied from the approval card", async () => {
   const page = await browser.newPage();
   await newConversation(page);

@@ -8,6 +8,7 @@ import { ctxd } from "./api";
 import { forgetToken, saveToken } from "./credentials";
 import { navigate } from "./navigation";
 import { type ContextConfig, type ContextState, StateView, type ToolInfo } from "./gen/ctxd/v1/context_pb";
+import { OnBusy } from "./gen/ctxd/v1/context_service_pb";
 import { useStore } from "./store";
 
 /** The message to show for a failed call. A refusal of the credentials also opens the
@@ -33,11 +34,19 @@ export function signOut() {
   useStore.getState().credentialsChanged();
 }
 
-export async function sendMessage(id: string, content: string, clientMessageId: string = crypto.randomUUID()) {
+/** Sends a message; with `interrupt`, a reply in progress is stopped first ("stop and send":
+ * the server keeps its text so far, marked cancelled, and answers the new message). */
+export async function sendMessage(
+  id: string,
+  content: string,
+  clientMessageId: string = crypto.randomUUID(),
+  interrupt = false,
+) {
   const store = useStore.getState();
   store.markPending(id, clientMessageId, content);
   try {
-    const response = await ctxd.sendMessage({ contextId: id, content, clientMessageId, view: StateView.FULL });
+    const onBusy = interrupt ? OnBusy.INTERRUPT : OnBusy.REJECT;
+    const response = await ctxd.sendMessage({ contextId: id, content, clientMessageId, view: StateView.FULL, onBusy });
     useStore.getState().onResponse(id, response.state);
   } catch (error) {
     useStore.getState().markFailed(id, clientMessageId, explain(error));

@@ -6,19 +6,20 @@ import { isBusy } from "../store/conversation";
 
 function reasonDisabled(state: FsmState): string | null {
   if (state === FsmState.AWAITING_TOOL_APPROVAL) return "Decide the tool calls above first.";
-  if (isBusy(state)) return "The assistant is working; wait or press Stop.";
   return null;
 }
 
-/** Enter sends, Shift+Enter adds a line. */
+/** Enter sends, Shift+Enter adds a line. While the assistant is answering, sending stops
+ * the answer (its text so far stays, marked stopped) and sends the new message. */
 export function Composer({ id, state }: { id: string; state: FsmState }) {
   const [draft, setDraft] = useState("");
   const reason = reasonDisabled(state);
+  const busy = isBusy(state);
   const send = () => {
     const content = draft.trim();
     if (!content || reason) return;
     setDraft("");
-    void sendMessage(id, content);
+    void sendMessage(id, content, undefined, busy);
   };
   return (
     <form
@@ -31,7 +32,12 @@ export function Composer({ id, state }: { id: string; state: FsmState }) {
       <textarea
         aria-label="Message"
         value={draft}
-        placeholder={reason ?? "Message (Enter to send, Shift+Enter for a new line)"}
+        placeholder={
+          reason ??
+          (busy
+            ? "The assistant is answering; sending stops it and sends this"
+            : "Message (Enter to send, Shift+Enter for a new line)")
+        }
         disabled={reason !== null}
         onChange={(e) => setDraft(e.target.value)}
         onKeyDown={(e) => {
@@ -42,7 +48,7 @@ export function Composer({ id, state }: { id: string; state: FsmState }) {
         }}
       />
       <button type="submit" disabled={reason !== null || draft.trim() === ""}>
-        Send
+        {busy ? "Stop and send" : "Send"}
       </button>
       {reason && <p className="reason">{reason}</p>}
     </form>
