@@ -57,6 +57,7 @@ impl Folded {
                         .push(pb::ContentPart { part: Some(pb::content_part::Part::Text(delta.text.clone())) }),
                 }
             }
+            Kind::QueueChanged(queue) => state.queued_messages.clone_from(&queue.messages),
             Kind::BranchSwitched(switched) => {
                 let kept = usize::try_from(switched.kept).map_err(|_| "kept out of range")?;
                 if kept > state.messages.len() {

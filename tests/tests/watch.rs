@@ -42,6 +42,7 @@ fn kind_name(event: &pb::WatchStateResponse) -> &'static str {
         Kind::ContextDeleted(_) => "context_deleted",
         Kind::ContextUpdated(_) => "context_updated",
         Kind::BranchSwitched(_) => "branch_switched",
+        Kind::QueueChanged(_) => "queue_changed",
     }
 }
 

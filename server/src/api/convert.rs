@@ -113,6 +113,7 @@ pub fn message(message: &Message, versions: Versions) -> pb::Message {
             MessageStatus::Complete => pb::MessageStatus::Complete,
             MessageStatus::Cancelled => pb::MessageStatus::Cancelled,
             MessageStatus::Error => pb::MessageStatus::Error,
+            MessageStatus::Queued => pb::MessageStatus::Queued,
         } as i32,
         created_at: Some(timestamp(message.created_at)),
         is_error: message.is_error(),
@@ -160,7 +161,13 @@ pub fn context_state_view(ctx: &Context, view: pb::StateView, limit: Option<usiz
         updated_at: Some(timestamp(ctx.updated_at)),
         created_by: ctx.created_by.clone(),
         earlier_message_count: skipped as u64,
+        queued_messages: queued(ctx),
     }
+}
+
+/// The messages waiting for the next turn: not in the tree yet, so without versions.
+pub fn queued(ctx: &Context) -> Vec<pb::Message> {
+    ctx.queued.iter().map(|m| message(m, Versions::only(None))).collect()
 }
 
 pub fn summary(summary: &ContextSummary) -> pb::ContextSummary {

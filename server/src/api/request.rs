@@ -171,6 +171,7 @@ pub fn on_busy(value: i32) -> Result<OnBusy, Status> {
     match pb::OnBusy::try_from(value) {
         Ok(pb::OnBusy::Unspecified | pb::OnBusy::Reject) => Ok(OnBusy::Reject),
         Ok(pb::OnBusy::Interrupt) => Ok(OnBusy::Interrupt),
+        Ok(pb::OnBusy::Enqueue) => Ok(OnBusy::Enqueue),
         Err(_) => Err(Status::invalid_argument(format!("on_busy: unknown OnBusy {value}"))),
     }
 }

@@ -21,6 +21,17 @@ pub struct Change {
     pub messages: Vec<Arc<Message>>,
     pub title: Option<String>,
     pub config: Option<ContextConfig>,
+    /// How the queue of messages sent during a run changes, if it does.
+    pub queue: Option<QueueChange>,
+}
+
+/// A change to the messages waiting for the next turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueChange {
+    /// One more, last.
+    Push(Arc<Message>),
+    /// All of them joined the active path (they are among the change's messages).
+    Drain,
 }
 
 /// How a change moves the active path, before its messages are put.
@@ -36,7 +47,7 @@ pub enum PathMove {
 impl Change {
     /// A move to `phase` that changes nothing else (yet).
     pub fn to(phase: Phase) -> Self {
-        Self { phase, path: None, messages: Vec::new(), title: None, config: None }
+        Self { phase, path: None, messages: Vec::new(), title: None, config: None, queue: None }
     }
 
     /// Also moves the active path first.
@@ -53,6 +64,18 @@ impl Change {
 
     pub fn with_all(self, messages: impl IntoIterator<Item = Message>) -> Self {
         messages.into_iter().fold(self, Change::with)
+    }
+
+    /// Also adds `message` to the queue for the next turn.
+    pub fn enqueued(mut self, message: Message) -> Self {
+        self.queue = Some(QueueChange::Push(Arc::new(message)));
+        self
+    }
+
+    /// Also empties the queue: its messages are among this change's.
+    pub fn draining(mut self) -> Self {
+        self.queue = Some(QueueChange::Drain);
+        self
     }
 
     pub fn titled(mut self, title: Option<String>) -> Self {
@@ -85,6 +108,11 @@ impl Context {
         }
         if let Some(config) = &change.config {
             next.config = config.clone();
+        }
+        match &change.queue {
+            Some(QueueChange::Push(message)) => next.queued.push_back(Arc::clone(message)),
+            Some(QueueChange::Drain) => next.queued.clear(),
+            None => {}
         }
         next.revision += 1;
         next.updated_at = now.max(self.updated_at);

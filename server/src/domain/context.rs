@@ -66,6 +66,9 @@ pub struct Context {
     pub messages: imbl::Vector<Arc<Message>>,
     /// client_message_id → seq of the user message that carried it. Keys of messages that
     /// left the active path stay until the context is reloaded: a resend still adds nothing.
+    /// User messages sent during a run to go into the next turn, oldest first (status
+    /// QUEUED; their place in the tree is given when they join the active path).
+    pub queued: imbl::Vector<Arc<Message>>,
     pub client_ids: imbl::HashMap<String, Seq>,
     /// The number the next new message gets.
     pub next_node: NodeId,
@@ -119,6 +122,7 @@ impl Context {
             updated_at: now,
             messages: imbl::Vector::new(),
             client_ids: imbl::HashMap::new(),
+            queued: imbl::Vector::new(),
             next_node: NodeId::default(),
             shape: Arc::default(),
             by_id: imbl::HashMap::new(),

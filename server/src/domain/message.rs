@@ -20,6 +20,8 @@ pub enum MessageStatus {
     Cancelled,
     /// The attempt behind this message failed or was interrupted; never sent to the LLM again.
     Error,
+    /// A user message sent during a run, waiting for it to end (not on the active path yet).
+    Queued,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

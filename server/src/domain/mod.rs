@@ -14,7 +14,7 @@ mod tool;
 mod tree;
 
 pub use branch::{Branch, BranchError, Child, TreeReader};
-pub use change::{Change, PathMove};
+pub use change::{Change, PathMove, QueueChange};
 pub use context::{Context, ContextConfig, ContextSummary, ExternalTool, ListPosition};
 pub use fork::ForkError;
 pub use ids::{ContextId, InvalidId, MessageId, NodeId, Seq, ToolCallId};

@@ -8,10 +8,33 @@ use super::outcome::Outcome;
 use super::rejection::Rejection;
 use super::steps::{already_saved, call_llm_with, check_revision, user_message};
 use super::tool_calls;
-use crate::domain::{Approval, Change, Context, Message, MessageStatus, Phase, Role, ToolCall, ToolOutcome};
+use crate::domain::{
+    Approval, Change, Context, Message, MessageStatus, Phase, Place, QueueChange, Role, ToolCall, ToolOutcome,
+};
 
 /// Applies `command` to `ctx`. Deterministic: the same inputs give the same outcome.
 pub fn apply(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, Rejection> {
+    let outcome = apply_command(ctx, command, env)?;
+    Ok(drain_at_rest(ctx, outcome))
+}
+
+/// A change that brings the context to rest with messages queued goes on at once: the
+/// queued messages start the next run (see [`continue_run`]).
+fn drain_at_rest(ctx: &Context, outcome: Outcome) -> Outcome {
+    let Outcome::Changed(change, mut effects) = outcome else { return outcome };
+    let resting = matches!(change.phase, Phase::Idle | Phase::Failed { .. });
+    let queued = match &change.queue {
+        Some(QueueChange::Push(_)) => true,
+        Some(QueueChange::Drain) => false,
+        None => !ctx.queued.is_empty(),
+    };
+    if resting && queued && !effects.contains(&Effect::Continue) {
+        effects.push(Effect::Continue);
+    }
+    Outcome::Changed(change, effects)
+}
+
+fn apply_command(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, Rejection> {
     match command {
         Command::Send { content, client_message_id, expected_revision, on_busy } => {
             send(ctx, content, client_message_id, expected_revision, on_busy, env)
@@ -69,6 +92,12 @@ fn send(
         return match on_busy {
             OnBusy::Reject => Err(Rejection::Busy { state: ctx.state() }),
             OnBusy::Interrupt => Ok(interrupt(ctx, content, client_message_id, env)),
+            OnBusy::Enqueue => {
+                // Its place in the tree is given when it joins the path.
+                let mut message = user_message(ctx.place(0), content, client_message_id, env);
+                message.status = MessageStatus::Queued;
+                Ok(Change::to(ctx.phase.clone()).enqueued(message).into())
+            }
         };
     }
     // A context nobody named is named after its first message, once: a title a client set
@@ -108,6 +137,11 @@ fn title_from(content: &str) -> String {
 
 fn continue_run(ctx: &Context) -> Outcome {
     match ctx.phase {
+        // At rest with messages queued during the run: they start the next one, together.
+        Phase::Idle | Phase::Failed { .. } if !ctx.queued.is_empty() => {
+            let change = Change::to(Phase::ProcessingUserMessage).with_all(joined(ctx, 0)).draining();
+            Outcome::then(change, Effect::Continue)
+        }
         Phase::ProcessingUserMessage | Phase::GeneratingResponse => call_llm(1),
         Phase::ProcessingToolResults => Outcome::then(Change::to(Phase::GeneratingResponse), Effect::Continue),
         Phase::ProcessingLlmResponse { message } => {
@@ -191,11 +225,28 @@ fn failed(ctx: &Context, error: String, transient: bool, retry_after_ms: Option<
 /// history stays valid (every call answered) and the new message follows what was kept.
 fn interrupt(ctx: &Context, content: String, client_message_id: Option<String>, env: &Env) -> Outcome {
     let stopped = stop_run(ctx, env);
-    // The message goes after the answers the stop adds (replaced messages keep their place).
+    // After the answers the stop adds (replaced messages keep their place), the messages
+    // queued before this one, then this one.
     let added = stopped.iter().filter(|m| m.seq >= ctx.next_seq()).count() as u64;
-    let message = user_message(ctx.place(added), content, client_message_id, env);
-    let change = Change::to(Phase::ProcessingUserMessage).with_all(stopped).with(message);
-    Outcome::Changed(change, vec![Effect::AbortRun, Effect::Continue])
+    let queued = joined(ctx, added);
+    let message = user_message(ctx.place(added + queued.len() as u64), content, client_message_id, env);
+    let mut change = Change::to(Phase::ProcessingUserMessage).with_all(stopped).with_all(queued);
+    if !ctx.queued.is_empty() {
+        change = change.draining();
+    }
+    Outcome::Changed(change.with(message), vec![Effect::AbortRun, Effect::Continue])
+}
+
+/// The queued messages as they join the active path, from the `from`-th new place on.
+fn joined(ctx: &Context, from: u64) -> Vec<Message> {
+    ctx.queued
+        .iter()
+        .enumerate()
+        .map(|(k, m)| {
+            let Place { seq, node, parent } = ctx.place(from + k as u64);
+            Message { seq, node, parent, status: MessageStatus::Complete, ..(**m).clone() }
+        })
+        .collect()
 }
 
 fn cancel(ctx: &Context, env: &Env) -> Result<Outcome, Rejection> {

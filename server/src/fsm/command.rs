@@ -92,4 +92,7 @@ pub enum OnBusy {
     Reject,
     /// The run stops as a cancel stops it, and the message is sent, in one transition.
     Interrupt,
+    /// Saved at once as queued; when the context next rests, every queued message joins the
+    /// active path and one run answers them.
+    Enqueue,
 }

@@ -6,6 +6,9 @@ use crate::domain::Change;
 /// The result of applying a command: nothing to save, streamed text (held in memory only),
 /// or a transition to save. Effects run only once what asked for them is saved, so streamed
 /// text, which is never saved on its own, asks for none.
+// A change is much larger than streamed text; an outcome lives only from `apply` to the
+// batch that takes it, one at a time, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Nothing to save (a duplicate send, a stale effect result); maybe work to restart, as

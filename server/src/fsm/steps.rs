@@ -16,7 +16,9 @@ pub(super) fn call_llm_with(change: Change, attempt: u32) -> Outcome {
 /// an edit) is answered with the current state, whatever happened since. That is what makes
 /// retrying safe.
 pub(super) fn already_saved(ctx: &Context, client_message_id: Option<&str>) -> bool {
-    client_message_id.is_some_and(|id| ctx.client_ids.contains_key(id))
+    client_message_id.is_some_and(|id| {
+        ctx.client_ids.contains_key(id) || ctx.queued.iter().any(|m| m.client_message_id.as_deref() == Some(id))
+    })
 }
 
 /// A user message at `place`, carrying the client's idempotency key.

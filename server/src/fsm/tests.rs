@@ -364,6 +364,51 @@ fn an_interrupting_send_stops_the_run_as_a_cancel_and_sends_in_one_change() {
 }
 
 #[test]
+fn queued_messages_join_the_path_together_at_rest_or_before_an_interrupting_one() {
+    let with = |text: &str, on_busy| Command::Send {
+        content: text.into(),
+        client_message_id: Some(text.into()),
+        expected_revision: None,
+        on_busy,
+    };
+    let mut h = Harness::new(ContextConfig::default());
+    h.send("hi");
+    h.apply(Command::Continue);
+    h.apply(Command::LlmDelta { text: "par".into() });
+    for text in ["q1", "q2"] {
+        let queued = h.apply(with(text, OnBusy::Enqueue));
+        assert!(queued.effects().is_empty(), "the run goes on");
+    }
+    assert_eq!(h.state(), FsmState::StreamingLlmResponse);
+    assert!(h.apply(with("q1", OnBusy::Enqueue)).change().is_none(), "a repeated send adds nothing");
+    let queued: Vec<String> = h.ctx.queued.iter().map(|m| m.text_content()).collect();
+    assert_eq!((queued, h.ctx.messages.len()), (vec!["q1".to_owned(), "q2".to_owned()], 2));
+
+    // The run ends: at rest, the queue starts the next run at once, in order.
+    let rested = h.apply(Command::LlmFinished { reply: LlmReply::default() });
+    assert_eq!(h.state(), FsmState::ProcessingLlmResponse);
+    assert_eq!(rested.effects(), vec![Effect::Continue]);
+    let idle = h.apply(Command::Continue);
+    assert_eq!(h.state(), FsmState::Idle);
+    assert_eq!(idle.effects(), vec![Effect::Continue]);
+    h.apply(Command::Continue);
+    assert_eq!(h.state(), FsmState::ProcessingUserMessage);
+    assert!(h.ctx.queued.is_empty());
+    let path: Vec<(Role, String)> = h.ctx.messages.iter().map(|m| (m.role, m.text_content())).collect();
+    assert_eq!(&path[2..], [(Role::User, "q1".into()), (Role::User, "q2".into())]);
+    assert!(h.ctx.messages.iter().all(|m| m.status != MessageStatus::Queued));
+
+    // Queued before an interrupting send: they go first.
+    h.apply(Command::Continue);
+    h.apply(Command::LlmDelta { text: "x".into() });
+    h.apply(with("q3", OnBusy::Enqueue));
+    h.apply(with("now", OnBusy::Interrupt));
+    let tail: Vec<String> = h.ctx.messages.iter().skip(4).map(|m| m.text_content()).collect();
+    assert_eq!(tail, ["x", "q3", "now"]);
+    assert!(h.ctx.queued.is_empty());
+}
+
+#[test]
 fn resume_reissues_llm_calls_and_reruns_only_idempotent_tools() {
     let mut h = Harness::new(ContextConfig::default());
     h.send("hi");

@@ -55,6 +55,8 @@ pub enum EventKind {
         last_error: String,
         pending: Vec<ToolCall>,
     },
+    /// The messages waiting for the next turn changed: these are all of them now.
+    QueueChanged(Vec<Arc<Message>>),
     /// The title or config changed.
     Updated {
         title: String,
@@ -278,6 +280,9 @@ pub fn change_events(
             EventKind::MessageAppended(OnPath::of(after, m))
         }
     }));
+    if !before.queued.ptr_eq(&after.queued) {
+        events.push(EventKind::QueueChanged(after.queued.iter().cloned().collect()));
+    }
     if before.title != after.title || before.config != after.config {
         events.push(EventKind::Updated { title: after.title.clone(), config: after.config.clone() });
     }

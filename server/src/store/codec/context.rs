@@ -35,6 +35,7 @@ pub fn context_to_stored(ctx: &Context) -> StoredContext {
             })
             .collect(),
         created_by: ctx.created_by.clone(),
+        queued: ctx.queued.iter().map(|m| super::message_to_stored(m)).collect(),
     }
 }
 
@@ -76,6 +77,7 @@ pub fn context_from_stored(
         external_tools,
         created_by,
         next_node,
+        queued,
     } = stored;
     if messages.len() as u64 != message_count {
         return Err(Error::Corrupt(format!(
@@ -122,6 +124,10 @@ pub fn context_from_stored(
         ctx.put_message(Arc::new(message));
     }
     ctx.next_node = ctx.next_node.max(NodeId::new(next_node));
+    for stored in queued {
+        // Not in the tree yet: no node of their own (the stored one is meaningless).
+        ctx.queued.push_back(Arc::new(super::message_from_stored(NodeId::default(), stored)?));
+    }
     if !forks.is_empty() {
         let shape = Arc::make_mut(&mut ctx.shape);
         shape.forks = forks.into_iter().collect();

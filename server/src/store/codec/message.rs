@@ -48,6 +48,7 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
             MessageStatus::Complete => 2,
             MessageStatus::Cancelled => 3,
             MessageStatus::Error => 4,
+            MessageStatus::Queued => 5,
         },
         is_error: message.is_error(),
         tool_outcome: message.tool_outcome.map_or(0, |outcome| match outcome {
@@ -148,6 +149,7 @@ pub fn message_from_stored(node: NodeId, stored: StoredMessage) -> Result<Messag
             2 => MessageStatus::Complete,
             3 => MessageStatus::Cancelled,
             4 => MessageStatus::Error,
+            5 => MessageStatus::Queued,
             other => return Err(corrupt("status", other)),
         },
         tool_outcome,
