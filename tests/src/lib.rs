@@ -358,6 +358,18 @@ pub fn send_request(id: &str, content: &str, wait: bool) -> pb::SendMessageReque
     }
 }
 
+/// An EditMessage of `message_id` to `content` that waits until the context rests.
+pub fn edit_request(id: &str, message_id: &str, content: &str) -> pb::EditMessageRequest {
+    pb::EditMessageRequest {
+        context_id: id.into(),
+        message_id: message_id.into(),
+        content: content.into(),
+        client_message_id: uuid::Uuid::new_v4().to_string(),
+        wait: true,
+        ..Default::default()
+    }
+}
+
 /// Sends a message and waits until the context rests.
 pub async fn send(client: &mut Client, id: &str, content: &str) -> pb::ContextState {
     client.send_message(send_request(id, content, true)).await.expect("send").into_inner().state.expect("state")

@@ -6,17 +6,6 @@ use ctxd_tests::*;
 use pb::FsmState;
 use tonic::Code;
 
-fn edit_request(id: &str, message_id: &str, content: &str) -> pb::EditMessageRequest {
-    pb::EditMessageRequest {
-        context_id: id.into(),
-        message_id: message_id.into(),
-        content: content.into(),
-        client_message_id: uuid::Uuid::new_v4().to_string(),
-        wait: true,
-        ..Default::default()
-    }
-}
-
 async fn switch(client: &mut Client, id: &str, message_id: &str) -> pb::ContextState {
     let request =
         pb::SwitchBranchRequest { context_id: id.into(), message_id: message_id.into(), ..Default::default() };

@@ -15,6 +15,24 @@ fn roles(state: &pb::ContextState) -> Vec<pb::Role> {
     state.messages.iter().map(role).collect()
 }
 
+/// A context whose model asked for a call of a tool that needs approval, waiting for it.
+async fn awaiting_approval(client: &mut Client) -> (String, pb::ContextState) {
+    let deploy = pb::ExternalTool {
+        name: "deploy".into(),
+        description: "Deploys a service".into(),
+        parameters_json_schema: r#"{"type": "object"}"#.into(),
+        requires_approval: true,
+        idempotent: false,
+        timeout_ms: 0,
+    };
+    let config = pb::ContextConfig { external_tools: vec![deploy], ..Default::default() };
+    let request = pb::CreateContextRequest { config: Some(config), ..Default::default() };
+    let id = client.create_context(request).await.expect("create").into_inner().state.expect("state").context_id;
+    let asked = send(client, &id, r#"/tool deploy {"service": "api"}"#).await;
+    assert_eq!(state_of(&asked), FsmState::AwaitingToolApproval);
+    (id, asked)
+}
+
 #[tokio::test]
 async fn sending_during_a_streaming_reply_is_refused_by_default_and_interrupts_it_when_asked() {
     let server = Server::start(40, &[]).await;
@@ -64,19 +82,7 @@ async fn sending_during_a_streaming_reply_is_refused_by_default_and_interrupts_i
 async fn interrupting_a_tool_approval_denies_the_calls_and_answers_them() {
     let server = Server::start(0, &[]).await;
     let mut client = server.client().await;
-    let deploy = pb::ExternalTool {
-        name: "deploy".into(),
-        description: "Deploys a service".into(),
-        parameters_json_schema: r#"{"type": "object"}"#.into(),
-        requires_approval: true,
-        idempotent: false,
-        timeout_ms: 0,
-    };
-    let config = pb::ContextConfig { external_tools: vec![deploy], ..Default::default() };
-    let request = pb::CreateContextRequest { config: Some(config), ..Default::default() };
-    let id = client.create_context(request).await.expect("create").into_inner().state.expect("state").context_id;
-    let asked = send(&mut client, &id, r#"/tool deploy {"service": "api"}"#).await;
-    assert_eq!(state_of(&asked), FsmState::AwaitingToolApproval);
+    let (id, _) = awaiting_approval(&mut client).await;
 
     let done = client.send_message(interrupting(&id, "never mind")).await.expect("interrupt").into_inner();
     let done = done.state.expect("state");
@@ -152,19 +158,7 @@ async fn messages_sent_during_a_run_queue_once_each_in_order_and_one_next_turn_a
 async fn a_message_queued_during_a_tool_approval_waits_for_the_decision() {
     let server = Server::start(0, &[]).await;
     let mut client = server.client().await;
-    let deploy = pb::ExternalTool {
-        name: "deploy".into(),
-        description: "Deploys a service".into(),
-        parameters_json_schema: r#"{"type": "object"}"#.into(),
-        requires_approval: true,
-        idempotent: false,
-        timeout_ms: 0,
-    };
-    let config = pb::ContextConfig { external_tools: vec![deploy], ..Default::default() };
-    let request = pb::CreateContextRequest { config: Some(config), ..Default::default() };
-    let id = client.create_context(request).await.expect("create").into_inner().state.expect("state").context_id;
-    let asked = send(&mut client, &id, r#"/tool deploy {"service": "api"}"#).await;
-    assert_eq!(state_of(&asked), FsmState::AwaitingToolApproval);
+    let (id, asked) = awaiting_approval(&mut client).await;
 
     let queued = client.send_message(enqueuing(&id, "and then this")).await.expect("enqueue").into_inner();
     let queued = queued.state.expect("state");

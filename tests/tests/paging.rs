@@ -46,14 +46,7 @@ async fn back_to_the_start(
 }
 
 async fn edit(client: &mut Client, id: &str, message_id: &str, content: &str) -> pb::ContextState {
-    let request = pb::EditMessageRequest {
-        context_id: id.into(),
-        message_id: message_id.into(),
-        content: content.into(),
-        client_message_id: uuid::Uuid::new_v4().to_string(),
-        wait: true,
-        ..Default::default()
-    };
+    let request = edit_request(id, message_id, content);
     client.edit_message(request).await.expect("edit").into_inner().state.expect("state")
 }
 

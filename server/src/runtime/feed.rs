@@ -280,7 +280,9 @@ pub fn change_events(
             EventKind::MessageAppended(OnPath::of(after, m))
         }
     }));
-    if !before.queued.ptr_eq(&after.queued) {
+    // By ids: a queue only grows by one or empties, and `ptr_eq` is false for small vectors
+    // that are equal.
+    if !before.queued.iter().map(|m| m.id).eq(after.queued.iter().map(|m| m.id)) {
         events.push(EventKind::QueueChanged(after.queued.iter().cloned().collect()));
     }
     if before.title != after.title || before.config != after.config {
