@@ -178,3 +178,27 @@ describe("branches", () => {
     expect(shown(saved).messages.map((m) => m.id)).toEqual(["q2"]);
   });
 });
+
+describe("messages queued during a run", () => {
+  it("are held beside the path, replaced by each queue change, and settle a pending send", () => {
+    const user = msg("u1", Role.USER, "hi");
+    const queued = msg("q1", Role.USER, "later", { status: MessageStatus.QUEUED, clientMessageId: "k2" });
+    let c = fold([snapshot(1n, [user], FsmState.STREAMING_LLM_RESPONSE)]);
+    c = addPending(c, "k2", "later");
+    c = applyEvent(c, event(2n, { case: "queueChanged", value: { messages: [queued] } }));
+    expect(c.server?.queuedMessages.map((m) => m.id)).toEqual(["q1"]);
+    expect(c.server?.messages.map((m) => m.id)).toEqual(["u1"]);
+    expect(c.pending).toEqual([]);
+    // The run ended: the queued message joined the path and the queue emptied.
+    const joined = msg("q1", Role.USER, "later", { clientMessageId: "k2" });
+    c = fold(
+      [
+        event(3n, { case: "messageAppended", value: joined }),
+        event(3n, { case: "queueChanged", value: { messages: [] } }),
+      ],
+      c,
+    );
+    expect(c.server?.queuedMessages).toEqual([]);
+    expect(c.server?.messages.map((m) => m.id)).toEqual(["u1", "q1"]);
+  });
+});

@@ -56,11 +56,13 @@ function appendText(message: Message, text: string): Message {
   return { ...message, content };
 }
 
-/** Drops the pending messages the server now holds (matched by client_message_id). */
+/** Drops the pending messages the server now holds (matched by client_message_id), on the
+ * path or queued for the next turn. */
 export function reconcile(conversation: Conversation): Conversation {
   const server = conversation.server;
   if (!server || conversation.pending.length === 0) return conversation;
-  const saved = new Set(server.messages.map((m) => m.clientMessageId).filter((id) => id !== ""));
+  const held = [...server.messages, ...server.queuedMessages];
+  const saved = new Set(held.map((m) => m.clientMessageId).filter((id) => id !== ""));
   const pending = conversation.pending.filter((p) => !saved.has(p.clientMessageId));
   return pending.length === conversation.pending.length ? conversation : { ...conversation, pending };
 }
@@ -99,6 +101,9 @@ export function applyEvent(conversation: Conversation, event: WatchStateResponse
     }
     case "contextUpdated":
       server = { ...held, title: kind.value.title, config: kind.value.config };
+      break;
+    case "queueChanged":
+      server = { ...held, queuedMessages: kind.value.messages };
       break;
     case "stateChanged":
       server = {

@@ -192,6 +192,13 @@ export function ConversationView({ id }: { id: string }) {
         {messages.map((m) => (
           <MessageView key={m.id} message={m} actions={actionsFor(m)} />
         ))}
+        {server.queuedMessages.map((m) => (
+          // Sent during a run (by any client): it joins the conversation when the run ends.
+          <li key={m.id} className="message user queued" data-id={m.id} data-status="QUEUED">
+            <div className="body">{text(m)}</div>
+            <div className="note">queued: sent when the reply ends</div>
+          </li>
+        ))}
         {pending.map((p) => (
           // An edit shows in place of the message it replaces, which is where the list ends.
           <li key={p.clientMessageId} className={`message user pending ${p.status}`} data-pending={p.status}>
