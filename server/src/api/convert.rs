@@ -1,10 +1,12 @@
 //! Domain → wire conversions.
 
+use std::sync::Arc;
+
 use ctxd_proto::v1 as pb;
 
 use crate::domain::{
     Approval, ContentPart, Context, ContextConfig, ContextSummary, FsmState, Message, MessageId, MessageStatus, Role,
-    Timestamp, ToolCall, ToolDefinition, ToolPolicy, Versions,
+    Seq, Timestamp, ToolCall, ToolDefinition, ToolPolicy, Versions,
 };
 
 /// What `ContextState.active_branch` has always said (deprecated: a conversation is a tree).
@@ -144,8 +146,7 @@ pub fn context_state_view(ctx: &Context, view: pb::StateView, limit: Option<usiz
     };
     let count = limit.map_or(shown, |limit| limit.min(shown)).min(ctx.messages.len());
     let skipped = ctx.messages.len() - count;
-    // By index: a few steps down the tree each, never a copy of the path's spine.
-    let messages = (skipped..ctx.messages.len()).filter_map(|i| ctx.messages.get(i)).map(|m| on_path(ctx, m)).collect();
+    let messages = ctx.path_from(Seq::of_index(skipped)).map(|m| on_path(ctx, m)).collect();
     pb::ContextState {
         context_id: ctx.id.to_string(),
         revision: ctx.revision,
@@ -161,13 +162,13 @@ pub fn context_state_view(ctx: &Context, view: pb::StateView, limit: Option<usiz
         updated_at: Some(timestamp(ctx.updated_at)),
         created_by: ctx.created_by.clone(),
         earlier_message_count: skipped as u64,
-        queued_messages: queued(ctx),
+        queued_messages: queued(&ctx.queued),
     }
 }
 
 /// The messages waiting for the next turn: not in the tree yet, so without versions.
-pub fn queued(ctx: &Context) -> Vec<pb::Message> {
-    ctx.queued.iter().map(|m| message(m, Versions::only(None))).collect()
+pub fn queued<'a>(messages: impl IntoIterator<Item = &'a Arc<Message>>) -> Vec<pb::Message> {
+    messages.into_iter().map(|m| message(m, Versions::only(None))).collect()
 }
 
 pub fn summary(summary: &ContextSummary) -> pb::ContextSummary {

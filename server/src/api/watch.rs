@@ -15,7 +15,7 @@ use tonic::metadata::MetadataMap;
 use super::{convert, request};
 use crate::auth::Credential;
 use crate::cluster::{self, Forwarder, Peer, Retry, forward};
-use crate::domain::{ContextKey, ContextSummary, TenantId, Versions};
+use crate::domain::{ContextKey, ContextSummary, TenantId};
 use crate::runtime::{Contexts, EventKind, ListEvent, Subscription, Update};
 use crate::telemetry::names;
 
@@ -84,9 +84,9 @@ fn state_response(context_id: &str, update: &Update, limit: Option<usize>) -> Op
                     title: title.clone(),
                     config: Some(convert::config(config)),
                 }),
-                EventKind::QueueChanged(queued) => Kind::QueueChanged(pb::QueueChanged {
-                    messages: queued.iter().map(|m| convert::message(m, Versions::only(None))).collect(),
-                }),
+                EventKind::QueueChanged(queued) => {
+                    Kind::QueueChanged(pb::QueueChanged { messages: convert::queued(queued) })
+                }
                 EventKind::Deleted => Kind::ContextDeleted(pb::ContextDeleted {}),
                 EventKind::Closed => return None,
             },

@@ -48,14 +48,10 @@ pub async fn route_forwarded(contexts: &Contexts, key: &ContextKey) -> Result<()
     if contexts.runs(key) {
         return Ok(());
     }
-    let placement = contexts.placement();
-    if !placement.kept(key).await? {
+    if !contexts.placement().kept(key).await? {
         return Err(Error::NotHere(key.id));
     }
-    match placement.claim(key).await? {
-        Claim::Mine(lease) => contexts.start_claimed(key, lease),
-        Claim::Elsewhere(peer) => Err(Error::Elsewhere { id: key.id, peer }),
-    }
+    contexts.take(key).await
 }
 
 /// Whether a call may be sent again after a failure that may have reached the other node.

@@ -18,6 +18,13 @@ pub struct Child {
     pub active_at: u64,
 }
 
+impl Child {
+    /// The child as one of the versions at its depth.
+    pub fn sibling(&self) -> Sibling {
+        Sibling { node: self.node, id: self.id }
+    }
+}
+
 /// What a switch needs to read of a context's tree. Reads are async: the tree may be on
 /// another machine.
 pub trait TreeReader: Sync {
@@ -78,9 +85,7 @@ impl Context {
             return Ok(None);
         }
         chain.reverse();
-        let versions = |children: &[Child]| -> Arc<[Sibling]> {
-            children.iter().map(|c| Sibling { node: c.node, id: c.id }).collect()
-        };
+        let versions = |children: &[Child]| -> Arc<[Sibling]> { children.iter().map(Child::sibling).collect() };
         let mut forks = Vec::new();
         for above in &chain[..chain.len() - 1] {
             let children = reader.children(Some(above.node)).await.map_err(BranchError::Read)?;

@@ -215,6 +215,26 @@ mod tests {
     }
 
     #[test]
+    fn ranges_of_the_path_are_read_by_position_and_stop_at_its_end() {
+        let ctx = Context::new(
+            ContextKey::new(TenantId::default_tenant(), ContextId::new()),
+            String::new(),
+            "path".into(),
+            ContextConfig::default(),
+            Timestamp::from_micros(5),
+        );
+        // Enough messages for the path to be a tree of chunks, not one chunk.
+        let change = (0..300).fold(Change::to(Phase::Idle), |c, n| c.with(message(n, &n.to_string())));
+        let ctx = ctx.apply(&change, Timestamp::from_micros(6));
+        let texts = |range: Vec<&Arc<Message>>| range.iter().map(|m| m.text_content()).collect::<Vec<_>>();
+        assert_eq!(texts(ctx.path_between(Seq::new(250), Seq::new(253)).collect()), ["250", "251", "252"]);
+        assert_eq!(texts(ctx.path_from(Seq::new(298)).collect()), ["298", "299"]);
+        assert_eq!(ctx.path_between(Seq::new(299), Seq::new(1000)).count(), 1, "clamped to the path's end");
+        assert_eq!(ctx.path_from(Seq::new(400)).count(), 0);
+        assert_eq!(ctx.path_between(Seq::new(5), Seq::new(2)).count(), 0);
+    }
+
+    #[test]
     fn a_change_moves_phase_messages_title_and_config_and_one_revision() {
         let ctx = Context::new(
             ContextKey::new(TenantId::default_tenant(), ContextId::new()),

@@ -183,6 +183,19 @@ impl Context {
         self.messages.get(seq.index()).map(|m| m.as_ref())
     }
 
+    /// The active path's messages at depths `from` up to (not including) `to`, oldest first,
+    /// as far as the path goes. Found by position in the path's tree: the messages before
+    /// `from` are not walked (`Iterator::skip` would step through each of them).
+    pub fn path_between(&self, from: Seq, to: Seq) -> impl Iterator<Item = &Arc<Message>> {
+        let end = to.index().min(self.messages.len());
+        self.messages.focus().narrow(from.index().min(end)..end).into_iter()
+    }
+
+    /// The active path's messages from depth `from` to its end.
+    pub fn path_from(&self, from: Seq) -> impl Iterator<Item = &Arc<Message>> {
+        self.path_between(from, self.next_seq())
+    }
+
     pub fn summary(&self) -> ContextSummary {
         ContextSummary {
             id: self.id,
@@ -205,13 +218,7 @@ impl Context {
 
     /// Ids of the tool calls of message `seq` that already have a tool message answering them.
     pub fn answered_calls(&self, seq: Seq) -> std::collections::HashSet<&ToolCallId> {
-        let start = seq.index().saturating_add(1);
-        self.messages
-            .iter()
-            .skip(start)
-            .filter(|m| m.role == Role::Tool)
-            .filter_map(|m| m.tool_call_id.as_ref())
-            .collect()
+        self.path_from(seq.next()).filter(|m| m.role == Role::Tool).filter_map(|m| m.tool_call_id.as_ref()).collect()
     }
 
     /// The tool calls a client is waiting on: undecided ones while awaiting approval, allowed

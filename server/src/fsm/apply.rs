@@ -230,10 +230,7 @@ fn interrupt(ctx: &Context, content: String, client_message_id: Option<String>, 
     let added = stopped.iter().filter(|m| m.seq >= ctx.next_seq()).count() as u64;
     let queued = joined(ctx, added);
     let message = user_message(ctx.place(added + queued.len() as u64), content, client_message_id, env);
-    let mut change = Change::to(Phase::ProcessingUserMessage).with_all(stopped).with_all(queued);
-    if !ctx.queued.is_empty() {
-        change = change.draining();
-    }
+    let change = Change::to(Phase::ProcessingUserMessage).with_all(stopped).with_all(queued).draining();
     Outcome::Changed(change.with(message), vec![Effect::AbortRun, Effect::Continue])
 }
 

@@ -358,6 +358,12 @@ impl Contexts {
         running(&actors, key)
     }
 
+    /// Runs `key` here from now on, taking it if no actor does: [`Error::Elsewhere`] if a live
+    /// node holds it.
+    pub async fn take(&self, key: &ContextKey) -> Result<()> {
+        self.handle(key).await.map(drop)
+    }
+
     /// Starts the actor of `key` under `lease`, which this node's caller just took. If an
     /// actor runs already (another caller started it meanwhile), that one serves and the
     /// lease is given back: a node's claims of a context are counted.

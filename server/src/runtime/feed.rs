@@ -269,8 +269,8 @@ pub fn change_events(
     };
     let mut events: Vec<EventKind> = Vec::new();
     if let Some(kept) = kept {
-        let tail = after.messages.skip(kept.index());
-        events.push(EventKind::BranchSwitched { kept, messages: tail.iter().map(|m| OnPath::of(after, m)).collect() });
+        let tail = after.path_from(kept).map(|m| OnPath::of(after, m)).collect();
+        events.push(EventKind::BranchSwitched { kept, messages: tail });
     }
     let unseen = kept.unwrap_or_else(|| before.next_seq());
     events.extend(changed.iter().filter(|m| kept.is_none() || m.seq < unseen).map(|m| {

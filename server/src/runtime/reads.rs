@@ -5,7 +5,7 @@
 use super::contexts::Contexts;
 use super::error::{Error, Result};
 use crate::domain::{
-    ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, PathPoint, Seq, Sibling, TenantId,
+    Child, ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, PathPoint, Seq, Sibling, TenantId,
     TreeReader, Versions,
 };
 use crate::store::Tree;
@@ -36,16 +36,12 @@ impl Contexts {
             return Err(Error::NotFound(key.id));
         }
         let parent_id = parent;
-        let tree = Tree::new(store, key);
         let parent = match parent {
-            Some(id) => match tree.node_of(id).await? {
-                Some(node) => Some(node),
-                None => return Err(Error::UnknownMessage { context: key.id.to_string(), message: id }),
-            },
+            Some(id) => Some(self.node_of(key, id).await?),
             None => None,
         };
-        let children = tree.children(parent).await?;
-        let group: Vec<Sibling> = children.iter().map(|c| Sibling { node: c.node, id: c.id }).collect();
+        let children = store.children(key, parent).await?;
+        let group: Vec<Sibling> = children.iter().map(Child::sibling).collect();
         let page: Vec<NodeId> =
             children.iter().map(|c| c.node).filter(|n| after.is_none_or(|a| *n > a)).take(limit).collect();
         let next = (page.len() == limit).then(|| page.last().copied()).flatten();
@@ -83,13 +79,8 @@ impl Contexts {
         match end {
             Ok(end) => {
                 let first = Seq::new(end.get().saturating_sub(limit as u64));
-                let page: Vec<(Message, Versions)> = ctx
-                    .messages
-                    .iter()
-                    .skip(first.index())
-                    .take(first.until(end) as usize)
-                    .map(|m| ((**m).clone(), ctx.versions(m.seq)))
-                    .collect();
+                let page: Vec<(Message, Versions)> =
+                    ctx.path_between(first, end).map(|m| ((**m).clone(), ctx.versions(m.seq))).collect();
                 let next = page.first().filter(|(m, _)| m.seq > Seq::FIRST).map(|(m, _)| point_of(m));
                 Ok((page, next))
             }
@@ -110,11 +101,8 @@ impl Contexts {
         below: NodeId,
         limit: usize,
     ) -> Result<(Vec<(Message, Versions)>, Option<PathPoint>)> {
-        let store = &*self.shared.store;
-        let read = |node: NodeId| async move {
-            let mut found = store.messages(key, &[node]).await?;
-            found.pop().ok_or_else(|| Error::Internal(format!("context {}: message {node} is missing", key.id)))
-        };
+        let tree = Tree::new(&*self.shared.store, key);
+        let read = |node: NodeId| tree.message(node);
         let mut parent = read(below).await?.parent;
         let mut chain = Vec::with_capacity(limit.min(1024));
         while chain.len() < limit
@@ -133,8 +121,7 @@ impl Contexts {
         let mut page = Vec::with_capacity(chain.len());
         let mut parent_id = above;
         for message in chain {
-            let group: Vec<Sibling> =
-                store.children(key, message.parent).await?.iter().map(|c| Sibling { node: c.node, id: c.id }).collect();
+            let group: Vec<Sibling> = tree.children(message.parent).await?.iter().map(Child::sibling).collect();
             let versions = Versions::within(&group, message.node, parent_id);
             parent_id = Some(message.id);
             page.push((message, versions));

@@ -11,7 +11,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Read
 
 use super::keys;
 use super::migrate;
-use crate::domain::{Context, ContextKey, ContextSummary, ListPosition, Message, Seq, Sibling, TenantId};
+use crate::domain::{Child, Context, ContextKey, ContextSummary, ListPosition, Message, Seq, Sibling, TenantId};
 use crate::store::codec;
 use crate::store::dump::Dump;
 use crate::store::error::{Error, Result};
@@ -186,8 +186,7 @@ impl Store {
         let mut forks = Vec::new();
         for seq in path.map(|p| p.forks).unwrap_or_default().into_iter().map(Seq::new) {
             let parent = codec::parent_at(&messages, seq);
-            let siblings: Arc<[Sibling]> =
-                self.children_of(&context, parent)?.into_iter().map(|c| Sibling { node: c.node, id: c.id }).collect();
+            let siblings: Arc<[Sibling]> = self.children_of(&context, parent)?.iter().map(Child::sibling).collect();
             forks.push((seq, siblings));
         }
         codec::context_from_stored(key.clone(), stored, messages, forks).map(Some)
