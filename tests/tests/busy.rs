@@ -15,6 +15,18 @@ fn roles(state: &pb::ContextState) -> Vec<pb::Role> {
     state.messages.iter().map(role).collect()
 }
 
+/// A message the mock (at 40 ms a word) answers for most of a second.
+const LONG: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
+
+/// Sends [`LONG`] and returns the state once its reply is streaming, a few words in.
+async fn streaming_a_long_reply(client: &mut Client, id: &str) -> pb::ContextState {
+    client.send_message(send_request(id, LONG, false)).await.expect("send");
+    wait_until(client, id, |s| {
+        state_of(s) == FsmState::StreamingLlmResponse && s.messages.get(1).is_some_and(|m| text(m).len() > 12)
+    })
+    .await
+}
+
 /// A context whose model asked for a call of a tool that needs approval, waiting for it.
 async fn awaiting_approval(client: &mut Client) -> (String, pb::ContextState) {
     let deploy = pb::ExternalTool {
@@ -38,12 +50,7 @@ async fn sending_during_a_streaming_reply_is_refused_by_default_and_interrupts_i
     let server = Server::start(40, &[]).await;
     let mut client = server.client().await;
     let id = create(&mut client, "busy").await;
-    let long = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
-    client.send_message(send_request(&id, long, false)).await.expect("send");
-    let streaming = wait_until(&mut client, &id, |s| {
-        state_of(s) == FsmState::StreamingLlmResponse && s.messages.get(1).is_some_and(|m| text(m).len() > 12)
-    })
-    .await;
+    let streaming = streaming_a_long_reply(&mut client, &id).await;
 
     let refused = client.send_message(send_request(&id, "not now", false)).await.expect_err("busy");
     assert_eq!(refused.code(), Code::FailedPrecondition);
@@ -59,7 +66,7 @@ async fn sending_during_a_streaming_reply_is_refused_by_default_and_interrupts_i
     let partial = &done.messages[1];
     assert_eq!(status(partial), pb::MessageStatus::Cancelled);
     let partial_text = text(partial);
-    let full = format!("You said: {long}");
+    let full = format!("You said: {LONG}");
     assert!(full.starts_with(&partial_text) && partial_text.len() < full.len(), "{partial_text:?}");
     assert!(partial_text.len() >= text(&streaming.messages[1]).len(), "the text streamed before is kept");
     assert_eq!(text(&done.messages[3]), "You said: stop, and answer this");
@@ -115,9 +122,7 @@ async fn messages_sent_during_a_run_queue_once_each_in_order_and_one_next_turn_a
     let server = Server::start(40, &[]).await;
     let mut client = server.client().await;
     let id = create(&mut client, "queue").await;
-    let long = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
-    client.send_message(send_request(&id, long, false)).await.expect("send");
-    wait_until(&mut client, &id, |s| state_of(s) == FsmState::StreamingLlmResponse).await;
+    streaming_a_long_reply(&mut client, &id).await;
 
     // 30 at once, each acknowledged with the queue as it stood after it was saved.
     let requests: Vec<pb::SendMessageRequest> = (0..30).map(|n| enqueuing(&id, &format!("queued {n}"))).collect();
@@ -181,9 +186,7 @@ async fn queued_messages_survive_kill_9_and_the_resumed_run_answers_them() {
     let mut server = Server::start(40, &[]).await;
     let mut client = server.client().await;
     let id = create(&mut client, "queue").await;
-    let long = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
-    client.send_message(send_request(&id, long, false)).await.expect("send");
-    wait_until(&mut client, &id, |s| state_of(s) == FsmState::StreamingLlmResponse).await;
+    streaming_a_long_reply(&mut client, &id).await;
     let queued = client.send_message(enqueuing(&id, "after the restart")).await.expect("enqueue").into_inner();
     assert_eq!(queued.state.expect("state").queued_messages.len(), 1);
 
@@ -192,6 +195,6 @@ async fn queued_messages_survive_kill_9_and_the_resumed_run_answers_them() {
     let mut client = server.client().await;
     let done = wait_until(&mut client, &id, answered_all).await;
     let users: Vec<String> = done.messages.iter().filter(|m| role(m) == pb::Role::User).map(text).collect();
-    assert_eq!(users, [long, "after the restart"]);
+    assert_eq!(users, [LONG, "after the restart"]);
     assert_eq!(text(done.messages.last().expect("reply")), "You said: after the restart");
 }
