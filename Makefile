@@ -26,7 +26,7 @@ DEB_PACKAGES := libclang-dev librocksdb-dev libsnappy-dev chromium nats-server o
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The black-box suites that run on every store backend.
-NATS_SUITES := --test core --test watch --test llm_tools --test transports --test branches --test paging --test busy
+NATS_SUITES := --test core --test watch --test llm_tools --test transports --test branches --test paging --test busy --test window
 
 # Arguments for `make run`, e.g. make run ARGS="--listen 0.0.0.0:50051".
 ARGS ?=

@@ -198,28 +198,71 @@ pub async fn turn(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
     let mut client = server.client().await;
     let turns = scale.pick(10, 300);
     let mut rows = Vec::new();
-    for (case, content) in [("plain reply", "hello there"), ("with an auto-approved tool call", "/tool clock {}")] {
-        let id = create(&mut client, "turn").await;
+    let thirty_words = (0..30).map(|k| format!("w{k}")).collect::<Vec<_>>().join(" ");
+    let cases = [
+        ("plain reply", "hello there", 0),
+        ("with an auto-approved tool call", "/tool clock {}", 0),
+        ("30 words", thirty_words.as_str(), 0),
+        // The same turns in a window they soon outgrow: every few turns one summarises first.
+        ("30 words, 2,000-token window (summarising)", thirty_words.as_str(), 2000),
+    ];
+    for (case, content, window) in cases {
+        let config = pb::ContextConfig { context_window_tokens: window, ..Default::default() };
+        let request = pb::CreateContextRequest { title: "turn".into(), config: Some(config), ..Default::default() };
+        let id = client.create_context(request).await.expect("create").into_inner().state.expect("state").context_id;
         let before = ctxd_tests::get(&mut client, &id).await.revision;
         let requests_before = nats_requests(server).await;
+        let cpu_before = server.cpu_time();
         let started = Instant::now();
         let mut samples = Vec::with_capacity(turns);
+        // Turns that summarised, apart: their extra LLM call is the mock's, not ctxd's work.
+        let (mut plain, mut summarising) = (Vec::with_capacity(turns), Vec::new());
+        let mut summary = String::new();
         for _ in 0..turns {
             let t = Instant::now();
-            client.send_message(basic_send(&id, content, true)).await.expect("turn");
-            samples.push(t.elapsed());
+            let state = client.send_message(basic_send(&id, content, true)).await.expect("turn").into_inner().state;
+            let took = t.elapsed();
+            samples.push(took);
+            let now = state.and_then(|s| s.context_usage).map(|u| u.summary_message_id).unwrap_or_default();
+            if now == summary {
+                plain.push(took)
+            } else {
+                summarising.push(took)
+            }
+            summary = now;
         }
+        let cpu_per_turn = server.cpu_time().saturating_sub(cpu_before).as_micros() / turns as u128;
         let after = ctxd_tests::get(&mut client, &id).await.revision;
         let transitions = (after - before) as f64 / turns as f64;
         // One log line per save: wait for the last one, then count them (less the creation).
         server.log_matching(&["auto-saved", &id, &format!("revision={after} ")], 1).await;
         let saves = (server.log_matching(&["auto-saved", &id], 1).await.len() - 1) as f64 / turns as f64;
-        let summary = Summary::of(samples, started.elapsed());
-        let ratio = summary.p50_us / floor_p50;
-        let mut row = Row::new("turn", format!("SendMessage(wait=true, BASIC), {case}"), summary)
+        let total = Summary::of(samples, started.elapsed());
+        let ratio = total.p50_us / floor_p50;
+        let mut row = Row::new("turn", format!("SendMessage(wait=true, BASIC), {case}"), total)
             .note("transitions_per_turn", transitions)
             .note("saves_per_turn", saves)
-            .note("p50_vs_floor", format!("{ratio:.2}"));
+            .note("p50_vs_floor", format!("{ratio:.2}"))
+            .note("server_cpu_us_per_turn", cpu_per_turn as u64);
+        if !summarising.is_empty() {
+            // What each summary's LLM call took, as the server logged it, in order.
+            let calls: Vec<Duration> = server
+                .log_matching(&["summarised the oldest messages", &id], summarising.len())
+                .await
+                .iter()
+                .filter_map(|line| line.split("took_us=").nth(1)?.split_whitespace().next()?.parse().ok())
+                .map(Duration::from_micros)
+                .collect();
+            let without_call: Vec<Duration> =
+                summarising.iter().zip(&calls).map(|(turn, call)| turn.saturating_sub(*call)).collect();
+            let elapsed = started.elapsed();
+            let p50 = |samples: Vec<Duration>| format!("{:.3}", Summary::of(samples, elapsed).p50_us / 1000.0);
+            row = row
+                .note("turns_summarising", summarising.len())
+                .note("p50_turns_not_summarising_ms", p50(plain))
+                .note("p50_turns_summarising_ms", p50(summarising))
+                .note("p50_turns_summarising_without_the_summary_call_ms", p50(without_call));
+        }
         if server.nats.is_some() {
             // The tree is derived behind each save: let the last derivations finish first.
             tokio::time::sleep(Duration::from_secs(1)).await;

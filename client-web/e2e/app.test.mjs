@@ -184,6 +184,7 @@ test("a conversation is renamed from the sidebar and configured from its setting
   const settings = page.getByRole("form", { name: "Conversation settings" });
   await settings.getByLabel("System prompt").fill("Answer in French.");
   await settings.getByLabel("read_file").check();
+  await settings.getByLabel("When the conversation outgrows the model's window").selectOption({ label: "leave the oldest messages out" });
   await page.screenshot({ path: join(shots, "settings.png") });
   await settings.getByRole("button", { name: "Save" }).click();
   await settings.waitFor({ state: "detached" });
@@ -194,6 +195,8 @@ test("a conversation is renamed from the sidebar and configured from its setting
   const reopened = page.getByRole("form", { name: "Conversation settings" });
   assert.equal(await reopened.getByLabel("System prompt").inputValue(), "Answer in French.");
   assert.equal(await reopened.getByLabel("read_file").isChecked(), true);
+  const overflow = reopened.getByLabel("When the conversation outgrows the model's window");
+  assert.equal(await overflow.locator("option:checked").innerText(), "leave the oldest messages out");
   await page.close();
 });
 

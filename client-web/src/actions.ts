@@ -46,7 +46,7 @@ export async function sendMessage(
   store.markPending(id, clientMessageId, content);
   try {
     const onBusy = interrupt ? OnBusy.INTERRUPT : OnBusy.REJECT;
-    const response = await ctxd.sendMessage({ contextId: id, content, clientMessageId, view: StateView.FULL, onBusy });
+    const response = await ctxd.sendMessage({ contextId: id, content, clientMessageId, view: StateView.BASIC, onBusy });
     useStore.getState().onResponse(id, response.state);
   } catch (error) {
     useStore.getState().markFailed(id, clientMessageId, explain(error));
@@ -62,7 +62,7 @@ export async function editMessage(
 ) {
   useStore.getState().markPending(id, clientMessageId, content, messageId);
   try {
-    const response = await ctxd.editMessage({ contextId: id, messageId, content, clientMessageId, view: StateView.FULL });
+    const response = await ctxd.editMessage({ contextId: id, messageId, content, clientMessageId, view: StateView.BASIC });
     useStore.getState().onResponse(id, response.state);
   } catch (error) {
     useStore.getState().markFailed(id, clientMessageId, explain(error));
@@ -81,13 +81,13 @@ const shownRevision = () => useStore.getState().conversation.server?.revision;
 
 export const regenerateReply = (id: string, messageId = "") =>
   act(id, () =>
-    ctxd.regenerateReply({ contextId: id, messageId, expectedRevision: shownRevision(), view: StateView.FULL }),
+    ctxd.regenerateReply({ contextId: id, messageId, expectedRevision: shownRevision(), view: StateView.BASIC }),
   );
 
 export const switchBranch = (id: string, messageId: string) =>
-  act(id, () => ctxd.switchBranch({ contextId: id, messageId, view: StateView.FULL }));
+  act(id, () => ctxd.switchBranch({ contextId: id, messageId, view: StateView.BASIC }));
 
-/** Runs an action whose answer is a (FULL) state; returns an error message, or null. */
+/** Runs an action whose answer is a (BASIC) state; returns an error message, or null. */
 async function act(id: string, call: () => Promise<{ state?: ContextState }>) {
   try {
     const response = await call();
@@ -98,12 +98,28 @@ async function act(id: string, call: () => Promise<{ state?: ContextState }>) {
   }
 }
 
-export const cancelRun = (id: string) => act(id, () => ctxd.cancelRun({ contextId: id, view: StateView.FULL }));
-export const retryRun = (id: string) => act(id, () => ctxd.retryRun({ contextId: id, view: StateView.FULL }));
+export const cancelRun = (id: string) => act(id, () => ctxd.cancelRun({ contextId: id, view: StateView.BASIC }));
+export const retryRun = (id: string) => act(id, () => ctxd.retryRun({ contextId: id, view: StateView.BASIC }));
 export const decideTools = (id: string, approved: string[], denied: string[]) =>
   act(id, () =>
-    ctxd.approveTools({ contextId: id, approvedToolCallIds: approved, deniedToolCallIds: denied, view: StateView.FULL }),
+    ctxd.approveTools({ contextId: id, approvedToolCallIds: approved, deniedToolCallIds: denied, view: StateView.BASIC }),
   );
+
+/** Messages the view shows at first, and reads at a time when the user scrolls back. */
+export const PAGE = 50;
+
+/** Reads the page of the active path before the first message held, into the store. */
+export async function loadEarlier(id: string): Promise<string | null> {
+  const first = useStore.getState().conversation.server?.messages[0]?.id;
+  if (!first) return null;
+  try {
+    const page = await ctxd.listPathMessages({ contextId: id, beforeMessageId: first, pageSize: PAGE });
+    useStore.getState().onEarlier(id, first, page.messages);
+    return null;
+  } catch (error) {
+    return explain(error);
+  }
+}
 
 export async function createContext(title: string): Promise<string> {
   const response = await ctxd.createContext({ title });
@@ -124,10 +140,10 @@ export async function forkContext(id: string, messageId: string): Promise<string
 }
 
 export const renameContext = (id: string, title: string) =>
-  act(id, () => ctxd.updateContext({ contextId: id, title, view: StateView.FULL }));
+  act(id, () => ctxd.updateContext({ contextId: id, title, view: StateView.BASIC }));
 
 export const configureContext = (id: string, config: ContextConfig) =>
-  act(id, () => ctxd.updateContext({ contextId: id, config, view: StateView.FULL }));
+  act(id, () => ctxd.updateContext({ contextId: id, config, view: StateView.BASIC }));
 
 /** The server's built-in tools, fetched once. */
 let tools: Promise<ToolInfo[]> | null = null;

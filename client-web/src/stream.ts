@@ -3,7 +3,7 @@
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
-import { explain } from "./actions";
+import { PAGE, explain } from "./actions";
 import { ctxd } from "./api";
 import { type Connection, useStore } from "./store";
 
@@ -72,7 +72,8 @@ export function followContext(id: string, signal: AbortSignal): void {
     signal,
     async () => {
       const from = store().openId === id ? (store().conversation.server?.revision ?? 0n) : 0n;
-      const events = ctxd.watchState({ contextId: id, fromRevision: from }, { signal });
+      // The end of the conversation; older messages are read as the user scrolls back.
+      const events = ctxd.watchState({ contextId: id, fromRevision: from, messageLimit: PAGE }, { signal });
       for await (const event of events) {
         store().setConnection("live");
         store().onEvent(id, event);

@@ -57,7 +57,8 @@ pub enum Error {
 
 /// The mock, plus the OpenAI-compatible provider when one is configured.
 fn llm_router(config: &Config) -> Result<LlmRouter, Error> {
-    let mock: Arc<dyn LlmProvider> = Arc::new(MockProvider { chunk_delay: config.mock_delay() });
+    let mock: Arc<dyn LlmProvider> =
+        Arc::new(MockProvider { chunk_delay: config.mock_delay(), context_window: config.mock_context_window });
     let remote = match &config.openai_base_url {
         Some(base_url) => {
             let provider = OpenAiProvider::new(OpenAiConfig {

@@ -82,6 +82,9 @@ impl Folded {
             }
             Kind::Snapshot(_) | Kind::ContextDeleted(_) => {}
         }
+        if let Some(usage) = &event.context_usage {
+            state.context_usage = Some(usage.clone());
+        }
         state.revision = event.revision;
         if event.updated_at.is_some() {
             state.updated_at = event.updated_at;

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 
 import {
   ContextStateSchema,
+  ContextUsageSchema,
   FsmState,
   type Message,
   MessageSchema,
@@ -19,6 +20,7 @@ import {
   discardPending,
   emptyConversation,
   failPending,
+  prependEarlier,
   shown,
 } from "./conversation";
 
@@ -99,14 +101,19 @@ describe("folding watch events", () => {
     expect(again.server!.messages).toHaveLength(1);
   });
 
-  it("takes an action's state only when it is newer and not mid-stream", () => {
-    const c = fold([snapshot(5n, [])]);
-    const older = create(ContextStateSchema, { revision: 4n, messages: [msg("x", Role.USER, "x")] });
-    expect(applyResponse(c, older).server!.revision).toBe(5n);
-    const streaming = create(ContextStateSchema, { revision: 9n, state: FsmState.STREAMING_LLM_RESPONSE });
-    expect(applyResponse(c, streaming).server!.revision).toBe(5n);
-    const newer = create(ContextStateSchema, { revision: 6n, state: FsmState.PROCESSING_USER_MESSAGE });
-    expect(applyResponse(c, newer).server!.revision).toBe(6n);
+  it("leaves the state to the stream: an action's (BASIC) answer only confirms pending sends", () => {
+    let c = addPending(fold([snapshot(5n, [msg("a", Role.USER, "a")])]), "k1", "hello");
+    const basic = create(ContextStateSchema, {
+      revision: 9n,
+      earlierMessageCount: 1n,
+      messages: [msg("u1", Role.USER, "hello", { clientMessageId: "k1" })],
+    });
+    c = applyResponse(c, basic);
+    expect(c.server!.revision).toBe(5n);
+    expect(c.server!.messages.map((m) => m.id)).toEqual(["a"]);
+    expect(c.pending).toEqual([{ clientMessageId: "k1", content: "hello", status: "saved" }]);
+    c = applyEvent(c, event(6n, { case: "messageAppended", value: msg("u1", Role.USER, "hello", { clientMessageId: "k1" }) }));
+    expect(c.pending).toEqual([]);
   });
 });
 
@@ -119,9 +126,12 @@ describe("optimistic sends", () => {
     const fromStream = applyEvent(c, event(2n, { case: "messageAppended", value: msg("u1", Role.USER, "hello", { clientMessageId: "k1" }) }));
     expect(fromStream.pending).toEqual([]);
     expect(fromStream.server!.messages.map((m) => m.clientMessageId)).toEqual(["k1"]);
-    // Or from the response:
+    // Or confirmed by the response first, then brought by the stream:
     const response = create(ContextStateSchema, { revision: 2n, messages: [msg("u1", Role.USER, "hello", { clientMessageId: "k1" })] });
-    const fromResponse = applyResponse(c, response);
+    const fromResponse = applyEvent(
+      applyResponse(c, response),
+      event(2n, { case: "messageAppended", value: msg("u1", Role.USER, "hello", { clientMessageId: "k1" }) }),
+    );
     expect(fromResponse.pending).toEqual([]);
     // The later stream event changes nothing more.
     const both = applyEvent(fromResponse, event(2n, { case: "messageAppended", value: msg("u1", Role.USER, "hello", { clientMessageId: "k1" }) }));
@@ -200,5 +210,38 @@ describe("messages queued during a run", () => {
     );
     expect(c.server?.queuedMessages).toEqual([]);
     expect(c.server?.messages.map((m) => m.id)).toEqual(["u1", "q1"]);
+  });
+});
+
+describe("a window of a long conversation", () => {
+  const windowed = (revision: bigint, messages: Message[], earlier: bigint): WatchStateResponse =>
+    create(WatchStateResponseSchema, {
+      contextId: "c",
+      revision,
+      kind: {
+        case: "snapshot",
+        value: create(ContextStateSchema, { contextId: "c", revision, messages, earlierMessageCount: earlier }),
+      },
+    });
+
+  it("grows back page by page and folds events as the whole path would", () => {
+    let c = fold([windowed(20n, [msg("m8", Role.USER, "8"), msg("m9", Role.ASSISTANT, "9")], 8n)]);
+    c = prependEarlier(c, "m8", [msg("m6", Role.USER, "6"), msg("m7", Role.ASSISTANT, "7")]);
+    expect(c.server!.messages.map((m) => m.id)).toEqual(["m6", "m7", "m8", "m9"]);
+    expect(c.server!.earlierMessageCount).toBe(6n);
+    // A page that is not the one before what is held (the path moved meanwhile) is dropped.
+    expect(prependEarlier(c, "m8", [msg("x", Role.USER, "x")])).toBe(c);
+    // A switch keeping the first 8 messages of the path keeps 2 of those held.
+    c = applyEvent(c, event(21n, { case: "branchSwitched", value: { kept: 8n, messages: [msg("n8", Role.USER, "new")] } }));
+    expect(c.server!.messages.map((m) => m.id)).toEqual(["m6", "m7", "n8"]);
+  });
+
+  it("shows what the model is sent: usage, summaries", () => {
+    let c = fold([snapshot(1n, [msg("u", Role.USER, "u"), msg("s", Role.SUMMARY, "Summary of messages #0 to #0.")])]);
+    const usage = { tokens: 1200n, windowTokens: 2000, firstMessageInWindowId: "u", summaryMessageId: "s" };
+    const changed = event(2n, { case: "stateChanged", value: { state: FsmState.IDLE, lastError: "", pendingToolCalls: [] } });
+    c = applyEvent(c, { ...changed, contextUsage: create(ContextUsageSchema, usage) });
+    expect(c.server!.contextUsage).toMatchObject(usage);
+    expect(c.server!.revision).toBe(2n);
   });
 });

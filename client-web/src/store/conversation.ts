@@ -10,8 +10,9 @@ import type { WatchStateResponse } from "../gen/ctxd/v1/context_service_pb";
 export interface PendingMessage {
   clientMessageId: string;
   content: string;
-  /** "sending": the request is in flight; "failed": it was refused or never arrived. */
-  status: "sending" | "failed";
+  /** "sending": the request is in flight; "saved": the server answered that it saved it (the
+   * stream has not brought it yet); "failed": it was refused or never arrived. */
+  status: "sending" | "saved" | "failed";
   error?: string;
   /** An edit: the id of the message it makes a new version of (shown in its place). */
   replaces?: string;
@@ -95,7 +96,9 @@ export function applyEvent(conversation: Conversation, event: WatchStateResponse
       break;
     }
     case "branchSwitched": {
-      const kept = Number(kind.value.kept);
+      // `kept` counts from the path's first message; the cache may hold only its end. (A
+      // switch from before what a watcher holds comes as a snapshot instead.)
+      const kept = Math.max(0, Number(kind.value.kept - held.earlierMessageCount));
       server = { ...held, messages: [...held.messages.slice(0, kept), ...kind.value.messages] };
       break;
     }
@@ -116,20 +119,40 @@ export function applyEvent(conversation: Conversation, event: WatchStateResponse
     default:
       return conversation;
   }
+  // The last event of a change that moved what the model is sent carries it.
+  if (event.contextUsage) server = { ...server, contextUsage: event.contextUsage };
   server = { ...server, revision: event.revision, updatedAt: event.updatedAt ?? server.updatedAt };
   return reconcile({ ...conversation, server });
 }
 
 /**
- * Applies the state an action returned, if it is newer than what is held. A state caught
- * mid-stream is left to the stream: its text and the stream's deltas could overlap.
+ * Takes what an action's answer says. Actions ask for the BASIC view (its cost does not grow
+ * with the conversation), which holds only the newest message: it cannot stand in for the
+ * cache, so the state itself comes from the stream. The answer confirms the pending sends it
+ * holds: they are saved, and show as such until the stream brings them.
  */
 export function applyResponse(conversation: Conversation, state: ContextState | undefined): Conversation {
   if (!state) return conversation;
+  const held = [...state.messages, ...state.queuedMessages];
+  const saved = new Set(held.map((m) => m.clientMessageId).filter((id) => id !== ""));
+  const pending = conversation.pending.map((p) =>
+    saved.has(p.clientMessageId) && p.status === "sending" ? { ...p, status: "saved" as const } : p,
+  );
+  return reconcile({ ...conversation, pending });
+}
+
+/**
+ * Puts older messages of the active path (a page read with ListPathMessages, oldest first)
+ * before those held, if they are the ones right before them: the cache then holds a longer
+ * end of the path, and folds events as before.
+ */
+export function prependEarlier(conversation: Conversation, before: string, page: Message[]): Conversation {
   const held = conversation.server;
-  if (held && held.revision >= state.revision) return reconcile(conversation);
-  if (state.state === FsmState.STREAMING_LLM_RESPONSE) return reconcile(conversation);
-  return reconcile({ ...conversation, server: state });
+  if (!held || page.length === 0 || held.messages[0]?.id !== before) return conversation;
+  const known = new Set(held.messages.map((m) => m.id));
+  const earlier = page.filter((m) => !known.has(m.id));
+  const earlierMessageCount = held.earlierMessageCount - BigInt(Math.min(earlier.length, Number(held.earlierMessageCount)));
+  return { ...conversation, server: { ...held, messages: [...earlier, ...held.messages], earlierMessageCount } };
 }
 
 export function addPending(

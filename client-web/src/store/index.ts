@@ -6,7 +6,7 @@ import { create } from "zustand";
 
 import type { ContextSummary } from "../gen/ctxd/v1/context_pb";
 import type { WatchContextsResponse, WatchStateResponse } from "../gen/ctxd/v1/context_service_pb";
-import type { ContextState } from "../gen/ctxd/v1/context_pb";
+import type { ContextState, Message } from "../gen/ctxd/v1/context_pb";
 import { applyListEvent } from "./contexts";
 import {
   type Conversation,
@@ -16,6 +16,7 @@ import {
   discardPending,
   emptyConversation,
   failPending,
+  prependEarlier,
 } from "./conversation";
 
 export type Connection = "live" | "reconnecting" | "offline";
@@ -39,6 +40,8 @@ interface ConversationSlice {
   markPending: (id: string, clientMessageId: string, content: string, replaces?: string) => void;
   markFailed: (id: string, clientMessageId: string, error: string) => void;
   discard: (id: string, clientMessageId: string) => void;
+  /** Older messages of the path, read before the first one held (`before`). */
+  onEarlier: (id: string, before: string, messages: Message[]) => void;
 }
 
 interface SessionSlice {
@@ -75,6 +78,7 @@ export const useStore = create<Store>()((set) => {
       onOpen(id, (c) => addPending(c, clientMessageId, content, replaces)),
     markFailed: (id, clientMessageId, error) => onOpen(id, (c) => failPending(c, clientMessageId, error)),
     discard: (id, clientMessageId) => onOpen(id, (c) => discardPending(c, clientMessageId)),
+    onEarlier: (id, before, messages) => onOpen(id, (c) => prependEarlier(c, before, messages)),
 
     refusal: null,
     session: 0,

@@ -1,4 +1,4 @@
-import { useEffect, useMemo, useRef, useState } from "react";
+import { Fragment, useEffect, useMemo, useRef, useState } from "react";
 import Markdown from "react-markdown";
 import { useShallow } from "zustand/react/shallow";
 
@@ -6,12 +6,13 @@ import {
   cancelRun,
   editMessage,
   forkContext,
+  loadEarlier,
   regenerateReply,
   retryRun,
   retrySend,
   switchBranch,
 } from "../actions";
-import type { Message } from "../gen/ctxd/v1/context_pb";
+import type { ContextUsage, Message } from "../gen/ctxd/v1/context_pb";
 import { FsmState, MessageStatus, Role } from "../gen/ctxd/v1/context_pb";
 import { isBusy, shown } from "../store/conversation";
 import { useStore } from "../store";
@@ -62,8 +63,35 @@ function Versions({ message, enabled, onSwitch }: { message: Message; enabled: b
   );
 }
 
+/** How much of the model's context window the next request takes. */
+function UsageMeter({ usage }: { usage: ContextUsage | undefined }) {
+  if (!usage || usage.windowTokens === 0) return null;
+  const tokens = Number(usage.tokens);
+  const share = Math.min(1, tokens / usage.windowTokens);
+  const label = `${tokens.toLocaleString()} of ${usage.windowTokens.toLocaleString()} tokens of the model's context window`;
+  return (
+    <span className="usage" title={label} aria-label={label}>
+      <meter min={0} max={1} low={0.6} high={0.8} optimum={0} value={share} />
+      <span className="usage-share">{Math.round(share * 100)}%</span>
+    </span>
+  );
+}
+
+/** A summary the model wrote of the messages before it: collapsed, like a note. */
+function SummaryView({ message }: { message: Message }) {
+  return (
+    <li className="message summary" data-id={message.id} data-role="SUMMARY">
+      <details>
+        <summary>Earlier messages were summarised for the model</summary>
+        <div className="body">{text(message)}</div>
+      </details>
+    </li>
+  );
+}
+
 function MessageView({ message, actions }: { message: Message; actions: MessageActions }) {
   const [editing, setEditing] = useState<string | null>(null);
+  if (message.role === Role.SUMMARY) return <SummaryView message={message} />;
   const role = Role[message.role]?.toLowerCase() ?? "unknown";
   const status = MessageStatus[message.status]?.toLowerCase() ?? "";
   const body = text(message);
@@ -147,13 +175,37 @@ export function ConversationView({ id }: { id: string }) {
   const { messages, edit } = useMemo(() => shown({ server, pending, deleted }), [server, pending, deleted]);
   const [actionError, setActionError] = useState<string | null>(null);
   const [settingsOpen, setSettingsOpen] = useState(false);
-  const end = useRef<HTMLDivElement>(null);
-  const lastText = server?.messages.length ? text(server.messages[server.messages.length - 1]) : "";
+  const end = useRef<HTMLLIElement>(null);
+  const top = useRef<HTMLLIElement>(null);
+  const newest = server?.messages[server.messages.length - 1];
+  const lastText = newest ? text(newest) : "";
   useEffect(() => {
     // Braces: newer browsers return a promise from scrollIntoView, and an effect may only
     // return a cleanup function.
     end.current?.scrollIntoView({ block: "end" });
-  }, [server?.messages.length, lastText.length, pending.length]);
+  }, [newest?.id, lastText.length, pending.length]);
+  const earlier = Number(server?.earlierMessageCount ?? 0n);
+  const [loading, setLoading] = useState(false);
+  const showEarlier = async () => {
+    if (loading) return;
+    setLoading(true);
+    // Keeps what is on screen in place while older messages are put above it.
+    const list = top.current?.parentElement;
+    const from = list ? list.scrollHeight - list.scrollTop : 0;
+    setActionError(await loadEarlier(id));
+    setLoading(false);
+    if (list) requestAnimationFrame(() => (list.scrollTop = list.scrollHeight - from));
+  };
+  useEffect(() => {
+    // Scrolling up to the first message held reads the page before it.
+    const sentinel = top.current;
+    if (!sentinel || earlier === 0 || typeof IntersectionObserver === "undefined") return;
+    const observer = new IntersectionObserver((seen) => {
+      if (seen.some((e) => e.isIntersecting)) void showEarlier();
+    });
+    observer.observe(sentinel);
+    return () => observer.disconnect();
+  });
 
   if (deleted) return <p className="empty">This conversation was deleted.</p>;
   if (!server) return <p className="empty">Loading…</p>;
@@ -170,6 +222,7 @@ export function ConversationView({ id }: { id: string }) {
     onRegenerate: () => void run(() => regenerateReply(id, m.id)),
     onSwitch: (to) => void run(() => switchBranch(id, to)),
   });
+  const windowStart = server.contextUsage?.firstMessageInWindowId;
   const missingReply = resting && messages.length > 0 && messages[messages.length - 1].role === Role.USER && pending.length === 0;
 
   return (
@@ -177,6 +230,7 @@ export function ConversationView({ id }: { id: string }) {
       <header>
         <h1>{server.title || "Untitled"}</h1>
         <StateBadge state={state} />
+        <UsageMeter usage={server.contextUsage} />
         <ConnectionIndicator connection={connection} />
         {busy && (
           <button className="stop" onClick={() => run(() => cancelRun(id))}>
@@ -189,8 +243,24 @@ export function ConversationView({ id }: { id: string }) {
       </header>
       {settingsOpen && <Settings id={id} config={server.config} onClose={() => setSettingsOpen(false)} />}
       <ol className="messages" aria-live="polite">
-        {messages.map((m) => (
-          <MessageView key={m.id} message={m} actions={actionsFor(m)} />
+        {/* In the scrolled list: seen once the user scrolls up to the first message held. */}
+        <li ref={top} className="earlier-sentinel">
+          {earlier > 0 && (
+            <button className="earlier" disabled={loading} onClick={() => void showEarlier()}>
+              {loading ? "Loading…" : `Show ${earlier.toLocaleString()} earlier messages`}
+            </button>
+          )}
+        </li>
+        {messages.map((m, i) => (
+          <Fragment key={m.id}>
+            {m.id === windowStart && (i > 0 || earlier > 0) && (
+              <li className="window-start" role="note">
+                The model sees the conversation from here
+                {server.contextUsage?.summaryMessageId ? ", and a summary of what came before" : ""}
+              </li>
+            )}
+            <MessageView message={m} actions={actionsFor(m)} />
+          </Fragment>
         ))}
         {server.queuedMessages.map((m) => (
           // Sent during a run (by any client): it joins the conversation when the run ends.
@@ -205,7 +275,7 @@ export function ConversationView({ id }: { id: string }) {
             <div className="body">{p.content}</div>
             {p.status === "sending" ? (
               <div className="note">sending…</div>
-            ) : (
+            ) : p.status === "saved" ? null : (
               <div className="note error" role="alert">
                 Not saved: {p.error}{" "}
                 <button onClick={() => retrySend(id, p.clientMessageId)}>Retry</button>{" "}
@@ -214,8 +284,9 @@ export function ConversationView({ id }: { id: string }) {
             )}
           </li>
         ))}
+        {/* Inside the scrolled list, so that scrolling it into view scrolls the list. */}
+        <li ref={end} className="end" aria-hidden="true" />
       </ol>
-      <div ref={end} />
       {missingReply && state === FsmState.IDLE && (
         <p className="note">
           No reply yet. <button onClick={() => run(() => regenerateReply(id))}>Generate a reply</button>

@@ -2,13 +2,16 @@ import { create } from "@bufbuild/protobuf";
 import { useEffect, useState } from "react";
 
 import { configureContext, listTools } from "../actions";
-import { type ContextConfig, ContextConfigSchema, type ToolInfo } from "../gen/ctxd/v1/context_pb";
+import { type ContextConfig, ContextConfigSchema, ContextOverflow, type ToolInfo } from "../gen/ctxd/v1/context_pb";
 
-/** The context's system prompt, model and auto-approved tools; saved with UpdateContext. */
+/** The context's system prompt, model, auto-approved tools and what happens when the
+ * conversation outgrows the model's window; saved with UpdateContext (the settings not shown
+ * here are kept). */
 export function Settings({ id, config, onClose }: { id: string; config: ContextConfig | undefined; onClose: () => void }) {
   const [systemPrompt, setSystemPrompt] = useState(config?.systemPrompt ?? "");
   const [model, setModel] = useState(config?.model ?? "");
   const [autoApprove, setAutoApprove] = useState(new Set(config?.autoApproveTools ?? []));
+  const [overflow, setOverflow] = useState(config?.contextOverflow ?? ContextOverflow.UNSPECIFIED);
   const [tools, setTools] = useState<ToolInfo[]>([]);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
@@ -23,10 +26,14 @@ export function Settings({ id, config, onClose }: { id: string; config: ContextC
     });
   const save = async () => {
     const next = create(ContextConfigSchema, {
+      contextWindowTokens: config?.contextWindowTokens ?? 0,
+      maxOutputTokens: config?.maxOutputTokens ?? 0,
+      summarizeAt: config?.summarizeAt ?? 0,
       systemPrompt,
       model,
       autoApproveTools: [...autoApprove],
       externalTools: config?.externalTools ?? [],
+      contextOverflow: overflow,
     });
     const failed = await configureContext(id, next);
     setError(failed);
@@ -49,6 +56,14 @@ export function Settings({ id, config, onClose }: { id: string; config: ContextC
       <label>
         Model (empty: the server's default)
         <input value={model} onChange={(e) => setModel(e.target.value)} />
+      </label>
+      <label>
+        When the conversation outgrows the model's window
+        <select value={overflow} onChange={(e) => setOverflow(Number(e.target.value) as ContextOverflow)}>
+          <option value={ContextOverflow.UNSPECIFIED}>summarise the oldest messages (default)</option>
+          <option value={ContextOverflow.SUMMARIZE}>summarise the oldest messages</option>
+          <option value={ContextOverflow.TRUNCATE}>leave the oldest messages out</option>
+        </select>
       </label>
       {approvable.length > 0 && (
         <fieldset>

@@ -11,6 +11,7 @@ const LABELS: Record<FsmState, string> = {
   [FsmState.EXECUTING_TOOLS]: "running tools",
   [FsmState.PROCESSING_TOOL_RESULTS]: "processing tools",
   [FsmState.GENERATING_RESPONSE]: "thinking",
+  [FsmState.SUMMARIZING_HISTORY]: "summarising",
   [FsmState.TRANSIENT_FAILURE]: "retrying",
   [FsmState.FAILED]: "failed",
 };

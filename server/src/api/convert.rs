@@ -5,8 +5,8 @@ use std::sync::Arc;
 use ctxd_proto::v1 as pb;
 
 use crate::domain::{
-    Approval, ContentPart, Context, ContextConfig, ContextSummary, FsmState, Message, MessageId, MessageStatus, Role,
-    Seq, Timestamp, ToolCall, ToolDefinition, ToolPolicy, Versions,
+    Approval, ContentPart, Context, ContextConfig, ContextSummary, ContextUsage, FsmState, Message, MessageId,
+    MessageStatus, Overflow, Role, Seq, Timestamp, ToolCall, ToolDefinition, ToolPolicy, Versions,
 };
 
 /// What `ContextState.active_branch` has always said (deprecated: a conversation is a tree).
@@ -31,6 +31,7 @@ pub fn fsm_state(state: FsmState) -> pb::FsmState {
         FsmState::ExecutingTools => pb::FsmState::ExecutingTools,
         FsmState::ProcessingToolResults => pb::FsmState::ProcessingToolResults,
         FsmState::GeneratingResponse => pb::FsmState::GeneratingResponse,
+        FsmState::SummarizingHistory => pb::FsmState::SummarizingHistory,
         FsmState::TransientFailure => pb::FsmState::TransientFailure,
         FsmState::Failed => pb::FsmState::Failed,
     }
@@ -53,6 +54,24 @@ pub fn config(config: &ContextConfig) -> pb::ContextConfig {
                 timeout_ms: t.timeout_ms,
             })
             .collect(),
+        context_window_tokens: config.context_window_tokens,
+        max_output_tokens: config.max_output_tokens,
+        context_overflow: match config.overflow {
+            None => pb::ContextOverflow::Unspecified,
+            Some(Overflow::Summarize) => pb::ContextOverflow::Summarize,
+            Some(Overflow::Truncate) => pb::ContextOverflow::Truncate,
+        } as i32,
+        summarize_at: config.summarize_at as f32 / 1000.0,
+    }
+}
+
+pub fn usage(usage: &ContextUsage) -> pb::ContextUsage {
+    let id = |id: Option<MessageId>| id.map(|id| id.to_string()).unwrap_or_default();
+    pb::ContextUsage {
+        tokens: usage.tokens,
+        window_tokens: usage.window_tokens,
+        first_message_in_window_id: id(usage.first_in_window),
+        summary_message_id: id(usage.summary),
     }
 }
 
@@ -96,6 +115,7 @@ pub fn message(message: &Message, versions: Versions) -> pb::Message {
             Role::Assistant => pb::Role::Assistant,
             Role::System => pb::Role::System,
             Role::Tool => pb::Role::Tool,
+            Role::Summary => pb::Role::Summary,
         } as i32,
         content: message
             .content
@@ -124,6 +144,8 @@ pub fn message(message: &Message, versions: Versions) -> pb::Message {
             .map(|u| pb::Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens }),
         duration_ms: message.duration_ms,
         model: message.model.clone(),
+        summary_through_message_id: message.summary_through.map(|id| id.to_string()).unwrap_or_default(),
+        token_count: message.tokens,
     }
 }
 
@@ -163,6 +185,7 @@ pub fn context_state_view(ctx: &Context, view: pb::StateView, limit: Option<usiz
         created_by: ctx.created_by.clone(),
         earlier_message_count: skipped as u64,
         queued_messages: queued(&ctx.queued),
+        context_usage: Some(usage(&ctx.usage)),
     }
 }
 

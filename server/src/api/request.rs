@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::domain::ToolResult;
-use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId, MessageId, ToolCallId, shown};
+use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId, MessageId, Overflow, ToolCallId, shown};
 use crate::fsm::OnBusy;
 use crate::tools::{ArgumentSchema, truncate};
 
@@ -15,6 +15,9 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
 const MAX_TITLE_BYTES: usize = 1024;
 const MAX_ID_BYTES: usize = 256;
+/// Context windows a context may set, in tokens.
+const MIN_WINDOW: u32 = 256;
+const MAX_WINDOW: u32 = 100_000_000;
 
 /// Longest external tool name (OpenAI's limit for function names).
 const MAX_TOOL_NAME: usize = 64;
@@ -84,7 +87,34 @@ pub fn title(value: String) -> Result<String, Status> {
 }
 
 pub fn config(value: Option<pb::ContextConfig>, limits: &Limits) -> Result<ContextConfig, Status> {
-    let pb::ContextConfig { system_prompt, model, auto_approve_tools, external_tools } = value.unwrap_or_default();
+    let pb::ContextConfig {
+        system_prompt,
+        model,
+        auto_approve_tools,
+        external_tools,
+        context_window_tokens,
+        max_output_tokens,
+        context_overflow,
+        summarize_at,
+    } = value.unwrap_or_default();
+    let overflow = overflow(context_overflow)?;
+    if !(0.0..=1.0).contains(&summarize_at) {
+        return Err(Status::invalid_argument(format!(
+            "config.summarize_at is {summarize_at}; it is a share of the window, above 0 and at most 1 (0: 0.8)"
+        )));
+    }
+    if context_window_tokens != 0 && !(MIN_WINDOW..=MAX_WINDOW).contains(&context_window_tokens) {
+        return Err(Status::invalid_argument(format!(
+            "config.context_window_tokens is {context_window_tokens}; it must be 0 (the model's) or from {MIN_WINDOW}              to {MAX_WINDOW}"
+        )));
+    }
+    if context_window_tokens != 0 && max_output_tokens >= context_window_tokens / 2 {
+        return Err(Status::invalid_argument(format!(
+            "config.max_output_tokens ({max_output_tokens}) must be under half of context_window_tokens              ({context_window_tokens}), or the conversation has no room"
+        )));
+    }
+    // Per mille; a positive share rounds to at least 1.
+    let summarize_at = if summarize_at > 0.0 { ((summarize_at * 1000.0).round() as u32).max(1) } else { 0 };
     if system_prompt.len() > limits.max_message_bytes {
         return Err(Status::invalid_argument(format!(
             "config.system_prompt is {} bytes; the limit is {} bytes",
@@ -116,7 +146,16 @@ pub fn config(value: Option<pb::ContextConfig>, limits: &Limits) -> Result<Conte
             limits.tool_names.join(", ")
         )));
     }
-    Ok(ContextConfig { system_prompt, model, auto_approve_tools, external_tools })
+    Ok(ContextConfig {
+        system_prompt,
+        model,
+        auto_approve_tools,
+        external_tools,
+        context_window_tokens,
+        max_output_tokens,
+        overflow,
+        summarize_at,
+    })
 }
 
 fn external_tool(tool: pb::ExternalTool, limits: &Limits) -> Result<ExternalTool, Status> {
@@ -165,6 +204,17 @@ pub fn tool_result(
 
 pub fn view(value: i32) -> Result<pb::StateView, Status> {
     pb::StateView::try_from(value).map_err(|_| Status::invalid_argument(format!("view: unknown StateView {value}")))
+}
+
+fn overflow(value: i32) -> Result<Option<Overflow>, Status> {
+    match pb::ContextOverflow::try_from(value) {
+        Ok(pb::ContextOverflow::Unspecified) => Ok(None),
+        Ok(pb::ContextOverflow::Summarize) => Ok(Some(Overflow::Summarize)),
+        Ok(pb::ContextOverflow::Truncate) => Ok(Some(Overflow::Truncate)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "config.context_overflow: unknown ContextOverflow {value} (SUMMARIZE or TRUNCATE)"
+        ))),
+    }
 }
 
 pub fn on_busy(value: i32) -> Result<OnBusy, Status> {

@@ -58,13 +58,15 @@ pub struct WatchFrom {
 
 /// The wire form of one update; `None` for updates that end the stream unseen.
 fn state_response(context_id: &str, update: &Update, limit: Option<usize>) -> Option<pb::WatchStateResponse> {
-    let (revision, updated_at, kind) = match update {
+    let (revision, updated_at, usage, kind) = match update {
         Update::Snapshot(ctx) => {
-            (ctx.revision, ctx.updated_at, Kind::Snapshot(convert::context_state_view(ctx, pb::StateView::Full, limit)))
+            let state = convert::context_state_view(ctx, pb::StateView::Full, limit);
+            (ctx.revision, ctx.updated_at, None, Kind::Snapshot(state))
         }
         Update::Event(event) => (
             event.revision,
             event.updated_at,
+            event.usage.as_ref().map(convert::usage),
             match &event.kind {
                 EventKind::MessageAppended(m) => Kind::MessageAppended(convert::message(&m.message, m.versions)),
                 EventKind::MessageUpdated(m) => Kind::MessageUpdated(convert::message(&m.message, m.versions)),
@@ -97,6 +99,7 @@ fn state_response(context_id: &str, update: &Update, limit: Option<usize>) -> Op
         revision,
         kind: Some(kind),
         updated_at: Some(convert::timestamp(updated_at)),
+        context_usage: usage,
     })
 }
 

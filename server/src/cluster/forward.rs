@@ -120,12 +120,13 @@ pub fn is_forwarded(metadata: &MetadataMap) -> bool {
 /// happened). `idempotent`: a read, safe to send again whatever happened.
 pub fn retry(status: &Status, idempotent: bool) -> bool {
     // A status tonic made of a transport failure carries its cause (the other node sends no
-    // cause); some (a connection reset as the call started) come as UNKNOWN, not
-    // UNAVAILABLE, and a read is as safe to send again after those.
+    // cause); some (a connection reset as the call started) come as UNKNOWN, and a
+    // connection dropped under a stream as CANCELLED, not UNAVAILABLE: a read is as safe to
+    // send again after those.
     let transport = std::error::Error::source(status).is_some();
     match status.code() {
         Code::Unavailable => status.metadata().contains_key(MOVED) || idempotent || never_sent(status),
-        Code::Unknown => idempotent && transport,
+        Code::Unknown | Code::Cancelled => idempotent && transport,
         _ => false,
     }
 }

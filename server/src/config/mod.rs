@@ -152,6 +152,21 @@ settings! {
         /// Models served by the OpenAI-compatible API; empty: every model but `mock`.
         #[arg(value_delimiter = ',')]
         value openai_models: Vec<String> = Vec::new();
+        /// A model's context window in tokens, as `MODEL=TOKENS`; repeat for more models (in the
+        /// file: a list). Models not named: tiktoken's table for OpenAI's, else
+        /// `default-context-window`.
+        value model_context_window: Vec<String> = Vec::new();
+        /// The context window assumed for models nobody names, in tokens. 8192 fits every current
+        /// chat model (Ollama's own default is smaller, but its OpenAI API cuts silently rather
+        /// than failing); too small only summarises early, and a provider that refuses a request
+        /// as too long makes ctxd shrink it and retry.
+        value default_context_window: u32 = 8192;
+        /// The model that writes summaries of long conversations; none: each context's own.
+        optional summary_model: String = None;
+        /// A context window for the mock LLM, in tokens: it then counts each request, reports the
+        /// count as its prompt tokens, and refuses a request over it as OpenAI does. None: the mock
+        /// answers anything.
+        optional mock_context_window: u32 = None;
         /// Longest wait for the LLM provider's connection, in milliseconds.
         value llm_connect_timeout_ms: u64 = 10_000;
         /// Longest silence between two chunks of a streamed reply, in milliseconds.

@@ -3,6 +3,10 @@
 
 use super::{Config, Error, StoreKind};
 
+/// The smallest context window ctxd works with: room for a system prompt, a message and a
+/// reply.
+const MIN_WINDOW: u32 = 256;
+
 impl Config {
     pub(super) fn validate(&self) -> Result<(), Error> {
         if self.max_message_bytes == 0 {
@@ -76,7 +80,31 @@ impl Config {
             )));
         }
         self.validate_cluster()?;
+        self.context_windows()?;
+        if self.default_context_window < MIN_WINDOW || self.mock_context_window.is_some_and(|w| w < MIN_WINDOW) {
+            return Err(Error::Invalid(format!(
+                "default-context-window and mock-context-window must be at least {MIN_WINDOW} tokens"
+            )));
+        }
         Ok(())
+    }
+
+    /// `model-context-window`'s `MODEL=TOKENS` entries, by model.
+    pub fn context_windows(&self) -> Result<std::collections::HashMap<String, u32>, Error> {
+        self.model_context_window
+            .iter()
+            .map(|entry| {
+                let parsed = entry.rsplit_once('=').and_then(|(model, tokens)| {
+                    let tokens = tokens.trim().parse::<u32>().ok().filter(|t| *t >= MIN_WINDOW)?;
+                    Some((model.trim().to_owned(), tokens)).filter(|(model, _)| !model.is_empty())
+                });
+                parsed.ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "model-context-window {entry:?} must be MODEL=TOKENS with at least {MIN_WINDOW} tokens, e.g.                          gpt-4o-mini=128000"
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// A cluster off loopback authenticates its nodes to each other; TLS settings come in pairs.

@@ -9,6 +9,7 @@ use super::message::Message;
 use super::phase::Phase;
 use super::time::Timestamp;
 use super::tree::{Segment, Sibling};
+use super::window::Mark;
 
 /// One saved transition: the new phase, the messages that are new or changed, and a new
 /// title or config when those change. Messages can only be added to a change, so nothing
@@ -23,6 +24,8 @@ pub struct Change {
     pub config: Option<ContextConfig>,
     /// How the queue of messages sent during a run changes, if it does.
     pub queue: Option<QueueChange>,
+    /// A new calibration of ctxd's token count (see [`Context::calibration`]).
+    pub calibration: Option<u32>,
 }
 
 /// A change to the messages waiting for the next turn.
@@ -47,7 +50,7 @@ pub enum PathMove {
 impl Change {
     /// A move to `phase` that changes nothing else (yet).
     pub fn to(phase: Phase) -> Self {
-        Self { phase, path: None, messages: Vec::new(), title: None, config: None, queue: None }
+        Self { phase, path: None, messages: Vec::new(), title: None, config: None, queue: None, calibration: None }
     }
 
     /// Also moves the active path first.
@@ -75,6 +78,11 @@ impl Change {
     /// Also empties the queue: its messages are among this change's.
     pub fn draining(mut self) -> Self {
         self.queue = Some(QueueChange::Drain);
+        self
+    }
+
+    pub fn calibrated(mut self, calibration: Option<u32>) -> Self {
+        self.calibration = calibration;
         self
     }
 
@@ -114,6 +122,9 @@ impl Context {
             Some(QueueChange::Drain) => next.queued.clear(),
             None => {}
         }
+        if let Some(calibration) = change.calibration {
+            next.calibration = calibration;
+        }
         next.revision += 1;
         next.updated_at = now.max(self.updated_at);
         next
@@ -151,6 +162,7 @@ impl Context {
             if replaced.id != self.messages[i].id {
                 self.by_id.remove(&replaced.id);
             }
+            self.remark_from(i);
         } else {
             self.join(message);
         }
@@ -173,7 +185,22 @@ impl Context {
             }
         }
         self.next_node = self.next_node.max(message.node.next());
+        self.marks.push_back(Mark::after(self.marks.last(), &message));
         self.messages.push_back(message);
+    }
+
+    /// Works the marks out again from depth `i` on, after the message there was replaced;
+    /// the ones after it only when its count changed (a message replaced mid-path, which is
+    /// rare: usually the replaced one is the last).
+    fn remark_from(&mut self, mut i: usize) {
+        while let Some(message) = self.messages.get(i) {
+            let mark = Mark::after(i.checked_sub(1).and_then(|p| self.marks.get(p)), message);
+            if self.marks.get(i) == Some(&mark) {
+                return;
+            }
+            self.marks.set(i, mark);
+            i += 1;
+        }
     }
 
     /// Cuts the active path back to its first `keep` messages; the one cut at `keep` becomes
@@ -188,12 +215,14 @@ impl Context {
         }
         shape.truncate(keep);
         self.messages.truncate(keep.index());
+        self.marks.truncate(keep.index());
     }
 
     /// Follows `branch`: the path's first `branch.keep` messages, then its tail.
     fn switch(&mut self, branch: &Branch) {
         Arc::make_mut(&mut self.shape).truncate(branch.keep);
         self.messages.truncate(branch.keep.index());
+        self.marks.truncate(branch.keep.index());
         for message in &branch.tail {
             self.put_message(Arc::clone(message));
         }

@@ -6,6 +6,7 @@ use super::phase::{FsmState, Phase};
 use super::tenant::{ContextKey, TenantId};
 use super::time::Timestamp;
 use super::tree::{PathShape, Place, Sibling, Versions};
+use super::window::{ContextUsage, Mark, Overflow};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContextConfig {
@@ -15,10 +16,20 @@ pub struct ContextConfig {
     pub auto_approve_tools: Vec<String>,
     /// Tools another service executes for this context.
     pub external_tools: Vec<ExternalTool>,
+    /// The model's context window in tokens; 0: the server's figure for the model.
+    pub context_window_tokens: u32,
+    /// Tokens kept free for the reply, and the most the model may write (sent as
+    /// `max_tokens`); 0: a quarter of the window, at most 4,096, and not sent.
+    pub max_output_tokens: u32,
+    /// `None`: not chosen, the default (as the client set it, so it reads back the same).
+    pub overflow: Option<Overflow>,
+    /// The share of the room (per mille) past which the oldest messages are summarised;
+    /// 0: 800.
+    pub summarize_at: u32,
 }
 
 /// A tool executed outside ctxd; its result arrives with SubmitToolResult.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct ExternalTool {
     pub name: String,
     pub description: String,
@@ -78,6 +89,13 @@ pub struct Context {
     /// Message id → seq, for finding a message on the active path. Entries of messages that
     /// left the path may stay; [`Context::on_path`] checks.
     pub by_id: imbl::HashMap<MessageId, Seq>,
+    /// Running token sums along the active path: `marks[i]` belongs to `messages[i]`.
+    pub marks: imbl::Vector<Mark>,
+    /// The provider's token count per 1,000 of ctxd's, from the last reply's usage; 1,000
+    /// until a provider reports one.
+    pub calibration: u32,
+    /// What the next request holds; the runtime works it out after every change.
+    pub usage: ContextUsage,
 }
 
 /// What a list of contexts shows.
@@ -126,6 +144,9 @@ impl Context {
             next_node: NodeId::default(),
             shape: Arc::default(),
             by_id: imbl::HashMap::new(),
+            marks: imbl::Vector::new(),
+            calibration: 1000,
+            usage: ContextUsage::default(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! What a fork takes from its source: the messages up to a cut, as a conversation of their
 //! own that an LLM can be sent (nothing streaming, no tool call without its result).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::context::Context;
@@ -47,11 +47,16 @@ impl Context {
         if kept.clone().flat_map(|m| &m.tool_calls).any(|call| !answered.contains(&call.id)) {
             return Err(ForkError::UnansweredCalls(last.id));
         }
-        // A fork is a conversation of its own, straight: nodes in path order.
+        // A fork is a conversation of its own, straight: nodes in path order. A summary names
+        // the last message it covers by id: its copy names that message's copy.
+        let mut copies: HashMap<MessageId, MessageId> = HashMap::new();
         Ok(kept
             .map(|m| {
                 let Place { node, parent, .. } = Place::straight(m.seq);
-                Arc::new(Message { id: new_id(), node, parent, ..(**m).clone() })
+                let id = new_id();
+                copies.insert(m.id, id);
+                let summary_through = m.summary_through.and_then(|covered| copies.get(&covered).copied());
+                Arc::new(Message { id, node, parent, summary_through, ..(**m).clone() })
             })
             .collect())
     }
@@ -101,5 +106,19 @@ mod tests {
         assert_eq!(ctx.fork_messages(None, &MessageId::new), Err(ForkError::Streaming(ids[3])));
         let unknown = MessageId::new();
         assert!(matches!(ctx.fork_messages(Some(unknown), &MessageId::new), Err(ForkError::UnknownMessage { .. })));
+    }
+
+    #[test]
+    fn a_forked_summary_covers_the_copies_of_what_it_covered() {
+        let key = ContextKey::new(TenantId::default_tenant(), ContextId::new());
+        let mut ctx = Context::new(key, String::new(), "t".into(), ContextConfig::default(), Timestamp::from_micros(1));
+        let first = message(0, Role::User, "hi");
+        let mut summary = message(2, Role::Summary, "they said hi");
+        summary.summary_through = Some(first.id);
+        for m in [first, message(1, Role::Assistant, "hello"), summary] {
+            ctx.put_message(Arc::new(m));
+        }
+        let forked = ctx.fork_messages(None, &MessageId::new).expect("fork");
+        assert_eq!(forked[2].summary_through, Some(forked[0].id));
     }
 }

@@ -9,6 +9,9 @@ pub enum Role {
     Assistant,
     System,
     Tool,
+    /// A summary of the earlier conversation, written by the model when the history outgrew
+    /// its context window; the model is sent it instead of the messages it covers.
+    Summary,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,11 @@ pub struct Message {
     /// was asked for until the provider says).
     pub model: String,
     pub created_at: Timestamp,
+    /// What the message costs in the model's context window, counted once when it is saved;
+    /// 0 when it was saved before ctxd counted (then estimated from its length).
+    pub tokens: u32,
+    /// On summaries: the last message of the active path the summary covers.
+    pub summary_through: Option<MessageId>,
 }
 
 impl Message {
@@ -110,6 +118,8 @@ impl Message {
             duration_ms: 0,
             model: String::new(),
             created_at: now,
+            tokens: 0,
+            summary_through: None,
         }
     }
 

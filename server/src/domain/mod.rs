@@ -12,6 +12,7 @@ mod tenant;
 mod time;
 mod tool;
 mod tree;
+mod window;
 
 pub use branch::{Branch, BranchError, Child, TreeReader};
 pub use change::{Change, PathMove, QueueChange};
@@ -25,3 +26,4 @@ pub use tenant::{ContextKey, InvalidTenant, MAX_TENANT_LEN, TenantId};
 pub use time::Timestamp;
 pub use tool::{CheckedToolCall, RequestedToolCall, ToolDefinition, ToolOutcome, ToolPolicy, ToolResult};
 pub use tree::{PathPoint, PathShape, Place, Segment, Sibling, Versions};
+pub use window::{Budget, ContextUsage, Mark, Overflow, Plan, TooLong};

@@ -30,6 +30,11 @@ pub enum Phase {
     },
     ProcessingToolResults,
     GeneratingResponse,
+    /// The oldest messages, through depth `through`, are being summarised before the next
+    /// LLM call, because the conversation outgrew the model's window.
+    SummarizingHistory {
+        through: Seq,
+    },
     /// Attempt `attempt` failed with `error`; the next attempt is scheduled.
     TransientFailure {
         attempt: u32,
@@ -52,6 +57,7 @@ pub enum FsmState {
     ExecutingTools,
     ProcessingToolResults,
     GeneratingResponse,
+    SummarizingHistory,
     TransientFailure,
     Failed,
 }
@@ -73,6 +79,7 @@ impl FsmState {
             FsmState::ExecutingTools => "EXECUTING_TOOLS",
             FsmState::ProcessingToolResults => "PROCESSING_TOOL_RESULTS",
             FsmState::GeneratingResponse => "GENERATING_RESPONSE",
+            FsmState::SummarizingHistory => "SUMMARIZING_HISTORY",
             FsmState::TransientFailure => "TRANSIENT_FAILURE",
             FsmState::Failed => "FAILED",
         }
@@ -97,6 +104,7 @@ impl Phase {
             Phase::ExecutingTools { .. } => FsmState::ExecutingTools,
             Phase::ProcessingToolResults => FsmState::ProcessingToolResults,
             Phase::GeneratingResponse => FsmState::GeneratingResponse,
+            Phase::SummarizingHistory { .. } => FsmState::SummarizingHistory,
             Phase::TransientFailure { .. } => FsmState::TransientFailure,
             Phase::Failed { .. } => FsmState::Failed,
         }

@@ -7,6 +7,7 @@ use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
 use super::steps::{already_saved, call_llm_with, check_revision, user_message};
+use super::summary::{self, call_llm, next_call};
 use super::tool_calls;
 use crate::domain::{
     Approval, Change, Context, Message, MessageStatus, Phase, Place, QueueChange, Role, ToolCall, ToolOutcome,
@@ -53,10 +54,10 @@ fn apply_command(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, 
         }
         Command::Cancel => cancel(ctx, env),
         Command::Retry => match ctx.phase {
-            Phase::Failed { .. } => Ok(call_llm(1)),
+            Phase::Failed { .. } => Ok(next_call(ctx, env)),
             _ => Err(Rejection::WrongState { action: "RetryRun", state: ctx.state() }),
         },
-        Command::Continue => Ok(continue_run(ctx)),
+        Command::Continue => Ok(continue_run(ctx, env)),
         Command::Resume => Ok(resume(ctx, env)),
         Command::LlmDelta { text } => Ok(delta(ctx, text, env)),
         Command::LlmFinished { reply } => Ok(finished(ctx, reply, env)),
@@ -69,11 +70,9 @@ fn apply_command(ctx: &Context, command: Command, env: &Env) -> Result<Outcome, 
             Phase::TransientFailure { attempt, .. } => call_llm(attempt + 1),
             _ => Outcome::default(),
         }),
+        Command::SummaryFinished { text, usage, model } => Ok(summary::finished(ctx, text, usage, model, env)),
+        Command::SummaryFailed => Ok(summary::failed(ctx)),
     }
-}
-
-fn call_llm(attempt: u32) -> Outcome {
-    call_llm_with(Change::to(Phase::AwaitingLlmResponse { attempt }), attempt)
 }
 
 fn send(
@@ -135,14 +134,14 @@ fn title_from(content: &str) -> String {
     title
 }
 
-fn continue_run(ctx: &Context) -> Outcome {
+fn continue_run(ctx: &Context, env: &Env) -> Outcome {
     match ctx.phase {
         // At rest with messages queued during the run: they start the next one, together.
         Phase::Idle | Phase::Failed { .. } if !ctx.queued.is_empty() => {
             let change = Change::to(Phase::ProcessingUserMessage).with_all(joined(ctx, 0)).draining();
             Outcome::then(change, Effect::Continue)
         }
-        Phase::ProcessingUserMessage | Phase::GeneratingResponse => call_llm(1),
+        Phase::ProcessingUserMessage | Phase::GeneratingResponse => next_call(ctx, env),
         Phase::ProcessingToolResults => Outcome::then(Change::to(Phase::GeneratingResponse), Effect::Continue),
         Phase::ProcessingLlmResponse { message } => {
             let calls = ctx.message(message).map(|m| m.tool_calls.as_slice()).unwrap_or_default();
@@ -200,7 +199,11 @@ fn finished(ctx: &Context, reply: LlmReply, env: &Env) -> Outcome {
     let seq = message.seq;
     let (calls, refused) = tool_calls::decide(ctx, answers_from, reply.tool_calls, env);
     message.tool_calls = calls;
-    let change = Change::to(Phase::ProcessingLlmResponse { message: seq }).with(message).with_all(refused);
+    let calibration = summary::calibration(reply.usage, reply.counted_prompt_tokens);
+    let change = Change::to(Phase::ProcessingLlmResponse { message: seq })
+        .with(message)
+        .with_all(refused)
+        .calibrated(calibration.filter(|c| *c != ctx.calibration));
     Outcome::then(change, Effect::Continue)
 }
 
@@ -271,6 +274,7 @@ fn stop_run(ctx: &Context, env: &Env) -> Vec<Message> {
         | Phase::AwaitingLlmResponse { .. }
         | Phase::ProcessingToolResults
         | Phase::GeneratingResponse
+        | Phase::SummarizingHistory { .. }
         | Phase::TransientFailure { .. } => Vec::new(),
     }
 }
@@ -289,6 +293,7 @@ fn resume(ctx: &Context, env: &Env) -> Outcome {
             call_llm_with(Change::to(Phase::AwaitingLlmResponse { attempt }).with_all(interrupted), attempt)
         }
         Phase::TransientFailure { attempt, .. } => Outcome::run(Effect::ScheduleRetry { attempt, at_least_ms: None }),
+        Phase::SummarizingHistory { through } => Outcome::run(Effect::Summarize { through }),
         Phase::ExecutingTools { message } => {
             let (rerun, lost): (Vec<ToolCall>, Vec<ToolCall>) = ctx
                 .pending_tool_calls()

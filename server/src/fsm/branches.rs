@@ -52,7 +52,10 @@ pub fn regenerate(ctx: &Context, id: Option<MessageId>, expected_revision: Optio
     allowed(ctx, "RegenerateReply", expected_revision)?;
     let cut = match id {
         Some(id) => Some(target(ctx, id, Role::Assistant, "RegenerateReply")?.seq),
-        None if ctx.messages.last().is_some_and(|m| m.role == Role::User) => None,
+        // A summary made for the reply that failed stays before it.
+        None if ctx.messages.iter().rev().find(|m| m.role != Role::Summary).is_some_and(|m| m.role == Role::User) => {
+            None
+        }
         None => Some(
             ctx.messages.iter().rev().find(|m| m.role == Role::Assistant).ok_or(Rejection::NothingToRegenerate)?.seq,
         ),

@@ -71,6 +71,14 @@ pub enum Command {
     },
     /// The backoff after a transient failure elapsed.
     RetryDue,
+    /// The summary asked for by [`Effect::Summarize`](super::Effect::Summarize).
+    SummaryFinished {
+        text: String,
+        usage: Option<Usage>,
+        model: String,
+    },
+    /// Summarising failed for good: the call goes on without a new summary, truncated.
+    SummaryFailed,
 }
 
 /// What the LLM produced besides text.
@@ -82,6 +90,8 @@ pub struct LlmReply {
     pub duration_ms: u64,
     /// The model that answered, as the provider reported it.
     pub model: Option<String>,
+    /// What ctxd counted for the request, to compare with `usage.prompt_tokens`.
+    pub counted_prompt_tokens: u64,
 }
 
 /// What a send does while a run is in progress.

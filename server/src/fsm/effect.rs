@@ -1,4 +1,4 @@
-use crate::domain::ToolCall;
+use crate::domain::{Seq, ToolCall};
 
 /// A side effect a transition asks for. The driver runs effects only after the
 /// transition that asked for them is saved.
@@ -14,6 +14,9 @@ pub enum Effect {
     /// Run these tool calls concurrently; each result comes back as `ToolFinished`.
     /// External calls are not run but waited for (with their timeout).
     RunTools { calls: Vec<ToolCall> },
+    /// Summarise the active path's messages since the last summary through depth `through`;
+    /// the summary comes back as `SummaryFinished`, or `SummaryFailed` after the retries.
+    Summarize { through: Seq },
     /// Stop whatever the run has in flight (LLM call, tools, retry timer).
     AbortRun,
 }

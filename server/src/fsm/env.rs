@@ -1,11 +1,19 @@
 //! The outside world, as far as the state machine sees it.
 
-use crate::domain::{Context, MessageId, Timestamp, ToolPolicy};
+use crate::domain::{Budget, Context, Message, MessageId, Timestamp, ToolPolicy};
 
 /// What the state machine may ask about tools.
 pub trait ToolCatalog {
     /// The policy of a server tool; `None` for tools the server does not have.
     fn policy(&self, name: &str) -> Option<ToolPolicy>;
+}
+
+/// What the state machine (and the runtime's batches) ask about the model's context window.
+pub trait ContextWindow {
+    /// What `ctx`'s next request must fit in.
+    fn budget(&self, ctx: &Context) -> Budget;
+    /// What `message` costs in a request to `ctx`'s model.
+    fn count(&self, ctx: &Context, message: &Message) -> u32;
 }
 
 pub struct Env<'a> {
@@ -16,6 +24,7 @@ pub struct Env<'a> {
     /// The model of contexts whose config names none.
     pub default_model: &'a str,
     pub new_id: &'a dyn Fn() -> MessageId,
+    pub window: &'a dyn ContextWindow,
 }
 
 impl Env<'_> {
@@ -34,5 +43,39 @@ impl Env<'_> {
             }),
             None => self.tools.policy(name),
         }
+    }
+}
+
+/// A window for tests: `window` tokens, a word a token plus four a message.
+#[cfg(test)]
+pub struct WordWindow {
+    pub window: u32,
+    pub reserve: u32,
+}
+
+#[cfg(test)]
+impl WordWindow {
+    /// So large that nothing is ever summarised or left out.
+    pub const UNBOUNDED: WordWindow = WordWindow { window: u32::MAX, reserve: 0 };
+}
+
+#[cfg(test)]
+impl ContextWindow for WordWindow {
+    fn budget(&self, ctx: &Context) -> Budget {
+        Budget {
+            window: self.window,
+            reserve: self.reserve,
+            fixed: 0,
+            calibration: ctx.calibration,
+            summarize_at: match ctx.config.summarize_at {
+                0 => 800,
+                at => at,
+            },
+            overflow: ctx.config.overflow.unwrap_or_default(),
+        }
+    }
+
+    fn count(&self, _ctx: &Context, message: &Message) -> u32 {
+        message.text_content().split_whitespace().count() as u32 + 4
     }
 }

@@ -16,6 +16,7 @@ mod env;
 mod outcome;
 mod rejection;
 mod steps;
+mod summary;
 #[cfg(test)]
 mod tests;
 mod tool_calls;
@@ -24,7 +25,9 @@ pub use apply::apply;
 pub use branches::allowed as branch_allowed;
 pub use command::{Command, LlmReply, OnBusy};
 pub use effect::Effect;
-pub use env::{Env, ToolCatalog};
+#[cfg(test)]
+pub use env::WordWindow;
+pub use env::{ContextWindow, Env, ToolCatalog};
 pub use outcome::Outcome;
 pub use rejection::Rejection;
 pub use tool_calls::{CANCELLED, DENIED, INTERRUPTED};

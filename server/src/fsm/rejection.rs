@@ -35,6 +35,7 @@ fn role_name(role: Role) -> &'static str {
         Role::Assistant => "assistant",
         Role::System => "system",
         Role::Tool => "tool",
+        Role::Summary => "summary",
     }
 }
 

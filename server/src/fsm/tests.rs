@@ -5,10 +5,12 @@ use crate::domain::{
     MessageStatus, Phase, RequestedToolCall, Role, TenantId, Timestamp, ToolCallId, ToolOutcome, ToolPolicy,
     ToolResult, Usage,
 };
+use crate::fsm::WordWindow;
 use std::cell::Cell;
 
 mod branches;
 mod busy;
+mod window;
 
 struct Policies;
 
@@ -27,6 +29,7 @@ impl ToolCatalog for Policies {
 struct Harness {
     ctx: Context,
     ids: Cell<u128>,
+    window: WordWindow,
 }
 
 impl Harness {
@@ -38,7 +41,7 @@ impl Harness {
             config,
             Timestamp::from_micros(1),
         );
-        Self { ctx, ids: Cell::new(1) }
+        Self { ctx, ids: Cell::new(1), window: WordWindow::UNBOUNDED }
     }
 
     fn try_apply(&mut self, command: Command) -> Result<Outcome, Rejection> {
@@ -53,6 +56,7 @@ impl Harness {
             max_llm_attempts: 3,
             default_model: "m",
             new_id: &new_id,
+            window: &self.window,
         };
         let outcome = apply(&self.ctx, command, &env)?;
         // The same two functions the runtime applies outcomes with.

@@ -5,8 +5,10 @@ mod mock;
 mod openai;
 mod provider;
 mod router;
+mod tokens;
 
 pub use mock::MockProvider;
 pub use openai::{OpenAiConfig, OpenAiProvider};
-pub use provider::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream};
+pub use provider::{LlmError, LlmEvent, LlmMessage, LlmProvider, LlmRequest, LlmStream, Purpose};
 pub use router::{LlmRouter, MOCK_MODEL};
+pub use tokens::{Encoding, ToolTokens};

@@ -34,13 +34,19 @@ pub struct OpenAiProvider {
     url: String,
     api_key: Option<String>,
     idle_timeout: Duration,
+    /// How the reply's limit is named: OpenAI's own API wants `max_completion_tokens` (its
+    /// reasoning models refuse `max_tokens`); vLLM, Ollama, llama.cpp and older proxies know
+    /// only `max_tokens`.
+    max_tokens_field: &'static str,
 }
 
 impl OpenAiProvider {
     pub fn new(config: OpenAiConfig) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder().connect_timeout(config.connect_timeout).build()?;
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
-        Ok(Self { client, url, api_key: config.api_key, idle_timeout: config.idle_timeout })
+        let max_tokens_field =
+            if config.base_url.contains("api.openai.com") { "max_completion_tokens" } else { "max_tokens" };
+        Ok(Self { client, url, api_key: config.api_key, idle_timeout: config.idle_timeout, max_tokens_field })
     }
 }
 
@@ -61,7 +67,7 @@ impl LlmProvider for OpenAiProvider {
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key);
         }
-        let call = call.body(request_body(&request).to_string());
+        let call = call.body(request_body(&request, self.max_tokens_field).to_string());
         let idle = self.idle_timeout;
         // Dropping this stream (CancelRun) drops the response, which closes the connection.
         async_stream::stream! {
@@ -77,8 +83,9 @@ impl LlmProvider for OpenAiProvider {
                 let retry_after = retry_after(response.headers());
                 let body = response.text().await.unwrap_or_default();
                 let transient = status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                let too_long = says_too_long(status, &body);
                 let message = format!("the LLM provider answered {status}: {}", snippet(&body));
-                yield Err(LlmError { message, transient, retry_after });
+                yield Err(LlmError { message, transient, too_long, retry_after });
                 return;
             }
             let mut events = response.bytes_stream().eventsource();
@@ -163,7 +170,27 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-fn request_body(request: &LlmRequest) -> Value {
+/// Whether an error answer says the request was more than the model's context window holds,
+/// in the words of OpenAI (`context_length_exceeded`), vLLM ("maximum context length"),
+/// Ollama ("prompt too long; exceeded max context length"), llama.cpp ("exceeds the
+/// available context size") and LiteLLM (`ContextWindowExceededError`).
+fn says_too_long(status: reqwest::StatusCode, body: &str) -> bool {
+    const WORDINGS: [&str; 8] = [
+        "context_length_exceeded",
+        "maximum context length",
+        "max context length",
+        "context window",
+        "contextwindowexceeded",
+        "exceeds the available context",
+        "prompt is too long",
+        "prompt too long",
+    ];
+    let client_error = matches!(status.as_u16(), 400 | 413 | 422);
+    let body = body.to_ascii_lowercase();
+    client_error && WORDINGS.iter().any(|w| body.contains(w))
+}
+
+fn request_body(request: &LlmRequest, max_tokens_field: &str) -> Value {
     let messages: Vec<Value> = request
         .messages()
         .iter()
@@ -193,6 +220,9 @@ fn request_body(request: &LlmRequest) -> Value {
         "stream": true,
         "stream_options": {"include_usage": true},
     });
+    if let Some(limit) = request.max_tokens {
+        body[max_tokens_field] = json!(limit);
+    }
     if !request.tools.is_empty() {
         body["tools"] = request
             .tools
@@ -311,6 +341,22 @@ mod tests {
         assert_eq!(done.len(), 2);
         assert_eq!((done[0].id.as_str(), done[0].arguments_json.as_str()), ("a", "{}"));
         assert_eq!((done[1].name.as_str(), done[1].arguments_json.as_str()), ("read_file", "{\"path\": \"x\"}"));
+    }
+
+    #[test]
+    fn context_overflows_are_recognised_in_the_usual_wordings() {
+        let bad = reqwest::StatusCode::BAD_REQUEST;
+        for body in [
+            r#"{"error":{"message":"This model's maximum context length is 8192 tokens.","code":"context_length_exceeded"}}"#,
+            r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens"}"#,
+            r#"{"error":"prompt too long; exceeded max context length by 112 tokens"}"#,
+            r#"{"error":{"message":"the request exceeds the available context size, try increasing it"}}"#,
+            r#"{"error":{"message":"litellm.ContextWindowExceededError: ..."}}"#,
+        ] {
+            assert!(says_too_long(bad, body), "{body}");
+        }
+        assert!(!says_too_long(bad, r#"{"error":{"message":"Invalid 'messages[1].content'"}}"#));
+        assert!(!says_too_long(reqwest::StatusCode::INTERNAL_SERVER_ERROR, "maximum context length"));
     }
 
     #[test]

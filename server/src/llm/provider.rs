@@ -28,6 +28,19 @@ pub struct LlmRequest {
     pub tools: Arc<[ToolDefinition]>,
     /// 1 for the first try of this call, then 2, 3... on retries.
     pub attempt: u32,
+    /// The most the reply may hold (`max_tokens`); `None`: the provider's limit.
+    pub max_tokens: Option<u32>,
+    pub purpose: Purpose,
+}
+
+/// What a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purpose {
+    /// The next reply of the conversation.
+    #[default]
+    Reply,
+    /// A summary of the transcript in the one user message.
+    Summary,
 }
 
 impl LlmRequest {
@@ -60,13 +73,14 @@ impl LlmRequest {
 }
 
 /// One saved message as a provider sees it; `None` for replies of failed attempts, which
-/// are never taken as answers.
+/// are never taken as answers, and for summaries, which go with the system prompt.
 fn convert(message: &Message, tool_name: impl Fn(&str) -> String) -> Option<LlmMessage> {
     if message.status == MessageStatus::Error {
         return None;
     }
     let text = message.text_content();
     Some(match message.role {
+        Role::Summary => return None,
         Role::System => LlmMessage::System { text },
         Role::User => LlmMessage::User { text },
         Role::Assistant => LlmMessage::Assistant {
@@ -104,17 +118,24 @@ pub struct LlmError {
     pub message: String,
     /// Worth retrying (timeouts, rate limits, server errors).
     pub transient: bool,
+    /// The request was more than the model's context window holds.
+    pub too_long: bool,
     /// The provider asked to wait this long before retrying (`Retry-After`).
     pub retry_after: Option<Duration>,
 }
 
 impl LlmError {
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { message: message.into(), transient: true, retry_after: None }
+        Self { message: message.into(), transient: true, too_long: false, retry_after: None }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), transient: false, retry_after: None }
+        Self { message: message.into(), transient: false, too_long: false, retry_after: None }
+    }
+
+    /// The provider refused the request as longer than the model's context window.
+    pub fn too_long(message: impl Into<String>) -> Self {
+        Self { too_long: true, ..Self::permanent(message) }
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Change, Context, Message, MessageId, PathMove, Timestamp};
+use crate::domain::{Change, Context, Message, MessageId, MessageStatus, PathMove};
 use crate::fsm::{self, Command, Effect, Env, Outcome, Rejection};
 use crate::store::Save;
 
@@ -52,7 +52,7 @@ impl Batch {
                 Vec::new()
             }
             Outcome::Changed(change, effects) => {
-                self.transition(change, env.now);
+                self.transition(change, env);
                 effects
             }
         };
@@ -126,8 +126,20 @@ impl Batch {
         (self.ctx, self.steps, effects)
     }
 
-    fn transition(&mut self, change: Change, now: Timestamp) {
-        let after = Arc::new(self.ctx.apply(&change, now));
+    /// Counts the tokens of the messages `change` saves (here, once: the count is saved with
+    /// them), applies it, and works out what the next request would hold.
+    fn transition(&mut self, mut change: Change, env: &Env) {
+        // A reply that starts streaming is counted when it is saved whole (until then its
+        // length stands in for it).
+        for message in change.messages.iter_mut().filter(|m| m.status != MessageStatus::Streaming) {
+            let tokens = env.window.count(&self.ctx, message);
+            if message.tokens != tokens {
+                Arc::make_mut(message).tokens = tokens;
+            }
+        }
+        let mut after = self.ctx.apply(&change, env.now);
+        after.usage = after.usage(&env.window.budget(&after));
+        let after = Arc::new(after);
         let before = std::mem::replace(&mut self.ctx, Arc::clone(&after));
         self.steps.push(Step::Transition { before, after, moved: change.path, messages: change.messages });
     }
@@ -157,8 +169,8 @@ impl Batch {
 mod tests {
     use super::*;
     use crate::domain::ToolPolicy;
-    use crate::domain::{ContextConfig, ContextId, ContextKey, Role, TenantId};
-    use crate::fsm::{LlmReply, ToolCatalog};
+    use crate::domain::{ContextConfig, ContextId, ContextKey, Role, TenantId, Timestamp};
+    use crate::fsm::{LlmReply, ToolCatalog, WordWindow};
 
     struct NoTools;
     impl ToolCatalog for NoTools {
@@ -168,7 +180,14 @@ mod tests {
     }
 
     fn env(tools: &NoTools) -> Env<'_> {
-        Env { now: Timestamp::now(), tools, max_llm_attempts: 3, default_model: "m", new_id: &MessageId::new }
+        Env {
+            now: Timestamp::now(),
+            tools,
+            max_llm_attempts: 3,
+            default_model: "m",
+            new_id: &MessageId::new,
+            window: &WordWindow::UNBOUNDED,
+        }
     }
 
     fn send(text: &str) -> Command {

@@ -17,6 +17,7 @@ use super::settings::Settings;
 use super::shared::{ListEvent, Shared};
 use crate::cluster::{Claim, Lease, Placement};
 use crate::domain::{Context, ContextConfig, ContextId, ContextKey, ContextSummary, MessageId, TenantId, Timestamp};
+use crate::fsm::ContextWindow as _;
 use crate::llm::LlmProvider;
 use crate::store::{Backend, Change, Inserted};
 use crate::telemetry::names;
@@ -136,7 +137,8 @@ impl Contexts {
 
     /// Saves a context that does not exist yet, with its messages, in one write: ALREADY_EXISTS
     /// if its id is taken in its tenant, RESOURCE_EXHAUSTED if the tenant has its most contexts.
-    async fn insert_new(&self, ctx: Context) -> Result<Arc<Context>> {
+    async fn insert_new(&self, mut ctx: Context) -> Result<Arc<Context>> {
+        ctx.usage = ctx.usage(&self.shared.windows.budget(&ctx));
         let key = ctx.key();
         // On a cluster the new context is this node's until it is written in full: no other
         // node may load (and finish writing) it meanwhile.

@@ -20,9 +20,10 @@ use tracing::{Instrument as _, Span};
 use super::prompt;
 use super::settings::Settings;
 use super::shared::Shared;
-use crate::domain::{Context, Phase, ToolCall, ToolCallId, ToolOutcome, ToolResult};
+use super::summary;
+use crate::domain::{Context, Phase, TooLong, ToolCall, ToolCallId, ToolOutcome, ToolResult};
 use crate::fsm::{Command, Effect, LlmReply};
-use crate::llm::{LlmEvent, LlmStream};
+use crate::llm::{LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream};
 use crate::telemetry::{names, traces};
 use crate::tools::{NO_EXTERNAL_RESULT, ToolRegistry};
 
@@ -72,8 +73,22 @@ impl Driver {
         match effect {
             Effect::Continue => {}
             Effect::CallLlm { attempt } => {
+                let (shared, saved) = (Arc::clone(&self.shared), Arc::clone(ctx));
+                let build: Build = Box::new(move |share| prompt::reply(&saved, &shared, attempt, share));
+                let (events, generation) = (self.events.clone(), self.generation);
+                let (request, counted) = match build(FULL_ROOM) {
+                    Ok(built) => built,
+                    Err(too_long) => {
+                        tracing::warn!(error = %too_long, "the request cannot fit the model's context window");
+                        let failed =
+                            Command::LlmFailed { error: too_long.to_string(), transient: false, retry_after_ms: None };
+                        self.tasks.spawn(async move {
+                            let _ = events.send((generation, failed)).await;
+                        });
+                        return;
+                    }
+                };
                 let settings = &self.shared.settings;
-                let request = prompt::request(ctx, &settings.default_model, self.shared.tools.definitions(), attempt);
                 let labels = LlmLabels::of(self.shared.llm.name(&request.model), &request.model, settings);
                 let span = if traces::enabled() {
                     tracing::info_span!(
@@ -91,9 +106,25 @@ impl Driver {
                     Span::none()
                 };
                 let stream = self.shared.llm.stream(request);
+                let call = Call { llm: Arc::clone(&self.shared.llm), build, share: FULL_ROOM, counted };
                 let checks = Checks { tools: Arc::clone(&self.shared.tools), ctx: Arc::clone(ctx) };
-                self.tasks
-                    .spawn(pump_llm(stream, labels, checks, self.events.clone(), self.generation).instrument(span));
+                self.tasks.spawn(pump_llm(stream, call, labels, checks, events, generation).instrument(span));
+            }
+            Effect::Summarize { through } => {
+                let (shared, ctx) = (Arc::clone(&self.shared), Arc::clone(ctx));
+                let (events, generation) = (self.events.clone(), self.generation);
+                let span = if traces::enabled() {
+                    tracing::info_span!(parent: run, "summarize", outcome = tracing::field::Empty)
+                } else {
+                    Span::none()
+                };
+                self.tasks.spawn(
+                    async move {
+                        let command = summary::summarize(&shared, &ctx, through).await;
+                        let _ = events.send((generation, command)).await;
+                    }
+                    .instrument(span),
+                );
             }
             Effect::ScheduleRetry { attempt, at_least_ms } => {
                 let settings = &self.shared.settings;
@@ -232,9 +263,46 @@ struct Checks {
     ctx: Arc<Context>,
 }
 
+/// Builds a reply's request within a share (per mille) of the room the window leaves, with
+/// ctxd's count of it.
+type Build = Box<dyn Fn(u32) -> Result<(LlmRequest, u64), TooLong> + Send>;
+
+/// The whole room.
+pub(super) const FULL_ROOM: u32 = 1000;
+
+/// One LLM call: what asks the provider again, smaller, when it says the request was longer
+/// than the model's window.
+struct Call {
+    llm: Arc<dyn LlmProvider>,
+    build: Build,
+    share: u32,
+    /// ctxd's count of the request sent last.
+    counted: u64,
+}
+
+impl Call {
+    /// The same request, a clear margin smaller; `None` once it would be too small to help.
+    fn shrink(&mut self, error: &LlmError) -> Option<Result<LlmStream, TooLong>> {
+        self.share = self.share * 3 / 4;
+        if self.share < MIN_SHARE {
+            return None;
+        }
+        counter!(names::LLM_SHRINKS).increment(1);
+        tracing::warn!(share = self.share, error = %error.message, "the provider found the request too long; sending it smaller");
+        Some((self.build)(self.share).map(|(request, counted)| {
+            self.counted = counted;
+            self.llm.stream(request)
+        }))
+    }
+}
+
+/// The smallest share of the room a shrunk request is sent in.
+pub(super) const MIN_SHARE: u32 = 250;
+
 /// Turns a provider's stream into commands for the actor.
 async fn pump_llm(
     mut stream: LlmStream,
+    mut call: Call,
     labels: LlmLabels,
     checks: Checks,
     events: mpsc::Sender<Event>,
@@ -265,6 +333,24 @@ async fn pump_llm(
             }
             Ok(LlmEvent::Model(model)) => {
                 reply.model = Some(model);
+                continue;
+            }
+            // Nothing was shown yet: the same call goes out again, smaller.
+            Err(error)
+                if error.too_long
+                    && first_text
+                    && let Some(again) = call.shrink(&error) =>
+            {
+                labels.request("too_long");
+                match again {
+                    Ok(smaller) => stream = smaller,
+                    Err(too_long) => {
+                        let failed =
+                            Command::LlmFailed { error: too_long.to_string(), transient: false, retry_after_ms: None };
+                        let _ = events.send((generation, failed)).await;
+                        return;
+                    }
+                }
                 continue;
             }
             Err(error) => {
@@ -298,6 +384,7 @@ async fn pump_llm(
         Span::current().record("llm.completion_tokens", usage.completion_tokens);
     }
     reply.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    reply.counted_prompt_tokens = call.counted;
     reply.tool_calls = checks.tools.check_calls(checks.ctx, requested).await;
     let _ = events.send((generation, Command::LlmFinished { reply })).await;
 }

@@ -14,7 +14,8 @@ use metrics::counter;
 use tokio::sync::broadcast;
 
 use crate::domain::{
-    Context, ContextConfig, FsmState, Message, MessageId, PathMove, Phase, Seq, Timestamp, ToolCall, Versions,
+    Context, ContextConfig, ContextUsage, FsmState, Message, MessageId, PathMove, Phase, Seq, Timestamp, ToolCall,
+    Versions,
 };
 use crate::telemetry::names;
 
@@ -76,6 +77,9 @@ pub struct Event {
     /// The context's updated_at after this change.
     pub updated_at: Timestamp,
     pub kind: EventKind,
+    /// On the last event of a change that moved it: what the next request takes of the
+    /// model's window now.
+    pub usage: Option<ContextUsage>,
 }
 
 /// What a watcher is sent next.
@@ -129,13 +133,18 @@ impl Feed {
         inner.current = Some(ctx);
     }
 
-    /// A saved change: `ctx` is the new state, `kinds` what changed.
+    /// A saved change: `ctx` is the new state, `kinds` what changed. The last event carries
+    /// the window's usage if the change moved it.
     pub fn saved(&self, ctx: Arc<Context>, kinds: Vec<EventKind>) {
         let (revision, updated_at) = (ctx.revision, ctx.updated_at);
         let mut inner = self.lock();
+        let moved = inner.current.as_ref().is_none_or(|held| held.usage != ctx.usage);
+        let mut usage = moved.then_some(ctx.usage);
         inner.current = Some(ctx);
-        for kind in kinds {
-            let event = inner.next(revision, updated_at, kind);
+        let last = kinds.len().saturating_sub(1);
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let usage = if i == last { usage.take() } else { None };
+            let event = inner.next(revision, updated_at, kind, usage);
             inner.history.push_back(Arc::clone(&event));
             if inner.history.len() > HISTORY_LIMIT
                 && let Some(evicted) = inner.history.pop_front()
@@ -152,7 +161,7 @@ impl Feed {
         let (revision, updated_at) = (ctx.revision, ctx.updated_at);
         let mut inner = self.lock();
         inner.current = Some(ctx);
-        let event = inner.next(revision, updated_at, EventKind::MessageDelta { message_id, text });
+        let event = inner.next(revision, updated_at, EventKind::MessageDelta { message_id, text }, None);
         let _ = self.tx.send(event);
     }
 
@@ -162,7 +171,7 @@ impl Feed {
         inner.ended = true;
         let (revision, updated_at) =
             inner.current.as_ref().map_or((0, Timestamp::default()), |c| (c.revision, c.updated_at));
-        let event = inner.next(revision, updated_at, kind);
+        let event = inner.next(revision, updated_at, kind, None);
         let _ = self.tx.send(event);
     }
 
@@ -194,7 +203,7 @@ impl Feed {
                     versions: current.versions(streaming.seq),
                 });
                 let (seq, revision, updated_at) = (inner.seq, current.revision, current.updated_at);
-                updates.push(Update::Event(Arc::new(Event { seq, revision, updated_at, kind })));
+                updates.push(Update::Event(Arc::new(Event { seq, revision, updated_at, kind, usage: None })));
             }
             updates
         } else {
@@ -212,9 +221,15 @@ impl Default for Feed {
 }
 
 impl Inner {
-    fn next(&mut self, revision: u64, updated_at: Timestamp, kind: EventKind) -> Arc<Event> {
+    fn next(
+        &mut self,
+        revision: u64,
+        updated_at: Timestamp,
+        kind: EventKind,
+        usage: Option<ContextUsage>,
+    ) -> Arc<Event> {
         self.seq += 1;
-        Arc::new(Event { seq: self.seq, revision, updated_at, kind })
+        Arc::new(Event { seq: self.seq, revision, updated_at, kind, usage })
     }
 }
 

@@ -18,7 +18,9 @@ mod prompt;
 mod reads;
 mod settings;
 mod shared;
+mod summary;
 mod tenants;
+mod window;
 
 pub use contexts::Contexts;
 pub use error::{Error, Result};

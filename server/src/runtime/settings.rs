@@ -1,5 +1,6 @@
 //! The runtime's knobs, taken from the configuration (which holds every default).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
@@ -25,6 +26,14 @@ pub struct Settings {
     pub max_runs_per_tenant: usize,
     /// Contexts one tenant may keep (none: no limit).
     pub max_contexts_per_tenant: Option<u64>,
+    /// Configured context windows, by model.
+    pub context_windows: HashMap<String, u32>,
+    /// The window of models nobody names.
+    pub default_context_window: u32,
+    /// The mock's window, if it counts.
+    pub mock_context_window: Option<u32>,
+    /// The model that writes summaries; none: each context's own.
+    pub summary_model: Option<String>,
 }
 
 impl From<&Config> for Settings {
@@ -46,6 +55,11 @@ impl From<&Config> for Settings {
                 .collect(),
             max_runs_per_tenant: config.runs_per_tenant(),
             max_contexts_per_tenant: config.max_contexts_per_tenant,
+            // Checked when the configuration was loaded.
+            context_windows: config.context_windows().unwrap_or_default(),
+            default_context_window: config.default_context_window,
+            mock_context_window: config.mock_context_window,
+            summary_model: config.summary_model.clone(),
         }
     }
 }

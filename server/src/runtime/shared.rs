@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use super::handle::ActorHandle;
 use super::settings::Settings;
 use super::tenants::{Members, Runs};
+use super::window::Windows;
 use crate::cluster::{Lease, Placement};
 use crate::domain::{ContextKey, ContextSummary, TenantId};
 use crate::llm::LlmProvider;
@@ -45,6 +46,7 @@ pub(super) struct Shared {
     pub(super) llm: Arc<dyn LlmProvider>,
     pub(super) tools: Arc<ToolRegistry>,
     pub(super) settings: Settings,
+    pub(super) windows: Windows,
     pub(super) actors: Mutex<HashMap<ContextKey, ActorHandle>>,
     pub(super) next_instance: AtomicU64,
     /// Held while a context is created or deleted: makes "exists? then insert" atomic, and
@@ -70,11 +72,13 @@ impl Shared {
         placement: Arc<dyn Placement>,
         store_reports: bool,
     ) -> Self {
+        let windows = Windows::new(&settings, tools.definitions());
         Self {
             store,
             llm,
             tools,
             settings,
+            windows,
             actors: Mutex::new(HashMap::new()),
             next_instance: AtomicU64::new(1),
             membership: tokio::sync::Mutex::new(()),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
-use crate::domain::{ContextConfig, TenantId};
+use crate::domain::{Context, ContextConfig, TenantId};
 use crate::fsm::Command;
 use crate::llm::MockProvider;
 use crate::store::{self, Rocks};
@@ -17,7 +17,7 @@ async fn start(dir: &Path) -> Contexts {
     let store = Arc::new(Rocks::open(dir, true).expect("open"));
     let limits = ToolLimits { timeout: Duration::from_secs(5), max_output_bytes: 4096 };
     let tools = Arc::new(ToolRegistry::builtin(None, limits).expect("tools"));
-    let llm = Arc::new(MockProvider { chunk_delay: Duration::ZERO });
+    let llm = Arc::new(MockProvider { chunk_delay: Duration::ZERO, context_window: None });
     Contexts::start(store, llm, tools, Settings::from(&Config::default()), Arc::new(crate::cluster::Solo::new()))
         .await
         .expect("start")
@@ -51,7 +51,8 @@ async fn a_save_that_fails_fails_the_action_and_changes_nothing() {
 
     assert_eq!(contexts.get(&key).await.expect("still there"), rested, "memory did not run ahead of disk");
     let on_disk = contexts.shared.store.load(&key).await.expect("load").expect("saved");
-    assert_eq!(on_disk, *rested, "what is shown is what is saved");
+    // The window's usage is worked out on load, not saved.
+    assert_eq!(Context { usage: rested.usage, ..on_disk }, *rested, "what is shown is what is saved");
     let published = tokio::time::timeout(Duration::from_millis(200), watcher.next()).await;
     assert!(published.is_err(), "watchers were told nothing: {published:?}");
 }

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use super::{Backend, Inserted, Save, Tree};
-use crate::domain::Seq;
 use crate::domain::{
     Approval, Change, Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, MessageId, MessageStatus,
     NodeId, PathMove, Phase, Place, Role, TenantId, Timestamp, ToolCall, Usage,
 };
+use crate::domain::{Overflow, Seq};
 
 pub fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).expect("tenant")
@@ -30,6 +30,10 @@ pub fn context_of(tenant_name: &str, n: u8, at: i64) -> Context {
             idempotent: false,
             timeout_ms: 5000,
         }],
+        context_window_tokens: 4000,
+        max_output_tokens: 500,
+        overflow: Some(Overflow::Truncate),
+        summarize_at: 700,
     };
     let key = ContextKey::new(tenant(tenant_name), ContextId::from_bytes([n; 16]));
     Context::new(key, "alice".into(), format!("ctx {n}"), config, Timestamp::from_micros(at))

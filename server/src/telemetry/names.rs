@@ -31,6 +31,8 @@ pub const LLM_STREAM_SECONDS: &str = "ctxd_llm_stream_duration_seconds";
 pub const LLM_TOKENS: &str = "ctxd_llm_tokens_total";
 pub const LLM_RETRIES: &str = "ctxd_llm_retries_total";
 pub const LLM_RETRY_AFTER_SECONDS: &str = "ctxd_llm_retry_after_wait_seconds_total";
+pub const LLM_SHRINKS: &str = "ctxd_llm_context_shrinks_total";
+pub const SUMMARIES: &str = "ctxd_summaries_total";
 
 pub const TOOL_CALLS: &str = "ctxd_tool_calls_total";
 pub const TOOL_SECONDS: &str = "ctxd_tool_call_duration_seconds";
@@ -124,6 +126,14 @@ pub fn describe() {
     describe_histogram!(LLM_STREAM_SECONDS, Unit::Seconds, "Time from an LLM request to the end of its stream.");
     describe_counter!(LLM_TOKENS, "Tokens the LLM providers reported, by kind (prompt, completion).");
     describe_counter!(LLM_RETRIES, "LLM attempts scheduled again after a transient failure.");
+    describe_counter!(
+        LLM_SHRINKS,
+        "LLM requests the provider refused as longer than the model's context window, sent again smaller."
+    );
+    describe_counter!(
+        SUMMARIES,
+        "Summaries of a conversation's oldest part, by outcome: ok, or fallback (failed; the call was truncated instead)."
+    );
     describe_counter!(
         LLM_RETRY_AFTER_SECONDS,
         Unit::Seconds,

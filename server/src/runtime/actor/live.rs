@@ -9,6 +9,7 @@ use tracing::{Instrument as _, Span};
 
 use super::Actor;
 use crate::domain::{BranchError, Context, FsmState, MessageId, Timestamp};
+use crate::fsm::ContextWindow as _;
 use crate::fsm::{self, Command, Effect, Env};
 use crate::runtime::batch::{Batch, Step};
 use crate::runtime::error::{Error, Result};
@@ -30,7 +31,9 @@ impl Actor {
     /// Loads the context and serves it until it stops.
     pub(in crate::runtime) async fn run(mut self) {
         match self.shared.store.load(&self.key).await {
-            Ok(Some(ctx)) => {
+            Ok(Some(mut ctx)) => {
+                // Worked out, not saved: it depends on the server's windows.
+                ctx.usage = ctx.usage(&self.shared.windows.budget(&ctx));
                 let ctx = Arc::new(ctx);
                 self.loaded = true;
                 gauge!(names::CONTEXTS_LOADED).increment(1.0);
@@ -69,6 +72,7 @@ fn env(shared: &Shared, now: Timestamp) -> Env<'_> {
         max_llm_attempts: shared.settings.max_llm_attempts,
         default_model: &shared.settings.default_model,
         new_id: &MessageId::new,
+        window: &shared.windows,
     }
 }
 

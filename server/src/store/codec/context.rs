@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::schema::*;
 use crate::domain::{
-    Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, NodeId, PathShape, Phase, Segment, Seq,
-    Sibling, Timestamp,
+    Context, ContextConfig, ContextId, ContextKey, ExternalTool, Message, NodeId, Overflow, PathShape, Phase, Segment,
+    Seq, Sibling, Timestamp,
 };
 use crate::store::error::Error;
 
@@ -36,6 +36,15 @@ pub fn context_to_stored(ctx: &Context) -> StoredContext {
             .collect(),
         created_by: ctx.created_by.clone(),
         queued: ctx.queued.iter().map(|m| super::message_to_stored(m)).collect(),
+        context_window_tokens: ctx.config.context_window_tokens,
+        max_output_tokens: ctx.config.max_output_tokens,
+        overflow: match ctx.config.overflow {
+            None => 0,
+            Some(Overflow::Summarize) => 1,
+            Some(Overflow::Truncate) => 2,
+        },
+        summarize_at: ctx.config.summarize_at,
+        calibration: ctx.calibration,
     }
 }
 
@@ -78,6 +87,11 @@ pub fn context_from_stored(
         created_by,
         next_node,
         queued,
+        context_window_tokens,
+        max_output_tokens,
+        overflow,
+        summarize_at,
+        calibration,
     } = stored;
     if messages.len() as u64 != message_count {
         return Err(Error::Corrupt(format!(
@@ -86,6 +100,12 @@ pub fn context_from_stored(
         )));
     }
     let phase = phase_from_stored(phase.unwrap_or_default())?;
+    let overflow = match overflow {
+        0 => None,
+        1 => Some(Overflow::Summarize),
+        2 => Some(Overflow::Truncate),
+        other => return Err(Error::Corrupt(format!("context {key}: unknown overflow {other}"))),
+    };
     let mut ctx = Context::new(
         key,
         created_by,
@@ -114,9 +134,16 @@ pub fn context_from_stored(
                     },
                 )
                 .collect(),
+            context_window_tokens,
+            max_output_tokens,
+            overflow,
+            summarize_at,
         },
         Timestamp::from_micros(created_at_us),
     );
+    if calibration > 0 {
+        ctx.calibration = calibration;
+    }
     ctx.phase = phase;
     ctx.revision = revision;
     ctx.updated_at = Timestamp::from_micros(updated_at_us);
@@ -148,6 +175,7 @@ fn phase_to_stored(phase: &Phase) -> StoredPhase {
         Phase::GeneratingResponse => (9, 0, 0, ""),
         Phase::TransientFailure { attempt, error } => (10, *attempt, 0, error.as_str()),
         Phase::Failed { error } => (11, 0, 0, error.as_str()),
+        Phase::SummarizingHistory { through } => (12, 0, through.get(), ""),
     };
     StoredPhase { state, attempt, message, error: error.to_owned() }
 }
@@ -167,6 +195,7 @@ fn phase_from_stored(stored: StoredPhase) -> Result<Phase, Error> {
         9 => Phase::GeneratingResponse,
         10 => Phase::TransientFailure { attempt, error },
         11 => Phase::Failed { error },
+        12 => Phase::SummarizingHistory { through: message },
         other => return Err(Error::Corrupt(format!("unknown stored state {other}"))),
     })
 }

@@ -16,6 +16,7 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
             Role::Assistant => 2,
             Role::System => 3,
             Role::Tool => 4,
+            Role::Summary => 5,
         },
         content: message
             .content
@@ -67,6 +68,8 @@ pub fn message_to_stored(message: &Message) -> StoredMessage {
         created_at_us: message.created_at.as_micros(),
         depth: Some(message.seq.get()),
         parent: message.parent.map(NodeId::get),
+        tokens: message.tokens,
+        summary_through: message.summary_through.map(|id| id.as_bytes().to_vec()),
     }
 }
 
@@ -88,6 +91,8 @@ pub fn message_from_stored(node: NodeId, stored: StoredMessage) -> Result<Messag
         depth,
         parent,
         tool_outcome,
+        tokens,
+        summary_through,
     } = stored;
     let corrupt = |what: &str, value: i32| Error::Corrupt(format!("message {node}: unknown {what} {value}"));
     // Saved before outcomes were: a tool message's `is_error` tells ok from failed.
@@ -119,6 +124,7 @@ pub fn message_from_stored(node: NodeId, stored: StoredMessage) -> Result<Messag
             2 => Role::Assistant,
             3 => Role::System,
             4 => Role::Tool,
+            5 => Role::Summary,
             other => return Err(corrupt("role", other)),
         },
         content: content
@@ -157,6 +163,10 @@ pub fn message_from_stored(node: NodeId, stored: StoredMessage) -> Result<Messag
         duration_ms,
         model,
         created_at: Timestamp::from_micros(created_at_us),
+        tokens,
+        summary_through: summary_through
+            .map(|through| message_id(&through, format_args!("message {node}'s summary")))
+            .transpose()?,
     })
 }
 
