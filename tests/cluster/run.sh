@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ctxd=target/release/ctxd
-nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
+nats_server=${CTXD_NATS_SERVER:-$(command -v nats-server)}
 dir=$(mktemp -d -t ctxd-cluster.XXXXXX)
 pids=()
 
@@ -48,6 +48,7 @@ server_name: n$i
 listen: 127.0.0.1:$((4221 + i))
 jetstream {
   store_dir: "$dir/n$i"
+  sync_interval: always
 }
 cluster {
   name: ctxd

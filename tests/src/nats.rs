@@ -1,6 +1,6 @@
 //! A NATS JetStream cluster on loopback for the tests of the NATS store: real `nats-server`
-//! processes (Debian's), free ports, temporary store dirs, each with a config file of the
-//! shape the README shows. Dropping the cluster kills its servers.
+//! processes (the release `make setup` installs), free ports, temporary store dirs, each with
+//! a config file of the shape the README shows. Dropping the cluster kills its servers.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -14,10 +14,14 @@ pub fn nats_under_test() -> bool {
     std::env::var("CTXD_TEST_STORE").is_ok_and(|store| store == "nats")
 }
 
-/// `nats-server` on the PATH or where Debian installs it.
+/// The `nats-server` that `CTXD_NATS_SERVER` names (the Makefile sets it), else the one
+/// `make setup` installs in the project's venv, else one on the PATH.
 pub fn nats_server() -> PathBuf {
-    let candidates = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"];
-    candidates.iter().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| PathBuf::from("nats-server"))
+    if let Some(named) = std::env::var_os("CTXD_NATS_SERVER") {
+        return PathBuf::from(named);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-nats/bin/nats-server");
+    if venv.exists() { venv } else { PathBuf::from("nats-server") }
 }
 
 fn free_port() -> u16 {
@@ -87,7 +91,7 @@ impl NatsCluster {
                 String::new()
             };
             let text = format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{client_port}\njetstream {{\n  store_dir: \"{}\"\n}}\n{cluster}{extra}\n",
+                "server_name: {name}\nlisten: 127.0.0.1:{client_port}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{cluster}{extra}\n",
                 store.display()
             );
             let config = dir.path().join(format!("{name}.conf"));

@@ -74,8 +74,9 @@ impl Inner {
     ///
     /// While the cluster cannot answer (a server gone, a leader being elected) the publish is
     /// retried for up to [`PATIENCE`], under the same message id: if an attempt whose
-    /// acknowledgement was lost did reach the log, JetStream answers the retry with that
-    /// record's sequence instead of appending it twice. The id names the record's content,
+    /// acknowledgement was lost did reach the log, the retry is answered with that record's
+    /// sequence instead of appending it twice (JetStream's duplicate window, or, on servers
+    /// that check the expected sequence first, [`Inner::landed`]). The id names the record's content,
     /// so a different record after a failed save is never mistaken for it; and if that failed
     /// save reached the log after all, the different record is refused (the log moved on).
     pub(super) async fn append(
@@ -106,7 +107,9 @@ impl Inner {
             };
             let error = match acked {
                 Ok(ack) => return Ok(Some(ack.sequence)),
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return self.landed(&subject, &payload).await;
+                }
                 Err(e) if matches!(e.kind(), PublishErrorKind::MaxPayloadExceeded) => return Err(unavailable(e)),
                 Err(e) => e,
             };
@@ -119,6 +122,16 @@ impl Inner {
             }
             counter!(names::NATS_SAVE_RETRIES).increment(1);
         }
+    }
+
+    /// After a refusal for a wrong last sequence: the sequence of `payload` if it is the log's
+    /// last record, which means an earlier attempt of this very save landed. nats-server 2.10
+    /// and later check the expected sequence before the message id, so a retry whose first
+    /// attempt's acknowledgement was lost is refused rather than answered as a duplicate.
+    /// `None`: the log moved on with another record.
+    async fn landed(&self, subject: &str, payload: &[u8]) -> Result<Option<u64>> {
+        let last = self.last(&self.log, subject).await?;
+        Ok(last.filter(|last| last.payload.as_ref() == payload).map(|last| last.sequence))
     }
 
     /// Ends the context's log with a tombstone (if its last sequence is still `expect`) that

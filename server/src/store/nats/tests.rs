@@ -25,13 +25,16 @@ impl Server {
     fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let dir = tempfile::tempdir().expect("store dir");
-        let child = Command::new(std::env::var("NATS_SERVER").unwrap_or_else(|_| "/usr/sbin/nats-server".into()))
+        // What the Makefile names, else what `make setup` installs in the project's venv.
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv-nats/bin/nats-server");
+        let binary = std::env::var("CTXD_NATS_SERVER").unwrap_or_else(|_| venv.into());
+        let child = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("nats-server (make test installs it; or set NATS_SERVER)");
+            .expect("nats-server (`make setup` installs it; or set CTXD_NATS_SERVER)");
         Self { child, port, _dir: dir }
     }
 
