@@ -370,6 +370,43 @@ pub fn edit_request(id: &str, message_id: &str, content: &str) -> pb::EditMessag
     }
 }
 
+/// The state with only the last `message_limit` messages of the active path.
+pub async fn limited(client: &mut Client, id: &str, message_limit: u32) -> pb::ContextState {
+    let request = pb::GetStateRequest { context_id: id.into(), message_limit, ..Default::default() };
+    client.get_state(request).await.expect("get").into_inner().state.expect("state")
+}
+
+/// One ListPathMessages page: before `before` (empty: from the end), or where `token` says.
+pub async fn page(client: &mut Client, id: &str, before: &str, size: i32, token: &str) -> pb::ListPathMessagesResponse {
+    let request = pb::ListPathMessagesRequest {
+        context_id: id.into(),
+        before_message_id: before.into(),
+        page_size: size,
+        page_token: token.into(),
+    };
+    client.list_path_messages(request).await.expect("page").into_inner()
+}
+
+/// Every page from `first` (a page already read) back to the first message, joined oldest
+/// first.
+pub async fn back_to_the_start(
+    client: &mut Client,
+    id: &str,
+    first: pb::ListPathMessagesResponse,
+    size: i32,
+) -> Vec<pb::Message> {
+    let mut pages = vec![first.messages];
+    let mut token = first.next_page_token;
+    while !token.is_empty() {
+        let next = page(client, id, "", size, &token).await;
+        assert!(!next.messages.is_empty(), "a token leads to a page with messages");
+        assert!(next.messages.len() <= size as usize);
+        pages.push(next.messages);
+        token = next.next_page_token;
+    }
+    pages.into_iter().rev().flatten().collect()
+}
+
 /// Sends a message and waits until the context rests.
 pub async fn send(client: &mut Client, id: &str, content: &str) -> pb::ContextState {
     client.send_message(send_request(id, content, true)).await.expect("send").into_inner().state.expect("state")

@@ -40,24 +40,11 @@ fn usage(state: &pb::ContextState) -> pb::ContextUsage {
 
 /// The active path as a client that pages reads it: the last 50, then 200 at a time before.
 async fn paged(client: &mut Client, id: &str) -> Vec<pb::Message> {
-    let request = pb::GetStateRequest { context_id: id.into(), message_limit: 50, ..Default::default() };
-    let last = client.get_state(request).await.expect("get").into_inner().state.expect("state");
-    let mut messages = last.messages;
-    let (mut before, mut token) = (messages[0].id.clone(), String::new());
-    loop {
-        let request = pb::ListPathMessagesRequest {
-            context_id: id.into(),
-            before_message_id: std::mem::take(&mut before),
-            page_size: 200,
-            page_token: token,
-        };
-        let page = client.list_path_messages(request).await.expect("page").into_inner();
-        messages.splice(0..0, page.messages);
-        if page.next_page_token.is_empty() {
-            return messages;
-        }
-        token = page.next_page_token;
-    }
+    let last = limited(client, id, 50).await;
+    let first = page(client, id, &last.messages[0].id, 200, "").await;
+    let mut messages = back_to_the_start(client, id, first, 200).await;
+    messages.extend(last.messages);
+    messages
 }
 
 /// 300 turns, far more than the window holds: none fails, each reply answers its turn, the

@@ -57,13 +57,18 @@ function appendText(message: Message, text: string): Message {
   return { ...message, content };
 }
 
+/** The client_message_ids of the messages `state` holds, on the path or queued. */
+function clientIds(state: ContextState): Set<string> {
+  const held = [...state.messages, ...state.queuedMessages];
+  return new Set(held.map((m) => m.clientMessageId).filter((id) => id !== ""));
+}
+
 /** Drops the pending messages the server now holds (matched by client_message_id), on the
  * path or queued for the next turn. */
 export function reconcile(conversation: Conversation): Conversation {
   const server = conversation.server;
   if (!server || conversation.pending.length === 0) return conversation;
-  const held = [...server.messages, ...server.queuedMessages];
-  const saved = new Set(held.map((m) => m.clientMessageId).filter((id) => id !== ""));
+  const saved = clientIds(server);
   const pending = conversation.pending.filter((p) => !saved.has(p.clientMessageId));
   return pending.length === conversation.pending.length ? conversation : { ...conversation, pending };
 }
@@ -133,8 +138,7 @@ export function applyEvent(conversation: Conversation, event: WatchStateResponse
  */
 export function applyResponse(conversation: Conversation, state: ContextState | undefined): Conversation {
   if (!state) return conversation;
-  const held = [...state.messages, ...state.queuedMessages];
-  const saved = new Set(held.map((m) => m.clientMessageId).filter((id) => id !== ""));
+  const saved = clientIds(state);
   const pending = conversation.pending.map((p) =>
     saved.has(p.clientMessageId) && p.status === "sending" ? { ...p, status: "saved" as const } : p,
   );

@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::domain::ToolResult;
-use crate::domain::{ContextConfig, ContextId, ExternalTool, InvalidId, MessageId, Overflow, ToolCallId, shown};
+use crate::domain::{
+    ContextConfig, ContextId, ExternalTool, InvalidId, MIN_WINDOW, MessageId, Overflow, ToolCallId, shown,
+};
 use crate::fsm::OnBusy;
 use crate::tools::{ArgumentSchema, truncate};
 
@@ -15,8 +17,7 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
 const MAX_TITLE_BYTES: usize = 1024;
 const MAX_ID_BYTES: usize = 256;
-/// Context windows a context may set, in tokens.
-const MIN_WINDOW: u32 = 256;
+/// The largest context window a context may set, in tokens.
 const MAX_WINDOW: u32 = 100_000_000;
 
 /// Longest external tool name (OpenAI's limit for function names).

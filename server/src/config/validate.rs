@@ -2,10 +2,7 @@
 //! setting and what would fix it.
 
 use super::{Config, Error, StoreKind};
-
-/// The smallest context window ctxd works with: room for a system prompt, a message and a
-/// reply.
-const MIN_WINDOW: u32 = 256;
+use crate::domain::MIN_WINDOW;
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), Error> {

@@ -26,4 +26,6 @@ pub use tenant::{ContextKey, InvalidTenant, MAX_TENANT_LEN, TenantId};
 pub use time::Timestamp;
 pub use tool::{CheckedToolCall, RequestedToolCall, ToolDefinition, ToolOutcome, ToolPolicy, ToolResult};
 pub use tree::{PathPoint, PathShape, Place, Segment, Sibling, Versions};
-pub use window::{Budget, ContextUsage, Mark, Overflow, Plan, TooLong};
+pub use window::{
+    BYTES_PER_TOKEN, Budget, ContextUsage, DEFAULT_SUMMARIZE_AT, MIN_WINDOW, Mark, Overflow, Plan, TooLong,
+};

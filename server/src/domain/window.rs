@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 
-use super::context::Context;
+use super::context::{Context, ContextConfig};
 use super::ids::{MessageId, Seq};
 use super::message::{Message, MessageStatus, Role};
 
@@ -42,6 +42,14 @@ impl Mark {
     }
 }
 
+/// The smallest context window ctxd works with: room for a system prompt, a message and a
+/// reply.
+pub const MIN_WINDOW: u32 = 256;
+/// The share of the room (per mille) past which a context summarises when it sets none.
+pub const DEFAULT_SUMMARIZE_AT: u32 = 800;
+/// Bytes a token, where a count is estimated rather than made with the model's tokenizer.
+pub const BYTES_PER_TOKEN: u64 = 4;
+
 /// Share of the room (per mille) a summary leaves unsummarised: the newest messages, sent as
 /// they are. Letta keeps about 70 % of the window after compacting; ctxd keeps less so that a
 /// summary is not needed again two turns later.
@@ -70,6 +78,20 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// The budget of `ctx` in a `window` with `reserve` kept for the reply and `fixed` tokens
+    /// in every request: the context's own calibration, threshold and strategy.
+    pub fn of(ctx: &Context, window: u32, reserve: u32, fixed: u32) -> Self {
+        let ContextConfig { summarize_at, overflow, .. } = &ctx.config;
+        Self {
+            window,
+            reserve,
+            fixed,
+            calibration: ctx.calibration,
+            summarize_at: if *summarize_at == 0 { DEFAULT_SUMMARIZE_AT } else { *summarize_at },
+            overflow: overflow.unwrap_or_default(),
+        }
+    }
+
     /// The room for a request, in ctxd's count: `share` (per mille) of the window less the
     /// reply's reserve, corrected by the calibration.
     pub fn room(&self, share: u32) -> u64 {
@@ -140,14 +162,15 @@ impl Message {
         }
     }
 
-    /// The saved count, or an estimate (four bytes a token) for messages saved before ctxd
-    /// counted.
+    /// The saved count, or an estimate ([`BYTES_PER_TOKEN`], and a few for the framing) for
+    /// messages saved before ctxd counted.
     pub fn token_count(&self) -> u32 {
         if self.tokens > 0 {
             return self.tokens;
         }
         let calls: usize = self.tool_calls.iter().map(|c| c.name.len() + c.arguments_json.len()).sum();
-        u32::try_from((self.text_content().len() + calls) / 4 + 4).unwrap_or(u32::MAX)
+        let bytes = (self.text_content().len() + calls) as u64;
+        u32::try_from(bytes / BYTES_PER_TOKEN + 4).unwrap_or(u32::MAX)
     }
 }
 

@@ -6,8 +6,8 @@ use super::effect::Effect;
 use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
-use super::steps::{already_saved, call_llm_with, check_revision, user_message};
-use super::summary::{self, call_llm, next_call};
+use super::steps::{already_saved, call_llm, call_llm_with, check_revision, user_message};
+use super::summary::{self, next_call};
 use super::tool_calls;
 use crate::domain::{
     Approval, Change, Context, Message, MessageStatus, Phase, Place, QueueChange, Role, ToolCall, ToolOutcome,

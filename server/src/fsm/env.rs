@@ -62,17 +62,7 @@ impl WordWindow {
 #[cfg(test)]
 impl ContextWindow for WordWindow {
     fn budget(&self, ctx: &Context) -> Budget {
-        Budget {
-            window: self.window,
-            reserve: self.reserve,
-            fixed: 0,
-            calibration: ctx.calibration,
-            summarize_at: match ctx.config.summarize_at {
-                0 => 800,
-                at => at,
-            },
-            overflow: ctx.config.overflow.unwrap_or_default(),
-        }
+        Budget::of(ctx, self.window, self.reserve, 0)
     }
 
     fn count(&self, _ctx: &Context, message: &Message) -> u32 {

@@ -5,11 +5,16 @@ use super::effect::Effect;
 use super::env::Env;
 use super::outcome::Outcome;
 use super::rejection::Rejection;
-use crate::domain::{Change, Context, Message, Place, Role};
+use crate::domain::{Change, Context, Message, Phase, Place, Role};
 
 /// `change` (which moves to AWAITING_LLM_RESPONSE), then the LLM call.
 pub(super) fn call_llm_with(change: Change, attempt: u32) -> Outcome {
     Outcome::then(change, Effect::CallLlm { attempt })
+}
+
+/// The LLM call of attempt `attempt`, moving to AWAITING_LLM_RESPONSE.
+pub(super) fn call_llm(attempt: u32) -> Outcome {
+    call_llm_with(Change::to(Phase::AwaitingLlmResponse { attempt }), attempt)
 }
 
 /// Whether the user message with this idempotency key was saved: a resend (of a send or

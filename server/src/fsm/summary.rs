@@ -4,7 +4,7 @@
 use super::effect::Effect;
 use super::env::Env;
 use super::outcome::Outcome;
-use super::steps::call_llm_with;
+use super::steps::{call_llm, call_llm_with};
 use crate::domain::{Change, Context, Message, Phase, Role, Usage};
 
 /// Limits of the calibration (per mille), so that one odd report cannot make ctxd think a
@@ -20,10 +20,6 @@ pub(super) fn next_call(ctx: &Context, env: &Env) -> Outcome {
         }
         None => call_llm(1),
     }
-}
-
-pub(super) fn call_llm(attempt: u32) -> Outcome {
-    call_llm_with(Change::to(Phase::AwaitingLlmResponse { attempt }), attempt)
 }
 
 /// The summary arrived: it joins the active path, and the call it was made for goes out.

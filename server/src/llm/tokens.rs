@@ -13,7 +13,7 @@ use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
 
 use super::provider::{LlmMessage, LlmRequest};
-use crate::domain::{Message, ToolDefinition};
+use crate::domain::{BYTES_PER_TOKEN, Message, ToolDefinition};
 
 /// Framing of each message (role, separators), as OpenAI's cookbook counts it.
 const PER_MESSAGE: u64 = 3;
@@ -30,13 +30,10 @@ const EXACT_UP_TO: usize = 16 * 1024;
 pub enum Encoding {
     O200k,
     Cl100k,
-    /// Four bytes a token: the usual rule of thumb for English text (over-counting others,
+    /// [`BYTES_PER_TOKEN`]: the usual rule of thumb for English text (over-counting others,
     /// which is the safe side).
     Estimate,
 }
-
-/// Bytes a token, for [`Encoding::Estimate`].
-const BYTES_PER_TOKEN: u64 = 4;
 
 impl Encoding {
     /// The encoding of `model`, also when a proxy prefixes it (`openai/gpt-4o`).

@@ -80,8 +80,7 @@ impl Driver {
                     Ok(built) => built,
                     Err(too_long) => {
                         tracing::warn!(error = %too_long, "the request cannot fit the model's context window");
-                        let failed =
-                            Command::LlmFailed { error: too_long.to_string(), transient: false, retry_after_ms: None };
+                        let failed = cannot_fit(too_long);
                         self.tasks.spawn(async move {
                             let _ = events.send((generation, failed)).await;
                         });
@@ -283,11 +282,7 @@ struct Call {
 impl Call {
     /// The same request, a clear margin smaller; `None` once it would be too small to help.
     fn shrink(&mut self, error: &LlmError) -> Option<Result<LlmStream, TooLong>> {
-        self.share = self.share * 3 / 4;
-        if self.share < MIN_SHARE {
-            return None;
-        }
-        counter!(names::LLM_SHRINKS).increment(1);
+        self.share = smaller(self.share)?;
         tracing::warn!(share = self.share, error = %error.message, "the provider found the request too long; sending it smaller");
         Some((self.build)(self.share).map(|(request, counted)| {
             self.counted = counted;
@@ -297,7 +292,22 @@ impl Call {
 }
 
 /// The smallest share of the room a shrunk request is sent in.
-pub(super) const MIN_SHARE: u32 = 250;
+const MIN_SHARE: u32 = 250;
+
+/// The share of the room a request the provider found too long is sent again in: a quarter
+/// less, counted; `None` below [`MIN_SHARE`], where shrinking no longer helps.
+pub(super) fn smaller(share: u32) -> Option<u32> {
+    let share = share * 3 / 4;
+    (share >= MIN_SHARE).then(|| {
+        counter!(names::LLM_SHRINKS).increment(1);
+        share
+    })
+}
+
+/// The run fails: not even the system prompt and the latest message fit the window.
+fn cannot_fit(too_long: TooLong) -> Command {
+    Command::LlmFailed { error: too_long.to_string(), transient: false, retry_after_ms: None }
+}
 
 /// Turns a provider's stream into commands for the actor.
 async fn pump_llm(
@@ -345,9 +355,7 @@ async fn pump_llm(
                 match again {
                     Ok(smaller) => stream = smaller,
                     Err(too_long) => {
-                        let failed =
-                            Command::LlmFailed { error: too_long.to_string(), transient: false, retry_after_ms: None };
-                        let _ = events.send((generation, failed)).await;
+                        let _ = events.send((generation, cannot_fit(too_long))).await;
                         return;
                     }
                 }

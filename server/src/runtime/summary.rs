@@ -6,7 +6,7 @@ use futures::StreamExt;
 use metrics::counter;
 use tracing::Span;
 
-use super::driver::{FULL_ROOM, MIN_SHARE};
+use super::driver::{FULL_ROOM, smaller};
 use super::prompt;
 use super::shared::Shared;
 use crate::domain::{Context, Seq, Usage};
@@ -37,9 +37,10 @@ pub(super) async fn summarize(shared: &Shared, ctx: &Context, through: Seq) -> C
             Ok(_) => LlmError::permanent("the model wrote an empty summary"),
             Err(error) => error,
         };
-        if error.too_long && share * 3 / 4 >= MIN_SHARE {
-            share = share * 3 / 4;
-            counter!(names::LLM_SHRINKS).increment(1);
+        if error.too_long
+            && let Some(less) = smaller(share)
+        {
+            share = less;
             continue;
         }
         if error.transient && attempt < shared.settings.max_llm_attempts {

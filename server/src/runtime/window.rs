@@ -13,8 +13,6 @@ use crate::tools::ExternalTools;
 
 /// The reply's reserve when a context sets none: a quarter of the window, at most this.
 const DEFAULT_RESERVE_CAP: u32 = 4096;
-/// The share of the room (per mille) past which a context summarises when it sets none.
-pub const DEFAULT_SUMMARIZE_AT: u32 = 800;
 /// Counts of contexts' own system prompts and tools kept; past this the cache starts over.
 const CACHED_CONFIGS: usize = 4096;
 
@@ -76,17 +74,7 @@ impl Windows {
         };
         let encoding = Encoding::of(model);
         let fixed = self.own_tokens(encoding, config) + self.builtin_tokens.get(encoding, &self.builtin);
-        Budget {
-            window,
-            reserve,
-            fixed: u32::try_from(fixed).unwrap_or(u32::MAX),
-            calibration: ctx.calibration,
-            summarize_at: match config.summarize_at {
-                0 => DEFAULT_SUMMARIZE_AT,
-                at => at,
-            },
-            overflow: config.overflow.unwrap_or_default(),
-        }
+        Budget::of(ctx, window, reserve, u32::try_from(fixed).unwrap_or(u32::MAX))
     }
 
     /// What a context's system prompt and external tools count.
