@@ -16,7 +16,8 @@ use super::{convert, request};
 use crate::auth::Credential;
 use crate::cluster::{self, Forwarder, Peer, Retry, forward};
 use crate::domain::{ContextKey, ContextSummary, TenantId};
-use crate::runtime::{Contexts, EventKind, ListEvent, Subscription, Update};
+use crate::runtime::{Contexts, EventKind, Subscription, Update};
+use crate::store::Change;
 use crate::telemetry::names;
 
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -299,10 +300,10 @@ pub async fn list(
                 };
                 match event {
                     Ok(event) if *event.tenant() != tenant => continue,
-                    Ok(ListEvent::Upserted { summary, .. }) => {
+                    Ok(Change::Saved { summary, .. }) => {
                         break pb::WatchContextsResponse { kind: Some(ListKind::Upserted(convert::summary(&summary))) };
                     }
-                    Ok(ListEvent::Removed(key)) => {
+                    Ok(Change::Removed(key)) => {
                         break pb::WatchContextsResponse { kind: Some(ListKind::RemovedContextId(key.id.to_string())) };
                     }
                     // Too far behind: send the list again instead of what was missed.

@@ -86,6 +86,11 @@ settings! {
         /// Servers that hold each stream; a save is acknowledged once a majority has it.
         #[arg(global = true)]
         value nats_replicas: usize = 3;
+        /// How many partition streams contexts are hashed over; fixed when the streams are
+        /// made (a node told another number refuses to start). More partitions spread the
+        /// saves over more stream leaders and let more nodes share the work.
+        #[arg(global = true)]
+        value nats_partitions: u32 = 16;
         /// This node's name among the ctxd nodes sharing a NATS cluster (letters, digits, '-',
         /// '_'); none: derived from the host name and the port.
         optional node_id: String = None;
@@ -276,6 +281,7 @@ impl Config {
             token: secret_from_env(&["CTXD_NATS_TOKEN", "NATS_TOKEN"]),
             prefix: self.nats_prefix.clone(),
             replicas: self.nats_replicas,
+            partitions: self.nats_partitions,
         }
     }
 

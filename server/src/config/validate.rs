@@ -49,6 +49,9 @@ impl Config {
         if !(1..=5).contains(&self.nats_replicas) {
             return Err(Error::Invalid(format!("nats-replicas is {}; JetStream allows 1 to 5", self.nats_replicas)));
         }
+        if !(1..=1024).contains(&self.nats_partitions) {
+            return Err(Error::Invalid(format!("nats-partitions is {}; it must be 1 to 1024", self.nats_partitions)));
+        }
         if let Some(node_id) = &self.node_id
             && (node_id.is_empty()
                 || node_id.len() > 64

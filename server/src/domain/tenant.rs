@@ -70,6 +70,20 @@ impl ContextKey {
         format!("{}.{}", hex::encode(self.tenant.as_str()), hex::encode(self.id.as_bytes()))
     }
 
+    /// Which of `count` partitions the context belongs to: a hash of tenant and id, so that
+    /// contexts spread evenly whatever ids clients choose, and the same on every node.
+    pub fn partition(&self, count: u32) -> u32 {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(self.tenant.as_str())
+            .chain_update([0])
+            .chain_update(self.id.as_bytes())
+            .finalize();
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&digest[..8]);
+        u32::try_from(u64::from_be_bytes(head) % u64::from(count.max(1))).unwrap_or(0)
+    }
+
     /// The key [`ContextKey::tokens`] wrote; `None` for anything else.
     pub fn from_tokens(tokens: &str) -> Option<Self> {
         let (tenant, id) = tokens.split_once('.')?;
@@ -88,6 +102,24 @@ impl fmt::Display for ContextKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_spread_contexts_evenly_and_stay_put() {
+        let tenant = TenantId::default_tenant();
+        let mut counts = [0u32; 8];
+        for n in 0..8000u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            let key = ContextKey::new(tenant.clone(), ContextId::from_bytes(id));
+            let partition = key.partition(8);
+            assert_eq!(partition, key.partition(8));
+            counts[partition as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (850..1150).contains(&c)), "{counts:?}");
+        let key = ContextKey::new(tenant, ContextId::from_bytes([1; 16]));
+        assert_eq!(key.partition(1), 0);
+        assert_eq!(key.partition(0), 0, "no partitions is one");
+    }
 
     #[test]
     fn a_key_reads_back_from_its_tokens_and_nothing_else_does() {

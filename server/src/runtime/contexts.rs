@@ -14,7 +14,7 @@ use super::error::{Error, Result};
 use super::feed::{Subscription, Update};
 use super::handle::{Action, ActorHandle, Gone, Request, Slot};
 use super::settings::Settings;
-use super::shared::{ListEvent, Shared};
+use super::shared::Shared;
 use crate::cluster::{Claim, Lease, Placement};
 use crate::domain::{Context, ContextConfig, ContextId, ContextKey, ContextSummary, MessageId, TenantId, Timestamp};
 use crate::fsm::ContextWindow as _;
@@ -39,13 +39,9 @@ impl Contexts {
         settings: Settings,
         placement: Arc<dyn Placement>,
     ) -> Result<Self> {
-        let changes = store.changes();
-        let shared = Shared::new(store, llm, tools, settings, placement, changes.is_some());
-        let contexts = Self { shared: Arc::new(shared) };
-        if let Some(changes) = changes {
-            contexts.shared.tasks.spawn(report_list_changes(Arc::clone(&contexts.shared), changes));
-        }
-        Ok(contexts)
+        let shared = store.shared();
+        let shared = Shared::new(store, llm, tools, settings, placement, shared);
+        Ok(Self { shared: Arc::new(shared) })
     }
 
     /// Whether an actor of this node has (or is loading) `key`.
@@ -191,7 +187,7 @@ impl Contexts {
         }
         tracing::info!(context = %key.id, tenant = %key.tenant, revision = ctx.revision, from = "-", to = %ctx.state(), "auto-saved");
         metrics::counter!(names::SAVES).increment(1);
-        self.shared.list_changed(ListEvent::Upserted { tenant: key.tenant, summary: ctx.summary() });
+        self.shared.list_changed(Change::Saved { key, summary: ctx.summary() });
         Ok(ctx)
     }
 
@@ -232,15 +228,18 @@ impl Contexts {
     }
 
     /// Follows `tenant`'s list of contexts: a receiver of every later change (of every
-    /// tenant: the caller keeps its own), then the first page.
-    /// Subscribing first means no change between the two is missed (some may repeat what
-    /// the page already shows; summaries carry revisions for that).
+    /// tenant, from a store this process alone writes: the caller keeps its own), then the
+    /// first page. Subscribing first means no change between the two is missed (some may
+    /// repeat what the page already shows; summaries carry revisions for that).
     pub async fn watch_list(
         &self,
         tenant: &TenantId,
         limit: usize,
-    ) -> Result<(Vec<ContextSummary>, tokio::sync::broadcast::Receiver<ListEvent>)> {
-        let events = self.shared.list_events.subscribe();
+    ) -> Result<(Vec<ContextSummary>, tokio::sync::broadcast::Receiver<Change>)> {
+        let events = match self.shared.store.watch(tenant).await? {
+            Some(changes) => changes,
+            None => self.shared.list_events.subscribe(),
+        };
         let (page, _) = self.list(tenant, None, limit).await?;
         Ok((page, events))
     }
@@ -392,24 +391,4 @@ impl Contexts {
 /// The actor of `key` in `actors`, unless it has ended.
 fn running(actors: &HashMap<ContextKey, ActorHandle>, key: &ContextKey) -> Option<ActorHandle> {
     actors.get(key).filter(|handle| !handle.mailbox.is_closed()).cloned()
-}
-
-/// Tells list watchers of every save the store reports (this node's and other nodes').
-async fn report_list_changes(shared: Arc<Shared>, mut changes: tokio::sync::broadcast::Receiver<Change>) {
-    loop {
-        let change = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            change = changes.recv() => change,
-        };
-        match change {
-            Ok(Change::Saved { key, summary }) => {
-                shared.announce_list(ListEvent::Upserted { tenant: key.tenant, summary });
-            }
-            Ok(Change::Removed(key)) => shared.announce_list(ListEvent::Removed(key)),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "list watchers missed changes the store reported; their next page is whole");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
 }

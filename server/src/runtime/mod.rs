@@ -28,7 +28,6 @@ pub use feed::{Event, EventKind, Feed, OnPath, Subscription, Update};
 pub use handle::{Action, Gone, Slot};
 pub use reads::PathStart;
 pub use settings::Settings;
-pub use shared::ListEvent;
 
 #[cfg(test)]
 mod tests;

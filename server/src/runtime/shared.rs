@@ -13,30 +13,11 @@ use super::settings::Settings;
 use super::tenants::{Members, Runs};
 use super::window::Windows;
 use crate::cluster::{Lease, Placement};
-use crate::domain::{ContextKey, ContextSummary, TenantId};
+use crate::domain::ContextKey;
 use crate::llm::LlmProvider;
 use crate::store::Backend;
+use crate::store::Change;
 use crate::tools::ToolRegistry;
-
-/// A change to the list of contexts, for list watchers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ListEvent {
-    /// A context of `tenant` was created or saved; replaces any older summary of it.
-    Upserted {
-        tenant: TenantId,
-        summary: ContextSummary,
-    },
-    Removed(ContextKey),
-}
-
-impl ListEvent {
-    pub fn tenant(&self) -> &TenantId {
-        match self {
-            ListEvent::Upserted { tenant, .. } => tenant,
-            ListEvent::Removed(key) => &key.tenant,
-        }
-    }
-}
 
 /// List events a list watcher may fall behind by before it is sent the list again.
 const LIST_CHANNEL_CAPACITY: usize = 1024;
@@ -56,10 +37,10 @@ pub(super) struct Shared {
     pub(super) runs: Arc<Runs>,
     pub(super) shutdown: CancellationToken,
     pub(super) tasks: TaskTracker,
-    pub(super) list_events: tokio::sync::broadcast::Sender<ListEvent>,
+    pub(super) list_events: tokio::sync::broadcast::Sender<Change>,
     pub(super) placement: Arc<dyn Placement>,
-    /// The store reports every save, this process's and other processes': list events come
-    /// from there, not from the actors (which would tell this process's twice).
+    /// The store reports every save, this process's and other processes': list watchers are
+    /// told from there, not by the actors (which would tell this process's twice).
     pub(super) store_reports: bool,
 }
 
@@ -93,13 +74,13 @@ impl Shared {
     }
 
     /// A change this process made; told to list watchers unless the store reports it.
-    pub(super) fn list_changed(&self, event: ListEvent) {
+    pub(super) fn list_changed(&self, event: Change) {
         if !self.store_reports {
             self.announce_list(event);
         }
     }
 
-    pub(super) fn announce_list(&self, event: ListEvent) {
+    pub(super) fn announce_list(&self, event: Change) {
         // Nobody watching the list is fine.
         let _ = self.list_events.send(event);
     }

@@ -20,11 +20,24 @@ use crate::domain::{
 /// Messages read from a store at once while dumping a context.
 const DUMP_BATCH: u64 = 1024;
 
-/// A save as the store reports it to every process that shares it (see [`Backend::changes`]).
+/// A change to a tenant's list of contexts, for list watchers: as the store reports it to
+/// every process that shares it (see [`Backend::watch`]), or as an actor tells it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    Saved { key: ContextKey, summary: ContextSummary },
+    /// A context was created or saved; replaces any older summary of it.
+    Saved {
+        key: ContextKey,
+        summary: ContextSummary,
+    },
     Removed(ContextKey),
+}
+
+impl Change {
+    pub fn tenant(&self) -> &TenantId {
+        match self {
+            Change::Saved { key, .. } | Change::Removed(key) => &key.tenant,
+        }
+    }
 }
 
 /// What inserting a new context did.
@@ -117,11 +130,17 @@ pub trait Backend: Send + Sync {
     /// context over. Bounded: a store that cannot finish leaves it to the next reader.
     async fn settle(&self, _key: &ContextKey) {}
 
-    /// Every save of every context, by any process sharing the store, once it is saved, for a
-    /// store that several processes share (NATS); `None` for a store this process alone
-    /// writes (RocksDB), whose saves the runtime already knows of.
-    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
-        None
+    /// Whether other processes write the store too (NATS): the runtime then learns of saves,
+    /// its own and theirs, from [`Backend::watch`], not from its actors.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Every later save of `tenant`'s contexts, by any process sharing the store, once it is
+    /// saved; `None` for a store this process alone writes (RocksDB), whose saves the
+    /// runtime already knows of.
+    async fn watch(&self, _tenant: &TenantId) -> Result<Option<tokio::sync::broadcast::Receiver<Change>>> {
+        Ok(None)
     }
 
     /// The engine's own figures worth exporting as gauges: (metric name, value).

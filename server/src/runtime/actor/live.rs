@@ -16,8 +16,9 @@ use crate::runtime::error::{Error, Result};
 use crate::runtime::feed;
 use crate::runtime::handle::{Action, Gone, Request, Slot};
 use crate::runtime::meters;
-use crate::runtime::shared::{ListEvent, Shared};
+use crate::runtime::shared::Shared;
 use crate::runtime::tenants::RunSlot;
+use crate::store::Change;
 use crate::store::{self, Save, Tree};
 use crate::telemetry::{names, traces};
 
@@ -358,9 +359,7 @@ impl Live {
         } else {
             tracing::info!(context = %id, revision, transitions, %from, %to, "auto-saved");
         }
-        self.actor
-            .shared
-            .list_changed(ListEvent::Upserted { tenant: self.ctx.tenant.clone(), summary: self.ctx.summary() });
+        self.actor.shared.list_changed(Change::Saved { key: self.ctx.key(), summary: self.ctx.summary() });
     }
 
     async fn delete(&mut self, reply: oneshot::Sender<Result<()>>) {
@@ -373,7 +372,7 @@ impl Live {
                 tracing::info!(context = %self.actor.key.id, revision = self.ctx.revision, "deleted");
                 shared.members.removed(&self.ctx.tenant);
                 self.actor.stop(Gone::Deleted, Error::NotFound);
-                shared.list_changed(ListEvent::Removed(self.ctx.key()));
+                shared.list_changed(Change::Removed(self.ctx.key()));
                 let _ = reply.send(Ok(()));
             }
             Err(error) => {

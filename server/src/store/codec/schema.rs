@@ -4,5 +4,7 @@
 //! is the codec's to say.
 
 #![allow(clippy::all)]
+// Generated whole: `StoredSnapshot` is layout 1 of the NATS store, which this version no longer writes.
+#![allow(dead_code)]
 
 include!(concat!(env!("OUT_DIR"), "/ctxd.storage.v1.rs"));

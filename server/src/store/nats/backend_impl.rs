@@ -4,45 +4,123 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 
-use super::layout::{StoredJoined, StoredNodeMessage, StoredRecord};
-use super::{Nats, PATIENCE, RESTORE_RECORD_BYTES, unavailable};
+use super::batch::{MAX_BYTES, MAX_MESSAGES, Put};
+use super::layout::StoredHead;
+use super::{Head, Nats, unavailable};
 use crate::domain::{
     Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, Seq, Sibling, TenantId,
 };
 use crate::store::backend::{Backend, Change, Inserted};
-use crate::store::codec::{self, StoredNode};
+use crate::store::codec::{self, StoredJoined, StoredNode, StoredNodeMessage, StoredRecord};
 use crate::store::dump::Dump;
 use crate::store::error::{Error, Result};
 use crate::store::save::Save;
 
-#[async_trait]
-impl Backend for Nats {
-    async fn insert(&self, ctx: Arc<Context>) -> Result<Inserted> {
-        let key = ctx.key();
-        let Some(expect) = self.free_log(&key).await? else { return Ok(Inserted::Taken) };
-        let save = Save::new_context(Arc::clone(&ctx));
-        match self.save(&key, StoredRecord::of(&save), expect, Some(Arc::clone(&ctx))).await {
-            Ok(_) => Ok(Inserted::Saved),
+impl Nats {
+    /// The context's head and its sequence; `None` if there is no such context (a deleted
+    /// context whose subjects were not purged yet has a head without one).
+    async fn current(&self, key: &ContextKey) -> Result<Option<(u64, StoredHead)>> {
+        let Some(last) = self.last(key, &self.layout.head(key)).await? else {
+            self.set_head(key, None);
+            return Ok(None);
+        };
+        let head: StoredHead = codec::decode("head", &last.payload)?;
+        if head.context.is_none() {
+            return Ok(None);
+        }
+        self.set_head(key, Some(Head { last: last.sequence, fenced: false }));
+        Ok(Some((last.sequence, head)))
+    }
+
+    /// The sequence a new context of `key` is saved after: 0 once nothing of it is left;
+    /// `None` if the key holds a context. What a deleted context left (its purge failed) is
+    /// purged first.
+    async fn free(&self, key: &ContextKey) -> Result<Option<u64>> {
+        match self.last(key, &self.layout.head(key)).await? {
+            None => Ok(Some(0)),
+            Some(last) if codec::decode::<StoredHead>("head", &last.payload)?.context.is_none() => {
+                self.purge(key).await?;
+                Ok(Some(0))
+            }
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// Frees every subject of `key`.
+    async fn purge(&self, key: &ContextKey) -> Result<()> {
+        let stream = &self.streams[self.layout.partition(key) as usize];
+        stream.purge().filter(self.layout.all(key)).await.map_err(unavailable)?;
+        self.set_head(key, None);
+        Ok(())
+    }
+
+    /// Saves `record` of a context that is new here (created, forked, or copied whole) if its
+    /// key is free: its tree in batches of a bounded size, then its head and entry, so that
+    /// a copy cut short is never a context (the next attempt writes it all again).
+    async fn create(&self, key: &ContextKey, record: StoredRecord) -> Result<Inserted> {
+        let Some(expect) = self.free(key).await? else { return Ok(Inserted::Taken) };
+        let mut puts = self.writes(key, &record, None, None).await?;
+        let mut start = 0;
+        let mut bytes = 0;
+        // Everything but the last batch (which ends with the entry, the marker and the head).
+        let tail = puts.len().saturating_sub(3);
+        for (i, put) in puts.iter().enumerate().take(tail) {
+            if i - start >= MAX_MESSAGES || bytes + put.payload.len() > MAX_BYTES {
+                self.publish_chunk(&puts[start..i]).await?;
+                (start, bytes) = (i, 0);
+            }
+            bytes += put.payload.len();
+        }
+        let last = puts.split_off(start);
+        match self.save(key, last, expect).await {
+            Ok(sequence) => {
+                let summary = codec::summary_from_stored(key.id, record.context.as_ref().ok_or_else(no_context)?)?;
+                self.listed(key, sequence, Some(summary));
+                Ok(Inserted::Saved)
+            }
             Err(Error::Conflict { .. }) => Ok(Inserted::Taken),
             Err(e) => Err(e),
         }
     }
 
+    /// A part of a new context's tree: nothing names it until its head is saved.
+    async fn publish_chunk(&self, puts: &[Put]) -> Result<()> {
+        match self.publish_batch(puts).await? {
+            super::batch::Stored::At(_) => Ok(()),
+            refused => Err(Error::Unavailable(format!("NATS refused part of a new context ({refused:?})"))),
+        }
+    }
+}
+
+fn no_context() -> Error {
+    Error::Corrupt("a save without its context".into())
+}
+
+#[async_trait]
+impl Backend for Nats {
+    async fn insert(&self, ctx: Arc<Context>) -> Result<Inserted> {
+        let key = ctx.key();
+        let save = Save::new_context(Arc::clone(&ctx));
+        self.create(&key, StoredRecord::of(&save)).await
+    }
+
     async fn commit(&self, save: Save) -> Result<usize> {
         let key = save.after.key();
         let expect = self.expected(&key).await?;
-        let after = Arc::clone(&save.after);
-        self.save(&key, StoredRecord::of(&save), expect, Some(after)).await
+        let record = StoredRecord::of(&save);
+        let was_running = save.before.as_ref().map(|before| !before.state().is_resting());
+        let puts = self.writes(&key, &record, Some(&save.after), was_running).await?;
+        let bytes = puts.iter().map(|p| p.payload.len()).sum();
+        let sequence = self.save(&key, puts, expect).await?;
+        self.listed(&key, sequence, Some(save.after.summary()));
+        Ok(bytes)
     }
 
     async fn load(&self, key: &ContextKey) -> Result<Option<Context>> {
-        let Some((_, record)) = self.current(key).await? else { return Ok(None) };
-        let stored = record.context.ok_or_else(|| {
-            Error::Unavailable(format!("context {key}: its copy by `ctxd migrate` did not finish; run it again"))
-        })?;
-        let segments = codec::segments_from_stored(record.path.as_ref());
+        let Some((_, head)) = self.current(key).await? else { return Ok(None) };
+        let stored = head.context.ok_or_else(no_context)?;
+        let segments = codec::segments_from_stored(head.path.as_ref());
         let length = Seq::new(stored.message_count);
         let mut nodes = Vec::with_capacity(length.index());
         for (i, segment) in segments.iter().enumerate() {
@@ -59,7 +137,7 @@ impl Backend for Nats {
                 )));
             }
         }
-        let fork_depths = record.path.map(|p| p.forks).unwrap_or_default();
+        let fork_depths = head.path.map(|p| p.forks).unwrap_or_default();
         let forks = futures::future::try_join_all(fork_depths.into_iter().map(Seq::new).map(|seq| {
             let parent = codec::parent_at(&messages, seq);
             async move {
@@ -80,15 +158,31 @@ impl Backend for Nats {
     async fn delete(&self, ctx: Arc<Context>) -> Result<()> {
         let key = ctx.key();
         let expect = self.expected(&key).await?;
-        self.bury(&key, Some(codec::context_to_stored(&ctx)), expect).await.map(|_| ())
+        // The head without a context says it is gone; the empty entry tells every list.
+        let mut puts = vec![Put::new(self.layout.entry(&key), bytes::Bytes::new())];
+        if !ctx.state().is_resting() {
+            puts.push(Put::new(self.layout.running(&key), bytes::Bytes::new()).header("Nats-TTL", "1s"));
+        }
+        puts.push(Put::new(self.layout.head(&key), codec::encode(&StoredHead::default())));
+        let sequence = self.save(&key, puts, expect).await?;
+        self.listed(&key, sequence, None);
+        // What follows only frees space: a load reads the head first.
+        if let Err(error) = self.purge(&key).await {
+            tracing::warn!(context = %key.id, %error, "deleted; its messages were not purged (the next create of the id does)");
+        }
+        self.set_head(&key, None);
+        Ok(())
     }
 
     async fn exists(&self, key: &ContextKey) -> Result<bool> {
-        Ok(self.tail(key).await?.is_some_and(|(_, record)| !record.deleted))
+        match self.last(key, &self.layout.head(key)).await? {
+            Some(last) => Ok(codec::decode::<StoredHead>("head", &last.payload)?.context.is_some()),
+            None => Ok(false),
+        }
     }
 
     async fn count(&self, tenant: &TenantId) -> Result<u64> {
-        Ok(self.view.count(tenant))
+        Ok(self.inner.listing(tenant).await?.count())
     }
 
     async fn list(
@@ -97,19 +191,28 @@ impl Backend for Nats {
         after: Option<ListPosition>,
         limit: usize,
     ) -> Result<(Vec<ContextSummary>, Option<ListPosition>)> {
-        Ok(self.view.list(tenant, after, limit))
+        Ok(self.inner.listing(tenant).await?.page(after, limit))
     }
 
     async fn interrupted(&self) -> Result<Vec<ContextKey>> {
-        Ok(self.view.interrupted())
+        let scans = (0..self.layout.partitions).map(|p| {
+            let filter = self.layout.runs(p);
+            async move { self.scan(p, &filter).await }
+        });
+        let found = futures::future::try_join_all(scans).await?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .filter(|f| !f.payload.is_empty())
+            .filter_map(|f| self.layout.parse(&f.subject))
+            .collect())
     }
 
     async fn keys(&self) -> Result<Vec<ContextKey>> {
-        // From the log, the truth: a context whose snapshot a crash cut off is there too.
-        let mut subjects = self.log.info_with_subjects(self.layout.log_subjects()).await.map_err(unavailable)?;
         let mut keys = Vec::new();
-        while let Some((subject, _)) = subjects.try_next().await.map_err(unavailable)? {
-            keys.extend(self.layout.parse_log(&subject));
+        for p in 0..self.layout.partitions {
+            let heads = self.scan(p, &self.layout.heads(p)).await?;
+            keys.extend(heads.iter().filter_map(|f| self.layout.parse(&f.subject)));
         }
         Ok(keys)
     }
@@ -117,63 +220,40 @@ impl Backend for Nats {
     async fn restore(&self, dump: &Dump) -> Result<Inserted> {
         dump.check()?;
         let ctx = &dump.context;
-        let key = ctx.key();
-        let Some(mut expect) = self.free_log(&key).await? else { return Ok(Inserted::Taken) };
-        // A record is one publish: a long context takes several, and only the last names it.
-        let mut chunks: Vec<Vec<StoredNodeMessage>> = vec![Vec::new()];
-        let mut bytes = 0;
-        for message in &dump.messages {
-            let stored = codec::message_to_stored(message);
-            let size = prost::Message::encoded_len(&stored);
-            if bytes + size > RESTORE_RECORD_BYTES && !chunks.last().is_none_or(Vec::is_empty) {
-                chunks.push(Vec::new());
-                bytes = 0;
-            }
-            bytes += size;
-            if let Some(chunk) = chunks.last_mut() {
-                chunk.push(StoredNodeMessage { node: message.node.get(), message: Some(stored) });
-            }
-        }
-        let last = chunks.len() - 1;
-        for (i, messages) in chunks.into_iter().enumerate() {
-            let mut record = StoredRecord { messages, new_from_node: 0, ..Default::default() };
-            if i == last {
-                record.context = Some(codec::context_to_stored(ctx));
-                record.path = Some(codec::path_to_stored(&ctx.shape));
-                record.joined = dump
-                    .active_at
-                    .iter()
-                    .map(|&(node, active_at)| {
-                        let parent = dump.message(node).and_then(|m| m.parent);
-                        StoredJoined { node: node.get(), parent: parent.map(NodeId::get), active_at: Some(active_at) }
-                    })
-                    .collect();
-            }
-            self.save(&key, record, expect, None).await?;
-            expect = self.head(&key).map_or(expect, |h| h.last);
-        }
-        Ok(Inserted::Saved)
+        let record = StoredRecord {
+            context: Some(codec::context_to_stored(ctx)),
+            path: Some(codec::path_to_stored(&ctx.shape)),
+            messages: dump
+                .messages
+                .iter()
+                .map(|m| StoredNodeMessage { node: m.node.get(), message: Some(codec::message_to_stored(m)) })
+                .collect(),
+            new_from_node: 0,
+            joined: dump
+                .active_at
+                .iter()
+                .map(|&(node, active_at)| {
+                    let parent = dump.message(node).and_then(|m| m.parent);
+                    StoredJoined { node: node.get(), parent: parent.map(NodeId::get), active_at: Some(active_at) }
+                })
+                .collect(),
+            deleted: false,
+        };
+        self.create(&ctx.key(), record).await
     }
 
     async fn node_of(&self, key: &ContextKey, id: MessageId) -> Result<Option<NodeId>> {
-        if !self.derived(key).await? {
-            return Ok(None);
-        }
-        match self.last(&self.tree, &self.layout.message_id(key, &id)).await? {
+        match self.last(key, &self.layout.message_id(key, &id)).await? {
             Some(found) => Ok(Some(NodeId::new(codec::decode::<StoredNode>("message id", &found.payload)?.node))),
             None => Ok(None),
         }
     }
 
     async fn messages(&self, key: &ContextKey, nodes: &[NodeId]) -> Result<Vec<Message>> {
-        self.derived(key).await?;
         self.read_messages(key, nodes).await
     }
 
     async fn children(&self, key: &ContextKey, parent: Option<NodeId>) -> Result<Vec<Child>> {
-        if !self.derived(key).await? {
-            return Ok(Vec::new());
-        }
         self.children_list(key, parent)
             .await?
             .children
@@ -186,25 +266,17 @@ impl Backend for Nats {
     }
 
     async fn settle(&self, key: &ContextKey) {
-        // The derivations behind this process's saves of `key` hold its lock: once it is
-        // free and the tree is at the head, nothing of it is left to write.
-        let settled = async {
-            drop(self.derivation_lock(key).lock().await);
-            if self.head(key).is_some_and(|head| head.derived < head.last)
-                && let Err(error) = self.derived(key).await
-            {
-                tracing::warn!(context = %key.id, %error, "handing the context over with its tree behind; the next holder derives it");
-            }
-        };
-        if tokio::time::timeout(PATIENCE, settled).await.is_err() {
-            tracing::warn!(context = %key.id, "handing the context over with its tree behind; the next holder derives it");
-        }
-        // Whoever holds it next may save it: what this process knew of its log is stale then.
+        // Every save is whole once acknowledged; but whoever holds the context next may save
+        // it, so what this process knew of its head is stale then.
         self.set_head(key, None);
     }
 
-    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
-        Some(self.inner.changes.subscribe())
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn watch(&self, tenant: &TenantId) -> Result<Option<tokio::sync::broadcast::Receiver<Change>>> {
+        Ok(Some(self.inner.listing(tenant).await?.watch()))
     }
 
     fn figures(&self) -> Vec<(&'static str, u64)> {
@@ -215,11 +287,6 @@ impl Backend for Nats {
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.stopping.cancel();
-        // Let the derivations behind the last saves finish (a load would redo them anyway).
-        self.derivations.close();
-        if tokio::time::timeout(PATIENCE, self.derivations.wait()).await.is_err() {
-            tracing::warn!("the tree is behind the last saves; the next load derives it");
-        }
         if let Err(error) = self.client.flush().await {
             tracing::warn!(%error, "could not flush the NATS connection");
         }

@@ -1,16 +1,23 @@
 //! Reaching the cluster: credentials the way NATS clients take them, waiting while it is not
-//! up, and the streams ctxd needs, created when missing and checked when present.
+//! up, the servers' version, and the streams ctxd needs, created when missing and checked
+//! when present.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType, Stream};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, Republish, StorageType, Stream};
 use async_nats::jetstream::{self, context::GetStreamErrorKind};
-use async_nats::{ConnectOptions, ServerAddr};
+use async_nats::{ConnectOptions, Event, ServerAddr};
+use tokio::sync::broadcast;
 
-use super::layout::Layout;
+use super::layout::{self, Layout, StoredLayout};
 use super::unavailable;
+use crate::store::codec;
 use crate::store::error::{Error, Result};
+
+/// The oldest nats-server ctxd runs on: atomic batches (2.12) that may carry message ids
+/// (2.12.1); direct gets in batches and per-message TTLs (2.11) came before.
+pub const MIN_SERVER: (u64, u64, u64) = (2, 12, 1);
 
 /// How to reach the cluster and where ctxd's data is in it.
 #[derive(Clone)]
@@ -32,6 +39,8 @@ pub struct NatsOptions {
     pub prefix: String,
     /// How many servers hold each stream.
     pub replicas: usize,
+    /// How many partition streams contexts are hashed over, when they are made.
+    pub partitions: u32,
 }
 
 /// Shown without the password and the token, so options printed anywhere never leak them.
@@ -49,13 +58,14 @@ impl std::fmt::Debug for NatsOptions {
             .field("token", &hidden(&self.token))
             .field("prefix", &self.prefix)
             .field("replicas", &self.replicas)
+            .field("partitions", &self.partitions)
             .finish()
     }
 }
 
 impl NatsOptions {
     /// Servers to reach without credentials or TLS (a cluster on loopback, as in tests).
-    pub fn plain(urls: Vec<String>, prefix: &str, replicas: usize) -> Self {
+    pub fn plain(urls: Vec<String>, prefix: &str, replicas: usize, partitions: u32) -> Self {
         Self {
             urls,
             creds: None,
@@ -67,6 +77,7 @@ impl NatsOptions {
             token: None,
             prefix: prefix.to_owned(),
             replicas,
+            partitions,
         }
     }
 }
@@ -74,18 +85,26 @@ impl NatsOptions {
 /// Between attempts while the cluster is not reachable.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Connects and gets the log, tree and contexts streams, waiting (with a log line a second)
-/// while the cluster cannot be reached or has no JetStream quorum yet. A stream configured
-/// differently from what ctxd was told (e.g. its replicas) is an error, not a wait.
-pub async fn until_ready(
-    options: &NatsOptions,
-    layout: &Layout,
-) -> Result<(async_nats::Client, jetstream::Context, [Stream; 3])> {
+/// What connecting gives: the connection, the layout, the partition streams, and a signal at
+/// each reconnect.
+pub struct Ready {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub layout: Layout,
+    pub streams: Vec<Stream>,
+    pub reconnects: broadcast::Sender<()>,
+}
+
+/// Connects and gets the partition streams, waiting (with a log line a second) while the
+/// cluster cannot be reached or has no JetStream quorum yet. A server too old, or a stream
+/// configured differently from what ctxd was told (e.g. its replicas), is an error, not a
+/// wait.
+pub async fn until_ready(options: &NatsOptions) -> Result<Ready> {
     let mut attempt = 0u64;
     loop {
-        match ready(options, layout).await {
+        match ready(options).await {
             Ok(ready) => {
-                tracing::info!(servers = %options.urls.join(","), prefix = %options.prefix, replicas = options.replicas, "NATS JetStream store ready");
+                tracing::info!(servers = %options.urls.join(","), prefix = %options.prefix, replicas = options.replicas, partitions = ready.layout.partitions, "NATS JetStream store ready");
                 return Ok(ready);
             }
             Err(error @ Error::Misconfigured(_)) => return Err(error),
@@ -98,10 +117,7 @@ pub async fn until_ready(
     }
 }
 
-async fn ready(
-    options: &NatsOptions,
-    layout: &Layout,
-) -> Result<(async_nats::Client, jetstream::Context, [Stream; 3])> {
+async fn ready(options: &NatsOptions) -> Result<Ready> {
     let addrs = options
         .urls
         .iter()
@@ -112,6 +128,16 @@ async fn ready(
         .connection_timeout(Duration::from_secs(2))
         // Once connected, a lost server is reconnected to forever; calls fail meanwhile.
         .max_reconnects(None);
+    let reconnects = broadcast::channel(4).0;
+    let signal = reconnects.clone();
+    connect = connect.event_callback(move |event| {
+        let signal = signal.clone();
+        async move {
+            if matches!(event, Event::Connected) {
+                let _ = signal.send(());
+            }
+        }
+    });
     if let Some(path) = &options.creds {
         connect = connect
             .credentials_file(path)
@@ -136,28 +162,93 @@ async fn ready(
         connect = connect.add_client_certificate(cert.clone(), key.clone());
     }
     let client = connect.connect(addrs).await.map_err(unavailable)?;
+    check_version(&client.server_info().version)?;
     let js = jetstream::new(client.clone());
-    let log = Config {
-        name: layout.log_stream(),
-        subjects: vec![layout.log_subjects()],
-        // A delete rolls the context's log up into its tombstone.
-        allow_rollup: true,
-        ..base(options.replicas)
-    };
-    let tree = Config {
-        name: layout.tree_stream(),
-        subjects: vec![layout.tree_subjects()],
+    refuse_layout_1(&js, &options.prefix).await?;
+    let layout = agree_on_layout(&js, options).await?;
+    let streams = futures::future::try_join_all((0..layout.partitions).map(|p| {
+        let (source, destination) = layout.republish(p);
+        let config = Config {
+            name: layout.stream(p),
+            subjects: vec![layout.subjects(p)],
+            max_messages_per_subject: 1,
+            allow_atomic_publish: true,
+            allow_message_ttl: true,
+            allow_direct: true,
+            republish: Some(Republish { source, destination, headers_only: false }),
+            ..base(options.replicas)
+        };
+        ensure(&js, config)
+    }))
+    .await?;
+    Ok(Ready { client, js, layout, streams, reconnects })
+}
+
+/// Refuses a server older than [`MIN_SERVER`] (a version it does not report counts as old).
+fn check_version(version: &str) -> Result<()> {
+    let mut parts = version.split(['.', '-', '+']).map(|p| p.parse::<u64>().ok());
+    let have = (parts.next().flatten(), parts.next().flatten(), parts.next().flatten());
+    let (major, minor, patch) = MIN_SERVER;
+    match have {
+        (Some(a), Some(b), Some(c)) if (a, b, c) >= MIN_SERVER => Ok(()),
+        _ => Err(Error::Misconfigured(format!(
+            "nats-server {version} is too old: ctxd needs {major}.{minor}.{patch} or later (atomic batch publish); `make setup` installs 2.15.1"
+        ))),
+    }
+}
+
+/// Data saved in layout 1 (a log stream and a tree derived from it) is not read by this
+/// version: refuse to start beside it rather than serve as if it were not there.
+async fn refuse_layout_1(js: &jetstream::Context, prefix: &str) -> Result<()> {
+    let old = format!("{prefix}_log");
+    match js.get_stream(&old).await {
+        Ok(_) => Err(Error::Misconfigured(format!(
+            "stream {old} holds ctxd data in the previous NATS layout (layout 1); this version stores contexts in partition streams. Copy it with `ctxd migrate` into another --nats-prefix (or RocksDB) and start on that"
+        ))),
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(ref js) if js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) => {
+            Ok(())
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// The layout the cluster's streams were made with: written by the first node to start (if
+/// none is), read by every other; a node told another number of partitions refuses to start.
+async fn agree_on_layout(js: &jetstream::Context, options: &NatsOptions) -> Result<Layout> {
+    let mut layout = Layout { prefix: options.prefix.clone(), partitions: options.partitions };
+    let config = Config {
+        name: layout.layout_stream(),
+        subjects: vec![layout.layout_subject()],
         max_messages_per_subject: 1,
         ..base(options.replicas)
     };
-    let contexts = Config {
-        name: layout.contexts_stream(),
-        subjects: vec![layout.contexts_subjects()],
-        max_messages_per_subject: 1,
-        ..base(options.replicas)
-    };
-    let streams = [ensure(&js, log).await?, ensure(&js, tree).await?, ensure(&js, contexts).await?];
-    Ok((client, js, streams))
+    let stream = ensure(js, config).await?;
+    let want = StoredLayout { version: layout::VERSION, partitions: options.partitions };
+    let publish = async_nats::jetstream::message::PublishMessage::build()
+        .payload(codec::encode(&want).into())
+        .expected_last_subject_sequence(0);
+    // Refused if another node wrote it first: what it wrote is read below either way.
+    if let Ok(ack) = js.send_publish(layout.layout_subject(), publish).await {
+        let _ = ack.await;
+    }
+    let stored = stream.get_last_raw_message_by_subject(&layout.layout_subject()).await.map_err(unavailable)?;
+    let have: StoredLayout = codec::decode("layout", &stored.payload)?;
+    if have.version != layout::VERSION {
+        return Err(Error::Misconfigured(format!(
+            "the NATS streams of prefix {} are in layout {}; this ctxd reads layout {}",
+            options.prefix,
+            have.version,
+            layout::VERSION
+        )));
+    }
+    if have.partitions != options.partitions {
+        return Err(Error::Misconfigured(format!(
+            "the NATS streams of prefix {} were made with {} partitions, and this node was started with --nats-partitions {}; partitions are fixed when the streams are made",
+            options.prefix, have.partitions, options.partitions
+        )));
+    }
+    layout.partitions = have.partitions;
+    Ok(layout)
 }
 
 fn base(replicas: usize) -> Config {
@@ -183,7 +274,11 @@ async fn ensure(js: &jetstream::Context, want: Config) -> Result<Stream> {
                     want.name, have.num_replicas, want.num_replicas
                 )));
             }
-            if have.subjects != want.subjects || have.max_messages_per_subject != want.max_messages_per_subject {
+            if have.subjects != want.subjects
+                || have.max_messages_per_subject != want.max_messages_per_subject
+                || have.allow_atomic_publish != want.allow_atomic_publish
+                || have.allow_message_ttl != want.allow_message_ttl
+            {
                 return Err(Error::Misconfigured(format!(
                     "stream {} exists with subjects {:?} and {} messages a subject; ctxd needs {:?} and {}: is --nats-prefix shared with something else?",
                     want.name,
@@ -203,5 +298,21 @@ async fn ensure(js: &jetstream::Context, want: Config) -> Result<Stream> {
             Ok(stream)
         }
         Err(e) => Err(unavailable(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_version;
+
+    #[test]
+    fn servers_older_than_2_12_1_are_refused() {
+        for ok in ["2.12.1", "2.15.1", "2.12.10", "3.0.0", "2.13.0-beta.2"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for old in ["2.9.10", "2.11.9", "2.12.0", "2.12", "", "dev"] {
+            let error = check_version(old).expect_err(old).to_string();
+            assert!(error.contains("too old") && error.contains("2.12.1"), "{error}");
+        }
     }
 }

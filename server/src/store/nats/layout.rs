@@ -1,102 +1,151 @@
-//! Where ctxd's data lives on JetStream (see docs/storage.md), and what each record holds.
+//! Where ctxd's data lives on JetStream (see docs/storage.md), and what each subject holds.
 //!
-//! - `{prefix}_log`, subjects `{prefix}.log.{tenant}.{context}`: one record per save, the
-//!   source of truth. A save is one publish, so it is atomic; it carries
-//!   `Nats-Expected-Last-Subject-Sequence`, so a writer that did not see the last save of
-//!   the context is refused.
-//! - `{prefix}_tree`, subjects `{prefix}.tree.{tenant}.{context}.{m|i|k}.{…}`, one message a
-//!   subject: each message by node (`m`), each message id's node (`i`), each parent's
-//!   children (`k`). Derived from the log, for reading a path or a branch without replaying it.
-//! - `{prefix}_contexts`, subjects `{prefix}.ctx.{tenant}.{context}`, one message a subject:
-//!   each context's metadata and the log sequence the tree is derived up to.
+//! Contexts are hashed over `partitions` streams, `{prefix}_p{n}`, fixed when the streams are
+//! made (the `{prefix}_layout` stream remembers how many). A context lives in one of them,
+//! every piece the last message of its own subject `{prefix}.p{n}.{tenant}.{context}.…`:
 //!
-//! Tenants and ids are hex in subjects: any tenant name is then a valid subject token.
+//! - `h`: its head (metadata and active path);
+//! - `m.{node}`: each message by node; `i.{id}`: each message id's node;
+//!   `k.{node|root}`: each parent's children;
+//! - `x`: its list entry (the head without what a list does not show; empty once deleted),
+//!   republished by the stream on `{prefix}.list.{tenant}.{context}` once stored;
+//! - `r`: there while it is saved mid-run (a marker that expires after a second once the
+//!   run ends), so that the runs to resume are found without reading every context.
+//!
+//! A save writes what it changes as one atomic batch. Tenants and ids are hex in subjects:
+//! any tenant name is then a valid subject token.
 
-use crate::domain::{ContextKey, MessageId, NodeId};
+use crate::domain::{ContextKey, MessageId, NodeId, TenantId};
+
+/// The layout this code writes (`StoredLayout.version`).
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub prefix: String,
+    pub partitions: u32,
 }
 
 impl Layout {
-    pub fn log_stream(&self) -> String {
-        format!("{}_log", self.prefix)
+    pub fn partition(&self, key: &ContextKey) -> u32 {
+        key.partition(self.partitions)
     }
 
-    pub fn tree_stream(&self) -> String {
-        format!("{}_tree", self.prefix)
+    pub fn stream(&self, partition: u32) -> String {
+        format!("{}_p{partition}", self.prefix)
     }
 
-    pub fn contexts_stream(&self) -> String {
-        format!("{}_contexts", self.prefix)
+    pub fn subjects(&self, partition: u32) -> String {
+        format!("{}.p{partition}.>", self.prefix)
     }
 
-    pub fn log_subjects(&self) -> String {
-        format!("{}.log.>", self.prefix)
+    pub fn layout_stream(&self) -> String {
+        format!("{}_layout", self.prefix)
     }
 
-    pub fn tree_subjects(&self) -> String {
-        format!("{}.tree.>", self.prefix)
+    pub fn layout_subject(&self) -> String {
+        format!("{}.layout", self.prefix)
     }
 
-    pub fn contexts_subjects(&self) -> String {
-        format!("{}.ctx.>", self.prefix)
+    fn base(&self, key: &ContextKey) -> String {
+        format!("{}.p{}.{}", self.prefix, self.partition(key), key.tokens())
     }
 
-    pub fn log(&self, key: &ContextKey) -> String {
-        format!("{}.log.{}", self.prefix, key.tokens())
+    /// Every subject of the context, for purging it.
+    pub fn all(&self, key: &ContextKey) -> String {
+        format!("{}.>", self.base(key))
     }
 
-    pub fn context(&self, key: &ContextKey) -> String {
-        format!("{}.ctx.{}", self.prefix, key.tokens())
+    pub fn head(&self, key: &ContextKey) -> String {
+        format!("{}.h", self.base(key))
     }
 
-    /// Every subject of the context's tree, for purging it.
-    pub fn tree_all(&self, key: &ContextKey) -> String {
-        format!("{}.tree.{}.>", self.prefix, key.tokens())
+    pub fn entry(&self, key: &ContextKey) -> String {
+        format!("{}.x", self.base(key))
+    }
+
+    pub fn running(&self, key: &ContextKey) -> String {
+        format!("{}.r", self.base(key))
     }
 
     pub fn message(&self, key: &ContextKey, node: NodeId) -> String {
-        format!("{}.tree.{}.m.{node}", self.prefix, key.tokens())
+        format!("{}.m.{node}", self.base(key))
     }
 
     pub fn message_id(&self, key: &ContextKey, id: &MessageId) -> String {
-        format!("{}.tree.{}.i.{}", self.prefix, key.tokens(), hex::encode(id.as_bytes()))
+        format!("{}.i.{}", self.base(key), hex::encode(id.as_bytes()))
     }
 
     pub fn children(&self, key: &ContextKey, parent: Option<NodeId>) -> String {
         match parent {
-            Some(node) => format!("{}.tree.{}.k.{node}", self.prefix, key.tokens()),
-            None => format!("{}.tree.{}.k.root", self.prefix, key.tokens()),
+            Some(node) => format!("{}.k.{node}", self.base(key)),
+            None => format!("{}.k.root", self.base(key)),
         }
     }
 
-    /// The context a `{prefix}.log.{tenant}.{context}` subject names.
-    pub fn parse_log(&self, subject: &str) -> Option<ContextKey> {
-        ContextKey::from_tokens(subject.strip_prefix(&self.prefix)?.strip_prefix(".log.")?)
+    /// The list entries of `tenant`'s contexts in `partition`.
+    pub fn entries(&self, partition: u32, tenant: &TenantId) -> String {
+        format!("{}.p{partition}.{}.*.x", self.prefix, hex::encode(tenant.as_str()))
+    }
+
+    /// Every head in `partition`, for copying every context.
+    pub fn heads(&self, partition: u32) -> String {
+        format!("{}.p{partition}.*.*.h", self.prefix)
+    }
+
+    /// Every run marker in `partition`.
+    pub fn runs(&self, partition: u32) -> String {
+        format!("{}.p{partition}.*.*.r", self.prefix)
+    }
+
+    /// Where a partition stream republishes the list entries it stores (source, destination).
+    pub fn republish(&self, partition: u32) -> (String, String) {
+        (
+            format!("{}.p{partition}.*.*.x", self.prefix),
+            format!("{}.list.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}", self.prefix),
+        )
+    }
+
+    /// The republished list entries of `tenant`.
+    pub fn listed(&self, tenant: &TenantId) -> String {
+        format!("{}.list.{}.*", self.prefix, hex::encode(tenant.as_str()))
+    }
+
+    /// The context a stored subject (`….{tenant}.{context}.{kind}`) or a republished entry
+    /// (`{prefix}.list.{tenant}.{context}`) names.
+    pub fn parse(&self, subject: &str) -> Option<ContextKey> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        let mut tokens = rest.split('.');
+        let _partition_or_list = tokens.next()?;
+        let (tenant, id) = (tokens.next()?, tokens.next()?);
+        ContextKey::from_tokens(&format!("{tenant}.{id}"))
     }
 }
 
-// What the log and the tree hold: generated from proto/ctxd/storage/v1/nats.proto.
-pub use crate::store::codec::{
-    StoredChildEntry, StoredChildren, StoredJoined, StoredNodeMessage, StoredRecord, StoredSnapshot,
-};
+// What the streams hold: generated from proto/ctxd/storage/v1/nats.proto.
+pub use crate::store::codec::{StoredChildEntry, StoredChildren, StoredHead, StoredLayout};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ContextId, TenantId};
+    use crate::domain::ContextId;
 
     #[test]
-    fn context_subjects_round_trip_for_any_tenant_name() {
-        let layout = Layout { prefix: "ctxd".into() };
+    fn subjects_name_their_context_for_any_tenant_name() {
+        let layout = Layout { prefix: "ctxd".into(), partitions: 16 };
         for tenant in ["default", "acme.corp", "a b*>"] {
             let Ok(tenant) = TenantId::parse(tenant) else { continue };
-            let key = ContextKey::new(tenant, ContextId::from_bytes([9; 16]));
-            let subject = layout.log(&key);
-            assert_eq!(subject.split('.').count(), 4, "{subject}");
-            assert_eq!(layout.parse_log(&subject), Some(key));
+            let key = ContextKey::new(tenant.clone(), ContextId::from_bytes([9; 16]));
+            for subject in [layout.head(&key), layout.entry(&key), layout.message(&key, NodeId::new(3))] {
+                assert!(subject.starts_with(&format!("ctxd.p{}.", layout.partition(&key))), "{subject}");
+                assert_eq!(layout.parse(&subject), Some(key.clone()), "{subject}");
+            }
+            let listed = format!("ctxd.list.{}", key.tokens());
+            assert_eq!(layout.parse(&listed), Some(key.clone()));
+            assert!(layout.listed(&tenant).ends_with(".*"));
         }
+        let (source, destination) = layout.republish(3);
+        assert_eq!(source, "ctxd.p3.*.*.x");
+        assert_eq!(destination, "ctxd.list.{{wildcard(1)}}.{{wildcard(2)}}");
     }
 }

@@ -1,60 +1,59 @@
 //! The replicated store: NATS JetStream (see `layout` and docs/storage.md).
 //!
-//! A save is one publish of a record to the context's log subject, acknowledged once the
-//! stream's replicas hold it, and conditional on the subject's last sequence being the one
-//! this process last saw: JetStream refuses a save from a writer that missed another's.
-//! Afterwards the tree (each message by node, ids, children) and the context's snapshot
-//! are updated from the record, so that loading reads the active path, not the log. If that
-//! second step is lost (a crash, a server gone), the next read finds the snapshot behind the
-//! log and derives the missing records first: the log alone is the truth.
+//! Contexts are hashed over partition streams. Everything of a context is the last message
+//! of a subject of its own (head, messages, ids, children, list entry), and a save writes
+//! what it changes as one atomic batch whose head is conditional on the sequence of the
+//! head this process last saw: all of it is stored or nothing, a writer that missed
+//! another's save is refused, and a read never waits for anything derived behind a save.
 //!
-//! Here: the store, opening it, and a save; `log` (reads and conditional appends with
-//! retry, fences), `derive` (each context's head, deriving the tree), `follow` (the view of
-//! every context, kept by following the log), `backend_impl` (the runtime's `Backend`),
-//! `layout` (subjects and what they hold), `view`, `connect`.
+//! Here: the store, opening it, and a save; `batch` (atomic batches), `writes` (what a save
+//! writes), `reads` (reads, scans, retries), `index` (tenants' lists, read on demand and kept
+//! by the streams' republished entries), `backend_impl` (the runtime's `Backend`), `layout`
+//! (subjects), `connect` (the connection and the streams).
 
 mod backend_impl;
+mod batch;
 mod connect;
-mod derive;
-mod follow;
+mod index;
 mod layout;
-mod log;
-mod view;
+mod reads;
+mod writes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::stream::Stream;
-use async_nats::jetstream::{self, consumer};
+use metrics::counter;
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use batch::{Put, Stored};
 pub use connect::NatsOptions;
-use layout::{Layout, StoredRecord};
-use view::View;
+use index::Index;
+use layout::Layout;
 
-use super::backend::Change;
-use super::codec;
 use super::error::{Error, Result};
-use crate::domain::{Context, ContextKey};
+use crate::backoff::{Attempts, Backoff};
+use crate::domain::ContextKey;
+use crate::telemetry::names;
 
-/// Reads of the tree in flight at once when loading a path.
+/// Reads in flight at once when loading a path.
 const READ_AHEAD: usize = 64;
 
 /// How long a request waits for the cluster to answer (a leader elected after a server
 /// died) before it fails UNAVAILABLE: saves and reads here, claims of contexts in
 /// `crate::cluster`.
 pub const PATIENCE: Duration = Duration::from_secs(15);
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// The messages a record of a restored context holds at most, bytes: well under the
-/// servers' default largest publish (1 MiB).
-const RESTORE_RECORD_BYTES: usize = 256 * 1024;
+/// Pauses between attempts while the cluster does not answer: 100 ms, doubling, at most 1 s
+/// apart, for [`PATIENCE`] in all.
+const RETRY: Backoff =
+    Backoff { immediate: 0, first: Duration::from_millis(100), max: Duration::from_secs(1), jitter: false };
 
-/// The store; cheap to share with the tasks that derive the tree behind saves.
+/// The store; cheap to share with the tasks that keep tenants' lists.
 pub struct Nats {
     inner: Arc<Inner>,
 }
@@ -71,88 +70,52 @@ pub struct Inner {
     client: async_nats::Client,
     js: jetstream::Context,
     layout: Layout,
-    log: Stream,
-    tree: Stream,
-    contexts: Stream,
-    /// What this process knows of each context's log: its last sequence (the condition of
-    /// the next save) and how far the tree is derived.
+    /// The partition streams, by partition.
+    streams: Vec<Stream>,
+    /// What this process knows of each context's head: the condition of its next save.
     heads: Mutex<HashMap<ContextKey, Head>>,
-    /// Held while a context's records are derived into the tree, so that they are derived
-    /// one at a time and in log order.
-    deriving: Mutex<HashMap<ContextKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// The derivations running behind saves, awaited at close.
-    derivations: TaskTracker,
-    view: View,
-    /// Every process's saves, as the follower reads them from the log.
-    changes: tokio::sync::broadcast::Sender<Change>,
+    index: Index,
+    /// A signal each time the connection came back (lists kept may have missed entries).
+    reconnects: tokio::sync::broadcast::Sender<()>,
     closed: AtomicBool,
-    /// Ends the follower.
+    /// Ends the tasks that keep tenants' lists.
     stopping: CancellationToken,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Head {
+    /// The stream sequence of the context's head.
     last: u64,
-    derived: u64,
     /// Another writer saved the context: what this process holds of it is stale, so every
     /// save is refused until it is loaded again.
     fenced: bool,
 }
 
-/// The consumer that follows the log, and the last sequence it delivered.
-struct Following {
-    messages: consumer::pull::Ordered,
-    last: u64,
-}
-
-/// Saves reported to the runtime that it may fall behind by.
-const CHANGES_CAPACITY: usize = 4096;
-
-/// The last message of a subject, if any.
+/// The last message of a subject.
 struct Last {
     sequence: u64,
     payload: bytes::Bytes,
+    /// Its `Nats-Msg-Id`: a head's names the save that wrote it.
+    id: Option<String>,
 }
 
 impl Nats {
-    /// Connects (waiting for the cluster while it is not reachable), creates the streams that
-    /// are missing, checks those that exist, and reads every context's summary.
+    /// Connects (waiting for the cluster while it is not reachable), checks the servers'
+    /// version, and creates the streams that are missing (checking those that exist).
     pub async fn open(options: &NatsOptions) -> Result<Self> {
-        let layout = Layout { prefix: options.prefix.clone() };
-        let (client, js, [log, tree, contexts]) = connect::until_ready(options, &layout).await?;
-        let inner = Inner {
+        let connect::Ready { client, js, layout, streams, reconnects } = connect::until_ready(options).await?;
+        let inner = Arc::new(Inner {
             client,
             js,
             layout,
-            log,
-            tree,
-            contexts,
+            streams,
             heads: Mutex::new(HashMap::new()),
-            deriving: Mutex::new(HashMap::new()),
-            derivations: TaskTracker::new(),
-            view: View::default(),
-            changes: tokio::sync::broadcast::channel(CHANGES_CAPACITY).0,
+            index: Index::default(),
+            reconnects,
             closed: AtomicBool::new(false),
             stopping: CancellationToken::new(),
-        };
-        // A cluster that has just come back may answer its first requests "temporarily
-        // unavailable": wait for it, as for the connection.
-        let following = loop {
-            // A consumer placed while the cluster recovers may deliver nothing: start again.
-            let read = tokio::time::timeout(PATIENCE, inner.read_view()).await;
-            match read
-                .unwrap_or_else(|_| Err(Error::Unavailable(format!("no contexts read in {} s", PATIENCE.as_secs()))))
-            {
-                Ok(following) => break following,
-                Err(Error::Unavailable(error)) => {
-                    tracing::warn!(%error, "waiting for the NATS cluster to read the contexts; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(error) => return Err(error),
-            }
-        };
-        let inner = Arc::new(inner);
-        tokio::spawn(Arc::clone(&inner).follow(following));
+        });
+        tokio::spawn(Arc::clone(&inner).forget_idle_lists());
         Ok(Self { inner })
     }
 
@@ -160,40 +123,102 @@ impl Nats {
     pub fn jetstream(&self) -> jetstream::Context {
         self.js.clone()
     }
+}
 
-    /// Saves `record` as the context's next. It is acknowledged once the log holds it; the
-    /// tree is derived from it behind the save, by a task of its own (a read of the tree
-    /// waits for it). Fails with `Conflict` if another writer saved the context since this
-    /// process last read it.
-    async fn save(
-        &self,
-        key: &ContextKey,
-        record: StoredRecord,
-        expect: u64,
-        after: Option<Arc<Context>>,
-    ) -> Result<usize> {
+impl Inner {
+    fn head(&self, key: &ContextKey) -> Option<Head> {
+        self.heads.lock().unwrap_or_else(PoisonError::into_inner).get(key).copied()
+    }
+
+    fn set_head(&self, key: &ContextKey, head: Option<Head>) {
+        let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        match head {
+            Some(head) => heads.insert(key.clone(), head),
+            None => heads.remove(key),
+        };
+    }
+
+    /// Refuses every later save of `key` until it is loaded again.
+    fn fence(&self, key: &ContextKey, last: u64) {
+        let head = self.head(key).unwrap_or(Head { last, fenced: true });
+        self.set_head(key, Some(Head { fenced: true, ..head }));
+    }
+
+    /// The head's sequence as this process knows it, or read; `Conflict` if another writer
+    /// is known to have saved the context since this process loaded it.
+    async fn expected(&self, key: &ContextKey) -> Result<u64> {
+        match self.head(key) {
+            Some(head) if head.fenced => Err(Error::Conflict { context: key.id.to_string() }),
+            Some(head) => Ok(head.last),
+            None => Ok(self.last(key, &self.layout.head(key)).await?.map_or(0, |l| l.sequence)),
+        }
+    }
+
+    /// Writes `puts` (the context's head last) as one atomic batch if the context's head is
+    /// still at `expect` (0: it has none). Returns the new head's sequence; `Conflict` if
+    /// another writer saved the context since.
+    ///
+    /// While the cluster cannot answer (a server gone, a leader being elected) the batch is
+    /// sent again for up to [`PATIENCE`], its head under the same message id: if an attempt
+    /// whose answer was lost did land, the retry is refused (a duplicate, or a head that
+    /// moved) and the head read back carries this very save's id. The id names the batch's
+    /// whole content (two saves may leave the same head), so a different save after a failed
+    /// one is never mistaken for it.
+    async fn save(&self, key: &ContextKey, mut puts: Vec<Put>, expect: u64) -> Result<u64> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::WriterStopped);
         }
-        let payload = codec::encode(&record);
-        let bytes = payload.len();
-        let Some(sequence) = self.append(key, payload, record.deleted, expect).await? else {
-            self.fence(key, expect);
-            return Err(Error::Conflict { context: key.id.to_string() });
-        };
-        // Saved: from here on nothing may fail the save.
-        self.advance(key, sequence);
-        if let Some(stored) = &record.context {
-            self.view.upsert(&key.tenant, codec::summary_from_stored(key.id, stored)?);
+        let Some(head) = puts.pop() else { return Ok(expect) };
+        let mut digest = Sha256::new();
+        for put in puts.iter().chain([&head]) {
+            digest.update(put.subject.as_bytes());
+            digest.update(&put.payload);
         }
-        let (inner, key) = (Arc::clone(&self.inner), key.clone());
-        self.derivations.spawn(async move {
-            if let Err(error) = inner.derive_through(&key, sequence, Some((expect, &record, after.as_deref()))).await {
-                tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "saved, but the tree is behind; the next read derives it");
+        let id = format!("{}:{expect}:{}", head.subject, hex::encode(&digest.finalize()[..16]));
+        let subject = head.subject.clone();
+        puts.push(head.header("Nats-Expected-Last-Subject-Sequence", expect).header("Nats-Msg-Id", &id));
+        let mut attempts = RETRY.attempts();
+        loop {
+            let error = match self.publish_batch(&puts).await {
+                Ok(Stored::At(sequence)) => {
+                    self.set_head(key, Some(Head { last: sequence, fenced: false }));
+                    return Ok(sequence);
+                }
+                Ok(Stored::WrongLast | Stored::Duplicate) => {
+                    return match self.last(key, &subject).await? {
+                        Some(last) if last.id.as_deref() == Some(id.as_str()) => {
+                            self.set_head(key, Some(Head { last: last.sequence, fenced: false }));
+                            Ok(last.sequence)
+                        }
+                        _ => {
+                            self.fence(key, expect);
+                            Err(Error::Conflict { context: key.id.to_string() })
+                        }
+                    };
+                }
+                Err(Error::Unavailable(error)) => error,
+                Err(error) => return Err(error),
+            };
+            tracing::warn!(context = %key.id, tenant = %key.tenant, %error, "the NATS cluster did not take a save; retrying");
+            if !retry_later(&mut attempts, &self.closed).await {
+                return Err(Error::Unavailable(format!(
+                    "the NATS cluster did not take the save within {} s ({error}); is a majority of its servers up?",
+                    PATIENCE.as_secs()
+                )));
             }
-        });
-        Ok(bytes)
+            counter!(names::NATS_SAVE_RETRIES).increment(1);
+        }
     }
+}
+
+/// Waits before the next attempt; `false` (at once) once patience is spent or the store is
+/// closing.
+async fn retry_later(attempts: &mut Attempts, closed: &AtomicBool) -> bool {
+    if attempts.elapsed() + attempts.next_pause() > PATIENCE || closed.load(Ordering::Acquire) {
+        return false;
+    }
+    attempts.wait().await;
+    true
 }
 
 fn unavailable(error: impl std::fmt::Display) -> Error {

@@ -1,16 +1,17 @@
 //! The NATS store against a real `nats-server` (one server, JetStream, replicas 1): what
 //! every engine does (`crate::store::contract`), then NATS' own: a context copied whole from
-//! RocksDB across several records, a copy cut short, retried and stale saves.
+//! RocksDB across several batches, a copy cut short, retried and stale saves, tenants'
+//! lists on demand, run markers, and the layout's checks.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::layout::{StoredNodeMessage, StoredRecord};
 use super::{Nats, NatsOptions};
 use crate::domain::{
     Change, Context, ContextConfig, ContextId, ContextKey, Message, MessageId, Phase, Role, TenantId, Timestamp,
 };
+use crate::store::codec::{StoredNodeMessage, StoredRecord};
 use crate::store::contract::{backend_contract, commit, save_of};
 use crate::store::{Backend, Change as Saved, Dump, Error, Inserted, Rocks, codec};
 
@@ -39,7 +40,7 @@ impl Server {
     }
 
     async fn open(&self) -> Nats {
-        let options = NatsOptions::plain(vec![format!("nats://127.0.0.1:{}", self.port)], "test", 1);
+        let options = NatsOptions::plain(vec![format!("nats://127.0.0.1:{}", self.port)], "test", 1, 4);
         tokio::time::timeout(Duration::from_secs(30), Nats::open(&options)).await.expect("NATS ready").expect("open")
     }
 }
@@ -88,21 +89,24 @@ async fn long_context_and_a_server() -> (Dump, Server, Nats) {
 }
 
 #[tokio::test]
-async fn a_long_context_restores_across_records_and_reads_back_identical() {
+async fn a_long_context_restores_across_batches_and_reads_back_identical() {
     let (dump, server, nats) = long_context_and_a_server().await;
     let key = dump.context.key();
     assert_eq!(nats.restore(&dump).await.expect("restore"), Inserted::Saved);
-    let records = nats.log.get_info().await.expect("info").state.messages;
-    assert!(records > 4, "{records} records: a record holds at most 256 KiB of messages");
+    let stream = &nats.streams[nats.layout.partition(&key) as usize];
+    let stored = stream.clone().info().await.expect("info").state.messages;
+    // 80 messages, 80 ids, the child lists, the entry, the marker-less head.
+    assert!(stored >= 160, "{stored} messages stored");
     let copy = nats.dump(&key).await.expect("read").expect("there");
     assert_eq!(copy.checksum(), dump.checksum());
     assert_eq!(nats.restore(&dump).await.expect("again"), Inserted::Taken);
     assert_eq!(nats.keys().await.expect("keys"), vec![key.clone()]);
 
-    // A fresh process derives nothing again and lists it.
+    // A fresh process lists it, reading the tenant's entries on demand.
     drop(nats);
     let nats = server.open().await;
     assert_eq!(nats.list(&key.tenant, None, 10).await.expect("list").0.len(), 1);
+    assert_eq!(nats.count(&key.tenant).await.expect("count"), 1);
     assert_eq!(nats.dump(&key).await.expect("read").expect("there").checksum(), dump.checksum());
 }
 
@@ -110,16 +114,18 @@ async fn a_long_context_restores_across_records_and_reads_back_identical() {
 async fn a_copy_cut_short_is_never_a_context_and_the_next_restore_starts_again() {
     let (dump, _server, nats) = long_context_and_a_server().await;
     let key = dump.context.key();
-    // What a restore killed after its first record leaves: messages, and no context.
-    let first = dump.messages[..10]
-        .iter()
-        .map(|m| StoredNodeMessage { node: m.node.get(), message: Some(codec::message_to_stored(m)) })
-        .collect();
-    let record = StoredRecord { messages: first, ..Default::default() };
-    nats.save(&key, record, 0, None).await.expect("first record");
+    // What a restore killed after its first batch leaves: messages, and no head.
+    let record = StoredRecord {
+        messages: dump.messages[..10]
+            .iter()
+            .map(|m| StoredNodeMessage { node: m.node.get(), message: Some(codec::message_to_stored(m)) })
+            .collect(),
+        ..Default::default()
+    };
+    let first = nats.tree_writes(&key, &record, None).await.expect("writes");
+    nats.publish_batch(&first).await.expect("first batch");
 
-    let loading = nats.load(&key).await.expect_err("not a context");
-    assert!(matches!(&loading, Error::Unavailable(why) if why.contains("did not finish")), "{loading}");
+    assert!(nats.load(&key).await.expect("load").is_none(), "not a context");
     assert!(nats.list(&key.tenant, None, 10).await.expect("list").0.is_empty(), "not listed");
     assert!(nats.interrupted().await.expect("interrupted").is_empty(), "nothing to resume");
 
@@ -133,32 +139,40 @@ async fn a_retried_save_is_acknowledged_once_and_a_different_one_is_refused() {
     let server = Server::start();
     let nats = server.open().await;
     let key = ContextKey::new(TenantId::parse("acme").expect("tenant"), ContextId::from_bytes([8; 16]));
-    let record = codec::encode(&StoredRecord { new_from_node: 1, ..Default::default() });
-    let first = nats.append(&key, record.clone(), false, 0).await.expect("append");
-    // The same record again, as a retry after a lost acknowledgement: the same sequence back.
-    assert_eq!(nats.append(&key, record, false, 0).await.expect("retry"), first);
-    // A different record on the same expectation: the log moved on.
-    let other = codec::encode(&StoredRecord { new_from_node: 2, ..Default::default() });
-    assert_eq!(nats.append(&key, other, false, 0).await.expect("refused"), None);
-    assert_eq!(nats.log.get_info().await.expect("info").state.messages, 1);
+    let batch = |n: u8| {
+        vec![
+            super::batch::Put::new(nats.layout.entry(&key), vec![n]),
+            super::batch::Put::new(nats.layout.head(&key), vec![1, n]),
+        ]
+    };
+    let first = nats.save(&key, batch(1), 0).await.expect("save");
+    // The same batch again, as a retry after a lost answer: the same head back, stored once.
+    nats.set_head(&key, None);
+    assert_eq!(nats.save(&key, batch(1), 0).await.expect("retry"), first);
+    // A different batch on the same expectation: the head moved on.
+    assert!(matches!(nats.save(&key, batch(2), 0).await, Err(Error::Conflict { .. })));
+    let stream = &nats.streams[nats.layout.partition(&key) as usize];
+    // The layout's stream is another; this one holds the entry and the head, once.
+    assert_eq!(stream.clone().info().await.expect("info").state.messages, 2);
 }
 
 #[tokio::test]
-async fn a_second_writer_is_refused_by_the_log_and_every_process_sees_every_save() {
+async fn a_second_writer_is_refused_and_every_process_sees_every_save_of_a_watched_tenant() {
     let server = Server::start();
     let (a, b) = (server.open().await, server.open().await);
-    let mut reported = b.changes().expect("a shared store reports saves");
     let key = ContextKey::new(TenantId::parse("acme").expect("tenant"), ContextId::from_bytes([9; 16]));
+    let mut reported = b.watch(&key.tenant).await.expect("watch").expect("a shared store reports saves");
     let ctx =
         Context::new(key.clone(), "alice".into(), "shared".into(), ContextConfig::default(), Timestamp::from_micros(1));
     assert_eq!(a.insert(std::sync::Arc::new(ctx.clone())).await.expect("insert"), Inserted::Saved);
-    // B follows A's saves: its list and its reports have the context.
+    // B watches the tenant: its list and its reports have A's context.
     let first = tokio::time::timeout(Duration::from_secs(10), reported.recv()).await.expect("reported").expect("open");
     assert!(
         matches!(&first, Saved::Saved { key: k, summary } if *k == key && summary.revision == ctx.revision),
         "{first:?}"
     );
     assert_eq!(b.list(&key.tenant, None, 10).await.expect("list").0.len(), 1);
+    let mut other = b.watch(&TenantId::parse("other").expect("tenant")).await.expect("watch").expect("reports");
 
     // Both hold it; A saves first, so B's save, made without seeing A's, is refused.
     let held_by_b = b.load(&key).await.expect("load").expect("there");
@@ -170,7 +184,8 @@ async fn a_second_writer_is_refused_by_the_log_and_every_process_sees_every_save
     let (after_a, save) = save_of(&held_by_a, say(&held_by_a, "from a"));
     a.commit(save).await.expect("a saves");
     let (_, stale) = save_of(&held_by_b, say(&held_by_b, "from b"));
-    assert!(matches!(b.commit(stale).await, Err(Error::Conflict { .. })), "a stale writer is refused");
+    let refused = b.commit(stale).await;
+    assert!(matches!(refused, Err(Error::Conflict { .. })), "a stale writer is refused: {refused:?}");
     // Once B lets the context go and reads it again, it follows A's save.
     b.settle(&key).await;
     let reread = b.load(&key).await.expect("load").expect("there");
@@ -182,4 +197,61 @@ async fn a_second_writer_is_refused_by_the_log_and_every_process_sees_every_save
         a.load(&key).await.expect("load").expect("there").messages.iter().map(|m| m.text_content()).collect();
     assert_eq!(texts, ["from a", "from b, having read a"]);
     assert_eq!(after_b.revision, reread.revision + 1);
+
+    // Deleting tells the tenant's watchers; another tenant's hear nothing of it.
+    a.delete(std::sync::Arc::new(a.load(&key).await.expect("load").expect("there"))).await.expect("delete");
+    let removed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), reported.recv()).await.expect("reported").expect("open") {
+            Saved::Removed(k) => break k,
+            Saved::Saved { .. } => continue,
+        }
+    };
+    assert_eq!(removed, key);
+    assert!(b.list(&key.tenant, None, 10).await.expect("list").0.is_empty());
+    assert!(other.try_recv().is_err(), "another tenant's watchers are not told");
+    assert!(!a.exists(&key).await.expect("exists"));
+}
+
+#[tokio::test]
+async fn a_run_saved_mid_way_is_found_and_forgotten_once_it_ends() {
+    let server = Server::start();
+    let nats = server.open().await;
+    let key = ContextKey::new(TenantId::parse("acme").expect("tenant"), ContextId::from_bytes([5; 16]));
+    let ctx =
+        Context::new(key.clone(), "alice".into(), "run".into(), ContextConfig::default(), Timestamp::from_micros(1));
+    nats.insert(std::sync::Arc::new(ctx.clone())).await.expect("insert");
+    assert!(nats.interrupted().await.expect("interrupted").is_empty());
+    let question = Message::text(MessageId::new(), ctx.place(0), Role::User, "hi".into(), Timestamp::from_micros(2));
+    let running = commit(&nats, &ctx, Change::to(Phase::AwaitingLlmResponse { attempt: 1 }).with(question)).await;
+    assert_eq!(nats.interrupted().await.expect("interrupted"), vec![key.clone()]);
+    let answer =
+        Message::text(MessageId::new(), running.place(1), Role::Assistant, "hello".into(), Timestamp::from_micros(3));
+    commit(&nats, &running, Change::to(Phase::Idle).with(answer)).await;
+    // The marker of the ended run says so at once, and expires.
+    assert!(nats.interrupted().await.expect("interrupted").is_empty());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let partition = nats.layout.partition(&key);
+    let markers = nats.scan(partition, &nats.layout.runs(partition)).await.expect("scan");
+    assert!(markers.is_empty(), "the marker expired");
+}
+
+#[tokio::test]
+async fn a_cluster_made_with_other_partitions_or_on_an_old_layout_is_refused() {
+    let server = Server::start();
+    drop(server.open().await);
+    let url = vec![format!("nats://127.0.0.1:{}", server.port)];
+    let error = Nats::open(&NatsOptions::plain(url.clone(), "test", 1, 8)).await.err().expect("refused").to_string();
+    assert!(error.contains("made with 4 partitions") && error.contains("--nats-partitions 8"), "{error}");
+    // A stream of layout 1 under the prefix.
+    let client = async_nats::connect(url[0].as_str()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "old_log".into(),
+        subjects: vec!["old.log.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("old stream");
+    let error = Nats::open(&NatsOptions::plain(url, "old", 1, 4)).await.err().expect("refused").to_string();
+    assert!(error.contains("previous NATS layout") && error.contains("ctxd migrate"), "{error}");
 }
