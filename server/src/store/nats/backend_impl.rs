@@ -12,7 +12,7 @@ use crate::domain::{
     Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, Seq, Sibling, TenantId,
 };
 use crate::store::backend::{Backend, Change, Inserted};
-use crate::store::codec::{self, StoredJoined, StoredNode, StoredNodeMessage, StoredRecord};
+use crate::store::codec::{self, StoredJoined, StoredNode, StoredRecord};
 use crate::store::dump::Dump;
 use crate::store::error::{Error, Result};
 use crate::store::save::Save;
@@ -220,25 +220,17 @@ impl Backend for Nats {
     async fn restore(&self, dump: &Dump) -> Result<Inserted> {
         dump.check()?;
         let ctx = &dump.context;
-        let record = StoredRecord {
-            context: Some(codec::context_to_stored(ctx)),
-            path: Some(codec::path_to_stored(&ctx.shape)),
-            messages: dump
-                .messages
-                .iter()
-                .map(|m| StoredNodeMessage { node: m.node.get(), message: Some(codec::message_to_stored(m)) })
-                .collect(),
-            new_from_node: 0,
-            joined: dump
-                .active_at
-                .iter()
-                .map(|&(node, active_at)| {
-                    let parent = dump.message(node).and_then(|m| m.parent);
-                    StoredJoined { node: node.get(), parent: parent.map(NodeId::get), active_at: Some(active_at) }
-                })
-                .collect(),
-            deleted: false,
-        };
+        // Every message of every branch is new here; each child keeps when it was last active.
+        let whole = Save { before: None, after: Arc::clone(ctx), messages: dump.messages.clone(), joined: Vec::new() };
+        let mut record = StoredRecord::of(&whole);
+        record.joined = dump
+            .active_at
+            .iter()
+            .map(|&(node, active_at)| {
+                let parent = dump.message(node).and_then(|m| m.parent);
+                StoredJoined { node: node.get(), parent: parent.map(NodeId::get), active_at: Some(active_at) }
+            })
+            .collect();
         self.create(&ctx.key(), record).await
     }
 
