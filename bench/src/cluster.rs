@@ -1,12 +1,12 @@
-//! Many ctxd nodes on one 3-server NATS cluster (docs/cluster.md): turns with 1 and 3 nodes
-//! (each client's context run by the node it calls, every call sent on to another node, and
-//! calls spread by a round-robin load balancer, with where the runs end up), a change made on
-//! one node seen by a watcher on another, and failover after `kill -9`.
-//! CPU is read per node, so a turn's cost per node can be projected to more machines.
+//! Many ctxd nodes on one 3-server NATS cluster (docs/cluster.md): turns at a fixed,
+//! unsaturated load with 1, 2, 3 and 5 nodes (calls reaching the node that holds the
+//! context's partition, and spread by a round-robin load balancer), a change made on one node
+//! seen by a watcher on another, and failover after `kill -9`. CPU is read per node: on this
+//! machine's 2 shared cores, the CPU a served turn costs is the figure, not the throughput.
 
 use std::time::{Duration, Instant};
 
-use ctxd_tests::nats::NatsCluster;
+use ctxd_tests::nats::{NatsCluster, gauge, runner};
 use ctxd_tests::v1 as pb;
 use ctxd_tests::{Client, Server, create, metrics, send_request};
 use futures::future::join_all;
@@ -16,8 +16,10 @@ use crate::report::Row;
 use crate::scenarios::{Scale, commit_to_receipt};
 use crate::stats::Summary;
 
-/// The lease TTL of the nodes measured (failover waits for it).
-const LEASE_TTL_MS: u64 = 2000;
+/// The lease TTL of the nodes measured (the default).
+const LEASE_TTL_MS: u64 = 1500;
+/// Each client's pause between turns: the load stays the same whatever the number of nodes.
+const THINK: Duration = Duration::from_millis(40);
 
 struct Nodes {
     nodes: Vec<Server>,
@@ -27,24 +29,12 @@ struct Nodes {
 impl Nodes {
     async fn start(count: usize, mock_delay_ms: u64) -> Self {
         let cluster = NatsCluster::start(3).await;
-        let mut nodes = Vec::new();
-        for i in 1..=count {
-            nodes.push(cluster.ctxd_node(&format!("bench{i}"), LEASE_TTL_MS, mock_delay_ms).await);
-        }
+        let nodes = cluster.ctxd_nodes("bench", count, LEASE_TTL_MS, mock_delay_ms).await;
         Self { nodes, _cluster: cluster }
     }
 
     fn cpu(&self) -> Vec<Duration> {
         self.nodes.iter().map(Server::cpu_time).collect()
-    }
-
-    /// How many contexts each node runs.
-    async fn leases_held(&self) -> Vec<f64> {
-        let mut held = Vec::new();
-        for node in &self.nodes {
-            held.push(metrics::value(&metrics::scrape(node).await, "ctxd_leases_held", &[]));
-        }
-        held
     }
 
     /// Unary calls the nodes have sent on to another node so far, all nodes together.
@@ -59,51 +49,46 @@ impl Nodes {
 
 pub async fn cluster(scale: Scale) -> Vec<Row> {
     let mut rows = Vec::new();
-    let (clients, turns) = scale.pick((6, 5), (24, 40));
-    for count in [1, 3] {
+    let (clients, turns) = scale.pick((6, 5), (24, 60));
+    for count in [1, 2, 3, 5] {
         let nodes = Nodes::start(count, 0).await;
-        rows.push(turns_on(&nodes, clients, turns, Routing::Home).await);
-        if count == 3 {
-            rows.push(turns_on(&nodes, clients, turns, Routing::Forwarded).await);
+        rows.push(turns_on(&nodes, clients, turns, Routing::Holder).await);
+        if count > 1 {
             rows.push(turns_on(&nodes, clients, turns, Routing::RoundRobin).await);
+        }
+        if count == 3 {
             rows.push(cross_node_watch(&nodes, scale.pick(10, 200)).await);
         }
     }
-    rows.push(failover(scale.pick(2, 10)).await);
+    rows.push(failover(scale.pick(2, 20)).await);
     rows
 }
 
-/// Which node each client's calls reach; `home` is node `client % nodes`.
+/// Which node each client's calls reach.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Routing {
-    /// Every call reaches `home`, which runs the context.
-    Home,
-    /// `home` runs the context (it got the first call) and every other call reaches the next
-    /// node, so each is sent on once.
-    Forwarded,
-    /// A round-robin load balancer: every context is created on node 1, its first call after
-    /// that reaches `home`, and each later call the next node in turn. Where the runs end up
-    /// is what this measures (docs/cluster.md, "Spread").
+    /// The node holding the context's partition (a load balancer that routes by context).
+    Holder,
+    /// A round-robin load balancer: each call the next node, most sent on to the holder.
     RoundRobin,
 }
 
-/// `clients` concurrent clients, a context each, `turns` turns each (wait=true), routed as
-/// `routing` says. Notes the CPU per turn of each node, how many of these contexts each node
-/// runs afterwards (its `ctxd_leases_held`), and the share of turns sent on to another node.
+/// `clients` concurrent clients, a context each, `turns` turns each (wait=true, a pause
+/// between them), routed as `routing` says. Notes the CPU per turn of all nodes and of each,
+/// the partitions each holds, and the share of turns sent on to another node.
 async fn turns_on(nodes: &Nodes, clients: usize, turns: usize, routing: Routing) -> Row {
     let count = nodes.nodes.len();
-    let held_before = nodes.leases_held().await;
     let mut runs: Vec<(Vec<Client>, String)> = Vec::new();
     for c in 0..clients {
-        let home = c % count;
-        let creator = if routing == Routing::RoundRobin { 0 } else { home };
-        let id = create(&mut nodes.nodes[creator].client().await, "bench").await;
-        // The first call takes the context for the node it reaches.
-        ctxd_tests::get(&mut nodes.nodes[home].client().await, &id).await;
-        let callers = match routing {
-            Routing::Home => vec![home],
-            Routing::Forwarded => vec![(home + 1) % count],
-            Routing::RoundRobin => (1..=count).map(|k| (home + k) % count).collect(),
+        let mut first = nodes.nodes[c % count].client().await;
+        let id = create(&mut first, "bench").await;
+        let holder = runner(&nodes.nodes, async {
+            ctxd_tests::get(&mut first, &id).await;
+        })
+        .await;
+        let callers: Vec<usize> = match routing {
+            Routing::Holder => vec![holder],
+            Routing::RoundRobin => (0..count).map(|k| (c + k) % count).collect(),
         };
         let mut clients = Vec::new();
         for node in callers {
@@ -121,6 +106,7 @@ async fn turns_on(nodes: &Nodes, clients: usize, turns: usize, routing: Routing)
             let t = Instant::now();
             clients[caller].send_message(send_request(&id, "hello there", true)).await.expect("turn");
             samples.push(t.elapsed());
+            tokio::time::sleep(THINK).await;
         }
         samples
     });
@@ -131,27 +117,15 @@ async fn turns_on(nodes: &Nodes, clients: usize, turns: usize, routing: Routing)
     let sent_on = nodes.forwarded().await - forwarded;
     let total = samples.len() as f64;
     let per_node: Vec<String> = used.iter().map(|s| format!("{:.0}", s * 1e6 / total)).collect();
-    let held: Vec<String> = nodes
-        .leases_held()
-        .await
-        .iter()
-        .zip(&held_before)
-        .map(|(after, before)| format!("{:.0}", after - before))
-        .collect();
-    let case = match (count, routing) {
-        (1, _) => format!("{clients} clients, 1 node"),
-        (_, Routing::Home) => format!("{clients} clients over {count} nodes, each context run by the node called"),
-        (_, Routing::Forwarded) => {
-            format!("{clients} clients over {count} nodes, every call sent on to the node running it")
-        }
-        (_, Routing::RoundRobin) => {
-            format!("{clients} clients, contexts created on node 1, calls round-robin over {count} nodes")
-        }
+    let held: Vec<String> = gauge(&nodes.nodes, "ctxd_leases_held").await.iter().map(|h| format!("{h:.0}")).collect();
+    let case = match routing {
+        Routing::Holder => format!("{clients} clients, {count} node(s), calls reach the partition's node"),
+        Routing::RoundRobin => format!("{clients} clients, {count} nodes, calls round-robin"),
     };
     let mut row = Row::new("cluster", case, Summary::of(samples, wall))
         .note("cpu_us_per_turn_all_nodes", format!("{:.0}", used.iter().sum::<f64>() * 1e6 / total))
         .note("cpu_us_per_turn_by_node", per_node.join("/"))
-        .note("contexts_run_by_node", held.join("/"))
+        .note("partitions_by_node", held.join("/"))
         .note("calls_sent_on_pct", format!("{:.0}", sent_on * 100.0 / total));
     row.server_cpu_ms = Some((used.iter().sum::<f64>() * 1e3) as u64);
     row
@@ -202,11 +176,14 @@ async fn failover(kills: usize) -> Row {
     let said = (0..80).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
     let mut samples = Vec::with_capacity(kills);
     let started = Instant::now();
-    for k in 0..kills {
-        let (victim, watcher) = (k % 3, (k + 2) % 3);
-        let mut owner = nodes.nodes[victim].client().await;
-        let id = create(&mut owner, "failover").await;
-        owner.send_message(send_request(&id, &said, false)).await.expect("send");
+    for _ in 0..kills {
+        let mut first = nodes.nodes[0].client().await;
+        let id = create(&mut first, "failover").await;
+        let victim = runner(&nodes.nodes, async {
+            first.send_message(send_request(&id, &said, false)).await.expect("send");
+        })
+        .await;
+        let watcher = (victim + 1) % 3;
         let mut far = nodes.nodes[watcher].client().await;
         let mut events = far
             .watch_state(pb::WatchStateRequest { context_id: id.clone(), from_revision: 0, message_limit: 0 })
@@ -233,6 +210,7 @@ async fn failover(kills: usize) -> Row {
             }
         }
         nodes.nodes[victim].restart().await;
+        ctxd_tests::nats::balanced(&nodes.nodes).await;
     }
     Row::new(
         "cluster",

@@ -96,40 +96,39 @@ async fn serve_metrics(
 }
 
 /// The configured engine, open (for NATS: once the cluster is reachable), and for NATS the
-/// JetStream context the nodes' leases are kept through.
-async fn open_store(config: &Config) -> Result<(Arc<dyn Backend>, Option<async_nats::jetstream::Context>), Error> {
+/// store again, which keeps the nodes' partition leases.
+async fn open_store(config: &Config) -> Result<(Arc<dyn Backend>, Option<Arc<Nats>>), Error> {
     match config.store {
         StoreKind::Rocksdb => {
             let rocks = Rocks::open_dir(config.data_dir.clone(), config.sync_writes).await?;
             Ok((Arc::new(rocks), None))
         }
         StoreKind::Nats => {
-            let nats = Nats::open(&config.nats_options()).await?;
-            let js = nats.jetstream();
-            Ok((Arc::new(nats), Some(js)))
+            let nats = Arc::new(Nats::open(&config.nats_options()).await?);
+            Ok((Arc::clone(&nats) as Arc<dyn Backend>, Some(nats)))
         }
     }
 }
 
-/// Which node runs each context: this one alone, or (on NATS) the one holding its lease.
+/// Which node runs each context: this one alone, or (on NATS) the one holding the lease of
+/// its partition.
 async fn placement(
     config: &Config,
-    js: Option<async_nats::jetstream::Context>,
+    nats: Option<Arc<Nats>>,
     bound: SocketAddr,
     key: Option<Arc<PeerKey>>,
 ) -> Result<(Arc<dyn Placement>, Option<Arc<Forwarder>>), Error> {
-    let Some(js) = js else { return Ok((Arc::new(Solo::new()), None)) };
+    let Some(nats) = nats else { return Ok((Arc::new(Solo::new()), None)) };
     let node_id = config.node_id(bound.port());
     let lease_ttl = Duration::from_millis(config.lease_ttl_ms);
     let options = ClusterOptions {
         node_id: node_id.clone(),
         advertise: config.advertise_addr(bound)?,
         lease_ttl,
-        replicas: config.nats_replicas,
         prefix: config.nats_prefix.clone(),
         key: key.clone(),
     };
-    let cluster = Cluster::join(js, options).await?;
+    let cluster = Cluster::join(nats, options).await?;
     let tls = match &config.peer_tls_ca {
         Some(ca) => Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_pem("peer-tls-ca", ca)?))),
         None => None,

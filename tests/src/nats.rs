@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
@@ -191,6 +192,24 @@ impl NatsCluster {
         crate::Server::start_with_env(mock_delay_ms, &args, env).await
     }
 
+    /// `count` ctxd nodes named `{name}1`, `{name}2`, …, started one after another, once the
+    /// 16 partitions are spread over them and unchanged for a second (the first node takes
+    /// them all, then hands each later node its share a beat after hearing it).
+    pub async fn ctxd_nodes(
+        &self,
+        name: &str,
+        count: usize,
+        lease_ttl_ms: u64,
+        mock_delay_ms: u64,
+    ) -> Vec<crate::Server> {
+        let mut nodes = Vec::new();
+        for i in 1..=count {
+            nodes.push(self.ctxd_node(&format!("{name}{i}"), lease_ttl_ms, mock_delay_ms).await);
+        }
+        balanced(&nodes).await;
+        nodes
+    }
+
     /// The servers' client URLs, comma-separated, as `--nats-url` takes them.
     pub fn urls(&self) -> String {
         self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect::<Vec<_>>().join(",")
@@ -218,4 +237,39 @@ impl NatsCluster {
     fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.nodes[i].name))).unwrap_or_default()
     }
+}
+
+/// A gauge of each node, in order.
+pub async fn gauge(nodes: &[crate::Server], name: &str) -> Vec<f64> {
+    let mut values = Vec::new();
+    for node in nodes {
+        values.push(crate::metrics::value(&crate::metrics::scrape(node).await, name, &[]));
+    }
+    values
+}
+
+/// Waits until every node holds some of the 16 partitions, all of them held, and nothing
+/// moved for a second.
+pub async fn balanced(nodes: &[crate::Server]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut stable = (Vec::new(), 0);
+    loop {
+        let held = gauge(nodes, "ctxd_leases_held").await;
+        let spread = held.iter().sum::<f64>() == 16.0 && held.iter().all(|&h| h >= 1.0);
+        stable = if spread && held == stable.0 { (held, stable.1 + 1) } else { (held, 0) };
+        if stable.1 >= 10 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the 16 partitions were not spread: {:?}", stable.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node of `nodes` that runs the context `call` just loaded (the one holding its
+/// partition, whichever node was called): the node whose loaded contexts grew.
+pub async fn runner<F: Future<Output = ()>>(nodes: &[crate::Server], call: F) -> usize {
+    let before = gauge(nodes, "ctxd_contexts_loaded").await;
+    call.await;
+    let after = gauge(nodes, "ctxd_contexts_loaded").await;
+    (0..nodes.len()).find(|&i| after[i] > before[i]).expect("a node loaded the context")
 }

@@ -35,13 +35,26 @@ impl Drop for Nodes {
 }
 
 impl Nodes {
+    /// Three nodes, once the partitions are spread over them.
     async fn start(lease_ttl_ms: u64, mock_delay_ms: u64) -> Self {
         let cluster = NatsCluster::start(3).await;
-        let mut nodes = Vec::new();
-        for i in 1..=3 {
-            nodes.push(cluster.ctxd_node(&format!("node{i}"), lease_ttl_ms, mock_delay_ms).await);
-        }
+        let nodes = cluster.ctxd_nodes("node", 3, lease_ttl_ms, mock_delay_ms).await;
         Self { nodes, cluster }
+    }
+
+    async fn gauge(&self, name: &str) -> Vec<f64> {
+        ctxd_tests::nats::gauge(&self.nodes, name).await
+    }
+
+    /// Creates a context through `client` and sends `said` to it; returns the context and
+    /// the node that runs it (the one holding its partition, whichever node was called).
+    async fn started_run(&self, client: &mut Client, title: &str, said: &str) -> (String, usize) {
+        let id = create(client, title).await;
+        let runs = ctxd_tests::nats::runner(&self.nodes, async {
+            client.send_message(send_request(&id, said, false)).await.expect("send");
+        })
+        .await;
+        (id, runs)
     }
 
     async fn client(&self, i: usize) -> Client {
@@ -148,14 +161,14 @@ async fn any_node_serves_any_context_and_watchers_anywhere_see_every_change() {
 }
 
 #[tokio::test]
-async fn a_context_runs_on_the_node_its_first_call_reached_not_on_the_node_that_created_it() {
+async fn the_partitions_spread_over_the_nodes_and_every_context_runs_on_its_partitions_node() {
     let nodes = Nodes::start(1500, 0).await;
     let mut clients = nodes.clients().await;
-    // Six contexts, all created on node 1. As a round-robin load balancer sends them, the
-    // first call about context `i`, right after its creation, reaches node `i % 3`, and each
-    // later one the next node.
+    let held = nodes.gauge("ctxd_leases_held").await;
+    // Twelve contexts, all created on node 1, each called round-robin: every call is served,
+    // by the node holding the context's partition, whichever node it reached.
     let mut ids = Vec::new();
-    for i in 0..6 {
+    for i in 0..12 {
         let id = create(&mut clients[0], &format!("spread {i}")).await;
         for turn in 0..3 {
             let done = send(&mut clients[(i + turn) % 3], &id, &format!("turn {turn}")).await;
@@ -163,13 +176,11 @@ async fn a_context_runs_on_the_node_its_first_call_reached_not_on_the_node_that_
         }
         ids.push(id);
     }
-    for (n, node) in nodes.nodes.iter().enumerate() {
-        let held = metrics::value(&metrics::scrape(node).await, "ctxd_leases_held", &[]);
-        assert_eq!(held, 2.0, "node {} runs the two contexts whose first call it got", n + 1);
-    }
     for id in &ids {
         assert_eq!(get(&mut clients[1], id).await.messages.len(), 6);
     }
+    let loaded = nodes.gauge("ctxd_contexts_loaded").await;
+    assert_eq!(loaded.iter().sum::<f64>(), 12.0, "each context runs on one node: {loaded:?} (partitions {held:?})");
 }
 
 #[tokio::test]
@@ -210,11 +221,10 @@ async fn concurrent_sends_through_every_node_store_one_and_a_resend_adds_nothing
 #[tokio::test]
 async fn a_reply_streaming_on_a_killed_node_completes_on_another_and_watchers_see_it_once() {
     let mut nodes = Nodes::start(1500, 40).await;
-    let (mut a, mut c) = (nodes.client(0).await, nodes.client(2).await);
-    let id = create(&mut a, "failover").await;
     let said = long_message(60);
-    // Sent to A, so A runs it; watched on A itself and, relayed, on C.
-    a.send_message(send_request(&id, &said, false)).await.expect("send");
+    let (id, runner) = nodes.started_run(&mut nodes.client(0).await, "failover", &said).await;
+    // Run by A (the node holding its partition); watched on A itself and, relayed, on C.
+    let (mut a, mut c) = (nodes.client(runner).await, nodes.client((runner + 2) % 3).await);
     let mut on_a = watch(&mut a, &id, 0).await;
     let mut on_c = watch(&mut c, &id, 0).await;
     let (mut folded_a, mut folded_c) = (Folded::default(), Folded::default());
@@ -230,10 +240,10 @@ async fn a_reply_streaming_on_a_killed_node_completes_on_another_and_watchers_se
     };
     tokio::time::timeout(PATIENCE, streaming).await.expect("streaming");
     let killed_at = std::time::Instant::now();
-    nodes.nodes[0].kill9().await;
+    nodes.nodes[runner].kill9().await;
 
     // A's own watcher lost its node: it reconnects to B from the last revision it saw.
-    let mut b = nodes.client(1).await;
+    let mut b = nodes.client((runner + 1) % 3).await;
     let expected = format!("You said: {said}");
     let mut resumed = watch(&mut b, &id, folded_a.revision).await;
     fold_until_rest(&mut resumed, &mut folded_a, &expected).await;
@@ -261,11 +271,16 @@ async fn a_node_stopped_with_sigterm_hands_its_runs_over_without_waiting_for_its
     // Leases of 60 s: a takeover that waited for one would outlast the test's patience.
     let mut nodes = Nodes::start(60_000, 40).await;
     let mut a = nodes.client(0).await;
+    // Runs until node 1 runs two of them (it holds a third of the partitions).
     let mut ids = Vec::new();
-    for n in 0..4 {
-        let id = create(&mut a, &format!("handover {n}")).await;
-        a.send_message(send_request(&id, &long_message(40), false)).await.expect("send");
+    let mut on_node_1 = Vec::new();
+    while on_node_1.len() < 2 {
+        let (id, runner) = nodes.started_run(&mut a, &format!("handover {}", ids.len()), &long_message(40)).await;
+        if runner == 0 {
+            on_node_1.push(id.clone());
+        }
         ids.push(id);
+        assert!(ids.len() < 40, "node 1 runs none of {} contexts", ids.len());
     }
     let status = nodes.nodes[0].terminate().await;
     assert!(status.success(), "{status:?}");
@@ -275,12 +290,15 @@ async fn a_node_stopped_with_sigterm_hands_its_runs_over_without_waiting_for_its
         let mut folded = Folded::default();
         fold_until_rest(&mut stream, &mut folded, &format!("You said: {}", long_message(40))).await;
     }
-    // The two survivors took the runs over between them (each context on one of them).
-    let lines: usize = nodes.nodes[1..]
+    // The two survivors took node 1's runs over between them.
+    let resumed: Vec<String> = nodes.nodes[1..]
         .iter()
-        .map(|node| node.log_lines().iter().filter(|l| l.contains("resuming interrupted run")).count())
-        .sum();
-    assert!(lines >= ids.len(), "every run was taken over by a survivor: {lines}");
+        .flat_map(|node| node.log_lines())
+        .filter(|l| l.contains("resuming interrupted run"))
+        .collect();
+    for id in &on_node_1 {
+        assert!(resumed.iter().any(|l| l.contains(id.as_str())), "node 1's run {id} was taken over: {resumed:?}");
+    }
 }
 
 /// A small PRNG for the chaos schedule (its seed is printed, so a failure can be replayed).
@@ -430,4 +448,70 @@ async fn chaos_of_killed_nodes_and_servers_loses_nothing_duplicates_nothing_and_
         "chaos: {} turns acknowledged, {node_kills} ctxd nodes and {server_kills} NATS servers killed",
         acked.len()
     );
+}
+
+#[tokio::test]
+async fn a_node_paused_past_its_ttl_writes_nothing_once_its_partitions_were_taken() {
+    let nodes = Nodes::start(1500, 40).await;
+    let said = long_message(60);
+    let (id, zombie) = nodes.started_run(&mut nodes.client(0).await, "zombie", &said).await;
+    let mut other = nodes.client((zombie + 1) % 3).await;
+    // Paused mid-reply for three TTLs: the others take it for dead, take its partitions and
+    // finish the reply.
+    let pid = nodes.nodes[zombie].pid().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill").args([name, &pid]).status().expect("kill");
+        assert!(status.success(), "kill {name}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let expected = format!("You said: {said}");
+    let finished = wait_until(&mut other, &id, |s| rests_with(s, &expected)).await;
+    // It wakes up holding a reply it was streaming and leases it lost: it writes nothing.
+    signal("-CONT");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(get(&mut other, &id).await, finished, "nothing written after the takeover");
+    let woke = metrics::scrape(&nodes.nodes[zombie]).await;
+    assert!(
+        metrics::value(&woke, "ctxd_cluster_standing_lost_total", &[]) >= 1.0
+            || nodes.nodes[zombie].log_lines().iter().any(|l| l.contains("another node took")),
+        "the paused node knows it lost its partitions"
+    );
+    // Back in the cluster, it serves calls again.
+    let mut back = nodes.client(zombie).await;
+    let again = send(&mut back, &id, "after the pause").await;
+    assert_eq!(text(again.messages.last().expect("reply")), "You said: after the pause");
+}
+
+#[tokio::test]
+async fn a_nats_server_killed_mid_turn_costs_no_node_its_partitions() {
+    let mut nodes = Nodes::start(1500, 5).await;
+    let held = nodes.gauge("ctxd_leases_held").await;
+    let mut clients = nodes.clients().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(create(&mut clients[i % 3], &format!("kept {i}")).await);
+    }
+    for server in 0..3 {
+        let turns = ids.iter().enumerate().map(|(i, id)| {
+            let mut client = clients[(i + server) % 3].clone();
+            let id = id.clone();
+            async move { send(&mut client, &id, &format!("while server {server} dies")).await }
+        });
+        let killing = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            nodes.cluster.kill9(server).await;
+        };
+        let (done, ()) = tokio::join!(futures::future::join_all(turns), killing);
+        for state in done {
+            assert_eq!(text(state.messages.last().expect("reply")), format!("You said: while server {server} dies"));
+        }
+        nodes.cluster.restart(server);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(nodes.gauge("ctxd_leases_held").await, held, "every node kept its partitions");
+    assert_eq!(nodes.gauge("ctxd_cluster_standing_lost_total").await, vec![0.0; 3]);
+    for id in &ids {
+        assert_eq!(get(&mut clients[0], id).await.messages.len(), 6);
+    }
 }

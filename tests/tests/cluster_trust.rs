@@ -94,8 +94,8 @@ async fn nodes_with_a_secret_over_tls_serve_together_and_impostors_get_nothing()
         assert_eq!(refused.code(), Code::PermissionDenied, "{proof:?}: {refused:?}");
     }
 
-    // Whoever can write to NATS registers a "node" at an address of its own: it is ignored,
-    // so no caller's token is ever sent there.
+    // Whoever can publish on NATS announces a "node" at an address of its own, holding
+    // partitions: it is ignored, so no caller's token is ever sent there.
     let nats_client = async_nats::ConnectOptions::with_user_and_password(NATS_USER.into(), NATS_PASSWORD.into())
         .add_root_certificates(pki.path("ca.pem"))
         .add_client_certificate(pki.path("cert.pem"), pki.path("key.pem"))
@@ -103,10 +103,11 @@ async fn nodes_with_a_secret_over_tls_serve_together_and_impostors_get_nothing()
         .connect(nats.urls().split(',').next().expect("a url"))
         .await
         .expect("connect to NATS");
-    let nodes = async_nats::jetstream::new(nats_client).get_key_value("ctxd_nodes").await.expect("nodes bucket");
-    nodes.put("node-z", r#"{"epoch":"x","addr":"127.0.0.1:9"}"#.into()).await.expect("put a rogue record");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
+        // A heartbeat of a rogue "node", as the nodes publish theirs.
+        let rogue = r#"{"epoch":"x","addr":"127.0.0.1:9","partitions":[0,1,2],"ttl_ms":1500}"#;
+        nats_client.publish("ctxd.nodes.node-z", rogue.into()).await.expect("publish a rogue heartbeat");
         let scrape = metrics::scrape(&a).await;
         if metrics::value(&scrape, "ctxd_cluster_records_refused_total", &[]) >= 1.0 {
             assert_eq!(metrics::value(&scrape, "ctxd_cluster_nodes", &[]), 2.0, "the rogue is no member");

@@ -1,6 +1,6 @@
 //! Where a context's actor may run. On one node it is always here (`Solo`); on a cluster of
-//! nodes sharing one store, the node that holds a context's lease runs it and the others send
-//! its calls there (`nats` implements that on NATS). The runtime only asks the questions
+//! nodes sharing one store, the node that holds the lease of a context's partition runs it
+//! and the others send its calls there (`nats` implements that on NATS). The runtime only asks the questions
 //! below and never names the engine; their errors are the engine's.
 
 use std::time::Duration;
@@ -37,6 +37,10 @@ pub trait Placement: Send + Sync {
 
     /// Gives `key` up; called once its last save is written in full.
     async fn release(&self, key: &ContextKey, lease: Lease);
+
+    /// Whether `lease` of `key` still lets this node run it: asked by its actor whenever the
+    /// standing changes (a partition given up or lost, or the node's standing lost).
+    fn valid(&self, key: &ContextKey, lease: Lease) -> bool;
 
     /// The live node that holds `key`, if it is not this one, as far as this node knows
     /// without asking the engine (a hint: the holder may have let it go since).
@@ -93,6 +97,10 @@ impl Placement for Solo {
     }
 
     async fn release(&self, _key: &ContextKey, _lease: Lease) {}
+
+    fn valid(&self, _key: &ContextKey, _lease: Lease) -> bool {
+        true
+    }
 
     fn holder(&self, _key: &ContextKey) -> Option<Peer> {
         None

@@ -109,11 +109,12 @@ settings! {
         /// CA certificate (PEM) the other nodes' certificates are checked against: set, calls sent
         /// on to another node go over TLS.
         optional peer_tls_ca: PathBuf = None;
-        /// How long a node that stopped renewing its place (it died) keeps its contexts before
-        /// another node takes them over, in milliseconds. The same on every node. Longer than a
-        /// NATS stream's leader election (nats-server 2.9 waits 4 to 9 s), so that a NATS
-        /// failover never costs a healthy node its contexts.
-        value lease_ttl_ms: u64 = 15_000;
+        /// How long a node's heartbeats may stop (it died, or was cut off) before the other
+        /// nodes take its partitions over, in milliseconds. The same on every node. Heartbeats
+        /// go over core NATS, which keeps flowing while a stream elects a leader, so this need
+        /// not outlast an election; it must outlast a client's reconnect to another NATS
+        /// server.
+        value lease_ttl_ms: u64 = 1_500;
         /// Pause of the mock LLM before each streamed word, in milliseconds.
         value mock_delay_ms: u64 = 20;
         /// Root directory of the file tools; without it they are not offered.

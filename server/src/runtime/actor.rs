@@ -124,6 +124,6 @@ impl Actor {
 
     /// Whether the lease this actor runs under is still good.
     fn in_standing(&self) -> bool {
-        self.lease.is_some_and(|lease| *self.standing.borrow() == lease.standing)
+        self.lease.is_some_and(|lease| self.shared.placement.valid(&self.key, lease))
     }
 }

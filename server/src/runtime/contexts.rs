@@ -136,14 +136,17 @@ impl Contexts {
     async fn insert_new(&self, mut ctx: Context) -> Result<Arc<Context>> {
         ctx.usage = ctx.usage(&self.shared.windows.budget(&ctx));
         let key = ctx.key();
-        // On a cluster the new context is this node's until it is written in full: no other
-        // node may load (and finish writing) it meanwhile.
+        // On a cluster a new context is written by whichever node was asked (the store's
+        // condition on its head refuses a taken id); the node holding its partition runs it
+        // from its next call on. Held here meanwhile when that is this node.
         let lease = match self.shared.placement.claim(&key).await? {
-            Claim::Mine(lease) => lease,
-            Claim::Elsewhere(_) => return Err(Error::AlreadyExists(key.id)),
+            Claim::Mine(lease) => Some(lease),
+            Claim::Elsewhere(_) => None,
         };
         let inserted = self.insert_held(ctx).await;
-        self.shared.release(key, lease);
+        if let Some(lease) = lease {
+            self.shared.release(key, lease);
+        }
         inserted
     }
 

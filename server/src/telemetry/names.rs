@@ -160,7 +160,7 @@ pub fn describe() {
         "Calls sent on to the node that runs their context, by grpc_method and outcome (ok, error, unreachable)."
     );
     describe_counter!(RUNS_TAKEN_OVER, "Runs this node took over from a node that left or died.");
-    describe_gauge!(LEASES_HELD, "Contexts this node holds the lease of (it runs them).");
+    describe_gauge!(LEASES_HELD, "Partitions this node holds the lease of (it runs their contexts).");
     describe_counter!(
         STANDING_LOST,
         "Times this node could not renew its place in the cluster in time and stopped every context it ran."

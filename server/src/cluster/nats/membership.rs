@@ -1,188 +1,196 @@
-//! Membership: which nodes are alive and where to reach them. Each node keeps its key in the
-//! `{prefix}_nodes` bucket alive (a heartbeat every third of the lease TTL), follows the
-//! bucket to know the others, and loses its standing — every context it runs — when it
-//! could not renew for three quarters of a TTL. With a cluster secret, a record not signed
-//! with it is no node's.
+//! Membership: which nodes are alive and where to reach them. Each node publishes a
+//! heartbeat on core NATS (`{prefix}.nodes.{node}`) every sixth of the lease TTL (at most
+//! every half second) and listens
+//! to the others'; a node not heard from for a TTL is gone. Core NATS keeps flowing while a
+//! JetStream stream elects a leader, so a NATS server's failover does not make healthy nodes
+//! look dead. A node cut off from NATS for three quarters of a TTL stops everything it runs
+//! (the others will take its partitions) and comes back as a new incarnation. With a cluster
+//! secret, a heartbeat not signed with it is no node's.
 
 use std::sync::Arc;
 
-use async_nats::jetstream::kv;
+use futures::StreamExt;
 use metrics::{counter, gauge};
 use tokio::time::Instant;
 
-use super::records::{NodeRecord, OwnerRecord};
-use super::{Inner, Member, new_epoch, unavailable};
-use crate::cluster::Peer;
+use super::records::NodeRecord;
+use super::{Inner, Member, new_epoch};
 use crate::domain::shown;
 use crate::store;
 use crate::telemetry::names;
 
 impl Inner {
-    /// Renews this node's key every third of the TTL. A node that could not renew it for
-    /// three quarters of the TTL stops every context it runs (another node may take them
-    /// once the key expires) and registers again as a new incarnation.
+    fn subject(&self, node: &str) -> String {
+        format!("{}.nodes.{node}", self.prefix)
+    }
+
+    /// This node's heartbeat now.
+    fn record(&self, leaving: bool) -> NodeRecord {
+        let mut record = NodeRecord::signed(&self.me, self.epoch(), self.addr.clone(), self.key.as_deref());
+        record.partitions = if leaving { Vec::new() } else { self.held_partitions() };
+        record.ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        record.leaving = leaving;
+        record
+    }
+
+    /// Subscribes to every node's heartbeats.
+    pub(super) async fn listen(&self) -> Result<async_nats::Subscriber, store::Error> {
+        self.client
+            .subscribe(self.subject("*"))
+            .await
+            .map_err(|e| store::Error::Unavailable(format!("NATS: cannot hear the cluster's nodes: {e}")))
+    }
+
+    /// Publishes this node's heartbeat every beat. A node that could not reach NATS for
+    /// three quarters of a TTL loses its standing: the others take it for dead and take its
+    /// partitions, so it must stop writing before they do.
     pub(super) async fn heartbeat(self: Arc<Self>) {
-        let every = self.ttl / 3;
-        let mut pause = every;
+        let mut last_sent = Instant::now();
         loop {
             tokio::select! {
                 () = self.stopping.cancelled() => return,
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep(self.beat()) => {}
             }
-            // After a failure, again soon: a cluster that recovers is told at once.
-            pause = self.ttl / 12;
-            let registration = self.registration();
-            let record = self.record(registration.epoch.clone());
-            let sent = Instant::now();
-            let renewed =
-                tokio::time::timeout(every, self.nodes.update(&self.me, record.encode(), registration.revision)).await;
-            match renewed {
-                Ok(Ok(revision)) => {
-                    let mut current = Self::lock(&self.registration);
-                    current.revision = revision;
-                    current.renewed = sent;
-                    pause = every;
-                    continue;
-                }
-                Ok(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    // Expired while unreachable, or another process registered under this id.
-                    tracing::warn!(node = %self.me, %error, "this node's place in the cluster changed under it");
-                    self.lose_standing().await;
-                    pause = every;
-                    continue;
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(node = %self.me, %error, "could not renew this node's place in the cluster")
-                }
-                Err(_) => tracing::warn!(node = %self.me, "the cluster did not answer this node's heartbeat in time"),
-            }
-            if registration.renewed.elapsed() > self.ttl * 3 / 4 {
-                self.lose_standing().await;
-                pause = every;
+            let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+            let sent =
+                connected && self.client.publish(self.subject(&self.me), self.record(false).encode()).await.is_ok();
+            if sent {
+                last_sent = Instant::now();
+            } else if last_sent.elapsed() > self.ttl * 3 / 4 && !self.held_partitions().is_empty() {
+                self.lose_standing();
             }
         }
     }
 
-    /// Gives up every lease at once (the actors see the standing change and stop), then
-    /// registers as a new incarnation, trying until the cluster takes it.
-    pub(super) async fn lose_standing(&self) {
-        tracing::error!(node = %self.me, "this node lost its place in the cluster: stopping every context it runs");
+    /// Tells the others this node is leaving (its partitions are given up already).
+    pub(super) async fn say_goodbye(&self) {
+        if let Err(error) = self.client.publish(self.subject(&self.me), self.record(true).encode()).await {
+            tracing::warn!(node = %self.me, %error, "could not tell the cluster this node leaves; the others find it gone after a TTL");
+        }
+        let _ = self.client.flush().await;
+    }
+
+    /// Drops every partition at once (the actors see the standing change and stop), and
+    /// comes back as a new incarnation, which takes partitions again once it is heard.
+    pub(super) fn lose_standing(&self) {
+        tracing::error!(node = %self.me, "this node could not reach the cluster in time: stopping every context it runs");
         counter!(names::STANDING_LOST).increment(1);
-        let dropped = std::mem::take(&mut *Self::lock(&self.held)).len();
-        gauge!(names::LEASES_HELD).decrement(dropped as f64);
-        let epoch = new_epoch();
-        {
-            let mut registration = Self::lock(&self.registration);
-            registration.epoch.clone_from(&epoch);
+        let dropped: Vec<u32> = std::mem::take(&mut *Self::lock(&self.held)).into_keys().collect();
+        for partition in &dropped {
+            self.store.drop_lease(*partition);
         }
+        gauge!(names::LEASES_HELD).set(0.0);
+        *Self::lock(&self.epoch) = new_epoch();
         self.standing.send_modify(|n| *n = n.wrapping_add(1));
-        let record = self.record(epoch);
-        loop {
-            let sent = Instant::now();
-            match self.nodes.put(&self.me, record.encode()).await {
-                Ok(revision) => {
-                    let mut registration = Self::lock(&self.registration);
-                    registration.revision = revision;
-                    registration.renewed = sent;
-                    tracing::info!(node = %self.me, "registered again in the cluster");
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(node = %self.me, %error, "cannot register in the cluster; retrying");
-                    tokio::select! {
-                        () = self.stopping.cancelled() => return,
-                        () = tokio::time::sleep(self.ttl / 3) => {}
-                    }
-                }
-            }
-        }
+        self.changed();
     }
 
-    /// Follows the nodes bucket: who is alive, where to reach them. A node whose key has not
-    /// been renewed for a TTL is taken for gone (nats-server 2.9 deletes expired keys without
-    /// telling watchers).
-    pub(super) async fn watch_nodes(self: Arc<Self>) {
-        let every = self.ttl / 4;
-        self.follow(
-            &self.nodes,
-            "the cluster's nodes",
-            |entry| self.member_entry(entry),
-            every,
-            || self.expire_members(),
-        )
-        .await;
-    }
-
-    /// This node's membership record in incarnation `epoch`.
-    pub(super) fn record(&self, epoch: String) -> NodeRecord {
-        NodeRecord::signed(&self.me, epoch, self.addr.clone(), self.key.as_deref())
-    }
-
-    /// A node's record as this node reads it: none if it is not a node of this cluster's
+    /// A node's heartbeat as this node reads it: none if it is not a node of this cluster's
     /// (with a secret, a record not signed with it is someone posing as a node).
-    pub(super) fn member_record(&self, entry: &kv::Entry) -> Option<NodeRecord> {
-        let record = NodeRecord::decode(&entry.key, &entry.value, self.key.as_deref());
-        if record.is_none() && entry.operation == kv::Operation::Put && self.refused_members.admit("member").is_some() {
-            tracing::warn!(node = %shown(&entry.key), "ignoring a node record not signed with this cluster's secret");
+    fn member_record(&self, node: &str, payload: &[u8]) -> Option<NodeRecord> {
+        let record = NodeRecord::decode(node, payload, self.key.as_deref());
+        if record.is_none() && self.refused_members.admit("member").is_some() {
+            tracing::warn!(node = %shown(node), "ignoring a node record not signed with this cluster's secret");
             counter!(names::MEMBERS_REFUSED).increment(1);
         }
         record
     }
 
-    pub(super) fn member_entry(&self, entry: kv::Entry) {
-        let record = self.member_record(&entry);
+    /// Applies one heartbeat; returns whether the live nodes changed.
+    fn heard(&self, node: &str, record: NodeRecord) -> bool {
         let mut members = Self::lock(&self.members);
-        let changed = match (entry.operation, record) {
-            (kv::Operation::Put, Some(record)) => {
-                let member = Member { epoch: record.epoch, addr: record.addr, seen: Instant::now() };
-                let known = members.insert(entry.key.clone(), member.clone());
-                known.is_none_or(|known| known.epoch != member.epoch)
+        if record.leaving {
+            let left = members.remove(node).is_some();
+            if left {
+                tracing::info!(node = %node, "a node left the cluster");
             }
-            _ => members.remove(&entry.key).is_some(),
-        };
-        gauge!(names::CLUSTER_NODES).set(members.len() as f64);
-        drop(members);
-        if changed {
-            tracing::info!(node = %entry.key, joined = matches!(entry.operation, kv::Operation::Put), "the cluster's nodes changed");
-            self.changed();
+            return left;
+        }
+        let now = Instant::now();
+        let known = members.get(node).filter(|m| m.epoch == record.epoch && m.seen.elapsed() <= self.ttl);
+        let since = known.map_or(now, |m| m.since);
+        let joined = known.is_none();
+        if joined {
+            tracing::info!(node = %node, addr = %record.addr, "a node joined the cluster");
+        }
+        members.insert(
+            node.to_owned(),
+            Member {
+                epoch: record.epoch,
+                addr: record.addr,
+                partitions: record.partitions,
+                ttl_ms: record.ttl_ms,
+                seen: now,
+                since,
+            },
+        );
+        gauge!(names::CLUSTER_NODES).set((members.len() + 1) as f64);
+        joined
+    }
+
+    /// Every node the heartbeats name whose TTL is not this node's: refused at start, since
+    /// nodes that disagree on when a node is dead would take each other's partitions.
+    pub(super) fn check_ttls(&self) -> Result<(), store::Error> {
+        let ours = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let members = Self::lock(&self.members);
+        match members.iter().find(|(_, m)| m.ttl_ms != ours) {
+            Some((node, member)) => Err(store::Error::Misconfigured(format!(
+                "node {node} runs with --lease-ttl-ms {} and this node with {ours}; every node of a cluster needs the same --lease-ttl-ms",
+                member.ttl_ms
+            ))),
+            None => Ok(()),
         }
     }
 
-    pub(super) fn expire_members(&self) {
+    /// Follows the other nodes' heartbeats, and takes a node not heard from for a TTL for
+    /// gone.
+    pub(super) async fn follow_members(self: Arc<Self>, mut heartbeats: async_nats::Subscriber) {
+        let mut ticks = tokio::time::interval(self.beat());
+        loop {
+            let changed = tokio::select! {
+                () = self.stopping.cancelled() => return,
+                _ = ticks.tick() => self.expire_members(),
+                heartbeat = heartbeats.next() => match heartbeat {
+                    Some(message) => {
+                        let Some(node) = message.subject.rsplit('.').next().map(str::to_owned) else { continue };
+                        if node == self.me {
+                            continue;
+                        }
+                        match self.member_record(&node, &message.payload) {
+                            Some(record) => self.heard(&node, record),
+                            None => continue,
+                        }
+                    }
+                    None => match self.listen().await {
+                        Ok(again) => {
+                            heartbeats = again;
+                            continue;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "lost the cluster's heartbeats; listening again");
+                            tokio::time::sleep(self.beat()).await;
+                            continue;
+                        }
+                    },
+                },
+            };
+            if changed {
+                self.changed();
+            }
+        }
+    }
+
+    fn expire_members(&self) -> bool {
         let mut members = Self::lock(&self.members);
         let before = members.len();
         members.retain(|node, member| {
-            let alive = node == &self.me || member.seen.elapsed() <= self.ttl;
+            let alive = member.seen.elapsed() <= self.ttl;
             if !alive {
-                tracing::warn!(node = %node, "a node stopped renewing its place in the cluster: taking it for gone");
+                tracing::warn!(node = %node, "a node's heartbeats stopped: taking it for gone");
             }
             alive
         });
-        let after = members.len();
-        gauge!(names::CLUSTER_NODES).set(after as f64);
-        drop(members);
-        if after != before {
-            self.changed();
-        }
-    }
-
-    /// Whether the cluster itself says `owner` is gone: its key expired or was deleted, or
-    /// names a newer incarnation. Asked before taking a context from it, so a watch that
-    /// lags (this node cut off for a while) never makes it take a live node's context.
-    pub(super) async fn gone(&self, owner: &OwnerRecord) -> Result<Option<Peer>, store::Error> {
-        if owner.node.is_empty() {
-            return Ok(None);
-        }
-        let entry = self.nodes.entry(owner.node.clone()).await.map_err(|e| unavailable("nodes", e))?;
-        // Decoded as the watch does, but not counted again: the watch counted each record.
-        let record = entry
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| NodeRecord::decode(&e.key, &e.value, self.key.as_deref()));
-        match record {
-            Some(record) if record.epoch == owner.epoch => {
-                Ok(Some(Peer { node: owner.node.clone(), addr: record.addr }))
-            }
-            _ => Ok(None),
-        }
+        gauge!(names::CLUSTER_NODES).set((members.len() + 1) as f64);
+        members.len() != before
     }
 }

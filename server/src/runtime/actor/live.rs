@@ -133,8 +133,8 @@ impl Live {
                 () = actor.driver.reap() => {}
                 changed = actor.standing.changed() => {
                     if changed.is_err() || !actor.in_standing() {
-                        tracing::warn!(context = %actor.key.id, "this node lost its standing in the cluster; another node takes the context over");
-                        actor.fail("this node lost its lease on the context; try again".into());
+                        tracing::warn!(context = %actor.key.id, "this node no longer holds the context's partition (handed over, or lost); the node that holds it takes the context over");
+                        actor.fail("the context moved to another node; try again".into());
                         return;
                     }
                 }

@@ -73,7 +73,9 @@ impl Nats {
             bytes += put.payload.len();
         }
         let last = puts.split_off(start);
-        match self.save(key, last, expect).await {
+        // A new context needs no lease: its head's condition (none yet) is enough, and the
+        // node holding its partition runs it from its next call on.
+        match self.save(key, last, expect, false).await {
             Ok(sequence) => {
                 let summary = codec::summary_from_stored(key.id, record.context.as_ref().ok_or_else(no_context)?)?;
                 self.listed(key, sequence, Some(summary));
@@ -112,7 +114,7 @@ impl Backend for Nats {
         let was_running = save.before.as_ref().map(|before| !before.state().is_resting());
         let puts = self.writes(&key, &record, Some(&save.after), was_running).await?;
         let bytes = puts.iter().map(|p| p.payload.len()).sum();
-        let sequence = self.save(&key, puts, expect).await?;
+        let sequence = self.save(&key, puts, expect, true).await?;
         self.listed(&key, sequence, Some(save.after.summary()));
         Ok(bytes)
     }
@@ -164,7 +166,7 @@ impl Backend for Nats {
             puts.push(Put::new(self.layout.running(&key), bytes::Bytes::new()).header("Nats-TTL", "1s"));
         }
         puts.push(Put::new(self.layout.head(&key), codec::encode(&StoredHead::default())));
-        let sequence = self.save(&key, puts, expect).await?;
+        let sequence = self.save(&key, puts, expect, true).await?;
         self.listed(&key, sequence, None);
         // What follows only frees space: a load reads the head first.
         if let Err(error) = self.purge(&key).await {

@@ -63,6 +63,9 @@ pub enum Stored {
 const WRONG_LAST_SEQUENCE: u64 = 10071;
 const DUPLICATE_MESSAGE_ID: u64 = 10201;
 const ATOMIC_PUBLISH_DISABLED: u64 = 10174;
+/// A condition's subject is being written by another batch still in flight (a lease being
+/// taken): the answer is not known yet, so the batch is sent again.
+const CONDITION_IN_FLIGHT: u64 = 10164;
 
 #[derive(Deserialize)]
 struct Answer {
@@ -107,6 +110,7 @@ impl Inner {
             None => Ok(Stored::At(answer.seq)),
             Some(refusal) => match refusal.err_code {
                 WRONG_LAST_SEQUENCE => Ok(Stored::WrongLast),
+                CONDITION_IN_FLIGHT => Err(Error::Unavailable(format!("NATS: {}", refusal.description))),
                 DUPLICATE_MESSAGE_ID => Ok(Stored::Duplicate),
                 ATOMIC_PUBLISH_DISABLED => Err(Error::Misconfigured(format!(
                     "the stream of {} does not take atomic batches (allow_atomic); it was not made by this ctxd",

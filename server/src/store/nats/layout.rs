@@ -12,6 +12,8 @@
 //! - `r`: there while it is saved mid-run (a marker that expires after a second once the
 //!   run ends), so that the runs to resume are found without reading every context.
 //!
+//! and `{prefix}.p{n}.lease` names the node that holds the partition (see `lease`).
+//!
 //! A save writes what it changes as one atomic batch. Tenants and ids are hex in subjects:
 //! any tenant name is then a valid subject token.
 
@@ -45,6 +47,11 @@ impl Layout {
 
     pub fn layout_subject(&self) -> String {
         format!("{}.layout", self.prefix)
+    }
+
+    /// Who holds `partition` (docs/cluster.md).
+    pub fn lease(&self, partition: u32) -> String {
+        format!("{}.p{partition}.lease", self.prefix)
     }
 
     fn base(&self, key: &ContextKey) -> String {
@@ -123,7 +130,7 @@ impl Layout {
 }
 
 // What the streams hold: generated from proto/ctxd/storage/v1/nats.proto.
-pub use crate::store::codec::{StoredChildEntry, StoredChildren, StoredHead, StoredLayout};
+pub use crate::store::codec::{StoredChildEntry, StoredChildren, StoredHead, StoredLayout, StoredLease};
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ mod batch;
 mod connect;
 mod index;
 mod layout;
+mod lease;
 mod reads;
 mod writes;
 
@@ -34,6 +35,7 @@ use batch::{Put, Stored};
 pub use connect::NatsOptions;
 use index::Index;
 use layout::Layout;
+pub use lease::PartitionLease;
 
 use super::error::{Error, Result};
 use crate::backoff::{Attempts, Backoff};
@@ -77,6 +79,14 @@ pub struct Inner {
     index: Index,
     /// A signal each time the connection came back (lists kept may have missed entries).
     reconnects: tokio::sync::broadcast::Sender<()>,
+    /// Whether every save must be made under a partition lease (a cluster's node).
+    leased: AtomicBool,
+    /// The partitions this process holds, with their terms.
+    terms: Mutex<HashMap<u32, u64>>,
+    /// One per partition: a partition's leased saves go one batch at a time.
+    writers: Vec<Arc<tokio::sync::Mutex<()>>>,
+    /// Partitions a save found taken by another node.
+    lost: tokio::sync::broadcast::Sender<u32>,
     closed: AtomicBool,
     /// Ends the tasks that keep tenants' lists.
     stopping: CancellationToken,
@@ -104,6 +114,7 @@ impl Nats {
     /// version, and creates the streams that are missing (checking those that exist).
     pub async fn open(options: &NatsOptions) -> Result<Self> {
         let connect::Ready { client, js, layout, streams, reconnects } = connect::until_ready(options).await?;
+        let layout_partitions = layout.partitions;
         let inner = Arc::new(Inner {
             client,
             js,
@@ -112,6 +123,10 @@ impl Nats {
             heads: Mutex::new(HashMap::new()),
             index: Index::default(),
             reconnects,
+            leased: AtomicBool::new(false),
+            terms: Mutex::new(HashMap::new()),
+            writers: (0..layout_partitions).map(|_| Arc::default()).collect(),
+            lost: tokio::sync::broadcast::channel(64).0,
             closed: AtomicBool::new(false),
             stopping: CancellationToken::new(),
         });
@@ -119,9 +134,14 @@ impl Nats {
         Ok(Self { inner })
     }
 
-    /// The JetStream context the store talks through (the cluster's leases share it).
-    pub fn jetstream(&self) -> jetstream::Context {
-        self.js.clone()
+    /// How many partitions contexts are hashed over.
+    pub fn partitions(&self) -> u32 {
+        self.layout.partitions
+    }
+
+    /// The connection the store talks through (the cluster's heartbeats share it).
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone()
     }
 }
 
@@ -155,8 +175,9 @@ impl Inner {
     }
 
     /// Writes `puts` (the context's head last) as one atomic batch if the context's head is
-    /// still at `expect` (0: it has none). Returns the new head's sequence; `Conflict` if
-    /// another writer saved the context since.
+    /// still at `expect` (0: it has none) and, when `leased`, under this process's lease of
+    /// the context's partition (`lease`). Returns the new head's sequence; `Conflict` if
+    /// another writer saved the context since, or took the partition.
     ///
     /// While the cluster cannot answer (a server gone, a leader being elected) the batch is
     /// sent again for up to [`PATIENCE`], its head under the same message id: if an attempt
@@ -164,9 +185,20 @@ impl Inner {
     /// moved) and the head read back carries this very save's id. The id names the batch's
     /// whole content (two saves may leave the same head), so a different save after a failed
     /// one is never mistaken for it.
-    async fn save(&self, key: &ContextKey, mut puts: Vec<Put>, expect: u64) -> Result<u64> {
+    async fn save(&self, key: &ContextKey, mut puts: Vec<Put>, expect: u64, leased: bool) -> Result<u64> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::WriterStopped);
+        }
+        let partition = self.layout.partition(key);
+        let term = if leased { self.term(partition, key)? } else { None };
+        let writer = Arc::clone(&self.writers[partition as usize]);
+        let _one_at_a_time = match term {
+            Some(_) => Some(writer.lock().await),
+            None => None,
+        };
+        if let (Some(term), Some(first)) = (term, puts.first_mut()) {
+            first.headers.insert("Nats-Expected-Last-Subject-Sequence", term.to_string().as_str());
+            first.headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", self.layout.lease(partition).as_str());
         }
         let Some(head) = puts.pop() else { return Ok(expect) };
         let mut digest = Sha256::new();
@@ -191,6 +223,9 @@ impl Inner {
                             Ok(last.sequence)
                         }
                         _ => {
+                            if let Some(term) = term {
+                                self.lost_lease(partition, term).await?;
+                            }
                             self.fence(key, expect);
                             Err(Error::Conflict { context: key.id.to_string() })
                         }

@@ -45,7 +45,7 @@ impl Inner {
 
     /// One message that may not exist (`None` then, not an error), read again while the
     /// cluster cannot answer (a leader being elected), for up to [`super::PATIENCE`].
-    async fn read<F>(&self, attempt: impl Fn() -> F) -> Result<Option<Last>>
+    pub(super) async fn read<F>(&self, attempt: impl Fn() -> F) -> Result<Option<Last>>
     where
         F: Future<Output = std::result::Result<StreamMessage, LastRawMessageError>>,
     {

@@ -145,12 +145,12 @@ async fn a_retried_save_is_acknowledged_once_and_a_different_one_is_refused() {
             super::batch::Put::new(nats.layout.head(&key), vec![1, n]),
         ]
     };
-    let first = nats.save(&key, batch(1), 0).await.expect("save");
+    let first = nats.save(&key, batch(1), 0, true).await.expect("save");
     // The same batch again, as a retry after a lost answer: the same head back, stored once.
     nats.set_head(&key, None);
-    assert_eq!(nats.save(&key, batch(1), 0).await.expect("retry"), first);
+    assert_eq!(nats.save(&key, batch(1), 0, true).await.expect("retry"), first);
     // A different batch on the same expectation: the head moved on.
-    assert!(matches!(nats.save(&key, batch(2), 0).await, Err(Error::Conflict { .. })));
+    assert!(matches!(nats.save(&key, batch(2), 0, true).await, Err(Error::Conflict { .. })));
     let stream = &nats.streams[nats.layout.partition(&key) as usize];
     // The layout's stream is another; this one holds the entry and the head, once.
     assert_eq!(stream.clone().info().await.expect("info").state.messages, 2);
@@ -254,4 +254,77 @@ async fn a_cluster_made_with_other_partitions_or_on_an_old_layout_is_refused() {
     .expect("old stream");
     let error = Nats::open(&NatsOptions::plain(url, "old", 1, 4)).await.err().expect("refused").to_string();
     assert!(error.contains("previous NATS layout") && error.contains("ctxd migrate"), "{error}");
+}
+
+#[tokio::test]
+async fn a_node_whose_partition_was_taken_over_cannot_write_there_again() {
+    let server = Server::start();
+    let (a, b) = (server.open().await, server.open().await);
+    a.require_leases();
+    b.require_leases();
+    let key = ContextKey::new(TenantId::parse("acme").expect("tenant"), ContextId::from_bytes([4; 16]));
+    let partition = a.layout.partition(&key);
+    let ctx =
+        Context::new(key.clone(), "alice".into(), "fenced".into(), ContextConfig::default(), Timestamp::from_micros(1));
+    // Creating needs no lease; saving does.
+    assert_eq!(a.insert(std::sync::Arc::new(ctx.clone())).await.expect("insert"), Inserted::Saved);
+    let say = |ctx: &Context, text: &str| {
+        let message = Message::text(MessageId::new(), ctx.place(0), Role::User, text.into(), Timestamp::from_micros(5));
+        Change::to(Phase::Idle).with(message)
+    };
+    let (_, unleased) = save_of(&ctx, say(&ctx, "without a lease"));
+    assert!(matches!(a.commit(unleased).await, Err(Error::Conflict { .. })), "no lease, no save");
+
+    let free = a.lease(partition).await.expect("lease");
+    assert_eq!((free.term, free.node.as_str()), (0, ""));
+    let term = a.write_lease(partition, "a", "e1", 0).await.expect("take").expect("taken");
+    assert_eq!(a.write_lease(partition, "b", "e2", 0).await.expect("race"), None, "one of two takes wins");
+    let held = a.lease(partition).await.expect("lease");
+    assert_eq!((held.term, held.node.as_str(), held.epoch.as_str()), (term, "a", "e1"));
+    let ctx = a.load(&key).await.expect("load").expect("there");
+    let ctx = commit(&a, &ctx, say(&ctx, "under a's lease")).await;
+
+    // B finds A gone and takes the partition: A, still running, can write nothing more.
+    let mut lost = a.lost_leases();
+    b.write_lease(partition, "b", "e2", term).await.expect("take over").expect("taken");
+    let (_, zombie) = save_of(&ctx, say(&ctx, "from the zombie"));
+    assert!(matches!(a.commit(zombie).await, Err(Error::Conflict { .. })), "the old holder is fenced");
+    assert_eq!(lost.try_recv().expect("told"), partition);
+    let (_, again) = save_of(&ctx, say(&ctx, "and again"));
+    assert!(matches!(a.commit(again).await, Err(Error::Conflict { .. })), "and stays fenced");
+    let at_b = b.load(&key).await.expect("load").expect("there");
+    assert_eq!(crate::store::contract::texts(&at_b), ["under a's lease"]);
+    commit(&b, &at_b, say(&at_b, "under b's lease")).await;
+}
+
+#[tokio::test]
+async fn saves_of_many_contexts_in_one_leased_partition_all_land() {
+    let server = Server::start();
+    let nats = std::sync::Arc::new(server.open().await);
+    nats.require_leases();
+    for partition in 0..nats.partitions() {
+        nats.write_lease(partition, "a", "e1", 0).await.expect("take").expect("taken");
+    }
+    let tenant = TenantId::parse("acme").expect("tenant");
+    let saves = (0..24u8).map(|n| {
+        let nats = std::sync::Arc::clone(&nats);
+        let key = ContextKey::new(tenant.clone(), ContextId::from_bytes([n; 16]));
+        async move {
+            let mut ctx =
+                Context::new(key, "alice".into(), "many".into(), ContextConfig::default(), Timestamp::from_micros(1));
+            nats.insert(std::sync::Arc::new(ctx.clone())).await.expect("insert");
+            for turn in 0..5 {
+                let message = Message::text(
+                    MessageId::new(),
+                    ctx.place(0),
+                    Role::User,
+                    format!("{turn}"),
+                    Timestamp::from_micros(5),
+                );
+                ctx = commit(&*nats, &ctx, Change::to(Phase::Idle).with(message)).await;
+            }
+        }
+    });
+    futures::future::join_all(saves).await;
+    assert_eq!(nats.count(&tenant).await.expect("count"), 24);
 }
