@@ -55,8 +55,8 @@ impl Engine {
 /// Copies every context of the RocksDB in `dir` into `cluster`.
 async fn copy_into(dir: &Path, cluster: &NatsCluster) {
     let options = NatsOptions::plain(cluster.urls().split(',').map(String::from).collect(), "ctxd", 3, 16);
-    let from = Place::Rocksdb(dir.to_path_buf()).open(&options, true).await.expect("open the filled RocksDB");
-    let to = Place::Nats(options.urls.clone()).open(&options, false).await.expect("open the cluster");
+    let (from, _) = Place::Rocksdb(dir.to_path_buf()).open(&options, true).await.expect("open the filled RocksDB");
+    let (to, _) = Place::Nats(options.urls.clone()).open(&options, false).await.expect("open the cluster");
     let report = migrate::run(from.as_ref(), to.as_ref(), |_, _| {}).await.expect("copy into NATS");
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     to.close().await;

@@ -144,7 +144,7 @@ fn migrate(from: &Place, to: &Place, args: Args) -> ExitCode {
     };
     runtime.block_on(async {
         let nats = config.nats_options();
-        let source = match from.open(&nats, true).await {
+        let (source, layout_1) = match from.open(&nats, true).await {
             Ok(source) => source,
             Err(error) => {
                 eprintln!("ctxd: cannot open {from}: {error}");
@@ -152,7 +152,7 @@ fn migrate(from: &Place, to: &Place, args: Args) -> ExitCode {
             }
         };
         let destination = match to.open(&nats, false).await {
-            Ok(destination) => destination,
+            Ok((destination, _)) => destination,
             Err(error) => {
                 eprintln!("ctxd: cannot open {to}: {error}");
                 source.close().await;
@@ -178,7 +178,19 @@ fn migrate(from: &Place, to: &Place, args: Args) -> ExitCode {
                 for (key, why) in &report.failed {
                     println!("not copied: {key}: {why}");
                 }
-                if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                if !report.failed.is_empty() {
+                    return ExitCode::FAILURE;
+                }
+                // Copied in place from the previous layout: its streams go, so that ctxd
+                // nodes start on the copy.
+                if layout_1 && from == to {
+                    if let Err(error) = from.retire_layout_1(&nats).await {
+                        eprintln!("ctxd: copied, but could not delete the layout-1 streams: {error}; delete {}_log, {}_tree and {}_contexts", nats.prefix, nats.prefix, nats.prefix);
+                        return ExitCode::FAILURE;
+                    }
+                    println!("deleted the previous layout's streams ({0}_log, {0}_tree, {0}_contexts)", nats.prefix);
+                }
+                ExitCode::SUCCESS
             }
             Err(error) => {
                 eprintln!("ctxd: migration stopped: {error}; run it again to go on");

@@ -59,20 +59,37 @@ pub enum Error {
 
 impl Place {
     /// Opens the store. `source`: it must exist already (a typo must not read as an empty
-    /// store). A RocksDB directory a running ctxd holds is refused (RocksDB's lock).
-    pub async fn open(&self, nats: &NatsOptions, source: bool) -> Result<Arc<dyn Backend>, Error> {
+    /// store), and on NATS it may be in the previous layout (layout 1, read only; then the
+    /// second value is `true`). A RocksDB directory a running ctxd holds is refused
+    /// (RocksDB's lock).
+    pub async fn open(&self, nats: &NatsOptions, source: bool) -> Result<(Arc<dyn Backend>, bool), Error> {
         match self {
             Self::Rocksdb(dir) => {
                 if source && !dir.join("CURRENT").is_file() {
                     return Err(Error::Invalid(format!("{} holds no ctxd data (no RocksDB database)", dir.display())));
                 }
                 // Synced: a copy reported done survives a crash of this machine.
-                Ok(Arc::new(Rocks::open_dir(dir.clone(), true).await?))
+                Ok((Arc::new(Rocks::open_dir(dir.clone(), true).await?), false))
             }
+            Self::Nats(urls) if source => Ok(store::nats::open_source(&self.nats_options(urls, nats)).await?),
+            // Beside layout-1 streams under the same prefix: copying them in place.
             Self::Nats(urls) => {
-                let options = NatsOptions { urls: urls.clone(), ..nats.clone() };
-                Ok(Arc::new(Nats::open(&options).await?))
+                let options = NatsOptions { beside_layout_1: true, ..self.nats_options(urls, nats) };
+                Ok((Arc::new(Nats::open(&options).await?), false))
             }
+        }
+    }
+
+    fn nats_options(&self, urls: &[String], nats: &NatsOptions) -> NatsOptions {
+        NatsOptions { urls: urls.to_vec(), ..nats.clone() }
+    }
+
+    /// After every context of the layout-1 streams of this place was copied into layout 2
+    /// beside them and checked: deletes them (ctxd nodes refuse to start beside them).
+    pub async fn retire_layout_1(&self, nats: &NatsOptions) -> Result<(), Error> {
+        match self {
+            Self::Nats(urls) => Ok(store::nats::delete_layout_1(&self.nats_options(urls, nats)).await?),
+            Self::Rocksdb(_) => Ok(()),
         }
     }
 }

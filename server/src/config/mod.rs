@@ -283,6 +283,7 @@ impl Config {
             prefix: self.nats_prefix.clone(),
             replicas: self.nats_replicas,
             partitions: self.nats_partitions,
+            beside_layout_1: false,
         }
     }
 

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 
 use super::batch::{MAX_BYTES, MAX_MESSAGES, Put};
 use super::layout::StoredHead;
-use super::{Head, Nats, unavailable};
+use super::{Head, Nats, path, unavailable};
 use crate::domain::{
-    Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, Seq, Sibling, TenantId,
+    Child, Context, ContextKey, ContextSummary, ListPosition, Message, MessageId, NodeId, Seq, TenantId,
 };
 use crate::store::backend::{Backend, Change, Inserted};
 use crate::store::codec::{self, StoredJoined, StoredNode, StoredRecord};
@@ -122,13 +122,7 @@ impl Backend for Nats {
     async fn load(&self, key: &ContextKey) -> Result<Option<Context>> {
         let Some((_, head)) = self.current(key).await? else { return Ok(None) };
         let stored = head.context.ok_or_else(no_context)?;
-        let segments = codec::segments_from_stored(head.path.as_ref());
-        let length = Seq::new(stored.message_count);
-        let mut nodes = Vec::with_capacity(length.index());
-        for (i, segment) in segments.iter().enumerate() {
-            let end = segments.get(i + 1).map_or(length, |next| next.seq);
-            nodes.extend((0..segment.seq.until(end)).map(|k| segment.node.plus(k)));
-        }
+        let nodes = path::nodes(head.path.as_ref(), stored.message_count);
         let messages = self.read_messages(key, &nodes).await?;
         for (index, message) in messages.iter().enumerate() {
             let follows = index.checked_sub(1).map(|above| messages[above].node);
@@ -139,21 +133,7 @@ impl Backend for Nats {
                 )));
             }
         }
-        let fork_depths = head.path.map(|p| p.forks).unwrap_or_default();
-        let forks = futures::future::try_join_all(fork_depths.into_iter().map(Seq::new).map(|seq| {
-            let parent = codec::parent_at(&messages, seq);
-            async move {
-                let list = self.children_list(key, parent).await?;
-                let siblings = list.children.into_iter().map(|c| {
-                    Ok(Sibling {
-                        node: NodeId::new(c.node),
-                        id: codec::message_id(&c.id, format_args!("child {}", c.node))?,
-                    })
-                });
-                Ok::<_, Error>((seq, siblings.collect::<Result<Arc<[Sibling]>>>()?))
-            }
-        }))
-        .await?;
+        let forks = path::forks(&messages, head.path, |parent| self.children_list(key, parent)).await?;
         codec::context_from_stored(key.clone(), stored, messages, forks).map(Some)
     }
 
@@ -248,15 +228,7 @@ impl Backend for Nats {
     }
 
     async fn children(&self, key: &ContextKey, parent: Option<NodeId>) -> Result<Vec<Child>> {
-        self.children_list(key, parent)
-            .await?
-            .children
-            .into_iter()
-            .map(|c| {
-                let id = codec::message_id(&c.id, format_args!("child {}", c.node))?;
-                Ok(Child { node: NodeId::new(c.node), id, active_at: c.active_at })
-            })
-            .collect()
+        path::children(self.children_list(key, parent).await?)
     }
 
     async fn settle(&self, key: &ContextKey) {

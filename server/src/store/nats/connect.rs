@@ -41,6 +41,9 @@ pub struct NatsOptions {
     pub replicas: usize,
     /// How many partition streams contexts are hashed over, when they are made.
     pub partitions: u32,
+    /// Opened beside layout-1 streams under the same prefix (by `ctxd migrate`, copying
+    /// them); a node refuses to.
+    pub beside_layout_1: bool,
 }
 
 /// Shown without the password and the token, so options printed anywhere never leak them.
@@ -59,6 +62,7 @@ impl std::fmt::Debug for NatsOptions {
             .field("prefix", &self.prefix)
             .field("replicas", &self.replicas)
             .field("partitions", &self.partitions)
+            .field("beside_layout_1", &self.beside_layout_1)
             .finish()
     }
 }
@@ -78,6 +82,7 @@ impl NatsOptions {
             prefix: prefix.to_owned(),
             replicas,
             partitions,
+            beside_layout_1: false,
         }
     }
 }
@@ -117,7 +122,9 @@ pub async fn until_ready(options: &NatsOptions) -> Result<Ready> {
     }
 }
 
-async fn ready(options: &NatsOptions) -> Result<Ready> {
+/// Connects once (a lost server is reconnected to forever afterwards), with a signal at
+/// each reconnect.
+pub async fn client(options: &NatsOptions) -> Result<(async_nats::Client, broadcast::Sender<()>)> {
     let addrs = options
         .urls
         .iter()
@@ -162,9 +169,16 @@ async fn ready(options: &NatsOptions) -> Result<Ready> {
         connect = connect.add_client_certificate(cert.clone(), key.clone());
     }
     let client = connect.connect(addrs).await.map_err(unavailable)?;
+    Ok((client, reconnects))
+}
+
+async fn ready(options: &NatsOptions) -> Result<Ready> {
+    let (client, reconnects) = client(options).await?;
     check_version(&client.server_info().version)?;
     let js = jetstream::new(client.clone());
-    refuse_layout_1(&js, &options.prefix).await?;
+    if !options.beside_layout_1 {
+        refuse_layout_1(&js, &options.prefix).await?;
+    }
     let layout = agree_on_layout(&js, options).await?;
     let streams = futures::future::try_join_all((0..layout.partitions).map(|p| {
         let (source, destination) = layout.republish(p);
@@ -203,7 +217,7 @@ async fn refuse_layout_1(js: &jetstream::Context, prefix: &str) -> Result<()> {
     let old = format!("{prefix}_log");
     match js.get_stream(&old).await {
         Ok(_) => Err(Error::Misconfigured(format!(
-            "stream {old} holds ctxd data in the previous NATS layout (layout 1); this version stores contexts in partition streams. Copy it with `ctxd migrate` into another --nats-prefix (or RocksDB) and start on that"
+            "stream {old} holds ctxd data in the previous NATS layout (layout 1); this version stores contexts in partition streams. With every ctxd node stopped, copy it in place: `ctxd migrate --from URLS --to URLS` (the same NATS URLs and --nats-prefix), which deletes the old streams once every context is copied and checked; then start the nodes"
         ))),
         Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(ref js) if js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) => {
             Ok(())

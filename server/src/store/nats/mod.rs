@@ -16,7 +16,9 @@ mod batch;
 mod connect;
 mod index;
 mod layout;
+mod layout1;
 mod lease;
+mod path;
 mod reads;
 mod writes;
 
@@ -35,6 +37,7 @@ use batch::{Put, Stored};
 pub use connect::NatsOptions;
 use index::Index;
 use layout::Layout;
+pub use layout1::{delete_layout_1, open_source};
 pub use lease::PartitionLease;
 
 use super::error::{Error, Result};

@@ -328,3 +328,71 @@ async fn saves_of_many_contexts_in_one_leased_partition_all_land() {
     futures::future::join_all(saves).await;
     assert_eq!(nats.count(&tenant).await.expect("count"), 24);
 }
+
+/// Writes `ctx` the way layout 1 held it: its log record, each message by node and id, the
+/// snapshot saying the tree holds the record.
+async fn save_in_layout_1(js: &async_nats::jetstream::Context, prefix: &str, ctx: &Context) {
+    use async_nats::jetstream::stream::Config;
+    for (name, subjects) in [("log", "log"), ("tree", "tree"), ("contexts", "ctx")] {
+        js.create_stream(Config {
+            name: format!("{prefix}_{name}"),
+            subjects: vec![format!("{prefix}.{subjects}.>")],
+            ..Default::default()
+        })
+        .await
+        .expect("layout-1 stream");
+    }
+    let tokens = ctx.key().tokens();
+    let record = StoredRecord::of(&crate::store::save::Save::new_context(std::sync::Arc::new(ctx.clone())));
+    let publish = |subject: String, payload: Vec<u8>| async move {
+        js.publish(subject, payload.into()).await.expect("publish").await.expect("ack").sequence
+    };
+    let sequence = publish(format!("{prefix}.log.{tokens}"), codec::encode(&record)).await;
+    for message in &ctx.messages {
+        let node = message.node;
+        publish(format!("{prefix}.tree.{tokens}.m.{node}"), codec::encode(&codec::message_to_stored(message))).await;
+        let id = hex::encode(message.id.as_bytes());
+        publish(format!("{prefix}.tree.{tokens}.i.{id}"), codec::encode(&codec::StoredNode { node: node.get() })).await;
+    }
+    let snapshot = codec::StoredSnapshot { context: record.context.clone(), log_seq: sequence };
+    publish(format!("{prefix}.ctx.{tokens}"), codec::encode(&snapshot)).await;
+}
+
+#[tokio::test]
+async fn the_previous_layout_is_copied_in_place_and_then_retired() {
+    let server = Server::start();
+    // Up (another prefix's store, which is none of this test's business).
+    drop(server.open().await);
+    let url = vec![format!("nats://127.0.0.1:{}", server.port)];
+    let client = async_nats::connect(url[0].as_str()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let key = ContextKey::new(TenantId::parse("acme").expect("tenant"), ContextId::from_bytes([3; 16]));
+    let mut ctx =
+        Context::new(key.clone(), "alice".into(), "old".into(), ContextConfig::default(), Timestamp::from_micros(1));
+    for turn in 0..3u64 {
+        let now = Timestamp::from_micros(i64::try_from(turn).unwrap_or(0) + 10);
+        let question = Message::text(MessageId::new(), ctx.place(0), Role::User, format!("q{turn}"), now);
+        let answer = Message::text(MessageId::new(), ctx.place(1), Role::Assistant, format!("a{turn}"), now);
+        ctx.put_message(std::sync::Arc::new(question));
+        ctx.put_message(std::sync::Arc::new(answer));
+    }
+    save_in_layout_1(&js, "old", &ctx).await;
+
+    // A node refuses to start beside it; a migration reads it.
+    let options = NatsOptions::plain(url, "old", 1, 4);
+    assert!(Nats::open(&options).await.is_err(), "no node beside layout 1");
+    let (source, layout_1) = super::open_source(&options).await.expect("source");
+    assert!(layout_1);
+    assert_eq!(source.keys().await.expect("keys"), vec![key.clone()]);
+    let dump = source.dump(&key).await.expect("dump").expect("there");
+    assert_eq!(dump.messages.len(), 6);
+    let copy = Nats::open(&NatsOptions { beside_layout_1: true, ..options.clone() }).await.expect("beside");
+    assert_eq!(copy.restore(&dump).await.expect("restore"), Inserted::Saved);
+    assert_eq!(copy.dump(&key).await.expect("read").expect("there").checksum(), dump.checksum());
+
+    // Retired, the copy is what a node serves.
+    super::delete_layout_1(&options).await.expect("retire");
+    let node = Nats::open(&options).await.expect("a node starts on the copy");
+    let loaded = node.load(&key).await.expect("load").expect("there");
+    assert_eq!(crate::store::contract::texts(&loaded), ["q0", "a0", "q1", "a1", "q2", "a2"]);
+}
