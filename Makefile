@@ -70,6 +70,7 @@ test: node-check setup lint web-deps
 	cd client-web && npm test && npm run build
 	cargo build -p ctxd -p ctxd-bench
 	target/debug/ctxd-bench --quick
+	target/debug/ctxd-bench --quick join partitions
 	cd client-web && npm run e2e
 	cargo test --workspace
 	# The same black-box suites again, on the NATS store (a 3-server JetStream cluster each).

@@ -20,6 +20,8 @@ use crate::stats::Summary;
 const LEASE_TTL_MS: u64 = 1500;
 /// Each client's pause between turns: the load stays the same whatever the number of nodes.
 const THINK: Duration = Duration::from_millis(40);
+/// How long the nodes are watched doing nothing, for their fixed cost.
+const IDLE: Duration = Duration::from_secs(3);
 
 struct Nodes {
     nodes: Vec<Server>,
@@ -96,6 +98,15 @@ async fn turns_on(nodes: &Nodes, clients: usize, turns: usize, routing: Routing)
         }
         runs.push((clients, id));
     }
+    // What the nodes cost doing nothing (heartbeats, balancing): per node, per second.
+    let idle = nodes.cpu();
+    tokio::time::sleep(IDLE).await;
+    let idle_ms_per_s: Vec<String> = nodes
+        .cpu()
+        .iter()
+        .zip(&idle)
+        .map(|(after, before)| format!("{:.1}", after.saturating_sub(*before).as_secs_f64() * 1e3 / IDLE.as_secs_f64()))
+        .collect();
     let forwarded = nodes.forwarded().await;
     let cpu = nodes.cpu();
     let started = Instant::now();
@@ -126,7 +137,8 @@ async fn turns_on(nodes: &Nodes, clients: usize, turns: usize, routing: Routing)
         .note("cpu_us_per_turn_all_nodes", format!("{:.0}", used.iter().sum::<f64>() * 1e6 / total))
         .note("cpu_us_per_turn_by_node", per_node.join("/"))
         .note("partitions_by_node", held.join("/"))
-        .note("calls_sent_on_pct", format!("{:.0}", sent_on * 100.0 / total));
+        .note("calls_sent_on_pct", format!("{:.0}", sent_on * 100.0 / total))
+        .note("idle_cpu_ms_per_s_by_node", idle_ms_per_s.join("/"));
     row.server_cpu_ms = Some((used.iter().sum::<f64>() * 1e3) as u64);
     row
 }

@@ -10,7 +10,9 @@ mod cluster;
 mod crosscheck;
 mod engine;
 mod floor;
+mod join;
 mod load;
+mod partitions;
 mod report;
 mod scenarios;
 mod stats;
@@ -25,7 +27,9 @@ use scenarios::Scale;
 #[command(name = "ctxd-bench", about = "Benchmarks ctxd against the physical floor")]
 struct Args {
     /// Scenarios to run (default: all): floor, action, crosscheck, turn, watch, history, branches,
-    /// restart, mixed, cluster (3 NATS servers and 1 or 3 ctxd nodes, whatever --store says).
+    /// restart, mixed, cluster (3 NATS servers and 1, 2, 3 or 5 ctxd nodes, whatever --store
+    /// says); on request only: join (a node joining a NATS cluster of a million contexts),
+    /// partitions (the saves one partition's stream leader takes).
     scenarios: Vec<String>,
     /// Seconds instead of minutes: small sizes, for a smoke run.
     #[arg(long)]
@@ -50,6 +54,9 @@ struct Args {
 const ALL: [&str; 10] =
     ["floor", "action", "crosscheck", "turn", "watch", "history", "branches", "restart", "mixed", "cluster"];
 
+/// Scenarios run only when named: a million contexts take minutes and gigabytes to write.
+const ON_REQUEST: [&str; 2] = ["join", "partitions"];
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -59,8 +66,12 @@ async fn main() {
     } else {
         args.scenarios.clone()
     };
-    if let Some(unknown) = chosen.iter().find(|s| !ALL.contains(&s.as_str())) {
-        eprintln!("ctxd-bench: unknown scenario {unknown:?}; choose from {}", ALL.join(", "));
+    if let Some(unknown) = chosen.iter().find(|s| !ALL.contains(&s.as_str()) && !ON_REQUEST.contains(&s.as_str())) {
+        eprintln!(
+            "ctxd-bench: unknown scenario {unknown:?}; choose from {}, {}",
+            ALL.join(", "),
+            ON_REQUEST.join(", ")
+        );
         std::process::exit(2);
     }
     if args.store == Engine::Nats && chosen.iter().any(|s| s == "branches") {
@@ -122,12 +133,24 @@ async fn main() {
     if wants("cluster") {
         add(cluster::cluster(scale).await);
     }
+    if wants("join") {
+        add(join::join(scale).await);
+    }
+    if wants("partitions") {
+        add(partitions::partitions(scale).await);
+    }
 
     if args.store == Engine::Nats {
-        rows = rows
-            .into_iter()
-            .map(|row| if matches!(row.scenario, "floor" | "cluster") { row } else { row.note("store", "nats R3") })
-            .collect();
+        rows =
+            rows.into_iter()
+                .map(|row| {
+                    if matches!(row.scenario, "floor" | "cluster" | "join") {
+                        row
+                    } else {
+                        row.note("store", "nats R3")
+                    }
+                })
+                .collect();
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());

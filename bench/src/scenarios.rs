@@ -36,13 +36,13 @@ pub async fn start_server(engine: Engine, extra: &[&str]) -> Server {
     engine.serve(dir, extra, &[("RUST_LOG", "info,ctxd::store::rocks::writer=debug")]).await
 }
 
-/// The NATS requests the server has made so far, by op (append, put, read); none on RocksDB.
+/// The NATS requests the server has made so far, by op (batch: a save, scan, read); none on RocksDB.
 async fn nats_requests(server: &Server) -> [f64; 3] {
     if server.nats.is_none() {
         return [0.0; 3];
     }
     let scrape = ctxd_tests::metrics::scrape(server).await;
-    ["append", "put", "read"].map(|op| ctxd_tests::metrics::value(&scrape, "ctxd_nats_requests_total", &[("op", op)]))
+    ["batch", "scan", "read"].map(|op| ctxd_tests::metrics::value(&scrape, "ctxd_nats_requests_total", &[("op", op)]))
 }
 
 const SAVES_PER_FSYNC: &str = "saves_per_fsync";
@@ -269,8 +269,8 @@ pub async fn turn(server: &Server, scale: Scale, floor_p50: f64) -> Vec<Row> {
             let after = nats_requests(server).await;
             let per_turn = |i: usize| format!("{:.1}", (after[i] - requests_before[i]) / turns as f64);
             row = row
-                .note("nats_appends_per_turn", per_turn(0))
-                .note("nats_puts_per_turn", per_turn(1))
+                .note("nats_batches_per_turn", per_turn(0))
+                .note("nats_scans_per_turn", per_turn(1))
                 .note("nats_reads_per_turn", per_turn(2));
         }
         rows.push(row);

@@ -89,7 +89,10 @@ impl Placement for Cluster {
     }
 
     fn sweep_every(&self) -> Duration {
-        self.inner.ttl / 2
+        // Runs are orphaned only when a partition changes hands, and taking one sweeps at
+        // once (`changes`): the periodic sweep is a safety net (a resume that failed), and
+        // scanning every partition's run markers is not free.
+        self.inner.ttl * 10
     }
 
     fn standing(&self) -> watch::Receiver<u64> {

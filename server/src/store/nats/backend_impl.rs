@@ -95,6 +95,10 @@ impl Nats {
     }
 }
 
+/// How long a deleted context's empty list entry and run marker stay (every list watcher has
+/// had the entry by then).
+const GONE_TTL: &str = "60s";
+
 fn no_context() -> Error {
     Error::Corrupt("a save without its context".into())
 }
@@ -140,12 +144,13 @@ impl Backend for Nats {
     async fn delete(&self, ctx: Arc<Context>) -> Result<()> {
         let key = ctx.key();
         let expect = self.expected(&key).await?;
-        // The head without a context says it is gone; the empty entry tells every list.
-        let mut puts = vec![Put::new(self.layout.entry(&key), bytes::Bytes::new())];
-        if !ctx.state().is_resting() {
-            puts.push(Put::new(self.layout.running(&key), bytes::Bytes::new()).header("Nats-TTL", "1s"));
-        }
-        puts.push(Put::new(self.layout.head(&key), codec::encode(&StoredHead::default())));
+        // The head without a context says it is gone; the empty entry tells every list. Both
+        // the entry and the marker then expire (the purge below frees the context's data).
+        let puts = vec![
+            Put::new(self.layout.entry(&key), bytes::Bytes::new()).header("Nats-TTL", GONE_TTL),
+            Put::new(self.layout.running(&key), bytes::Bytes::new()).header("Nats-TTL", GONE_TTL),
+            Put::new(self.layout.head(&key), codec::encode(&StoredHead::default())),
+        ];
         let sequence = self.save(&key, puts, expect, true).await?;
         self.listed(&key, sequence, None);
         // What follows only frees space: a load reads the head first.

@@ -2,17 +2,21 @@
 //!
 //! Contexts are hashed over `partitions` streams, `{prefix}_p{n}`, fixed when the streams are
 //! made (the `{prefix}_layout` stream remembers how many). A context lives in one of them,
-//! every piece the last message of its own subject `{prefix}.p{n}.{tenant}.{context}.…`:
+//! every piece the last message of its own subject:
 //!
-//! - `h`: its head (metadata and active path);
-//! - `m.{node}`: each message by node; `i.{id}`: each message id's node;
-//!   `k.{node|root}`: each parent's children;
-//! - `x`: its list entry (the head without what a list does not show; empty once deleted),
-//!   republished by the stream on `{prefix}.list.{tenant}.{context}` once stored;
-//! - `r`: there while it is saved mid-run (a marker that expires after a second once the
-//!   run ends), so that the runs to resume are found without reading every context.
+//! - `{prefix}.p{n}.c.{tenant}.{context}.h`: its head (metadata and active path);
+//!   `….m.{node}`: each message by node; `….i.{id}`: each message id's node;
+//!   `….k.{node|root}`: each parent's children;
+//! - `{prefix}.p{n}.x.{tenant}.{context}`: its list entry (the head without what a list does
+//!   not show; empty, and soon gone, once deleted), republished by the stream on
+//!   `{prefix}.list.{tenant}.{context}` once stored;
+//! - `{prefix}.p{n}.r.{tenant}.{context}`: there while it is saved mid-run (a marker that
+//!   expires after a second once the run ends);
+//! - `{prefix}.p{n}.lease`: the node that holds the partition (see `lease`).
 //!
-//! and `{prefix}.p{n}.lease` names the node that holds the partition (see `lease`).
+//! Entries and markers have subjects of their own, apart from the contexts' data, so that
+//! reading a tenant's entries or a partition's markers walks only those subjects, however
+//! many contexts the partition holds.
 //!
 //! A save writes what it changes as one atomic batch. Tenants and ids are hex in subjects:
 //! any tenant name is then a valid subject token.
@@ -55,10 +59,10 @@ impl Layout {
     }
 
     fn base(&self, key: &ContextKey) -> String {
-        format!("{}.p{}.{}", self.prefix, self.partition(key), key.tokens())
+        format!("{}.p{}.c.{}", self.prefix, self.partition(key), key.tokens())
     }
 
-    /// Every subject of the context, for purging it.
+    /// Every subject of the context's data (not its entry or marker), for purging it.
     pub fn all(&self, key: &ContextKey) -> String {
         format!("{}.>", self.base(key))
     }
@@ -68,11 +72,11 @@ impl Layout {
     }
 
     pub fn entry(&self, key: &ContextKey) -> String {
-        format!("{}.x", self.base(key))
+        format!("{}.p{}.x.{}", self.prefix, self.partition(key), key.tokens())
     }
 
     pub fn running(&self, key: &ContextKey) -> String {
-        format!("{}.r", self.base(key))
+        format!("{}.p{}.r.{}", self.prefix, self.partition(key), key.tokens())
     }
 
     pub fn message(&self, key: &ContextKey, node: NodeId) -> String {
@@ -92,23 +96,23 @@ impl Layout {
 
     /// The list entries of `tenant`'s contexts in `partition`.
     pub fn entries(&self, partition: u32, tenant: &TenantId) -> String {
-        format!("{}.p{partition}.{}.*.x", self.prefix, hex::encode(tenant.as_str()))
+        format!("{}.p{partition}.x.{}.*", self.prefix, hex::encode(tenant.as_str()))
     }
 
     /// Every head in `partition`, for copying every context.
     pub fn heads(&self, partition: u32) -> String {
-        format!("{}.p{partition}.*.*.h", self.prefix)
+        format!("{}.p{partition}.c.*.*.h", self.prefix)
     }
 
     /// Every run marker in `partition`.
     pub fn runs(&self, partition: u32) -> String {
-        format!("{}.p{partition}.*.*.r", self.prefix)
+        format!("{}.p{partition}.r.>", self.prefix)
     }
 
     /// Where a partition stream republishes the list entries it stores (source, destination).
     pub fn republish(&self, partition: u32) -> (String, String) {
         (
-            format!("{}.p{partition}.*.*.x", self.prefix),
+            format!("{}.p{partition}.x.*.*", self.prefix),
             format!("{}.list.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}", self.prefix),
         )
     }
@@ -118,12 +122,14 @@ impl Layout {
         format!("{}.list.{}.*", self.prefix, hex::encode(tenant.as_str()))
     }
 
-    /// The context a stored subject (`….{tenant}.{context}.{kind}`) or a republished entry
-    /// (`{prefix}.list.{tenant}.{context}`) names.
+    /// The context a stored subject (`{prefix}.p{n}.{kind}.{tenant}.{context}…`) or a
+    /// republished entry (`{prefix}.list.{tenant}.{context}`) names.
     pub fn parse(&self, subject: &str) -> Option<ContextKey> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
         let mut tokens = rest.split('.');
-        let _partition_or_list = tokens.next()?;
+        if tokens.next()? != "list" {
+            let _kind = tokens.next()?;
+        }
         let (tenant, id) = (tokens.next()?, tokens.next()?);
         ContextKey::from_tokens(&format!("{tenant}.{id}"))
     }
@@ -143,7 +149,9 @@ mod tests {
         for tenant in ["default", "acme.corp", "a b*>"] {
             let Ok(tenant) = TenantId::parse(tenant) else { continue };
             let key = ContextKey::new(tenant.clone(), ContextId::from_bytes([9; 16]));
-            for subject in [layout.head(&key), layout.entry(&key), layout.message(&key, NodeId::new(3))] {
+            for subject in
+                [layout.head(&key), layout.entry(&key), layout.running(&key), layout.message(&key, NodeId::new(3))]
+            {
                 assert!(subject.starts_with(&format!("ctxd.p{}.", layout.partition(&key))), "{subject}");
                 assert_eq!(layout.parse(&subject), Some(key.clone()), "{subject}");
             }
@@ -152,7 +160,7 @@ mod tests {
             assert!(layout.listed(&tenant).ends_with(".*"));
         }
         let (source, destination) = layout.republish(3);
-        assert_eq!(source, "ctxd.p3.*.*.x");
+        assert_eq!(source, "ctxd.p3.x.*.*");
         assert_eq!(destination, "ctxd.list.{{wildcard(1)}}.{{wildcard(2)}}");
     }
 }
