@@ -133,8 +133,8 @@ async fn placement(
         Some(ca) => Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_pem("peer-tls-ca", ca)?))),
         None => None,
     };
-    // A call waits this long for a dead node's context to be taken over: its lease expires,
-    // then the next look finds it free.
+    // A call waits this long for a dead node's partition to be taken over: its heartbeats
+    // stop for a TTL, then a survivor takes the partition.
     let forwarder = Forwarder::new(node_id, lease_ttl * 2 + FORWARD_PATIENCE, key, tls);
     Ok((Arc::new(cluster), Some(Arc::new(forwarder))))
 }

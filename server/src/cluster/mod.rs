@@ -2,8 +2,9 @@
 //!
 //! - `placement`: the questions the runtime asks about where a context runs (take it, give
 //!   it up, who holds it, whose runs lost their node), and `Solo`, one node's answers.
-//! - `nats`: the answers on a NATS cluster: membership (who is alive), owners (a lease per
-//!   context, taken by compare-and-set), and the records the two buckets hold.
+//! - `nats`: the answers on a NATS cluster: membership (heartbeats: who is alive), partitions
+//!   (each held by one node, taken and handed over by compare-and-set on its lease), and what
+//!   a heartbeat holds.
 //! - `route`: where a call about one context is served — here, or on the node that holds
 //!   it — and looking for that node again while it cannot be reached.
 //! - `forward`: sending a call on to that node, as it came.
