@@ -371,7 +371,7 @@ async fn turns(
 }
 
 /// Turns each of the 16 chaos clients takes.
-const TURNS: usize = 25;
+const TURNS: usize = 40;
 
 #[tokio::test]
 async fn chaos_of_killed_nodes_and_servers_loses_nothing_duplicates_nothing_and_leaves_nothing_stuck() {
