@@ -44,7 +44,8 @@ impl std::fmt::Display for Place {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Rocksdb(path) => write!(f, "rocksdb:{}", path.display()),
-            Self::Nats(urls) => f.write_str(&urls.join(",")),
+            // Without credentials a URL may carry: this is printed.
+            Self::Nats(urls) => f.write_str(&store::nats::shown_urls(urls)),
         }
     }
 }

@@ -106,12 +106,12 @@ pub fn config(value: Option<pb::ContextConfig>, limits: &Limits) -> Result<Conte
     }
     if context_window_tokens != 0 && !(MIN_WINDOW..=MAX_WINDOW).contains(&context_window_tokens) {
         return Err(Status::invalid_argument(format!(
-            "config.context_window_tokens is {context_window_tokens}; it must be 0 (the model's) or from {MIN_WINDOW}              to {MAX_WINDOW}"
+            "config.context_window_tokens is {context_window_tokens}; it must be 0 (the model's) or from {MIN_WINDOW} to {MAX_WINDOW}"
         )));
     }
     if context_window_tokens != 0 && max_output_tokens >= context_window_tokens / 2 {
         return Err(Status::invalid_argument(format!(
-            "config.max_output_tokens ({max_output_tokens}) must be under half of context_window_tokens              ({context_window_tokens}), or the conversation has no room"
+            "config.max_output_tokens ({max_output_tokens}) must be under half of context_window_tokens ({context_window_tokens}), or the conversation has no room"
         )));
     }
     // Per mille; a positive share rounds to at least 1.

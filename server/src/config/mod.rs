@@ -305,7 +305,7 @@ impl Config {
         match &self.advertise_addr {
             Some(addr) => Ok(addr.clone()),
             None if bound.ip().is_unspecified() => Err(Error::Invalid(format!(
-                "listening on {bound}, this node cannot tell the others where to reach it: set --advertise-addr                  (host:port)"
+                "listening on {bound}, this node cannot tell the others where to reach it: set --advertise-addr (host:port)"
             ))),
             None => Ok(bound.to_string()),
         }

@@ -100,7 +100,7 @@ impl Config {
                 });
                 parsed.ok_or_else(|| {
                     Error::Invalid(format!(
-                        "model-context-window {entry:?} must be MODEL=TOKENS with at least {MIN_WINDOW} tokens, e.g.                          gpt-4o-mini=128000"
+                        "model-context-window {entry:?} must be MODEL=TOKENS with at least {MIN_WINDOW} tokens, e.g. gpt-4o-mini=128000"
                     ))
                 })
             })

@@ -46,12 +46,34 @@ pub struct NatsOptions {
     pub beside_layout_1: bool,
 }
 
-/// Shown without the password and the token, so options printed anywhere never leak them.
+impl NatsOptions {
+    /// The servers as logs and messages show them: without a user and password a URL may
+    /// carry (`nats://user:secret@host:4222`, which the client takes as credentials).
+    pub fn shown_urls(&self) -> String {
+        shown_urls(&self.urls)
+    }
+}
+
+/// `urls`, comma-separated, each without the credentials it may carry.
+pub fn shown_urls(urls: &[String]) -> String {
+    let shown = urls.iter().map(|url| {
+        let Some((scheme, rest)) = url.split_once("://") else { return url.clone() };
+        let authority = rest.split('/').next().unwrap_or(rest);
+        match authority.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://<hidden>@{host}{}", &rest[authority.len()..]),
+            None => url.clone(),
+        }
+    });
+    shown.collect::<Vec<_>>().join(",")
+}
+
+/// Shown without the password, the token and credentials in URLs, so options printed
+/// anywhere never leak them.
 impl std::fmt::Debug for NatsOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "<hidden>");
         f.debug_struct("NatsOptions")
-            .field("urls", &self.urls)
+            .field("urls", &self.shown_urls())
             .field("creds", &self.creds)
             .field("nkey_file", &self.nkey_file)
             .field("tls_ca", &self.tls_ca)
@@ -109,13 +131,13 @@ pub async fn until_ready(options: &NatsOptions) -> Result<Ready> {
     loop {
         match ready(options).await {
             Ok(ready) => {
-                tracing::info!(servers = %options.urls.join(","), prefix = %options.prefix, replicas = options.replicas, partitions = ready.layout.partitions, "NATS JetStream store ready");
+                tracing::info!(servers = %options.shown_urls(), prefix = %options.prefix, replicas = options.replicas, partitions = ready.layout.partitions, "NATS JetStream store ready");
                 return Ok(ready);
             }
             Err(error @ Error::Misconfigured(_)) => return Err(error),
             Err(error) => {
                 attempt += 1;
-                tracing::warn!(servers = %options.urls.join(","), %error, attempt, "waiting for the NATS cluster; retrying in 1 s");
+                tracing::warn!(servers = %options.shown_urls(), %error, attempt, "waiting for the NATS cluster; retrying in 1 s");
                 tokio::time::sleep(RETRY).await;
             }
         }
@@ -128,7 +150,10 @@ pub async fn client(options: &NatsOptions) -> Result<(async_nats::Client, broadc
     let addrs = options
         .urls
         .iter()
-        .map(|url| url.parse::<ServerAddr>().map_err(|e| Error::Misconfigured(format!("NATS server {url}: {e}"))))
+        .map(|url| {
+            let shown = shown_urls(std::slice::from_ref(url));
+            url.parse::<ServerAddr>().map_err(|e| Error::Misconfigured(format!("NATS server {shown}: {e}")))
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut connect = ConnectOptions::new()
         .name("ctxd")
@@ -317,7 +342,15 @@ async fn ensure(js: &jetstream::Context, want: Config) -> Result<Stream> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_version;
+    use super::{check_version, shown_urls};
+
+    #[test]
+    fn credentials_in_server_urls_are_never_shown() {
+        let urls = ["nats://alice:s3@cret@n1:4222", "tls://token@n2:4222", "nats://n3:4222"].map(String::from);
+        let shown = shown_urls(&urls);
+        assert_eq!(shown, "nats://<hidden>@n1:4222,tls://<hidden>@n2:4222,nats://n3:4222");
+        assert!(!shown.contains("cret") && !shown.contains("token"));
+    }
 
     #[test]
     fn servers_older_than_2_12_1_are_refused() {

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use batch::{Put, Stored};
-pub use connect::NatsOptions;
+pub use connect::{NatsOptions, shown_urls};
 use index::Index;
 use layout::Layout;
 pub use layout1::{delete_layout_1, open_source};
