@@ -47,12 +47,12 @@ impl Inner {
         let live = self.live();
         let partitions = self.store.partitions();
         for partition in 0..partitions {
-            let mine = chosen(partition, live.iter().map(String::as_str)) == Some(self.me.as_str());
+            let owner = chosen(partition, live.iter().map(String::as_str)).unwrap_or(&self.me);
+            let mine = owner == self.me;
             let held = Self::lock(&self.held).get(&partition).copied();
             match held {
                 Some(held) if !mine && !held.releasing => {
-                    let owner = chosen(partition, live.iter().map(String::as_str)).unwrap_or_default().to_owned();
-                    if self.settled(&owner) {
+                    if self.settled(owner) {
                         let inner = Arc::clone(self);
                         tokio::spawn(async move { inner.give_up(partition).await });
                     }

@@ -60,19 +60,19 @@ impl Nats {
     /// a copy cut short is never a context (the next attempt writes it all again).
     async fn create(&self, key: &ContextKey, record: StoredRecord) -> Result<Inserted> {
         let Some(expect) = self.free(key).await? else { return Ok(Inserted::Taken) };
-        let mut puts = self.writes(key, &record, None, None).await?;
+        let mut puts = self.tree_writes(key, &record, None).await?;
         let mut start = 0;
         let mut bytes = 0;
-        // Everything but the last batch (which ends with the entry, the marker and the head).
-        let tail = puts.len().saturating_sub(3);
-        for (i, put) in puts.iter().enumerate().take(tail) {
+        for (i, put) in puts.iter().enumerate() {
             if i - start >= MAX_MESSAGES || bytes + put.payload.len() > MAX_BYTES {
                 self.publish_chunk(&puts[start..i]).await?;
                 (start, bytes) = (i, 0);
             }
             bytes += put.payload.len();
         }
-        let last = puts.split_off(start);
+        // The last batch: what is left of the tree, then the entry, the marker and the head.
+        let mut last = puts.split_off(start);
+        last.extend(self.head_writes(key, &record, None)?);
         // A new context needs no lease: its head's condition (none yet) is enough, and the
         // node holding its partition runs it from its next call on.
         match self.save(key, last, expect, false).await {

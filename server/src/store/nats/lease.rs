@@ -40,10 +40,7 @@ impl Nats {
 
     /// Partition `partition`'s lease, read from its stream's leader.
     pub async fn lease(&self, partition: u32) -> Result<PartitionLease> {
-        let subject = self.layout.lease(partition);
-        let stream = &self.streams[partition as usize];
-        let found = self.read(|| stream.get_last_raw_message_by_subject(&subject)).await?;
-        let Some(found) = found else {
+        let Some(found) = self.last_in(partition, &self.layout.lease(partition)).await? else {
             return Ok(PartitionLease { term: 0, node: String::new(), epoch: String::new() });
         };
         let stored: StoredLease = codec::decode("lease", &found.payload)?;
@@ -110,9 +107,7 @@ impl Inner {
     /// After a save was refused under `term`: whether the partition's lease moved on (this
     /// process lost it; every later save there is refused and the cluster is told).
     pub(super) async fn lost_lease(&self, partition: u32, term: u64) -> Result<bool> {
-        let subject = self.layout.lease(partition);
-        let stream = &self.streams[partition as usize];
-        let now = self.read(|| stream.get_last_raw_message_by_subject(&subject)).await?;
+        let now = self.last_in(partition, &self.layout.lease(partition)).await?;
         if now.is_some_and(|lease| lease.sequence == term) {
             return Ok(false);
         }

@@ -39,13 +39,18 @@ impl Inner {
     /// The last message of `subject` in the partition of `key`, read from the stream's
     /// leader; `None` if there is none.
     pub(super) async fn last(&self, key: &ContextKey, subject: &str) -> Result<Option<Last>> {
-        let stream = &self.streams[self.layout.partition(key) as usize];
+        self.last_in(self.layout.partition(key), subject).await
+    }
+
+    /// The last message of `subject` in partition `partition`, read from the stream's leader.
+    pub(super) async fn last_in(&self, partition: u32, subject: &str) -> Result<Option<Last>> {
+        let stream = &self.streams[partition as usize];
         self.read(|| stream.get_last_raw_message_by_subject(subject)).await
     }
 
     /// One message that may not exist (`None` then, not an error), read again while the
     /// cluster cannot answer (a leader being elected), for up to [`super::PATIENCE`].
-    pub(super) async fn read<F>(&self, attempt: impl Fn() -> F) -> Result<Option<Last>>
+    async fn read<F>(&self, attempt: impl Fn() -> F) -> Result<Option<Last>>
     where
         F: Future<Output = std::result::Result<StreamMessage, LastRawMessageError>>,
     {

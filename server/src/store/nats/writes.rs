@@ -31,6 +31,19 @@ impl Inner {
         was_running: Option<bool>,
     ) -> Result<Vec<Put>> {
         let mut puts = self.tree_writes(key, record, after).await?;
+        puts.extend(self.head_writes(key, record, was_running)?);
+        Ok(puts)
+    }
+
+    /// What ends the batch of `record`: the list entry, the run marker when a run starts or
+    /// ends, and last the head.
+    pub(super) fn head_writes(
+        &self,
+        key: &ContextKey,
+        record: &StoredRecord,
+        was_running: Option<bool>,
+    ) -> Result<Vec<Put>> {
+        let mut puts = Vec::with_capacity(3);
         if let Some(context) = &record.context {
             let running = !codec::summary_from_stored(key.id, context)?.state.is_resting();
             puts.push(Put::new(self.layout.entry(key), codec::encode(&listed(context))));
